@@ -1,0 +1,41 @@
+"""What every segmentation engine offers, and the settings a user can give it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Settings from the command line (or the service) that an engine honours where they apply."""
+
+    device: str = "auto"  # auto | cuda | cpu
+    folds: tuple[int, ...] | None = None  # None: every fold_K found in the results folder
+    use_mirroring: bool = True
+    step_size: float = 0.5
+    time_budget_s: float | None = None
+    channel_order: tuple[str, ...] | None = None  # e.g. ("ct", "pet"); None: from dataset.json / settings file
+    compile: bool = False
+    probabilities_path: str | None = None  # where to write the lesion probability map (.mha), if anywhere
+
+
+@dataclass
+class Prediction:
+    """An engine's answer for one study on the PET grid, (z, y, x)."""
+
+    mask: np.ndarray  # uint8, values in {0, 1}
+    probabilities: np.ndarray | None = None  # float32 lesion probability, when the engine has one
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    notes: dict[str, object] = field(default_factory=dict)  # e.g. folds and mirroring passes actually run
+
+
+class Engine(Protocol):
+    name: str
+
+    def describe(self) -> dict[str, object]:
+        """Engine, device, model and settings, for logs and the service's /readyz."""
+
+    def predict(self, *, pet: np.ndarray, ct: np.ndarray, spacing_zyx: tuple[float, float, float]) -> Prediction:
+        """Segment one study: SUV and CT float32 arrays (z, y, x) on the same grid."""

@@ -1,0 +1,1 @@
+"""Code shared by the kit's containers: image I/O with geometry checks, grand-challenge layout, phantoms."""

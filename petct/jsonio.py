@@ -1,0 +1,45 @@
+"""Strict JSON: NaN and infinity become null, files are written atomically."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from petct.atomic import atomic_path
+
+
+def strict(value: Any) -> Any:
+    """A copy of `value` that json.dumps(allow_nan=False) accepts: NaN/inf -> None, numpy -> Python."""
+    if isinstance(value, dict):
+        return {str(k): strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.ndarray):
+        return strict(value.tolist())
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def dumps(value: Any, *, indent: int | None = 2) -> str:
+    return json.dumps(strict(value), indent=indent, allow_nan=False)
+
+
+def write_json_atomic(value: Any, path: str | Path) -> Path:
+    """Write strict JSON atomically (see petct.atomic)."""
+    text = dumps(value) + "\n"
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return Path(path)
