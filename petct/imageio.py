@@ -1,6 +1,9 @@
 """Reading and writing images with SimpleITK, keeping geometry, with errors that name the file."""
 from __future__ import annotations
 
+import gzip
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,10 +79,11 @@ def read_image(path: str | Path) -> sitk.Image:
         raise InputError("not a regular file", path=path)
     if path.stat().st_size == 0:
         raise InputError("file is empty", path=path)
+    require_complete_nifti(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        reason = _first_line(str(exc))
+        reason = _itk_reason(str(exc), path)
         raise InputError(f"not a readable image (truncated or corrupt?): {reason}", path=path) from None
     if image.GetDimension() != 3:
         raise InputError(f"expected a 3D image, got {image.GetDimension()}D", path=path)
@@ -91,12 +95,14 @@ def read_image(path: str | Path) -> sitk.Image:
     return image
 
 
-def _first_line(message: str) -> str:
+def _itk_reason(message: str, path: Path) -> str:
+    """The informative part of an ITK exception: the 'ITK ERROR' description, without paths and errno noise."""
     lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
-    # ITK's messages start with the source location; the description is the last useful line.
-    for line in reversed(lines):
-        if line.lower().startswith("description:"):
-            return line.split(":", 1)[1].strip()
+    for line in lines:
+        if "ITK ERROR" in line:
+            text = line.split("): ", 1)[-1]
+            # ITK appends the last errno ("No such file or directory") on a separate line; it misleads.
+            return text.replace(str(path), "").replace(" for reading", "").replace(":  ", ": ").strip(" .:")
     return lines[-1] if lines else "unknown error"
 
 
@@ -124,3 +130,58 @@ def write_image_atomic(image: sitk.Image, path: str | Path, *, compress: bool = 
     with atomic_path(path) as tmp:
         sitk.WriteImage(image, str(tmp), useCompression=compress)
     return Path(path)
+
+
+# ITK's NIfTI reader fills a truncated .nii or .nii.gz with zeros without a word; these checks catch it.
+_NIFTI_HEADER_BYTES = {348: 1, 540: 2}
+
+
+def require_complete_nifti(path: str | Path) -> None:
+    """Raise InputError if a .nii/.nii.gz file holds fewer voxel bytes than its header announces.
+
+    Other formats are left to their readers (ITK reports truncated .mha and .nrrd files itself).
+    """
+    path = Path(path)
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz")):
+        return
+    try:
+        if name.endswith(".gz"):
+            with gzip.open(path, "rb") as fh:
+                header = fh.read(540)
+                total = len(header)
+                while chunk := fh.read(1 << 22):
+                    total += len(chunk)
+        else:
+            with open(path, "rb") as fh:
+                header = fh.read(540)
+            total = path.stat().st_size
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"not a readable image (truncated or corrupt?): {exc}", path=path) from None
+    expected = _nifti_expected_bytes(header)
+    if expected is not None and total < expected:
+        raise InputError(f"truncated NIfTI file: {total} bytes, header announces {expected}", path=path)
+
+
+def _nifti_expected_bytes(header: bytes) -> int | None:
+    """Voxel offset plus voxel bytes per the NIfTI-1/2 header; None if it is not one (ITK then complains)."""
+    for order in ("<", ">"):
+        if len(header) < 4:
+            return None
+        version = _NIFTI_HEADER_BYTES.get(struct.unpack(order + "i", header[:4])[0])
+        if version == 1 and len(header) >= 348:
+            dims = struct.unpack(order + "8h", header[40:56])
+            bitpix = struct.unpack(order + "h", header[72:74])[0]
+            offset = int(struct.unpack(order + "f", header[108:112])[0])
+        elif version == 2 and len(header) >= 540:
+            bitpix = struct.unpack(order + "h", header[14:16])[0]
+            dims = struct.unpack(order + "8q", header[16:80])
+            offset = struct.unpack(order + "q", header[168:176])[0]
+        else:
+            continue
+        ndim = dims[0]
+        if not 1 <= ndim <= 7 or bitpix <= 0:
+            return None
+        voxels = int(np.prod([max(int(d), 1) for d in dims[1:ndim + 1]], dtype=np.int64))
+        return max(offset, 348 if version == 1 else 540) + voxels * bitpix // 8
+    return None

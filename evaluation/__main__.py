@@ -1,0 +1,89 @@
+"""`python -m evaluation`: score a submission and write metrics.json (`--help` for the modes).
+
+Container mode, the default, as grand-challenge runs it:
+  1. read <input>/predictions.json (one item per successful algorithm job) and index the ground truth;
+  2. pair each ground-truth study with exactly one job, by the name of the job's PET (else CT) input;
+  3. score every pair in its own process, in parallel;
+  4. write <output>/metrics.json (`case`, `aggregates`, `errors`) atomically, report problems on stderr.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from evaluation.batch import score_cases
+from evaluation.cli import EXIT_BAD_INPUT, EXIT_OK, parse_args
+from evaluation.pairing import Case, match_folders, match_jobs
+from evaluation.predictions import read_jobs
+from evaluation.problems import Problem
+from evaluation.report import build_report, print_problems, write_report
+from evaluation.scoring import StudyResult, score_files
+from evaluation.studies import index_masks
+from petct.errors import InputError
+from petct.jsonio import dumps
+from petct.layout import METRICS_JSON, PREDICTIONS_JSON
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else list(argv))
+    if args.command == "score-pair":
+        return score_pair(args)
+    if args.command == "score-folders":
+        return score_folders(args)
+    return score_submission(args)
+
+
+def score_submission(args) -> int:
+    """Container mode: predictions.json and the ground-truth folder in, metrics.json out."""
+    output = args.output / METRICS_JSON
+    try:
+        jobs, problems = read_jobs(args.input / PREDICTIONS_JSON)
+        ground_truth = index_masks(args.ground_truth, what="ground truth")
+    except InputError as exc:  # nothing can be scored
+        return finish([], [Problem.of(exc)], output=output, allow_partial=False)
+    cases, unmatched = match_jobs(jobs, ground_truth, input_dir=args.input, prediction_path=args.prediction_path)
+    results, failed = score_cases(cases, workers=args.workers, timeout_s=args.timeout)
+    return finish(results, problems + unmatched + failed, output=output, allow_partial=args.allow_partial)
+
+
+def score_folders(args) -> int:
+    """Predictions paired with ground truth by study name, folder against folder."""
+    try:
+        ground_truth = index_masks(args.ground_truth, what="ground truth")
+        predictions = index_masks(args.predictions, what="predictions")
+    except InputError as exc:
+        return finish([], [Problem.of(exc)], output=args.output, allow_partial=False)
+    cases, unmatched = match_folders(ground_truth, predictions)
+    results, failed = score_cases(cases, workers=args.workers, timeout_s=args.timeout)
+    return finish(results, unmatched + failed, output=args.output, allow_partial=args.allow_partial)
+
+
+def score_pair(args) -> int:
+    """One study: its metrics as JSON on stdout."""
+    try:
+        result = score_files(ground_truth=args.ground_truth, prediction=args.prediction, study=args.study)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(dumps(result.to_json()))
+    return EXIT_OK
+
+
+def finish(results: list[tuple[Case, StudyResult]], problems: list[Problem], *, output: Path,
+           allow_partial: bool) -> int:
+    """Write metrics.json with every result and problem; the exit status says whether to rank it."""
+    print_problems(problems)
+    try:
+        write_report(build_report(results, problems), output)
+    except OSError as exc:
+        print(f"error: file {output}: cannot write metrics: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"scored {len(results)} stud{'y' if len(results) == 1 else 'ies'}, {len(problems)} problem(s); "
+          f"wrote {output}", file=sys.stderr)
+    if not problems or (allow_partial and results):
+        return EXIT_OK
+    return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""The command line of `python -m evaluation`: container mode (the default), score-folders, score-pair."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from evaluation.pool import default_workers
+from petct.layout import DEFAULT_GROUND_TRUTH, DEFAULT_INPUT, DEFAULT_OUTPUT, OUTPUT_RELATIVE_PATH
+
+CONTAINER = "container"
+COMMANDS = (CONTAINER, "score-folders", "score-pair")
+DEFAULT_TIMEOUT_S = 600.0
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 1  # some study could not be scored, or the input as a whole is unusable
+
+DESCRIPTION = """\
+Score lesion segmentations with the autoPET metrics (Dice, false positive and false negative volume).
+
+Without a command (or with `container`), score a grand-challenge submission: read
+<input>/predictions.json, find each job's mask and its ground truth, write <output>/metrics.json.
+Exit status 1 when any study could not be scored (metrics.json still holds every result and the
+reasons), unless --allow-partial."""
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Parse `argv`; container mode when the first word is not a command."""
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+        argv = [CONTAINER, *argv]
+    return _parser().parse_args(argv)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _batch_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=_positive_int, default=default_workers(),
+                        help="studies scored at once, each in its own process (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                        help="stop scoring a study after this long and report it (default: %(default)s)")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="exit 0 when at least one study was scored, even if others could not be")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m evaluation", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    container = commands.add_parser(CONTAINER, help="score a grand-challenge submission (the default)")
+    container.add_argument("--input", type=Path, default=DEFAULT_INPUT,
+                           help="folder holding predictions.json and <job pk>/output/ (default: %(default)s)")
+    container.add_argument("--ground-truth", type=Path, default=DEFAULT_GROUND_TRUTH,
+                           help="folder of ground-truth masks (default: %(default)s)")
+    container.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
+                           help="folder to write metrics.json into (default: %(default)s)")
+    container.add_argument("--prediction-path", default=OUTPUT_RELATIVE_PATH,
+                           help="interface relative_path of the jobs' mask output (default: %(default)s)")
+    _batch_options(container)
+
+    folders = commands.add_parser("score-folders", help="score a folder of predictions against a folder of ground truth")
+    folders.add_argument("--ground-truth", type=Path, required=True, help="folder of ground-truth masks")
+    folders.add_argument("--predictions", type=Path, required=True,
+                         help="folder of predicted masks, paired with the ground truth by study name")
+    folders.add_argument("--output", type=Path, required=True, help="metrics.json file to write")
+    _batch_options(folders)
+
+    pair = commands.add_parser("score-pair", help="print one study's metrics as JSON")
+    pair.add_argument("ground_truth", type=Path, metavar="GT")
+    pair.add_argument("prediction", type=Path, metavar="PRED")
+    pair.add_argument("--study", help="study name to report (default: from the ground truth's file name)")
+    return parser

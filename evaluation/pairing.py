@@ -1,0 +1,104 @@
+"""Pairing each ground-truth study with exactly one prediction (see evaluation.studies for the names)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from evaluation.predictions import Job, locate_mask
+from evaluation.problems import Problem
+from evaluation.studies import MaskIndex
+from petct.errors import InputError
+
+
+@dataclass(frozen=True)
+class Case:
+    """One study to score."""
+
+    study: str
+    ground_truth: Path
+    prediction: Path
+    job: str | None = None
+
+
+def match_jobs(jobs: list[Job], ground_truth: MaskIndex, *, input_dir: Path,
+               prediction_path: str) -> tuple[list[Case], list[Problem]]:
+    """A case per ground-truth study with exactly one job; a problem for every other job and study."""
+    problems: list[Problem] = []
+    jobs_of: dict[str, list[Job]] = {}
+    for job in jobs:
+        try:
+            jobs_of.setdefault(_study_of(job, ground_truth), []).append(job)
+        except _Unmatched as unmatched:
+            problems.append(unmatched.problem)
+    cases = []
+    for study in ground_truth.studies():
+        found = jobs_of.get(study, [])
+        gt_file = ground_truth.files.get(study)
+        if not found:
+            problems.append(_missing(study, ground_truth, "no algorithm job for this ground-truth study"))
+        elif len(found) > 1:
+            pks = ", ".join(job.pk for job in found)
+            problems.append(Problem(study=study, job=pks, file=str(gt_file or ground_truth.folder),
+                                    reason=f"study has {len(found)} jobs ({pks}); cannot tell which to score"))
+        elif gt_file is None:
+            problems.append(_ambiguous(study, ground_truth, job=found[0].pk))
+        else:
+            try:
+                mask = locate_mask(found[0], input_dir=input_dir, relative_path=prediction_path)
+                cases.append(Case(study=study, ground_truth=gt_file, prediction=mask, job=found[0].pk))
+            except InputError as exc:
+                problems.append(Problem.of(exc, study=study, job=found[0].pk))
+    return cases, problems
+
+
+def match_folders(ground_truth: MaskIndex, predictions: MaskIndex) -> tuple[list[Case], list[Problem]]:
+    """A case per study with one file on each side; a problem for every unpaired or ambiguous study."""
+    problems, cases = [], []
+    for study in sorted(set(ground_truth.studies()) | set(predictions.studies())):
+        if study not in predictions:
+            problems.append(_missing(study, ground_truth, "no prediction for this ground-truth study"))
+        elif study not in ground_truth:
+            problems.append(_missing(study, predictions, "no ground truth for this prediction"))
+        elif study in ground_truth.duplicates:
+            problems.append(_ambiguous(study, ground_truth))
+        elif study in predictions.duplicates:
+            problems.append(_ambiguous(study, predictions, what="prediction"))
+        else:
+            cases.append(Case(study=study, ground_truth=ground_truth.files[study],
+                              prediction=predictions.files[study]))
+    return cases, problems
+
+
+class _Unmatched(Exception):
+    def __init__(self, problem: Problem):
+        super().__init__(problem.describe())
+        self.problem = problem
+
+
+def _study_of(job: Job, ground_truth: MaskIndex) -> str:
+    """The ground-truth study a job's PET input (else its CT input) names."""
+    candidates = job.study_candidates()
+    if not candidates:
+        raise _Unmatched(Problem(job=job.pk, reason="job has no PET or CT input with an image name"))
+    for name, studies in candidates:
+        hits = [study for study in studies if study in ground_truth]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise _Unmatched(Problem(study=hits[0], job=job.pk, file=name,
+                                     reason=f"input name matches {len(hits)} ground-truth studies: {', '.join(hits)}"))
+    name, studies = candidates[0]
+    looked = ", ".join(s for _, group in candidates for s in group)
+    raise _Unmatched(Problem(study=studies[-1], job=job.pk, file=name,
+                             reason=f"no ground truth for this job's study in {ground_truth.folder} (looked for {looked})"))
+
+
+def _missing(study: str, index: MaskIndex, reason: str) -> Problem:
+    files = index.duplicates.get(study) or [index.files[study]]
+    return Problem(study=study, file=", ".join(str(f) for f in files), reason=reason)
+
+
+def _ambiguous(study: str, index: MaskIndex, *, what: str = "ground-truth", job: str | None = None) -> Problem:
+    files = index.duplicates[study]
+    return Problem(study=study, job=job, file=", ".join(str(f) for f in files),
+                   reason=f"{len(files)} {what} files for this study; remove all but one")

@@ -1,0 +1,105 @@
+"""Reading grand-challenge's predictions.json: the jobs of a submission, their inputs and their masks.
+
+Only the keys the evaluation needs are read (pk, inputs, outputs, and per socket image.name and
+interface.relative_path); the platform's many other keys are ignored. Sockets are matched on
+`interface.relative_path`, never on the slug, which organisers choose freely.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from evaluation.problems import Problem
+from evaluation.studies import input_candidates
+from petct.errors import InputError
+from petct.layout import CT_RELATIVE_PATH, PET_RELATIVE_PATH, is_image_file, list_images
+
+
+@dataclass(frozen=True)
+class Job:
+    """One algorithm job: its pk and, per socket relative path, the image name (None for non-images)."""
+
+    pk: str
+    inputs: dict[str, str | None] = field(default_factory=dict)
+    outputs: dict[str, str | None] = field(default_factory=dict)
+
+    def study_candidates(self) -> list[tuple[str, list[str]]]:
+        """(input name, study names it may stand for) for the PET input, then the CT input."""
+        return [(name, input_candidates(name)) for name in
+                (self.inputs.get(PET_RELATIVE_PATH), self.inputs.get(CT_RELATIVE_PATH)) if name]
+
+
+def read_jobs(path: Path) -> tuple[list[Job], list[Problem]]:
+    """The jobs of predictions.json, plus a problem per item that is not a usable job.
+
+    Raises InputError when the file as a whole is unusable (missing, not JSON, not a list).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("predictions.json does not exist", path=path)
+    try:
+        items = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"predictions.json is not readable JSON: {exc}", path=path) from None
+    if not isinstance(items, list):
+        raise InputError(f"predictions.json must hold a list of jobs, found {type(items).__name__}", path=path)
+    jobs, problems, seen = [], [], set()
+    for number, item in enumerate(items, start=1):
+        try:
+            job = _job(item, number)
+            if job.pk in seen:
+                raise InputError(f"job {job.pk} is listed twice")
+            seen.add(job.pk)
+            jobs.append(job)
+        except InputError as exc:
+            pk = item.get("pk") if isinstance(item, dict) and isinstance(item.get("pk"), str) else None
+            problems.append(Problem(reason=f"predictions.json item {number}: {exc.problem}", job=pk, file=str(path)))
+    return jobs, problems
+
+
+def _job(item: object, number: int) -> Job:
+    if not isinstance(item, dict):
+        raise InputError(f"expected an object, found {type(item).__name__}")
+    pk = item.get("pk")
+    # The pk names a folder under the input folder: refuse anything that could point elsewhere.
+    if not isinstance(pk, str) or not pk or "/" in pk or "\\" in pk or pk in (".", ".."):
+        raise InputError(f"missing or invalid pk {pk!r}")
+    return Job(pk=pk, inputs=_sockets(item, "inputs"), outputs=_sockets(item, "outputs"))
+
+
+def _sockets(item: dict, key: str) -> dict[str, str | None]:
+    sockets = item.get(key)
+    if not isinstance(sockets, list):
+        raise InputError(f"'{key}' must be a list, found {type(sockets).__name__}")
+    by_path: dict[str, str | None] = {}
+    for number, socket in enumerate(sockets, start=1):
+        interface = socket.get("interface") if isinstance(socket, dict) else None
+        relative_path = interface.get("relative_path") if isinstance(interface, dict) else None
+        if not isinstance(relative_path, str) or not relative_path:
+            raise InputError(f"{key} item {number} has no interface.relative_path")
+        image = socket.get("image")
+        name = image.get("name") if isinstance(image, dict) else None
+        by_path[relative_path] = name if isinstance(name, str) and name else None
+    return by_path
+
+
+def locate_mask(job: Job, *, input_dir: Path, relative_path: str) -> Path:
+    """The job's mask file: the one image in `<input>/<pk>/output/<relative_path>/`."""
+    if relative_path not in job.outputs:
+        listed = ", ".join(sorted(job.outputs)) or "none"
+        raise InputError(f"job lists no output at {relative_path} (outputs: {listed})")
+    location = Path(input_dir) / job.pk / "output" / relative_path
+    if is_image_file(location):
+        return location
+    if not location.is_dir():
+        raise InputError("prediction folder does not exist", path=location)
+    images = list_images(location)
+    if len(images) == 1:
+        return images[0]
+    if not images:
+        raise InputError("prediction folder holds no image file", path=location)
+    named = job.outputs[relative_path]
+    if named and location / named in images:
+        return location / named
+    raise InputError(f"prediction folder holds {len(images)} image files, expected one", path=location)
