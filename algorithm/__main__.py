@@ -1,0 +1,40 @@
+"""`python -m algorithm`: one PET/CT study in, one lesion mask out, as a grand-challenge algorithm job.
+
+Story: parse the arguments -> load the engine (nnU-Net model, else the baseline) -> read and check the
+inputs -> predict -> write the mask. Any failure ends in one line on stderr and a non-zero exit code.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+
+from algorithm.cli import engine_options, parse_args
+from algorithm.engines import load_engine
+from algorithm.failures import report_failure
+from algorithm.logs import configure_logging, timed
+from algorithm.pipeline import check_probabilities_path, run_container
+from petct.jsonio import dumps
+
+log = logging.getLogger("algorithm")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    configure_logging()
+    try:
+        # Checked before the (slow) model load: a probability map in /output breaks "exactly one output".
+        check_probabilities_path(args.save_probabilities, output_dir=args.output)
+        with timed({}, "load engine", log):
+            engine = load_engine(model=args.model, options=engine_options(args), engine=args.engine)
+        log.info("engine: %s", dumps(engine.describe(), indent=None))
+        # Reading, prediction and writing, each logged with its time.
+        mask_path = run_container(input_dir=args.input, output_dir=args.output, engine=engine,
+                                  probabilities_path=args.save_probabilities)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one line and an exit code
+        return report_failure(exc, debug=args.debug)
+    log.info("done: %s", mask_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

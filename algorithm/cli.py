@@ -1,0 +1,95 @@
+"""The command line of `python -m algorithm`, and how its arguments become engine options."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from algorithm.engine import EngineOptions
+from algorithm.engines import BAKED_MODEL, ENGINE_CHOICES
+from petct.layout import DEFAULT_INPUT, DEFAULT_MODEL, DEFAULT_OUTPUT
+
+# Settings from the environment use this prefix: grand-challenge strips GRAND_CHALLENGE_* variables.
+ENV_PREFIX = "PETCT_KIT_"
+CHANNELS = ("pet", "ct")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m algorithm",
+        description="Segment the FDG-avid lesions of one PET/CT study laid out as grand-challenge does.")
+    parser.add_argument("--input", type=Path, default=DEFAULT_INPUT,
+                        help="folder with images/pet/<one image> and images/ct/<one image> (default %(default)s)")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
+                        help="folder to write images/automated-petct-lesion-segmentation/<name>.mha into "
+                             "(default %(default)s)")
+    parser.add_argument("--model", type=Path, default=None,
+                        help=f"nnU-Net results folder (default: {DEFAULT_MODEL}, then {BAKED_MODEL}, "
+                             "then the weight-free baseline)")
+    parser.add_argument("--engine", choices=ENGINE_CHOICES, default=_env("ENGINE", "auto"),
+                        help="auto: nnU-Net when a model is found, else baseline (default %(default)s)")
+    parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default=_env("DEVICE", "auto"))
+    parser.add_argument("--folds", type=_folds, default=None,
+                        help="comma-separated folds, e.g. 0,1,2 (default: every fold in the model)")
+    parser.add_argument("--step-size", type=_step_size, default=0.5,
+                        help="sliding-window step as a fraction of the patch (default %(default)s)")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
+                        help="mirroring test-time augmentation (default on; --no-tta turns it off)")
+    parser.add_argument("--time-budget", type=_positive, default=None, metavar="SECONDS",
+                        help="the engine drops test-time augmentation or folds to finish within this")
+    parser.add_argument("--channel-order", type=_channel_order, default=None,
+                        help="which image feeds each network channel, e.g. ct,pet (default: from the model)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network (GPU)")
+    parser.add_argument("--save-probabilities", type=Path, default=None, metavar="PATH",
+                        help="also write the lesion probability map (.mha) here; must be outside --output")
+    parser.add_argument("--debug", action="store_true", default=_env("DEBUG", "") not in ("", "0"),
+                        help="print the traceback on failure (or set PETCT_KIT_DEBUG=1)")
+    return parser.parse_args(argv)
+
+
+def engine_options(args: argparse.Namespace) -> EngineOptions:
+    return EngineOptions(
+        device=args.device,
+        folds=args.folds,
+        use_mirroring=args.tta,
+        step_size=args.step_size,
+        time_budget_s=args.time_budget,
+        channel_order=args.channel_order,
+        compile=args.compile,
+        probabilities_path=str(args.save_probabilities) if args.save_probabilities is not None else None,
+    )
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(ENV_PREFIX + name, default)
+
+
+def _folds(text: str) -> tuple[int, ...]:
+    try:
+        folds = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated fold numbers like 0,1,2, got {text!r}") from None
+    if any(f < 0 for f in folds) or len(set(folds)) != len(folds):
+        raise argparse.ArgumentTypeError(f"folds must be distinct non-negative numbers, got {text!r}")
+    return folds
+
+
+def _step_size(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"step size must be in (0, 1], got {text}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def _channel_order(text: str) -> tuple[str, ...]:
+    order = tuple(v.strip().lower() for v in text.split(","))
+    if any(v not in CHANNELS for v in order) or not order:
+        raise argparse.ArgumentTypeError(f"expected channel names from {CHANNELS} like ct,pet, got {text!r}")
+    return order

@@ -1,0 +1,190 @@
+"""One study through an engine: find and check the inputs, put CT on the PET grid, predict, write the mask."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from algorithm.engine import Engine
+from algorithm.logs import timed
+from petct.errors import InputError
+from petct.imageio import Geometry, grid_mismatches, image_from_array, read_image, require_finite, write_image_atomic
+from petct.jsonio import dumps
+from petct.layout import CT_RELATIVE_PATH, INPUTS_JSON, OUTPUT_RELATIVE_PATH, PET_RELATIVE_PATH, image_stem, list_images
+
+log = logging.getLogger(__name__)
+
+CT_OUTSIDE_HU = -1024.0  # air, as the challenge's CTres uses outside the CT's field of view
+MIN_CT_COVERAGE = 0.5  # below this fraction of the PET grid covered by CT, warn
+
+
+@dataclass(frozen=True)
+class StudyInputs:
+    pet_path: Path
+    ct_path: Path
+
+
+@dataclass
+class SegmentationResult:
+    """The mask on the PET grid, with what the engine said about how it got there."""
+
+    mask: sitk.Image  # uint8 {0, 1}, PET size, spacing, origin and direction
+    probabilities: sitk.Image | None = None  # float32 lesion probability on the PET grid
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    notes: dict[str, object] = field(default_factory=dict)
+
+
+def find_study_inputs(input_dir: Path) -> StudyInputs:
+    """The one PET and one CT image of the platform's layout, or InputError saying what was found."""
+    input_dir = Path(input_dir)
+    if not input_dir.is_dir():
+        raise InputError("input folder does not exist", path=input_dir)
+    return StudyInputs(pet_path=_single_image(input_dir / PET_RELATIVE_PATH, "PET"),
+                       ct_path=_single_image(input_dir / CT_RELATIVE_PATH, "CT"))
+
+
+def _single_image(folder: Path, what: str) -> Path:
+    if not folder.is_dir():
+        raise InputError(f"{what} folder does not exist (expected exactly one image in it)", path=folder)
+    images = list_images(folder)
+    if len(images) == 1:
+        return images[0]
+    others = sorted(p.name for p in folder.iterdir() if p not in images)
+    found = ", ".join(p.name for p in images) if images else "none"
+    extra = f" (other entries: {', '.join(others)})" if others else ""
+    raise InputError(f"expected exactly one {what} image, found {len(images)}: {found}{extra}", path=folder)
+
+
+def read_study(*, pet_path: Path, ct_path: Path) -> tuple[sitk.Image, np.ndarray, dict[str, object]]:
+    """The PET image (float32), the CT as a float32 array on the PET grid, and notes on what was done."""
+    pet = sitk.Cast(read_image(pet_path), sitk.sitkFloat32)
+    require_finite(sitk.GetArrayViewFromImage(pet), path=pet_path, what="SUV image")
+    ct = sitk.Cast(read_image(ct_path), sitk.sitkFloat32)
+    require_finite(sitk.GetArrayViewFromImage(ct), path=ct_path, what="CT image")
+    notes: dict[str, object] = {}
+    mismatches = grid_mismatches(Geometry.of(pet), Geometry.of(ct))
+    if mismatches:
+        log.info("CT grid differs from the PET grid (%s): resampling CT onto the PET grid (linear, %g HU outside)",
+                 "; ".join(mismatches), CT_OUTSIDE_HU)
+        ct, coverage = resample_onto(ct, pet, path=ct_path)
+        notes["ct_resampled"] = {"from": mismatches, "coverage": round(coverage, 4)}
+    return pet, sitk.GetArrayFromImage(ct), notes
+
+
+def resample_onto(ct: sitk.Image, reference: sitk.Image, *, path: Path) -> tuple[sitk.Image, float]:
+    """CT resampled onto `reference`'s grid, and the fraction of that grid the CT covers."""
+    resampler = sitk.ResampleImageFilter()
+    resampler.SetReferenceImage(reference)
+    resampler.SetInterpolator(sitk.sitkLinear)
+    resampler.SetOutputPixelType(sitk.sitkFloat32)
+    # NaN marks voxels outside the CT (inputs were checked finite), then becomes air.
+    resampler.SetDefaultPixelValue(float("nan"))
+    out = sitk.GetArrayFromImage(resampler.Execute(ct))
+    outside = np.isnan(out)
+    coverage = 1.0 - float(np.count_nonzero(outside)) / out.size
+    if coverage == 0.0:
+        raise InputError("CT does not overlap the PET's field of view (check origin and direction)", path=path)
+    if coverage < MIN_CT_COVERAGE:
+        log.warning("the CT covers only %.0f %% of the PET's field of view", 100 * coverage)
+    out[outside] = CT_OUTSIDE_HU
+    image = sitk.GetImageFromArray(out)
+    image.CopyInformation(reference)
+    return image, coverage
+
+
+def segment_study(*, pet_path: Path, ct_path: Path, engine: Engine) -> SegmentationResult:
+    """Read and check one study, run the engine, and return its mask on the PET grid."""
+    timings: dict[str, float] = {}
+    with timed(timings, "read inputs", log):
+        pet, ct, notes = read_study(pet_path=Path(pet_path), ct_path=Path(ct_path))
+    geometry = Geometry.of(pet)
+    log.info("study: PET %s, %s voxels at %s mm", Path(pet_path).name, list(geometry.size),
+             [round(s, 4) for s in geometry.spacing])
+    with timed(timings, "predict", log):
+        prediction = engine.predict(pet=sitk.GetArrayFromImage(pet), ct=ct, spacing_zyx=geometry.spacing[::-1])
+    for stage, seconds in prediction.timings.items():
+        timings[f"predict/{stage}"] = seconds
+    notes.update(prediction.notes)
+    if notes:
+        log.info("engine notes: %s", dumps(notes, indent=None))
+    mask = _checked_mask(prediction.mask, geometry, engine.name)
+    probabilities = None
+    if prediction.probabilities is not None:
+        probabilities = image_from_array(np.asarray(prediction.probabilities, dtype=np.float32), geometry)
+    return SegmentationResult(mask=image_from_array(mask, geometry), probabilities=probabilities,
+                              timings=timings, notes=notes)
+
+
+def _checked_mask(mask: np.ndarray, geometry: Geometry, engine_name: str) -> np.ndarray:
+    """The engine's mask as uint8 {0, 1}; an engine breaking its contract is a bug, not bad input."""
+    mask = np.asarray(mask)
+    expected = tuple(geometry.size[::-1])
+    if mask.shape != expected:
+        raise RuntimeError(f"engine {engine_name} returned a mask of shape {mask.shape}, expected {expected}")
+    if mask.dtype != bool and not np.isin(np.unique(mask), (0, 1)).all():
+        raise RuntimeError(f"engine {engine_name} returned mask values {np.unique(mask)[:10].tolist()}, "
+                           "expected only 0 and 1")
+    return mask.astype(np.uint8)
+
+
+def check_probabilities_path(path: Path | None, *, output_dir: Path) -> None:
+    """Refuse a probability map inside the output folder: the platform wants exactly one output there."""
+    if path is None:
+        return
+    if Path(path).resolve().is_relative_to(Path(output_dir).resolve()):
+        raise InputError(f"--save-probabilities must be outside the output folder {output_dir} "
+                         "(the platform accepts exactly one output image)", path=path)
+
+
+def mask_path_for(*, output_dir: Path, pet_path: Path) -> Path:
+    """<output>/images/automated-petct-lesion-segmentation/<PET input's name>.mha"""
+    return Path(output_dir) / OUTPUT_RELATIVE_PATH / f"{image_stem(Path(pet_path).name)}.mha"
+
+
+def run_container(*, input_dir: Path, output_dir: Path, engine: Engine,
+                  probabilities_path: Path | None = None) -> Path:
+    """The algorithm job: one study from `input_dir` to one mask under `output_dir`; returns the mask's path."""
+    check_probabilities_path(probabilities_path, output_dir=output_dir)
+    inputs = find_study_inputs(Path(input_dir))
+    _log_uploaded_names(Path(input_dir))
+    result = segment_study(pet_path=inputs.pet_path, ct_path=inputs.ct_path, engine=engine)
+    target = mask_path_for(output_dir=output_dir, pet_path=inputs.pet_path)
+    _warn_about_other_outputs(target)
+    with timed(result.timings, "write mask", log):
+        write_image_atomic(result.mask, target, compress=True)
+    log.info("wrote %s (%d lesion voxels)", target,
+             int(np.count_nonzero(sitk.GetArrayViewFromImage(result.mask))))
+    if probabilities_path is not None:
+        if result.probabilities is None:
+            log.warning("engine %s gives no probabilities: nothing written to %s", engine.name, probabilities_path)
+        else:
+            write_image_atomic(result.probabilities, probabilities_path, compress=True)
+            log.info("wrote probabilities to %s", probabilities_path)
+    log.info("timings (s): %s", dumps({k: round(v, 3) for k, v in result.timings.items()}, indent=None))
+    return target
+
+
+def _log_uploaded_names(input_dir: Path) -> None:
+    """Log the names the uploader gave (inputs.json), which identify the study; it is optional here."""
+    path = input_dir / INPUTS_JSON
+    if not path.is_file():
+        return
+    try:
+        items = json.loads(path.read_text())
+        names = {item["interface"]["relative_path"]: item["image"]["name"] for item in items
+                 if isinstance(item, dict) and isinstance(item.get("image"), dict)}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("%s not understood (%s); continuing without it", path, exc)
+        return
+    log.info("uploaded as: %s", dumps(names, indent=None))
+
+
+def _warn_about_other_outputs(target: Path) -> None:
+    others = [p.name for p in list_images(target.parent) if p != target]
+    if others:
+        log.warning("the output folder already holds %s: the platform expects exactly one image there",
+                    ", ".join(others))
