@@ -25,6 +25,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_evaluation.py
+	$(PY) benchmarks/bench_baseline.py
+	$(PY) benchmarks/bench_app.py
 
 clean:
 	rm -rf $(VENV)

@@ -1,0 +1,122 @@
+"""`python -m app`: the kit's service (`serve`) and the platform dry run (`dry-run`); `--help` for options.
+
+  serve    read settings -> load the inference engine -> answer HTTP requests until stopped
+  dry-run  lay out studies as grand-challenge does -> run the algorithm on each -> check the
+           outputs -> score them with the evaluation container -> print a table, write reports
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from app.sizes import parse_size
+from petct.errors import InputError
+
+EXIT_USAGE = 2
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    from app.dryrun.run import DryRunOptions
+    from app.service.settings import DEFAULT_MAX_UPLOAD, DEFAULT_MAX_VOXELS, TOKEN_ENV
+
+    parser = argparse.ArgumentParser(prog="python -m app", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the HTTP API (OpenAPI docs at /docs)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help=f"address to listen on (default: %(default)s; any other than loopback needs {TOKEN_ENV})")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--data-dir", type=Path, default=Path("service-data"),
+                       help="job database and files (default: %(default)s)")
+    serve.add_argument("--token", help=f"bearer token every endpoint but /healthz requires (better: set {TOKEN_ENV}, "
+                                       "which other users cannot read from the process list)")
+    serve.add_argument("--max-upload", type=_size, default=DEFAULT_MAX_UPLOAD, metavar="SIZE",
+                       help="largest request body, e.g. 2GiB or 500MB (default: 2GiB)")
+    serve.add_argument("--max-voxels", type=int, default=DEFAULT_MAX_VOXELS,
+                       help="largest image accepted, in voxels (default: %(default)s)")
+    serve.add_argument("--ground-truth", type=Path,
+                       help="organiser mode: score predictions against this folder's cases, never sending them out")
+    serve.add_argument("--model", type=Path, help="nnU-Net results folder (default: as the algorithm container finds one)")
+    serve.add_argument("--engine", choices=("auto", "nnunet", "baseline"), default="auto")
+    serve.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    serve.add_argument("--scoring-workers", type=int, default=2, help="scoring requests run at once")
+    serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+
+    defaults = DryRunOptions()
+    dry = commands.add_parser("dry-run", help="check an algorithm as grand-challenge would run and score it")
+    runner = dry.add_mutually_exclusive_group()
+    runner.add_argument("--command", help='local command run per study, with {input} and {output} placeholders, '
+                                          'e.g. "python -m mypkg --in {input} --out {output}" '
+                                          "(default: the kit's python -m algorithm)")
+    runner.add_argument("--image", metavar="TAG", help="Docker image, run with the platform's flags "
+                                                       "(no network, read-only /input, memory and pid limits, ...)")
+    dry.add_argument("--cases", type=Path, help="folder of <case>/SUV, CTres and SEG images "
+                                                "(default: built-in phantom studies)")
+    dry.add_argument("--phantoms", type=int, default=defaults.phantoms, help="phantom studies (default: %(default)s)")
+    dry.add_argument("--phantom-size", choices=("tiny", "small"), default=defaults.phantom_size)
+    dry.add_argument("--time-limit", type=_positive, default=defaults.time_limit_s, metavar="SECONDS",
+                     help="per study (default: %(default)g; the platform allows 5 min to 24 h)")
+    dry.add_argument("--memory", type=_size, default=defaults.memory_bytes, metavar="SIZE",
+                     help="per study, e.g. 16g (default: 16g); Docker gets half of it as /dev/shm")
+    dry.add_argument("--model", type=Path, help="--image: folder mounted read-only at /opt/ml/model")
+    dry.add_argument("--gpus", action=argparse.BooleanOptionalAction, default=None,
+                     help="--image: pass --gpus all (default: when nvidia-smi lists a GPU)")
+    dry.add_argument("--workdir", type=Path, help="where the jobs' folders go, kept afterwards "
+                                                  "(default: a temporary folder, removed)")
+    dry.add_argument("--output", type=Path, default=defaults.output,
+                     help="where metrics.json, dry-run.json and the job logs go (default: %(default)s)")
+    dry.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report here")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        return _dry_run(args)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from app.service.serve import serve
+    from app.service.settings import ServiceSettings, token_from
+
+    settings = ServiceSettings(data_dir=args.data_dir, host=args.host, port=args.port, token=token_from(args.token),
+                               max_upload_bytes=args.max_upload, max_voxels=args.max_voxels,
+                               ground_truth=args.ground_truth, model=args.model, device=args.device,
+                               scoring_workers=args.scoring_workers)
+    return serve(settings, engine=args.engine, log_level=args.log_level)
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    from app.dryrun.run import DryRunOptions, run_dry_run
+
+    if args.phantoms < 1:
+        raise InputError("--phantoms must be at least 1")
+    return run_dry_run(DryRunOptions(
+        command=args.command, image=args.image, cases=args.cases, phantoms=args.phantoms,
+        phantom_size=args.phantom_size, time_limit_s=args.time_limit, memory_bytes=args.memory, model=args.model,
+        gpus=args.gpus, workdir=args.workdir, output=args.output, junit=args.junit))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,62 @@
+"""The studies a dry run feeds the algorithm: built-in phantoms, or a folder of cases."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from petct.errors import InputError
+from petct.layout import CTRES_NAME, IMAGE_SUFFIXES, SEG_NAME, SUV_NAME
+from petct.phantom import make_study
+
+# (seed, lesions): two positive studies and a negative one, so an empty ground truth is exercised.
+PHANTOMS = ((11, 3), (12, 0), (13, 2))
+
+
+@dataclass(frozen=True)
+class DryRunCase:
+    """One study: SUV, CT on the PET grid, and the ground-truth mask."""
+
+    name: str
+    suv: Path
+    ctres: Path
+    seg: Path
+    lesions: int | None = None  # known for phantoms
+
+
+def phantom_cases(folder: Path, *, count: int = len(PHANTOMS), size: str = "small") -> list[DryRunCase]:
+    """Write `count` phantom studies (the first `count` of PHANTOMS, repeated with new seeds beyond)."""
+    cases = []
+    for i in range(count):
+        seed, lesions = PHANTOMS[i % len(PHANTOMS)]
+        seed += 100 * (i // len(PHANTOMS))
+        study = make_study(seed, size=size, n_lesions=lesions, name=f"PHANTOM_{seed:04d}")
+        out = study.write(folder)
+        cases.append(DryRunCase(name=study.name, suv=out / f"{SUV_NAME}.mha", ctres=out / f"{CTRES_NAME}.mha",
+                                seg=out / f"{SEG_NAME}.mha", lesions=len(study.lesions)))
+    return cases
+
+
+def folder_cases(folder: Path) -> list[DryRunCase]:
+    """Every `<case>/` of `folder` holding SUV, CTres and SEG images (any image suffix)."""
+    if not folder.is_dir():
+        raise InputError("cases folder does not exist or is not a folder", path=folder)
+    cases, incomplete = [], []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        found = {stem: _image(sub, stem) for stem in (SUV_NAME, CTRES_NAME, SEG_NAME)}
+        if all(found.values()):
+            cases.append(DryRunCase(name=sub.name, suv=found[SUV_NAME], ctres=found[CTRES_NAME],
+                                    seg=found[SEG_NAME]))
+        elif any(found.values()):
+            incomplete.append(f"{sub.name} (missing {', '.join(k for k, v in found.items() if not v)})")
+    if incomplete:
+        raise InputError(f"incomplete case folder(s): {'; '.join(incomplete)}", path=folder)
+    if not cases:
+        raise InputError(f"no case folders with {SUV_NAME}, {CTRES_NAME} and {SEG_NAME} images", path=folder)
+    return cases
+
+
+def _image(folder: Path, stem: str) -> Path | None:
+    hits = [folder / f"{stem}{suffix}" for suffix in IMAGE_SUFFIXES if (folder / f"{stem}{suffix}").is_file()]
+    if len(hits) > 1:
+        raise InputError(f"more than one {stem} image: {', '.join(p.name for p in hits)}", path=folder)
+    return hits[0] if hits else None

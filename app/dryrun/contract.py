@@ -1,0 +1,106 @@
+"""What an algorithm job must deliver for the platform to accept it and the evaluation to score it."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from app.dryrun.runner import Limits, RunOutcome
+from app.sizes import format_size
+from petct.errors import InputError
+from petct.imageio import Geometry, grid_mismatches, read_image
+from petct.layout import OUTPUT_RELATIVE_PATH
+
+ALLOWED_OUTPUT_SUFFIX = ".mha"
+ALLOWED_VALUES = {0, 1}
+# The 2024 edition's second output; anything else in /output is reported but allowed.
+KNOWN_EXTRA_OUTPUTS = {"data-centric-model.json"}
+
+
+@dataclass
+class JobCheck:
+    """The verdict on one job: contract violations (the job fails) and warnings (it passes)."""
+
+    violations: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    mask: Path | None = None
+
+    @property
+    def passed(self) -> bool:
+        return not self.violations
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime) of every file under `folder`, to tell whether a job wrote into its input."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def check_run(outcome: RunOutcome, *, limits: Limits, check: JobCheck) -> None:
+    """Exit status, time and (local runs) memory."""
+    if outcome.timed_out:
+        check.violations.append(f"exceeded the time limit of {limits.time_s:g} s and was killed")
+    elif outcome.exit_code == 137:
+        check.violations.append("exit status 137: killed, most likely for using more memory than "
+                                f"{format_size(limits.memory_bytes)}")
+    elif outcome.exit_code != 0:
+        check.violations.append(f"exit status {outcome.exit_code} (the platform marks the job failed and "
+                                "uploads no outputs)")
+    if outcome.peak_rss_bytes and outcome.peak_rss_bytes > limits.memory_bytes:
+        check.violations.append(f"peak memory {format_size(outcome.peak_rss_bytes)} is over the limit of "
+                                f"{format_size(limits.memory_bytes)}")
+
+
+def check_output(output_dir: Path, *, pet: Geometry, check: JobCheck) -> None:
+    """Exactly one .mha in the segmentation folder: uint8, values in {0, 1}, on the PET's grid."""
+    folder = output_dir / OUTPUT_RELATIVE_PATH
+    _note_extra_outputs(output_dir, check)
+    if not folder.is_dir():
+        check.violations.append(f"no output folder /output/{OUTPUT_RELATIVE_PATH}/")
+        return
+    entries = sorted(folder.iterdir())
+    if len(entries) != 1:
+        listed = ", ".join(p.name for p in entries) or "nothing"
+        check.violations.append(f"expected exactly one file in /output/{OUTPUT_RELATIVE_PATH}/, found "
+                                f"{len(entries)}: {listed}")
+        return
+    mask = entries[0]
+    if not mask.is_file():
+        check.violations.append(f"/output/{OUTPUT_RELATIVE_PATH}/{mask.name} is not a regular file")
+        return
+    if not mask.name.lower().endswith(ALLOWED_OUTPUT_SUFFIX):
+        rejected = " (the platform rejects .nii.gz)" if mask.name.lower().endswith(".nii.gz") else ""
+        check.violations.append(f"output {mask.name} is not a {ALLOWED_OUTPUT_SUFFIX} file{rejected}")
+        return
+    try:
+        image = read_image(mask)
+    except InputError as exc:
+        check.violations.append(f"output {mask.name}: {exc.problem}")
+        return
+    if image.GetPixelID() != sitk.sitkUInt8:
+        check.violations.append(f"output {mask.name} has pixel type {image.GetPixelIDTypeAsString()}; "
+                                "write unsigned 8-bit integers (uint8)")
+    else:
+        values = set(np.unique(sitk.GetArrayViewFromImage(image)).tolist())
+        if not values <= ALLOWED_VALUES:
+            odd = sorted(values - ALLOWED_VALUES)
+            check.violations.append(f"output {mask.name} holds values {odd[:10]} outside {{0, 1}}")
+    mismatches = grid_mismatches(pet, Geometry.of(image))
+    if mismatches:
+        check.violations.append(f"output {mask.name} is not on the PET's grid: {'; '.join(mismatches)}")
+    check.mask = mask
+
+
+def _note_extra_outputs(output_dir: Path, check: JobCheck) -> None:
+    slug_folder = output_dir / OUTPUT_RELATIVE_PATH
+    for root, dirs, files in os.walk(output_dir):
+        here = Path(root)
+        if here == slug_folder or slug_folder in here.parents:
+            continue
+        for name in files:
+            relative = (here / name).relative_to(output_dir)
+            if str(relative) not in KNOWN_EXTRA_OUTPUTS:
+                check.warnings.append(f"unexpected output /output/{relative} (the platform ignores it)")

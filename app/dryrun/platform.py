@@ -1,0 +1,133 @@
+"""Folders and JSON laid out exactly as grand-challenge lays them out for algorithm and evaluation jobs."""
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from app.dryrun.cases import DryRunCase
+from petct.imageio import read_image, write_image_atomic
+from petct.jsonio import write_json_atomic
+from petct.layout import (CT_RELATIVE_PATH, INPUTS_JSON, OUTPUT_RELATIVE_PATH, OUTPUT_SLUG, PET_RELATIVE_PATH,
+                          PREDICTIONS_JSON)
+
+PET_SLUG = "pet-image"
+CT_SLUG = "ct-image"
+
+
+@dataclass
+class AlgorithmJob:
+    """One algorithm job's folders: `input` (read-only once laid out), `output` and a fresh `tmp`."""
+
+    pk: str
+    case: DryRunCase
+    input_dir: Path
+    output_dir: Path
+    tmp_dir: Path
+    inputs: list[dict]  # the socket values of inputs.json
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+
+
+def socket_value(*, slug: str, relative_path: str, kind: str, image_pk: str, image_name: str) -> dict:
+    """One item of inputs.json / predictions.json's inputs and outputs."""
+    return {"pk": uuid.uuid4().int % 10**9, "file": None, "value": None,
+            "image": {"pk": image_pk, "name": image_name},
+            "interface": {"slug": slug, "kind": kind, "super_kind": "Image", "relative_path": relative_path,
+                          "title": slug.replace("-", " ").title()}}
+
+
+def lay_out_job(case: DryRunCase, folder: Path) -> AlgorithmJob:
+    """`<folder>/<pk>/input/images/{pet,ct}/<uuid>.mha` and inputs.json, an empty output, an empty tmp."""
+    pk = str(uuid.uuid4())
+    root = folder / pk
+    job = AlgorithmJob(pk=pk, case=case, input_dir=root / "input", output_dir=root / "output",
+                       tmp_dir=root / "tmp", inputs=[])
+    for source, relative, slug, upload_name in ((case.suv, PET_RELATIVE_PATH, PET_SLUG, f"{case.name}_SUV.mha"),
+                                                 (case.ctres, CT_RELATIVE_PATH, CT_SLUG, f"{case.name}_CTres.mha")):
+        image_pk = str(uuid.uuid4())
+        _copy_as_mha(source, job.input_dir / relative / f"{image_pk}.mha")
+        job.inputs.append(socket_value(slug=slug, relative_path=relative, kind="Image", image_pk=image_pk,
+                                       image_name=upload_name))
+    write_json_atomic(job.inputs, job.input_dir / INPUTS_JSON)
+    _read_only_tree(job.input_dir)
+    for writable in (job.output_dir, job.tmp_dir):
+        writable.mkdir(parents=True)
+        # A container's non-root user (another uid) must be able to write here, as on the platform.
+        os.chmod(writable, 0o777)
+    return job
+
+
+def _copy_as_mha(source: Path, target: Path) -> None:
+    """The platform stores every uploaded image as .mha."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.name.lower().endswith(".mha"):
+        shutil.copyfile(source, target)
+    else:
+        write_image_atomic(read_image(source), target)
+
+
+def _read_only_tree(root: Path) -> None:
+    """Readable by anyone, writable by no one (bind mounts keep these modes)."""
+    for path in sorted(root.rglob("*"), key=lambda p: -len(p.parts)):
+        os.chmod(path, 0o555 if path.is_dir() else 0o444)
+    os.chmod(root, 0o555)
+
+
+def make_writable(root: Path) -> None:
+    """Undo _read_only_tree so the work folder can be removed."""
+    if not root.exists():
+        return
+    for path in [root, *root.rglob("*")]:
+        if path.is_dir() and not path.is_symlink():
+            os.chmod(path, stat.S_IMODE(path.stat().st_mode) | stat.S_IWUSR | stat.S_IXUSR | stat.S_IRUSR)
+
+
+def output_socket(mask_name: str, image_pk: str) -> dict:
+    return socket_value(slug=OUTPUT_SLUG, relative_path=OUTPUT_RELATIVE_PATH, kind="Segmentation",
+                        image_pk=image_pk, image_name=mask_name)
+
+
+def prediction_item(job: AlgorithmJob, mask: Path) -> dict:
+    """One predictions.json item for a successful job, with the extra keys the platform adds."""
+    image_pk = str(uuid.uuid4())
+    started = job.started_at or datetime.now(timezone.utc)
+    completed = job.completed_at or started
+    return {
+        "pk": job.pk,
+        "url": f"https://grand-challenge.org/algorithms/dry-run/jobs/{job.pk}/",
+        "api_url": f"https://grand-challenge.org/api/v1/algorithms/jobs/{job.pk}/",
+        "algorithm_image": "https://grand-challenge.org/api/v1/algorithms/images/dry-run/",
+        "status": "Succeeded",
+        "rendered_result_text": "",
+        "created": started.isoformat(),
+        "started": started.isoformat(),
+        "completed": completed.isoformat(),
+        "exec_duration": str(completed - started),
+        "inputs": job.inputs,
+        "outputs": [output_socket(mask.name, image_pk)],
+    }
+
+
+def lay_out_evaluation(jobs_with_masks: list[tuple[AlgorithmJob, Path]], folder: Path) -> Path:
+    """The evaluation's /input: predictions.json and `<pk>/output/<relative_path>/<mask>` per job."""
+    folder.mkdir(parents=True, exist_ok=True)
+    items = []
+    for job, mask in jobs_with_masks:
+        target = folder / job.pk / "output" / OUTPUT_RELATIVE_PATH / mask.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(mask, target)
+        items.append(prediction_item(job, mask))
+    write_json_atomic(items, folder / PREDICTIONS_JSON)
+    return folder
+
+
+def lay_out_ground_truth(cases: list[DryRunCase], folder: Path) -> Path:
+    """`<folder>/<case>/SEG.mha`: one mask per case, matched by case name as evaluation matches it."""
+    for case in cases:
+        _copy_as_mha(case.seg, folder / case.name / "SEG.mha")
+    return folder

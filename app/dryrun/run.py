@@ -1,0 +1,212 @@
+"""The dry run, top to bottom: studies -> one algorithm job each -> contract checks -> evaluation -> report."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from app.dryrun import platform
+from app.dryrun.cases import DryRunCase, folder_cases, phantom_cases
+from app.dryrun.contract import JobCheck, check_output, check_run, snapshot
+from app.dryrun.report import EvaluationReport, StudyReport, aggregates_line, table, write_junit
+from app.dryrun.runner import (KIT_ROOT, Limits, command_argv, default_command, docker_run_argv, gpu_present,
+                               run_limited, tail)
+from app.sizes import docker_size, format_size
+from petct.errors import InputError
+from petct.imageio import Geometry, read_image
+from petct.jsonio import write_json_atomic
+from petct.layout import METRICS_JSON
+
+EVALUATION_TIME_LIMIT_S = 600.0
+EXIT_OK, EXIT_VIOLATION, EXIT_USAGE = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class DryRunOptions:
+    command: str | None = None  # local command with {input} and {output}; None: the kit's algorithm
+    image: str | None = None  # Docker image to run instead of a command
+    cases: Path | None = None  # <case>/{SUV,CTres,SEG}.*; None: built-in phantoms
+    phantoms: int = 3
+    phantom_size: str = "small"
+    time_limit_s: float = 300.0
+    memory_bytes: int = 16 * 1024**3
+    model: Path | None = None  # mounted read-only at /opt/ml/model (Docker)
+    gpus: bool | None = None  # None: --gpus all when nvidia-smi lists a GPU
+    workdir: Path | None = None  # kept when given; else a temporary folder, removed at the end
+    output: Path = Path("out/dry-run")
+    junit: Path | None = None
+
+
+def run_dry_run(options: DryRunOptions) -> int:
+    """Exit status: 0 all studies met the contract and were scored, 1 a violation (named per study)."""
+    started = time.monotonic()
+    _check_options(options)
+    workdir = options.workdir or Path(tempfile.mkdtemp(prefix="petct-dry-run-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.chmod(workdir, 0o755)  # a container's non-root user must reach the mounted folders
+    try:
+        cases = _studies(options, workdir)
+        print(f"dry run: {len(cases)} studies, {_runner_description(options)}, "
+              f"time limit {options.time_limit_s:g} s, memory {format_size(options.memory_bytes)}", flush=True)
+        studies = [_run_job(case, options, workdir) for case in cases]
+        evaluation = _evaluate(studies, cases, workdir)
+        _write_results(options, studies, evaluation)
+    finally:
+        platform.make_writable(workdir)
+        if options.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return _summarise(studies, evaluation, options, seconds=time.monotonic() - started)
+
+
+def _check_options(options: DryRunOptions) -> None:
+    if options.command and options.image:
+        raise InputError("give --command or --image, not both")
+    if options.image and shutil.which("docker") is None:
+        raise InputError("--image needs the docker command, which is not on PATH")
+    if options.command:
+        command_argv(options.command, input_dir=Path("in"), output_dir=Path("out"))  # placeholders present
+    if options.time_limit_s <= 0:
+        raise InputError("--time-limit must be positive")
+    if options.model is not None and not options.model.is_dir():
+        raise InputError("model folder does not exist", path=options.model)
+
+
+def _runner_description(options: DryRunOptions) -> str:
+    if options.image:
+        return f"docker image {options.image}"
+    return f"command {options.command!r}" if options.command else "the kit's algorithm (python -m algorithm)"
+
+
+def _studies(options: DryRunOptions, workdir: Path) -> list[DryRunCase]:
+    if options.cases is not None:
+        return folder_cases(options.cases)
+    return phantom_cases(workdir / "phantoms", count=options.phantoms, size=options.phantom_size)
+
+
+def _run_job(case: DryRunCase, options: DryRunOptions, workdir: Path) -> StudyReport:
+    """One algorithm job on one study, as the platform runs it, and the checks of what it left."""
+    job = platform.lay_out_job(case, workdir / "jobs")
+    pet = Geometry.of(read_image(case.suv))
+    before = snapshot(job.input_dir)
+    limits = Limits(time_s=options.time_limit_s, memory_bytes=options.memory_bytes)
+    argv, env, on_timeout = _job_command(job, options)
+    job.started_at = datetime.now(timezone.utc)
+    outcome = run_limited(argv, limits=limits, log=job.input_dir.parent / "log.txt", env=env, on_timeout=on_timeout)
+    job.completed_at = datetime.now(timezone.utc)
+    if options.image:
+        outcome.peak_rss_bytes = None  # that of the docker client; Docker enforces --memory itself
+    check = JobCheck()
+    check_run(outcome, limits=limits, check=check)
+    if snapshot(job.input_dir) != before:
+        check.violations.append("the job changed files in its input folder, which is read-only on the platform")
+    if outcome.exit_code == 0:
+        check_output(job.output_dir, pet=pet, check=check)
+    status = "ok" if check.passed else "FAIL"
+    print(f"  {case.name}: {status} in {outcome.seconds:.1f} s", flush=True)
+    return StudyReport(case=case.name, lesions=case.lesions, outcome=outcome, check=check,
+                       log_tail=tail(outcome.log), job=job)
+
+
+def _job_command(job: platform.AlgorithmJob, options: DryRunOptions):
+    """argv, environment and timeout hook of one job."""
+    if options.image:
+        name = f"petct-dry-run-{job.pk[:12]}"
+        gpus = gpu_present() if options.gpus is None else options.gpus
+        argv = docker_run_argv(image=options.image, input_dir=job.input_dir, output_dir=job.output_dir,
+                               tmp_dir=job.tmp_dir, memory=docker_size(options.memory_bytes),
+                               shm_size=docker_size(options.memory_bytes // 2), gpus=gpus, model_dir=options.model,
+                               name=name)
+        return argv, None, lambda: subprocess.run(["docker", "kill", name], capture_output=True, timeout=60)
+    template = options.command or default_command()
+    argv = command_argv(template, input_dir=job.input_dir, output_dir=job.output_dir)
+    env = {**os.environ, "TMPDIR": str(job.tmp_dir)}  # the platform gives every job an empty /tmp
+    if options.command is None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(KIT_ROOT), os.environ.get("PYTHONPATH")]))
+    return argv, env, None
+
+
+def _evaluate(studies: list[StudyReport], cases: list[DryRunCase], workdir: Path) -> EvaluationReport:
+    """The kit's evaluation container mode on the outputs of the jobs that passed."""
+    passed = [s for s in studies if s.check.passed]
+    if not passed:
+        return EvaluationReport(exit_code=None, seconds=0.0, problems=["no study met the contract; nothing to score"])
+    by_name = {c.name: c for c in cases}
+    eval_in = platform.lay_out_evaluation([(s.job, s.check.mask) for s in passed], workdir / "evaluation" / "input")
+    ground_truth = platform.lay_out_ground_truth([by_name[s.case] for s in passed], workdir / "evaluation" / "gt")
+    eval_out = workdir / "evaluation" / "output"
+    argv = [sys.executable, "-m", "evaluation", "--input", str(eval_in), "--ground-truth", str(ground_truth),
+            "--output", str(eval_out), "--workers", "2"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(KIT_ROOT), os.environ.get("PYTHONPATH")]))}
+    outcome = run_limited(argv, limits=Limits(time_s=EVALUATION_TIME_LIMIT_S, memory_bytes=2**62),
+                          log=workdir / "evaluation" / "log.txt", env=env)
+    report = EvaluationReport(exit_code=outcome.exit_code, seconds=outcome.seconds)
+    metrics_path = eval_out / METRICS_JSON
+    if not metrics_path.is_file():
+        report.problems.append(f"evaluation wrote no metrics.json (exit status {outcome.exit_code}): "
+                               f"{tail(outcome.log, 5)}")
+        return report
+    metrics = json.loads(metrics_path.read_text())
+    report.metrics = metrics
+    report.aggregates = metrics.get("aggregates", {})
+    for problem in metrics.get("errors", []):
+        report.problems.append(f"study {problem.get('study') or '?'}: {problem.get('reason')}")
+    for s in studies:
+        s.metrics = metrics.get("case", {}).get(s.case)
+    if outcome.exit_code != 0 and not report.problems:
+        report.problems.append(f"evaluation exit status {outcome.exit_code}: {tail(outcome.log, 5)}")
+    return report
+
+
+def _write_results(options: DryRunOptions, studies: list[StudyReport], evaluation: EvaluationReport) -> None:
+    """metrics.json as the evaluation wrote it, dry-run.json with every verdict, logs, and JUnit if asked."""
+    out = options.output
+    out.mkdir(parents=True, exist_ok=True)
+    if evaluation.metrics is not None:
+        write_json_atomic(evaluation.metrics, out / METRICS_JSON)
+    for s in studies:
+        shutil.copyfile(s.outcome.log, _fresh(out / "logs" / f"{s.case}.log"))
+    write_json_atomic({
+        "passed": all(s.check.passed for s in studies) and evaluation.passed,
+        "studies": [{"study": s.case, "job": s.job.pk, "exit_code": s.outcome.exit_code,
+                     "timed_out": s.outcome.timed_out, "seconds": round(s.outcome.seconds, 3),
+                     "peak_rss_bytes": s.outcome.peak_rss_bytes, "violations": s.check.violations,
+                     "warnings": s.check.warnings, "metrics": s.metrics} for s in studies],
+        "evaluation": {"exit_code": evaluation.exit_code, "problems": evaluation.problems,
+                       "aggregates": evaluation.aggregates},
+    }, out / "dry-run.json")
+    if options.junit is not None:
+        write_junit(options.junit, studies=studies, evaluation=evaluation)
+
+
+def _fresh(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    return path
+
+
+def _summarise(studies: list[StudyReport], evaluation: EvaluationReport, options: DryRunOptions, *,
+               seconds: float) -> int:
+    print()
+    print(table(studies))
+    for problem in evaluation.problems:
+        print(f"  evaluation: FAIL: {problem}")
+    failed = [s.case for s in studies if not s.check.passed]
+    ok = not failed and evaluation.passed
+    print()
+    if evaluation.aggregates:
+        print(f"evaluation: {aggregates_line(evaluation.aggregates)}")
+    verdict = "PASSED" if ok else "FAILED"
+    detail = f"{len(studies) - len(failed)}/{len(studies)} studies met the contract"
+    if failed:
+        detail += f" (failed: {', '.join(failed)})"
+    detail += ", evaluation " + ("scored them" if evaluation.passed else "failed")
+    print(f"dry run {verdict}: {detail}; {seconds:.1f} s. Results in {options.output}"
+          + (f", JUnit report {options.junit}" if options.junit else ""))
+    return EXIT_OK if ok else EXIT_VIOLATION

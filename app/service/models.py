@@ -1,0 +1,84 @@
+"""Response bodies of the API, as pydantic models (they make the OpenAPI schema at /docs)."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.service.jobs import Job, JobState
+
+
+class ScoreRecord(BaseModel):
+    """The scorer's per-study record (evaluation.scoring); volumes in ml, null where undefined."""
+
+    model_config = ConfigDict(extra="allow")
+    study: str
+    dice: float | None = None
+    false_positive_volume: float | None = None
+    false_negative_volume: float | None = None
+    gt_volume: float | None = None
+    pred_volume: float | None = None
+    gt_lesions: int | None = None
+    detected_lesions: int | None = None
+    fp_components: int | None = None
+    prediction_file: str | None = None
+    ground_truth_file: str | None = None
+    warnings: list[str] = Field(default_factory=list)
+
+
+class JobLinks(BaseModel):
+    self: str
+    mask: str
+
+
+class JobView(BaseModel):
+    id: str
+    state: JobState
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempts: int
+    has_label: bool
+    timings: dict[str, float] = Field(description="seconds per stage")
+    error: str | None = None
+    metrics: ScoreRecord | None = None
+    notes: dict = Field(default_factory=dict)
+    links: JobLinks
+
+    @classmethod
+    def of(cls, job: Job) -> "JobView":
+        return cls(id=job.id, state=job.state, created_at=_time(job.created_at), started_at=_time(job.started_at),
+                   finished_at=_time(job.finished_at), attempts=job.attempts, has_label=job.has_label,
+                   timings=job.timings, error=job.error, metrics=job.metrics, notes=job.notes,
+                   links=JobLinks(self=f"/v1/jobs/{job.id}", mask=f"/v1/jobs/{job.id}/mask"))
+
+
+class JobsPage(BaseModel):
+    jobs: list[JobView]
+    total: int
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="offset of the next page; null on the last page")
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    engine: str
+    model: str | None
+    device: str | None
+    details: dict
+    inference_worker: str
+    queued_jobs: int
+    organiser_mode: bool
+
+
+class CaseList(BaseModel):
+    cases: list[str]
+
+
+def _time(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, tz=timezone.utc)

@@ -1,0 +1,33 @@
+"""`python -m app serve`: load the engine, then run the API under uvicorn."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from app.service.settings import ServiceSettings
+
+log = logging.getLogger("app.serve")
+
+
+def load_service_engine(settings: ServiceSettings, *, engine: str = "auto"):
+    """The inference engine the jobs run: the kit's own, as its container would choose it."""
+    from algorithm.engine import EngineOptions
+    from algorithm.engines import load_engine
+
+    return load_engine(model=settings.model, options=EngineOptions(device=settings.device), engine=engine)
+
+
+def serve(settings: ServiceSettings, *, engine: str = "auto", log_level: str = "info") -> int:
+    import uvicorn
+
+    from app.service.api import create_app
+
+    settings.check()
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings=settings, engine=load_service_engine(settings, engine=engine))
+    log.info("data in %s; uploads up to %d bytes; %s", Path(settings.data_dir).resolve(), settings.max_upload_bytes,
+             "bearer token required" if settings.token else "no token (loopback only)")
+    # One process: the inference worker and the job database belong to it.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, workers=1,
+                timeout_graceful_shutdown=5)
+    return 0

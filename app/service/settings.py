@@ -1,0 +1,67 @@
+"""The service's settings, from the command line and the environment."""
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from petct.errors import InputError
+
+# Not GRAND_CHALLENGE_*: the platform strips those from the user process.
+TOKEN_ENV = "PETCT_KIT_TOKEN"
+DEFAULT_MAX_UPLOAD = 2 * 1024**3
+# A full-size study is 400 x 400 x 326 = 52 M voxels and the longest scans about 110 M; reading
+# a header that claims far more would only exhaust memory.
+DEFAULT_MAX_VOXELS = 2**28
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: str | None = None
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD
+    max_voxels: int = DEFAULT_MAX_VOXELS
+    ground_truth: Path | None = None
+    model: Path | None = None
+    device: str = "auto"
+    scoring_workers: int = 2
+
+    @property
+    def database(self) -> Path:
+        return self.data_dir / "jobs.sqlite3"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    @property
+    def scratch_dir(self) -> Path:
+        return self.data_dir / "scratch"
+
+    def check(self) -> None:
+        """InputError for settings the server must not start with."""
+        if self.token is not None and len(self.token) < 16:
+            raise InputError(f"the bearer token must be at least 16 characters (--token or {TOKEN_ENV})")
+        if not is_loopback(self.host) and not self.token:
+            raise InputError(f"refusing to listen on {self.host}, which is not a loopback address, without a "
+                             f"bearer token: set {TOKEN_ENV} (or --token)")
+        if self.ground_truth is not None and not self.ground_truth.is_dir():
+            raise InputError("ground-truth folder does not exist or is not a folder", path=self.ground_truth)
+        if self.scoring_workers < 1:
+            raise InputError("--scoring-workers must be at least 1")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # any other name may resolve to a public address
+
+
+def token_from(cli_value: str | None) -> str | None:
+    return cli_value or os.environ.get(TOKEN_ENV) or None

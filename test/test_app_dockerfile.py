@@ -1,0 +1,166 @@
+"""The Dockerfile, read as data (no Docker engine here): targets, users, entry points, environment."""
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+from dataclasses import dataclass, field
+
+import pytest
+
+from app_helpers import REPO
+
+TARGETS = {"algorithm": "algorithm", "evaluation": "evaluation", "app": "app"}  # target -> python -m module
+
+
+@dataclass
+class Stage:
+    name: str
+    base: str
+    platform: str | None
+    instructions: list[tuple[str, str]] = field(default_factory=list)
+
+
+def parse_dockerfile(text: str) -> tuple[dict[str, str], list[Stage]]:
+    """Build args and stages: comments dropped, continuation lines joined, instructions upper-cased."""
+    logical, current = [], ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not current and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.startswith("#"):
+            continue  # a comment inside a continued instruction
+        current += " " + stripped.rstrip("\\").strip() if current else stripped.rstrip("\\").strip()
+        if not stripped.endswith("\\"):
+            logical.append(current)
+            current = ""
+    args, stages = {}, []
+    for line in logical:
+        word, _, rest = line.partition(" ")
+        word = word.upper()
+        if word == "ARG" and not stages:
+            name, _, default = rest.partition("=")
+            args[name.strip()] = default.strip()
+        elif word == "FROM":
+            match = re.match(r"(?:--platform=(\S+)\s+)?(\S+)(?:\s+AS\s+(\S+))?", rest, re.IGNORECASE)
+            platform, base, name = match.groups()
+            stages.append(Stage(name=name or str(len(stages)), base=base, platform=platform))
+        else:
+            stages[-1].instructions.append((word, rest))
+    return args, stages
+
+
+@pytest.fixture(scope="module")
+def dockerfile():
+    return parse_dockerfile((REPO / "Dockerfile").read_text())
+
+
+def chain(stages: list[Stage], name: str) -> list[Stage]:
+    """The stage and the stages it builds on, base first."""
+    by_name = {s.name: s for s in stages}
+    out = [by_name[name]]
+    while out[0].base in by_name:
+        out.insert(0, by_name[out[0].base])
+    return out
+
+
+def instructions(stages: list[Stage], name: str) -> list[tuple[str, str]]:
+    return [i for stage in chain(stages, name) for i in stage.instructions]
+
+
+def resolve(base: str, args: dict[str, str]) -> str:
+    return re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), base)
+
+
+def test_targets_exist_on_amd64(dockerfile):
+    args, stages = dockerfile
+    names = {s.name for s in stages}
+    assert set(TARGETS) <= names
+    for target in TARGETS:
+        root = chain(stages, target)[0]
+        assert root.platform == "linux/amd64", target
+
+
+def test_algorithm_runs_on_a_cuda_pytorch_runtime_and_evaluation_without_torch(dockerfile):
+    args, stages = dockerfile
+    algorithm_base = resolve(chain(stages, "algorithm")[0].base, args)
+    assert algorithm_base.startswith("pytorch/pytorch:") and "cuda" in algorithm_base and "runtime" in algorithm_base
+    evaluation_base = resolve(chain(stages, "evaluation")[0].base, args)
+    assert "torch" not in evaluation_base and "slim" in evaluation_base
+    installs = " ".join(rest for word, rest in instructions(stages, "evaluation") if word == "RUN")
+    assert "torch" not in installs
+    for requirement in re.findall(r"-r\s+(\S+)", installs):
+        text = (REPO / requirement.removeprefix("/opt/app/")).read_text()
+        assert not re.search(r"^\s*torch", text, re.MULTILINE), requirement
+
+
+@pytest.mark.parametrize("target,module", TARGETS.items())
+def test_each_target_runs_its_module_as_an_existing_non_root_user(dockerfile, target, module):
+    _, stages = dockerfile
+    steps = instructions(stages, target)
+    users = [rest.strip() for word, rest in steps if word == "USER"]
+    assert users and users[-1] not in ("root", "0", "0:0")
+    final_user = users[-1].split(":")[0]
+    first_user_at = next(i for i, (word, rest) in enumerate(steps) if word == "USER" and rest.strip() == final_user)
+    created = [rest for word, rest in steps[:first_user_at] if word == "RUN" and re.search(r"\buseradd\b", rest)]
+    assert any(re.search(rf"\buseradd\b.*\s{re.escape(final_user)}(\s|$)", run) for run in created), \
+        "the USER must be created with useradd before it is used"
+
+    entrypoints = [rest for word, rest in steps if word == "ENTRYPOINT"]
+    assert entrypoints, target
+    argv = json.loads(entrypoints[-1])  # exec form: a JSON array, so signals reach python
+    assert argv == ["python", "-m", module]
+    workdirs = [rest.strip() for word, rest in steps if word == "WORKDIR"]
+    assert workdirs[-1] == "/opt/app"
+    env = " ".join(rest for word, rest in steps if word == "ENV")
+    assert re.search(r"\bPYTHONUNBUFFERED=1\b", env)
+    copies = [rest for word, rest in steps if word == "COPY"]
+    assert any(re.search(r"(^|\s)petct/?\s+/opt/app/petct/?$", c) for c in copies), "shared code in every image"
+    assert any(re.search(rf"(^|\s){module}/?\s+/opt/app/{module}/?$", c) for c in copies)
+    cmds = [rest for word, rest in steps if word == "CMD"]
+    assert all(c.startswith("[") for c in cmds), "exec-form CMD"
+
+
+def test_algorithm_prepares_the_model_location(dockerfile):
+    _, stages = dockerfile
+    runs = " ".join(rest for word, rest in instructions(stages, "algorithm") if word == "RUN")
+    assert "/opt/ml/model" in runs
+
+
+def _ignored(path: str, patterns: list[str]) -> bool:
+    """.dockerignore semantics for the patterns used here: later lines win, `!` re-includes."""
+    ignored = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!").rstrip("/")
+        parts = path.split("/")
+        hit = any(fnmatch.fnmatch("/".join(parts[:i]), pattern) for i in range(1, len(parts) + 1))
+        if pattern.startswith("**/"):
+            hit = hit or any(fnmatch.fnmatch(p, pattern[3:]) for p in parts)
+        if hit:
+            ignored = not negate
+    return ignored
+
+
+def test_dockerignore_keeps_what_the_images_copy_and_nothing_else(dockerfile):
+    _, stages = dockerfile
+    patterns = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    sources = {src for stage in stages for word, rest in stage.instructions if word == "COPY" and "--from" not in rest
+               for src in rest.split()[:-1] if not src.startswith("--")}
+    for source in sources:
+        for path in ([source] if not (REPO / source).is_dir() else
+                     [str(p.relative_to(REPO)) for p in (REPO / source).rglob("*.py")]):
+            assert not _ignored(path, patterns), path
+    for excluded in (".venv/bin/python", ".git/config", "test/test_petct.py", "out/dry-run/metrics.json"):
+        assert _ignored(excluded, patterns), excluded
+
+
+def test_ci_example_dry_runs_an_image():
+    yaml = pytest.importorskip("yaml", reason="PyYAML (installed with schemathesis) reads the workflow")
+    workflow = yaml.safe_load((REPO / "examples" / "github-dry-run.yml").read_text())
+    steps = [step for job in workflow["jobs"].values() for step in job["steps"]]
+    commands = "\n".join(step.get("run", "") for step in steps)
+    assert "docker build" in commands and "--platform linux/amd64" in commands
+    assert re.search(r"python -m app dry-run --image", commands)
+    assert "--junit" in commands

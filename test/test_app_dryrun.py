@@ -1,0 +1,216 @@
+"""`python -m app dry-run`: the platform's layout, the contract checks (one failing study per rule), Docker's argv."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from app.dryrun.runner import docker_run_argv
+from app.sizes import docker_size, parse_size
+from app_helpers import REPO
+from evaluation.predictions import read_jobs
+from petct.phantom import make_study
+
+TINY = (24, 24, 16)
+
+
+def dry_run(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "app", "dry-run", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+
+
+def test_default_run_lays_out_jobs_as_the_platform_and_scores_them(tmp_path):
+    work, out, junit = tmp_path / "work", tmp_path / "out", tmp_path / "report.xml"
+    result = dry_run("--phantom-size", "tiny", "--workdir", str(work), "--output", str(out), "--junit", str(junit))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "dry run PASSED: 3/3 studies" in result.stdout
+
+    jobs = sorted((work / "jobs").iterdir())
+    assert len(jobs) == 3
+    for job in jobs:
+        pets = list((job / "input/images/pet").iterdir())
+        cts = list((job / "input/images/ct").iterdir())
+        assert len(pets) == len(cts) == 1 and pets[0].suffix == ".mha" and pets[0].stem != cts[0].stem
+        inputs = json.loads((job / "input/inputs.json").read_text())
+        assert {i["interface"]["relative_path"] for i in inputs} == {"images/pet", "images/ct"}
+        assert all(i["image"]["name"].endswith(("_SUV.mha", "_CTres.mha")) for i in inputs)
+        assert {i["image"]["pk"] for i in inputs} == {pets[0].stem, cts[0].stem}
+
+    evaluation_input = work / "evaluation/input"
+    items = json.loads((evaluation_input / "predictions.json").read_text())
+    assert len(items) == 3 and all(item["status"] == "Succeeded" for item in items)
+    for item in items:
+        (output,) = item["outputs"]
+        assert output["interface"]["relative_path"] == "images/automated-petct-lesion-segmentation"
+        assert (evaluation_input / item["pk"] / "output" / output["interface"]["relative_path"] /
+                output["image"]["name"]).is_file()
+    parsed, problems = read_jobs(evaluation_input / "predictions.json")
+    assert len(parsed) == 3 and problems == []
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["case"]) == 3 and metrics["errors"] == []
+    assert metrics["aggregates"]["false_positive_volume"]["count"] == 3  # the negative study counts for FPV
+    suites = ET.parse(junit).getroot()
+    assert [s.get("failures") for s in suites] == ["0", "0"] and suites[0].get("tests") == "3"
+    verdicts = json.loads((out / "dry-run.json").read_text())
+    assert verdicts["passed"] and all(not s["violations"] for s in verdicts["studies"])
+
+
+BAD_ALGORITHM = textwrap.dedent("""
+    import json, sys, time
+    from pathlib import Path
+    import numpy as np, SimpleITK as sitk
+
+    inp, out = Path(sys.argv[1]), Path(sys.argv[2])
+    case = next(i["image"]["name"] for i in json.loads((inp / "inputs.json").read_text())
+                if i["interface"]["relative_path"] == "images/pet")[: -len("_SUV.mha")]
+    pet = sitk.ReadImage(str(next((inp / "images/pet").iterdir())))
+    folder = out / "images/automated-petct-lesion-segmentation"
+    folder.mkdir(parents=True)
+
+    def mask(dtype=np.uint8, value=0, like=pet):
+        image = sitk.GetImageFromArray(np.full(sitk.GetArrayViewFromImage(like).shape, value, dtype))
+        image.CopyInformation(like)
+        return image
+
+    if case == "crash":
+        sys.exit(3)
+    if case == "slow":
+        time.sleep(60)
+    if case == "writes_input":
+        try:
+            (inp / "images/pet/extra.txt").write_text("x")
+        except OSError:
+            pass
+    written = {
+        "float_mask": lambda: sitk.WriteImage(mask(np.float32), str(folder / "m.mha")),
+        "values": lambda: sitk.WriteImage(mask(value=2), str(folder / "m.mha")),
+        "two_files": lambda: [sitk.WriteImage(mask(), str(folder / n)) for n in ("a.mha", "b.mha")],
+        "nifti": lambda: sitk.WriteImage(mask(), str(folder / "m.nii.gz")),
+        "wrong_grid": lambda: sitk.WriteImage(mask(like=sitk.Image(5, 5, 5, sitk.sitkUInt8)), str(folder / "m.mha")),
+    }.get(case, lambda: sitk.WriteImage(mask(), str(folder / "m.mha")))
+    written()
+    (out / "debug.txt").write_text("an unexpected extra output")
+""")
+
+EXPECTED = {
+    "crash": "exit status 3",
+    "slow": "time limit",
+    "float_mask": "pixel type",
+    "values": "outside {0, 1}",
+    "two_files": "exactly one file",
+    "nifti": "rejects .nii.gz",
+    "wrong_grid": "not on the PET's grid",
+}
+
+
+def test_each_contract_violation_is_named_per_study(tmp_path):
+    cases = tmp_path / "cases"
+    for name in [*EXPECTED, "good", "writes_input"]:
+        make_study(5, size=TINY, n_lesions=1, name=name).write(cases)
+    script = tmp_path / "bad_algorithm.py"
+    script.write_text(BAD_ALGORITHM)
+    out, junit = tmp_path / "out", tmp_path / "junit.xml"
+    result = dry_run("--cases", str(cases), "--command", f"{sys.executable} {script} {{input}} {{output}}",
+                     "--time-limit", "4", "--output", str(out), "--junit", str(junit))
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    for case, words in EXPECTED.items():
+        assert any(line.strip().startswith(f"{case}: FAIL:") and words in line for line in lines), (case, result.stdout)
+    assert not any(line.strip().startswith("good: FAIL") for line in lines)
+    assert any(line.strip().startswith("good: warning: unexpected output /output/debug.txt") for line in lines)
+    if os.geteuid() == 0:  # root ignores the read-only modes, so the write lands and must be caught
+        assert any(line.strip().startswith("writes_input: FAIL:") and "input folder" in line for line in lines)
+
+    failures = {case.get("name"): case.find("failure") for case in ET.parse(junit).getroot().iter("testcase")}
+    assert failures["good"] is None and all(failures[c] is not None for c in EXPECTED)
+    verdicts = {s["study"]: s for s in json.loads((out / "dry-run.json").read_text())["studies"]}
+    assert verdicts["good"]["metrics"]["fp_components"] == 0  # the passing study was scored
+    assert verdicts["slow"]["timed_out"] and verdicts["slow"]["seconds"] < 30
+
+
+FAKE_DOCKER = textwrap.dedent("""\
+    #!{python}
+    # Stands in for the docker CLI: checks the platform's flags, then runs the kit's algorithm on the mounts.
+    import json, os, subprocess, sys
+    args = sys.argv[1:]
+    with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
+        log.write(json.dumps(args) + "\\n")
+    if args[0] == "kill":
+        sys.exit(0)
+    assert args[0] == "run" and "--rm" in args and "--network" in args
+    mounts = dict(reversed(args[i + 1].split(":")[:2]) for i, a in enumerate(args) if a == "-v")
+    sys.exit(subprocess.call([sys.executable, "-m", "algorithm", "--input", mounts["/input"],
+                              "--output", mounts["/output"]]))
+""")
+
+
+def test_image_mode_runs_docker_with_the_platform_flags(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    docker = bin_dir / "docker"
+    docker.write_text(FAKE_DOCKER.replace("{python}", sys.executable))
+    docker.chmod(0o755)
+    calls = tmp_path / "docker-calls.jsonl"
+    result = dry_run("--image", "team/algo:1", "--phantoms", "1", "--phantom-size", "tiny", "--no-gpus",
+                     "--memory", "8g", "--output", str(tmp_path / "out"),
+                     env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_DOCKER_LOG": str(calls)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    (argv,) = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert argv[-1] == "team/algo:1"
+    for flag in ("--memory=8g", "--memory-swap=8g", "--shm-size=4g", "--cap-drop=ALL",
+                 "--security-opt=no-new-privileges", "--pids-limit=256", "--platform=linux/amd64"):
+        assert flag in argv
+    assert "--gpus" not in argv
+
+
+def test_docker_argv_is_the_platforms():
+    argv = docker_run_argv(image="img:tag", input_dir=Path("/w/in"), output_dir=Path("/w/out"), tmp_dir=Path("/w/tmp"),
+                           memory="16g", shm_size="8g", gpus=True, model_dir=Path("/w/model"), name="job1")
+    assert argv[:3] == ["docker", "run", "--rm"] and argv[-1] == "img:tag"
+    pairs = {(a, b) for a, b in zip(argv, argv[1:])}
+    assert {("--network", "none"), ("--gpus", "all"), ("--name", "job1"), ("-v", "/w/in:/input:ro"),
+            ("-v", "/w/out:/output"), ("-v", "/w/tmp:/tmp"), ("-v", "/w/model:/opt/ml/model:ro")} <= pairs
+    assert {"--platform=linux/amd64", "--memory=16g", "--memory-swap=16g", "--shm-size=8g", "--pids-limit=256",
+            "--cap-drop=ALL", "--security-opt=no-new-privileges"} <= set(argv)
+    plain = docker_run_argv(image="i", input_dir=Path("/a"), output_dir=Path("/b"), tmp_dir=Path("/c"), memory="4g",
+                            shm_size="2g", gpus=False)
+    assert "--gpus" not in plain and not any("/opt/ml/model" in a for a in plain)
+
+
+@pytest.mark.parametrize("args", [
+    ["--command", "python -m algo"],  # no placeholders
+    ["--cases", "/nonexistent/cases"],
+    ["--time-limit", "-1"],
+    ["--memory", "lots"],
+    ["--image", "x", "--command", "a {input} {output}"],
+])
+def test_usage_errors_exit_2(args):
+    result = dry_run(*args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_image_mode_without_docker_is_a_usage_error(tmp_path):
+    result = dry_run("--image", "x", env={"PATH": str(tmp_path)})
+    assert result.returncode == 2 and "docker" in result.stderr
+
+
+@pytest.mark.parametrize("text,expected", [("2GiB", 2 * 1024**3), ("1MB", 10**6), ("16g", 16 * 1024**3),
+                                           ("512m", 512 * 1024**2), ("1048576", 1048576), ("1.5k", 1536)])
+def test_sizes(text, expected):
+    assert parse_size(text) == expected
+
+
+def test_docker_sizes_round_trip():
+    for n in (16 * 1024**3, 512 * 1024**2, 12345):
+        assert parse_size(docker_size(n)) == n
+    for bad in ("", "ten", "5 parsecs", "0"):
+        with pytest.raises(ValueError):
+            parse_size(bad)
