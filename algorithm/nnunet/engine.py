@@ -1,0 +1,310 @@
+"""NnUNetEngine: an nnU-Net v2 results folder run without nnunetv2, from first upload to mask on one device."""
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from algorithm.engine import EngineOptions, Prediction
+from algorithm.nnunet.budget import Schedule, choose_schedule
+from algorithm.nnunet.folder import (DATASET_JSON, PLANS_JSON, SETTINGS_JSON, LoadedCheckpoint, channel_roles,
+                                     load_checkpoint, read_json, read_settings, require_trainer_folder,
+                                     select_folds)
+from algorithm.nnunet.network import ArchitectureError, UNet, build_network
+from algorithm.nnunet.plans import DEFAULT_RESAMPLING_FN, Plan, read_plan
+from algorithm.nnunet.preprocessing import (pad_to_patch, preprocess, resample_logits_back, to_numpy_grid,
+                                            uncrop)
+from algorithm.nnunet.sliding_window import SlidingWindow, WindowRun, mirror_passes, seconds
+from petct.errors import InputError
+
+DEFAULT_TILE_BATCH = {"cuda": 4, "cpu": 1}
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto -> cuda when available, else cpu; an explicit cuda without a GPU is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown device {name!r} (use auto, cuda, cuda:N or cpu)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {name!r} requested but CUDA is not available on this machine")
+    if device.type not in ("cuda", "cpu"):
+        raise InputError(f"unsupported device {name!r} (use auto, cuda, cuda:N or cpu)")
+    return device
+
+
+@dataclass(frozen=True)
+class FoldWeights:
+    fold: int
+    path: Path
+    tensors: list[torch.Tensor]  # parameters then buffers, in the network's order, on the device
+
+
+def _load_folds(network: UNet, checkpoints: list, first: LoadedCheckpoint
+                ) -> tuple[list[FoldWeights], LoadedCheckpoint, bool]:
+    """Every selected fold's weights checked against `network` (strict) and kept on the network's device.
+
+    `first` is the already loaded checkpoint of checkpoints[0] (it told which configuration to build).
+    """
+    folds = []
+    all_safe = True
+    for i, checkpoint in enumerate(checkpoints):
+        loaded = first if i == 0 else load_checkpoint(checkpoint.path)
+        all_safe &= loaded.safe_load
+        if loaded.configuration != first.configuration:
+            raise InputError(f"configuration {loaded.configuration!r} differs from fold {folds[0].fold}'s "
+                             f"{first.configuration!r}", path=checkpoint.path)
+        try:
+            network.load_state_dict(loaded.weights, strict=True)
+        except RuntimeError as exc:
+            detail = " ".join(str(exc).split())[:400]
+            raise InputError(f"weights do not fit the network built from {PLANS_JSON}: {detail}",
+                             path=checkpoint.path) from None
+        # parameters() skips the aliases the state dict repeats, so each tensor is kept once.
+        tensors = [t.detach().clone() for t in itertools.chain(network.parameters(), network.buffers())]
+        folds.append(FoldWeights(checkpoint.fold, checkpoint.path, tensors))
+        loaded.weights = {}  # the copies above are all that is kept
+    return folds, first, all_safe
+
+
+class NnUNetEngine:
+    """Segments a study with an nnU-Net v2 3D model: see algorithm/nnunet/__init__.py for the folder format."""
+
+    name = "nnunet"
+
+    def __init__(self, *, folder: Path, plan: Plan, network: torch.nn.Module, folds: list[FoldWeights],
+                 trainer_name: str, mirroring_axes: tuple[int, ...] | None, channel_roles: tuple[str, ...],
+                 channel_source: str, options: EngineOptions, device: torch.device, tile_batch: int,
+                 safe_load: bool, load_notes: list[str]):
+        self.folder = folder
+        self.plan = plan
+        self.network = network
+        self.folds = folds
+        self.trainer_name = trainer_name
+        self.mirroring_axes = mirroring_axes
+        self.channel_roles = channel_roles
+        self.channel_source = channel_source
+        self.options = options
+        self.device = device
+        self.safe_load = safe_load
+        self.load_notes = load_notes
+        self._active_fold: int | None = None  # loading left the last fold in the network; copy on first use
+        self.window = SlidingWindow(patch_size=plan.patch_size, step_size=options.step_size, device=device,
+                                    tile_batch=tile_batch, autocast=device.type == "cuda")
+
+    @classmethod
+    def from_folder(cls, folder: Path, *, options: EngineOptions, tile_batch: int | None = None) -> "NnUNetEngine":
+        """Load a results folder (or the one trainer folder nested up to two levels below it)."""
+        if not 0 < options.step_size <= 1:
+            raise InputError(f"step size must be in (0, 1], got {options.step_size}")
+        trainer = require_trainer_folder(Path(folder))
+        plans_path, dataset_path = trainer / PLANS_JSON, trainer / DATASET_JSON
+        plans, dataset = read_json(plans_path), read_json(dataset_path)
+        device = resolve_device(options.device)
+        # The configuration lives in the checkpoints; read the first to know which plan to build.
+        checkpoints = select_folds(trainer, options.folds)
+        first = load_checkpoint(checkpoints[0].path)
+        configuration = first.configuration
+        plan = read_plan(plans, dataset, configuration, plans_path=plans_path, dataset_path=dataset_path)
+        if options.channel_order is not None:
+            explicit, source = options.channel_order, "the command line"
+        else:
+            explicit, source = read_settings(trainer).get("channel_order"), str(trainer / SETTINGS_JSON)
+        roles = channel_roles(plan.channel_names, None if explicit is None else tuple(explicit),
+                              dataset_path=dataset_path, source=source)
+        try:
+            network = build_network(plan.network_class, plan.arch_kwargs, input_channels=len(plan.channel_names),
+                                    num_classes=plan.num_classes)
+        except ArchitectureError as exc:
+            raise InputError(f"configuration {configuration!r}: {exc}", path=plans_path) from None
+        network = network.to(device).eval()
+        folds, first, safe = _load_folds(network, checkpoints, first)
+        notes = []
+        if "Reorient" in plan.image_reader_writer:
+            notes.append(f"plans use {plan.image_reader_writer}; images are fed in file voxel order")
+        for what, r in (("data", plan.data_resampling), ("probabilities", plan.probability_resampling)):
+            if r.function != DEFAULT_RESAMPLING_FN:
+                notes.append(f"{what} resampling {r.function!r} replaced by {DEFAULT_RESAMPLING_FN}")
+        tile_batch = tile_batch or DEFAULT_TILE_BATCH[device.type]
+        engine = cls(folder=trainer, plan=plan, network=network, folds=folds, trainer_name=first.trainer_name,
+                     mirroring_axes=first.mirroring_axes, channel_roles=roles,
+                     channel_source=source if explicit else DATASET_JSON,
+                     options=options, device=device, tile_batch=tile_batch, safe_load=safe, load_notes=notes)
+        if options.compile:
+            engine._compile()
+        return engine
+
+    def _compile(self) -> None:
+        """torch.compile the network and compile it now on one tile batch; stay eager if that fails."""
+        compiled = torch.compile(self.network)
+        x = torch.zeros((self.window.tile_batch, len(self.channel_roles), *self.plan.patch_size), device=self.device)
+        try:
+            with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16,
+                                                        enabled=self.device.type == "cuda"):
+                compiled(x)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure means: run eager
+            self.load_notes.append(f"torch.compile failed, running eager: {type(exc).__name__}: {exc}"[:300])
+            return
+        self.network = compiled
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "engine": self.name,
+            "device": str(self.device),
+            "model_folder": str(self.folder),
+            "trainer": self.trainer_name,
+            "configuration": self.plan.configuration,
+            "network_class": self.plan.network_class.rsplit(".", 1)[-1],
+            "parameters": sum(p.numel() for p in self.folds[0].tensors) if self.folds else 0,
+            "folds": [f.fold for f in self.folds],
+            "patch_size": list(self.plan.patch_size),
+            "spacing": list(self.plan.spacing),
+            "channels": [f"{role} ({name})" for role, name in zip(self.channel_roles, self.plan.channel_names)],
+            "channel_order_from": self.channel_source,
+            "mirroring_axes": list(self.mirroring_axes or ()),
+            "use_mirroring": self.options.use_mirroring,
+            "step_size": self.options.step_size,
+            "tile_batch": self.window.tile_batch,
+            "fp16_autocast": self.window.autocast,
+            "compile": self.options.compile,
+            "time_budget_s": self.options.time_budget_s,
+            "checkpoint_loading": "weights_only" if self.safe_load else "full unpickling (weights_only=False)",
+            "notes": list(self.load_notes),
+        }
+
+    def _activate(self, index: int) -> None:
+        if self._active_fold == index:
+            return
+        with torch.no_grad():
+            targets = list(itertools.chain(self._module().parameters(), self._module().buffers()))
+            for target, source in zip(targets, self.folds[index].tensors):
+                target.copy_(source)
+        self._active_fold = index
+
+    def _module(self) -> torch.nn.Module:
+        return getattr(self.network, "_orig_mod", self.network)
+
+    def _upload(self, pet: np.ndarray, ct: np.ndarray) -> torch.Tensor:
+        images = {"pet": pet, "ct": ct}
+        host = torch.from_numpy(np.stack([np.asarray(images[r], dtype=np.float32) for r in self.channel_roles]))
+        if self.device.type == "cuda":
+            return host.pin_memory().to(self.device, non_blocking=True)
+        return host
+
+    def _probe_seconds_per_tile_pass(self, data: torch.Tensor) -> float:
+        """Time one identity pass over one tile batch (after a warm-up call), per tile."""
+        slices = self.window.slices(data.shape[1:])[: self.window.tile_batch]
+        x = torch.stack([data[(slice(None), *s)] for s in slices])
+        self.window._forward(self.network, x, [()])
+        start = seconds(self.device)
+        self.window._forward(self.network, x, [()])
+        return (seconds(self.device) - start) / len(slices)
+
+    @torch.inference_mode()
+    def predict(self, *, pet: np.ndarray, ct: np.ndarray, spacing_zyx: tuple[float, float, float]) -> Prediction:
+        if pet.ndim != 3 or pet.shape != ct.shape:
+            raise InputError(f"PET {pet.shape} and CT {ct.shape} must be 3D arrays of the same shape")
+        timings: dict[str, float] = {}
+        t_start = seconds(self.device)
+        tensor = self._upload(pet, ct)
+        t = seconds(self.device)
+        timings["upload"] = t - t_start
+        data, geometry = preprocess(tensor, spacing_zyx, self.plan)
+        del tensor
+        data, unpad = pad_to_patch(data, self.plan.patch_size)
+        t2 = seconds(self.device)
+        timings["preprocess"] = t2 - t
+
+        axes = tuple(self.mirroring_axes or ()) if self.options.use_mirroring else ()
+        tiles = len(self.window.slices(data.shape[1:]))
+        budget = self.options.time_budget_s
+        reserve = t2 - t_start  # post-processing costs about what upload and preprocessing did
+        notes: dict[str, object] = {"folds_selected": [f.fold for f in self.folds], "tiles": tiles,
+                                    "resampled": geometry.resampled}
+        if budget is not None:
+            per_pass = self._probe_seconds_per_tile_pass(data)
+            left = budget - (seconds(self.device) - t_start) - reserve
+            schedule = choose_schedule(seconds_left=left, seconds_per_tile_pass=per_pass, tiles=tiles,
+                                       folds=len(self.folds), mirror_axes=axes)
+            notes["budget_estimate_s_per_tile_pass"] = per_pass
+        else:
+            schedule = Schedule(len(self.folds), axes)
+        passes = mirror_passes(schedule.mirror_axes)
+
+        ensemble = None
+        runs: list[WindowRun] = []
+        folds_run = []
+        for index in range(schedule.folds):
+            if budget is not None and index > 0:
+                done = sum(r.forward_passes for r in runs)
+                per_pass = (seconds(self.device) - t2) / max(done, 1)
+                left = budget - (seconds(self.device) - t_start) - reserve
+                if tiles * len(passes) * per_pass > left:
+                    break
+            t_fold = seconds(self.device)
+            self._activate(index)
+            run = WindowRun()
+            fold_logits = self.window.predict_logits(self.network, data, passes, run,
+                                                     num_classes=self.plan.num_classes)
+            # Summed and divided in float16, in fold order, as nnU-Net ensembles.
+            ensemble = fold_logits if ensemble is None else ensemble.add_(fold_logits.to(ensemble.device))
+            del fold_logits
+            runs.append(run)
+            folds_run.append(self.folds[index].fold)
+            timings[f"network_fold_{self.folds[index].fold}"] = seconds(self.device) - t_fold
+        t3 = seconds(self.device)
+        timings["network"] = t3 - t2
+        del data
+        if len(folds_run) > 1:
+            ensemble /= len(folds_run)
+
+        # Undo padding and resampling, softmax, then undo cropping and transpose.
+        logits = resample_logits_back(ensemble[(slice(None), *unpad)], geometry, self.plan)
+        del ensemble
+        # Softmax where the logits are: on the host if the device ran out of memory earlier.
+        probabilities = torch.softmax(logits.float(), dim=0)
+        lesion = probabilities[self.plan.lesion_label]
+        if self.plan.num_classes == 2:
+            # argmax without its int64 volume; a tie goes to background, as argmax's first index does.
+            mask = (lesion > probabilities[0]).to(torch.uint8)
+        else:
+            mask = (probabilities.argmax(dim=0) == self.plan.lesion_label).to(torch.uint8)
+        del logits, probabilities
+        lesion_full = uncrop(lesion, geometry, 0.0)
+        mask_full = uncrop(mask, geometry, 0)
+        t4 = seconds(self.device)
+        timings["postprocess"] = t4 - t3
+        result = Prediction(mask=to_numpy_grid(mask_full, self.plan),
+                            probabilities=to_numpy_grid(lesion_full, self.plan))
+        t5 = time.perf_counter()
+        timings["download"] = t5 - t4
+        timings["total"] = t5 - t_start
+
+        dropped = []
+        if len(folds_run) < len(self.folds):
+            dropped.append(f"folds {[f.fold for f in self.folds[len(folds_run):]]}")
+        if schedule.mirror_axes != axes:
+            dropped.append(f"mirroring over axes {sorted(set(axes) - set(schedule.mirror_axes))}")
+        events = [e for r in runs for e in r.events]
+        notes.update({
+            "folds_run": folds_run,
+            "mirror_axes": list(schedule.mirror_axes),
+            "mirroring_passes_per_tile": len(passes),
+            "forward_passes": sum(r.forward_passes for r in runs),
+            "tile_batch": runs[-1].tile_batch if runs else self.window.tile_batch,
+            "accumulated_on": runs[-1].accumulated_on if runs else str(self.device),
+            "device": str(self.device),
+        })
+        if dropped:
+            notes["dropped_for_time_budget"] = dropped
+        if events:
+            notes["events"] = events
+        result.timings = timings
+        result.notes = notes
+        return result

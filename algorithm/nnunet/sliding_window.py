@@ -1,0 +1,171 @@
+"""Sliding-window inference as nnU-Net does it, batched and kept on one device.
+
+Tile positions (compute_steps), the Gaussian importance map and the mirroring passes follow nnU-Net 2.x;
+the differences are for speed: several tiles per forward pass, mirror passes summed in float32 (on CUDA
+nnU-Net sums them in float16), and CUDA out-of-memory handled by smaller tile batches, then by
+accumulating on the host.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+import torch
+from scipy.ndimage import gaussian_filter
+
+
+def compute_steps(image_size, tile_size, step_size: float) -> list[list[int]]:
+    """Tile starts per axis, first and last tile at the borders (nnU-Net's compute_steps_for_sliding_window)."""
+    if not 0 < step_size <= 1:
+        raise ValueError("step_size must be in (0, 1]")
+    steps = []
+    for size, tile in zip(image_size, tile_size):
+        if size < tile:
+            raise ValueError("image must be at least as large as the tile")
+        n = int(np.ceil((size - tile) / (tile * step_size))) + 1
+        last = size - tile
+        stride = last / (n - 1) if n > 1 else 0.0
+        steps.append([int(np.round(stride * i)) for i in range(n)])
+    return steps
+
+
+def tile_slices(image_size, tile_size, step_size: float) -> list[tuple[slice, slice, slice]]:
+    """(z, y, x) slices of every tile, in nnU-Net's order (last axis fastest)."""
+    steps = compute_steps(image_size, tile_size, step_size)
+    return [tuple(slice(s, s + t) for s, t in zip(start, tile_size)) for start in itertools.product(*steps)]
+
+
+@lru_cache(maxsize=4)
+def gaussian_importance(tile_size: tuple[int, ...], sigma_scale: float = 1.0 / 8) -> np.ndarray:
+    """nnU-Net's compute_gaussian, values included: a blurred delta scaled to peak 10, rounded to float16,
+    with the zeros that float16 underflow leaves raised to the smallest non-zero value.
+
+    The float16 step matters: far from the centre (the tile corners) the weights underflow, and the clamp then
+    gives every tile covering such a voxel the same weight.
+    """
+    delta = np.zeros(tile_size)
+    delta[tuple(t // 2 for t in tile_size)] = 1
+    weights = gaussian_filter(delta, [t * sigma_scale for t in tile_size], 0, mode="constant", cval=0)
+    weights /= weights.max() / 10
+    # torch's float64 -> float16 conversion, not numpy's: they round a few values differently.
+    half = torch.from_numpy(weights).to(torch.float16)
+    zero = half == 0
+    if zero.any():
+        half[zero] = half[~zero].min()
+    return half.numpy()
+
+
+def mirror_passes(axes: tuple[int, ...] | None) -> list[tuple[int, ...]]:
+    """The flips of one mirroring TTA, identity first, then nnU-Net's combinations (by size, then order)."""
+    axes = tuple(axes or ())
+    return [()] + [c for k in range(1, len(axes) + 1) for c in itertools.combinations(axes, k)]
+
+
+@dataclass
+class WindowRun:
+    """What one sliding-window pass over a volume actually did."""
+
+    tiles: int = 0
+    forward_passes: int = 0  # network calls x tiles per call
+    tile_batch: int = 0
+    accumulated_on: str = ""
+    events: list[str] = field(default_factory=list)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+class SlidingWindow:
+    """Runs one network over all tiles of a (c, z, y, x) volume and adds Gaussian-weighted logits to a sum."""
+
+    def __init__(self, *, patch_size: tuple[int, int, int], step_size: float, device: torch.device,
+                 tile_batch: int, autocast: bool):
+        self.patch_size = tuple(patch_size)
+        self.step_size = step_size
+        self.device = device
+        self.tile_batch = max(1, int(tile_batch))
+        self.autocast = autocast
+        self._gaussian: dict[str, torch.Tensor] = {}
+
+    def slices(self, image_size) -> list[tuple[slice, slice, slice]]:
+        return tile_slices(image_size, self.patch_size, self.step_size)
+
+    def _forward(self, network: torch.nn.Module, x: torch.Tensor, passes: list[tuple[int, ...]]) -> torch.Tensor:
+        """Mirror-averaged logits of a batch of tiles, float32."""
+        total = None
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.autocast):
+            for flips in passes:
+                dims = [a + 2 for a in flips]
+                xin = torch.flip(x, dims) if dims else x
+                out = network(xin)
+                out = (torch.flip(out, dims) if dims else out).float()
+                total = out if total is None else total.add_(out)
+        if len(passes) > 1:
+            total /= len(passes)
+        return total
+
+    def predict_logits(self, network: torch.nn.Module, data: torch.Tensor, passes: list[tuple[int, ...]],
+                       run: WindowRun, *, num_classes: int) -> torch.Tensor:
+        """One network's Gaussian-weighted average of tile logits over the whole (c, z, y, x) volume, float16.
+
+        The sums are float16 like nnU-Net's, on purpose: where every covering tile has a weight that underflows
+        float16 (the volume's corners), nnU-Net's result is set by that rounding, and matching nnU-Net there
+        needs the same arithmetic. They start on the device and move to the host if the device runs out.
+        """
+        slices = self.slices(data.shape[1:])
+        run.tiles = len(slices)
+        target = self.device
+        logits_sum = torch.zeros((num_classes, *data.shape[1:]), dtype=torch.float16, device=target)
+        weight_sum = torch.zeros(data.shape[1:], dtype=torch.float16, device=target)
+        i = 0
+        while i < len(slices):
+            batch = slices[i:i + self.tile_batch]
+            try:
+                x = torch.stack([data[(slice(None), *s)] for s in batch])
+                pred = self._forward(network, x, passes)
+                gauss = self.gaussian(pred.device)
+                pred *= gauss
+                pred = pred.to(target, non_blocking=True)
+                g = gauss.to(target)
+            except RuntimeError as exc:
+                if not (_is_oom(exc) and self.device.type == "cuda"):
+                    raise
+                x = pred = None  # noqa: F841 - drop references so the cache can be freed
+                torch.cuda.empty_cache()
+                if self.tile_batch > 1:
+                    self.tile_batch = max(1, self.tile_batch // 2)
+                    run.events.append(f"CUDA out of memory: tile batch -> {self.tile_batch}")
+                elif target.type != "cpu":
+                    target = torch.device("cpu")
+                    logits_sum, weight_sum = logits_sum.cpu(), weight_sum.cpu()
+                    run.events.append("CUDA out of memory: accumulating on the host")
+                else:
+                    raise
+                continue  # retry the same tiles: nothing of this batch has been added yet
+            # In-place additions into preallocated sums allocate nothing, so they stay outside the retry.
+            for k, s in enumerate(batch):
+                logits_sum[(slice(None), *s)] += pred[k]
+                weight_sum[s] += g
+            run.forward_passes += len(batch) * len(passes)
+            i += len(batch)
+        run.tile_batch = self.tile_batch
+        run.accumulated_on = target.type
+        torch.div(logits_sum, weight_sum, out=logits_sum)
+        return logits_sum
+
+    def gaussian(self, device: torch.device) -> torch.Tensor:
+        key = str(device)
+        if key not in self._gaussian:
+            self._gaussian[key] = torch.from_numpy(gaussian_importance(self.patch_size)).to(device)
+        return self._gaussian[key]
+
+
+def seconds(device: torch.device) -> float:
+    """A wall-clock reading that waits for queued device work, so stage timings are honest."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()

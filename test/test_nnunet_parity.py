@@ -1,0 +1,93 @@
+"""The nnU-Net engine against nnunetv2's own nnUNetPredictor on the same results folder and study.
+
+Random-weight models are written in nnU-Net's exact on-disk format with nnunetv2's network classes
+(test/nnunet_helpers.py); nnunetv2 is a test-only dependency.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from algorithm.engine import EngineOptions
+from algorithm.nnunet import NnUNetEngine
+from nnunet_helpers import (dice, make_dataset_json, make_plans, plain_architecture, reference_prediction,
+                            resenc_architecture, study_arrays, write_results_folder)
+
+pytest.importorskip("nnunetv2")
+torch.set_num_threads(2)
+
+PATCH = (24, 32, 32)
+STUDY_SIZE_XYZ = (48, 48, 32)
+PROBABILITY_TOLERANCE = 1e-3
+CONFIDENT_MARGIN = 0.005
+
+
+@pytest.fixture(scope="module")
+def study():
+    return study_arrays(3, STUDY_SIZE_XYZ)
+
+
+def _folder(tmp_path_factory, name: str, architecture: dict, spacing, study, mirror_axes):
+    plans = make_plans(architecture, patch_size=PATCH, spacing=list(spacing))
+    return write_results_folder(tmp_path_factory.mktemp(name), plans=plans, dataset=make_dataset_json(),
+                                folds=(0, 1), calibration_study=study, mirror_axes=mirror_axes)
+
+
+@pytest.fixture(scope="module")
+def plain_folder(tmp_path_factory, study):
+    return _folder(tmp_path_factory, "plain", plain_architecture(), study[2], study, (0, 1, 2))
+
+
+@pytest.fixture(scope="module")
+def resenc_folder(tmp_path_factory, study):
+    return _folder(tmp_path_factory, "resenc", resenc_architecture(), study[2], study, (1, 2))
+
+
+@pytest.fixture(scope="module")
+def resampling_folder(tmp_path_factory, study):
+    # Coarser along z by more than 3x the in-plane spacing: nnU-Net resamples z on its own (separate-z path).
+    z, y, x = study[2]
+    return _folder(tmp_path_factory, "resampling", plain_architecture(), (z * 1.25, y * 0.6, x * 0.7), study,
+                   (0, 1, 2))
+
+
+def _compare(folder, study, *, folds, use_mirroring):
+    pet, ct, spacing = study
+    engine = NnUNetEngine.from_folder(folder, options=EngineOptions(device="cpu", folds=folds,
+                                                                    use_mirroring=use_mirroring))
+    ours = engine.predict(pet=pet, ct=ct, spacing_zyx=spacing)
+    ref_mask, ref_prob = reference_prediction(folder, pet=pet, ct=ct, spacing_zyx=spacing, folds=folds,
+                                              use_mirroring=use_mirroring)
+    assert ours.mask.shape == ref_mask.shape == pet.shape
+    assert ours.mask.dtype == np.uint8 and ours.probabilities.dtype == np.float32
+    # Both classes must be present, or agreement would be trivial.
+    assert 0.005 < ref_mask.mean() < 0.95
+    assert np.abs(ours.probabilities - ref_prob).max() <= PROBABILITY_TOLERANCE
+    confident = np.abs(ref_prob - 0.5) >= CONFIDENT_MARGIN
+    assert np.array_equal(ours.mask[confident], ref_mask[confident])
+    assert dice(ours.mask, ref_mask) >= 0.99
+    assert ours.notes["folds_run"] == list(folds)
+    return ours
+
+
+def test_plain_unet_two_folds_with_mirroring(plain_folder, study):
+    ours = _compare(plain_folder, study, folds=(0, 1), use_mirroring=True)
+    assert ours.notes["mirroring_passes_per_tile"] == 8
+    assert ours.notes["resampled"] is False
+
+
+def test_plain_unet_one_fold_without_mirroring(plain_folder, study):
+    ours = _compare(plain_folder, study, folds=(1,), use_mirroring=False)
+    assert ours.notes["mirroring_passes_per_tile"] == 1
+
+
+def test_residual_encoder_unet_two_folds_with_checkpoint_mirror_axes(resenc_folder, study):
+    ours = _compare(resenc_folder, study, folds=(0, 1), use_mirroring=True)
+    assert ours.notes["mirror_axes"] == [1, 2]
+    assert ours.notes["mirroring_passes_per_tile"] == 4
+
+
+def test_spacing_different_from_plan_is_resampled_both_ways(resampling_folder, study):
+    ours = _compare(resampling_folder, study, folds=(0, 1), use_mirroring=False)
+    assert ours.notes["resampled"] is True
