@@ -149,3 +149,43 @@ def test_network_state_dict_and_forward_match_dynamic_network_architectures(vari
     ref.decoder.deep_supervision = False
     with torch.no_grad():
         torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-5)
+
+
+class _ShrinkingMemoryNetwork(torch.nn.Module):
+    """A 1x1x1 convolution that runs out of memory on any batch larger than `max_batch`."""
+
+    def __init__(self, max_batch: int):
+        super().__init__()
+        torch.manual_seed(3)
+        self.conv = torch.nn.Conv3d(2, 2, 1)
+        self.max_batch = max_batch
+        self.calls: list[int] = []
+
+    def forward(self, x):
+        self.calls.append(x.shape[0])
+        if x.shape[0] > self.max_batch:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.conv(x)
+
+
+@pytest.mark.parametrize("max_batch", [1, 2])
+def test_out_of_memory_halves_the_tile_batch_and_gives_the_same_logits(max_batch):
+    from algorithm.nnunet.sliding_window import SlidingWindow, WindowRun
+
+    data = torch.from_numpy(np.random.default_rng(0).normal(size=(2, 20, 24, 28)).astype(np.float32))
+    kwargs = dict(patch_size=(8, 8, 8), step_size=0.5, device=torch.device("cpu"), autocast=False)
+    reference_run, run = WindowRun(), WindowRun()
+    network = _ShrinkingMemoryNetwork(max_batch)
+    with torch.no_grad():
+        expected = SlidingWindow(tile_batch=1, **kwargs).predict_logits(network, data, [(), (0,)], reference_run,
+                                                                          num_classes=2)
+        got = SlidingWindow(tile_batch=4, **kwargs).predict_logits(network, data, [(), (0,)], run, num_classes=2)
+    # Batches of other sizes may round a float32 differently; the sums are float16 (one ulp near 1 is 1e-3).
+    assert torch.allclose(got.float(), expected.float(), rtol=0, atol=4e-3)
+    assert run.tile_batch == max_batch and run.tiles == reference_run.tiles
+    assert run.events and "out of memory" in run.events[0]
+    assert run.forward_passes == reference_run.forward_passes == run.tiles * 2
+    # Failing on every batch size is not absorbed: the error reaches the caller.
+    with pytest.raises(torch.OutOfMemoryError), torch.no_grad():
+        SlidingWindow(tile_batch=2, **kwargs).predict_logits(_ShrinkingMemoryNetwork(0), data, [()], WindowRun(),
+                                                             num_classes=2)

@@ -76,7 +76,9 @@ class WindowRun:
 
 
 def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+    # CUDA raises torch.OutOfMemoryError; the CPU allocator a RuntimeError saying it "can't allocate memory".
+    text = str(exc).lower()
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
 
 
 class SlidingWindow:
@@ -129,20 +131,22 @@ class SlidingWindow:
                 pred = self._forward(network, x, passes)
                 gauss = self.gaussian(pred.device)
                 pred *= gauss
-                pred = pred.to(target, non_blocking=True)
+                # Blocking on purpose: an asynchronous copy to the host would be read before it lands.
+                pred = pred.to(target)
                 g = gauss.to(target)
             except RuntimeError as exc:
-                if not (_is_oom(exc) and self.device.type == "cuda"):
+                if not _is_oom(exc):
                     raise
                 x = pred = None  # noqa: F841 - drop references so the cache can be freed
-                torch.cuda.empty_cache()
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
                 if self.tile_batch > 1:
                     self.tile_batch = max(1, self.tile_batch // 2)
-                    run.events.append(f"CUDA out of memory: tile batch -> {self.tile_batch}")
+                    run.events.append(f"{self.device.type} out of memory: tile batch -> {self.tile_batch}")
                 elif target.type != "cpu":
                     target = torch.device("cpu")
                     logits_sum, weight_sum = logits_sum.cpu(), weight_sum.cpu()
-                    run.events.append("CUDA out of memory: accumulating on the host")
+                    run.events.append(f"{self.device.type} out of memory: accumulating on the host")
                 else:
                     raise
                 continue  # retry the same tiles: nothing of this batch has been added yet
