@@ -13,9 +13,11 @@ from petct.errors import InputError
 def score_case(case: Case) -> StudyResult | Problem:
     """Score one case; bad input comes back as a Problem (exceptions do not cross processes intact)."""
     try:
-        return score_files(ground_truth=case.ground_truth, prediction=case.prediction, study=case.study)
+        result = score_files(ground_truth=case.ground_truth, prediction=case.prediction, study=case.study)
     except InputError as exc:
         return Problem.of(exc, study=case.study, job=case.job)
+    result.warnings[:0] = case.warnings
+    return result
 
 
 def score_cases(cases: list[Case], *, workers: int, timeout_s: float | None = None,

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from evaluation.pool import default_workers
+from petct.argtypes import positive_number, whole_number
 from petct.layout import DEFAULT_GROUND_TRUTH, DEFAULT_INPUT, DEFAULT_OUTPUT, OUTPUT_RELATIVE_PATH
 
 CONTAINER = "container"
@@ -30,17 +31,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return _parser().parse_args(argv)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _batch_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workers", type=_positive_int, default=default_workers(),
+    parser.add_argument("--workers", type=whole_number(1), default=default_workers(),
                         help="studies scored at once, each in its own process (default: %(default)s)")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+    parser.add_argument("--timeout", type=positive_number, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
                         help="stop scoring a study after this long and report it (default: %(default)s)")
     parser.add_argument("--allow-partial", action="store_true",
                         help="exit 0 when at least one study was scored, even if others could not be")

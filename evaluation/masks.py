@@ -23,18 +23,19 @@ class Mask:
     warnings: list[str] = field(default_factory=list)
 
 
-def read_mask(path: Path, *, what: str, study: str | None = None) -> Mask:
+def read_mask(path: Path, *, what: str, study: str | None = None, float_labels: bool = False) -> Mask:
     """Read a mask, or raise InputError naming the study, the file and the problem.
 
-    Floating-point masks (probabilities, NaN) are refused. Integer labels other than 0/1 are scored
-    as lesion (nonzero) with a warning.
+    Floating-point masks (probabilities, NaN) are refused. With `float_labels` (for ground truth, which
+    is often saved as float), a floating-point file holding whole numbers only is read as labels with a
+    warning. Integer labels other than 0/1 are scored as lesion (nonzero) with a warning.
     """
     try:
         array, geometry = read_array(path)
     except InputError as exc:
         raise InputError(f"{what}: {exc.problem}", path=path, study=study) from None
     warnings = []
-    if not np.issubdtype(array.dtype, np.integer):
+    if not (np.issubdtype(array.dtype, np.integer) or (float_labels and _whole_numbers(array))):
         raise InputError(f"{what}: {_not_integer(array)}; a mask must hold integer labels 0 and 1",
                          path=path, study=study)
     if array.dtype not in PLATFORM_MASK_TYPES:
@@ -45,6 +46,13 @@ def read_mask(path: Path, *, what: str, study: str | None = None) -> Mask:
                         "every nonzero voxel was scored as lesion")
     binary = array if array.dtype == np.uint8 and high <= 1 else (array != 0).view(np.uint8)
     return Mask(array=binary, geometry=geometry, warnings=warnings)
+
+
+def _whole_numbers(array: np.ndarray) -> bool:
+    """Whether a floating-point array holds only finite whole numbers."""
+    if not np.issubdtype(array.dtype, np.floating):
+        return False
+    return bool(np.isfinite(array).all() and (np.mod(array, 1) == 0).all())
 
 
 def _not_integer(array: np.ndarray) -> str:

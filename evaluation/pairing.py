@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from evaluation.predictions import Job, locate_mask
+from evaluation.predictions import Job, locate_mask, mask_output
 from evaluation.problems import Problem
 from evaluation.studies import MaskIndex
 from petct.errors import InputError
@@ -18,11 +18,15 @@ class Case:
     ground_truth: Path
     prediction: Path
     job: str | None = None
+    warnings: tuple[str, ...] = ()  # found while pairing; reported with the study's metrics
 
 
 def match_jobs(jobs: list[Job], ground_truth: MaskIndex, *, input_dir: Path,
                prediction_path: str) -> tuple[list[Case], list[Problem]]:
-    """A case per ground-truth study with exactly one job; a problem for every other job and study."""
+    """A case per ground-truth study with exactly one successful job; a problem for every other job and study.
+
+    Jobs whose status is not Succeeded are never scored; they only explain why a study has no job.
+    """
     problems: list[Problem] = []
     jobs_of: dict[str, list[Job]] = {}
     for job in jobs:
@@ -32,10 +36,14 @@ def match_jobs(jobs: list[Job], ground_truth: MaskIndex, *, input_dir: Path,
             problems.append(unmatched.problem)
     cases = []
     for study in ground_truth.studies():
-        found = jobs_of.get(study, [])
+        found = [job for job in jobs_of.get(study, []) if job.succeeded]
+        unsuccessful = [f"job {job.pk} has status {job.status!r}" for job in jobs_of.get(study, [])
+                        if not job.succeeded]
         gt_file = ground_truth.files.get(study)
         if not found:
-            problems.append(_missing(study, ground_truth, "no algorithm job for this ground-truth study"))
+            reason = ("no successful algorithm job for this ground-truth study: " + "; ".join(unsuccessful)
+                      if unsuccessful else "no algorithm job for this ground-truth study")
+            problems.append(_missing(study, ground_truth, reason))
         elif len(found) > 1:
             pks = ", ".join(job.pk for job in found)
             problems.append(Problem(study=study, job=pks, file=str(gt_file or ground_truth.folder),
@@ -43,11 +51,16 @@ def match_jobs(jobs: list[Job], ground_truth: MaskIndex, *, input_dir: Path,
         elif gt_file is None:
             problems.append(_ambiguous(study, ground_truth, job=found[0].pk))
         else:
+            job = found[0]
             try:
-                mask = locate_mask(found[0], input_dir=input_dir, relative_path=prediction_path)
-                cases.append(Case(study=study, ground_truth=gt_file, prediction=mask, job=found[0].pk))
+                relative_path, warnings = mask_output(job, prediction_path)
+                mask = locate_mask(job, input_dir=input_dir, relative_path=relative_path)
             except InputError as exc:
-                problems.append(Problem.of(exc, study=study, job=found[0].pk))
+                problems.append(Problem.of(exc, study=study, job=job.pk))
+                continue
+            warnings += [f"{text}; ignored" for text in unsuccessful]
+            cases.append(Case(study=study, ground_truth=gt_file, prediction=mask, job=job.pk,
+                              warnings=tuple(warnings)))
     return cases, problems
 
 
@@ -76,10 +89,11 @@ class _Unmatched(Exception):
 
 
 def _study_of(job: Job, ground_truth: MaskIndex) -> str:
-    """The ground-truth study a job's PET input (else its CT input) names."""
+    """The ground-truth study a job's PET input (else its CT input, else another input) names."""
     candidates = job.study_candidates()
     if not candidates:
-        raise _Unmatched(Problem(job=job.pk, reason="job has no PET or CT input with an image name"))
+        raise _Unmatched(Problem(job=job.pk, reason="job has no input image with a name (PET or CT) to match "
+                                                    "its ground truth by"))
     for name, studies in candidates:
         hits = [study for study in studies if study in ground_truth]
         if len(hits) == 1:

@@ -20,6 +20,7 @@ Item = TypeVar("Item")
 
 # Imported once by the fork server, so each item's process starts with them loaded.
 PRELOAD = ["evaluation.scoring"]
+EXIT_GRACE_S = 10.0
 
 
 @dataclass
@@ -89,7 +90,11 @@ def _collect(receiver, process, item) -> Outcome:
         kind, payload = None, None
     finally:
         receiver.close()
-    process.join()
+    # The answer is in; a child that then fails to exit (stuck in interpreter shutdown) must not stall us.
+    process.join(EXIT_GRACE_S)
+    if process.is_alive():
+        process.kill()
+        process.join()
     if kind == "value":
         return Outcome(item=item, value=payload)
     if kind == "exception":

@@ -1,7 +1,7 @@
 """Reading grand-challenge's predictions.json: the jobs of a submission, their inputs and their masks.
 
-Only the keys the evaluation needs are read (pk, inputs, outputs, and per socket image.name and
-interface.relative_path); the platform's many other keys are ignored. Sockets are matched on
+Only the keys the evaluation needs are read (pk, status, inputs, outputs, and per socket image.name
+and interface.relative_path); the platform's many other keys are ignored. Sockets are matched on
 `interface.relative_path`, never on the slug, which organisers choose freely.
 """
 from __future__ import annotations
@@ -15,19 +15,33 @@ from evaluation.studies import input_candidates
 from petct.errors import InputError
 from petct.layout import CT_RELATIVE_PATH, PET_RELATIVE_PATH, is_image_file, list_images
 
+SUCCEEDED = "Succeeded"
+# Image sockets live under this folder of a job's output (`images/<slug>`); value and file sockets do not.
+IMAGE_FOLDER = "images/"
+
 
 @dataclass(frozen=True)
 class Job:
-    """One algorithm job: its pk and, per socket relative path, the image name (None for non-images)."""
+    """One algorithm job: its pk, status and, per socket relative path, the image name (None for non-images)."""
 
     pk: str
     inputs: dict[str, str | None] = field(default_factory=dict)
     outputs: dict[str, str | None] = field(default_factory=dict)
+    status: str | None = None  # None when predictions.json does not say: taken as succeeded
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status in (None, SUCCEEDED)
 
     def study_candidates(self) -> list[tuple[str, list[str]]]:
-        """(input name, study names it may stand for) for the PET input, then the CT input."""
-        return [(name, input_candidates(name)) for name in
-                (self.inputs.get(PET_RELATIVE_PATH), self.inputs.get(CT_RELATIVE_PATH)) if name]
+        """(input name, study names it may stand for): the PET input, then the CT input, then any other.
+
+        Organisers who gave the PET/CT sockets other relative paths still get their jobs matched: an input
+        whose path mentions "pet" (else "ct") stands in for the PET (else CT) input.
+        """
+        order = sorted(self.inputs, key=lambda p: (p != PET_RELATIVE_PATH, "pet" not in p.lower(),
+                                                   p != CT_RELATIVE_PATH, "ct" not in p.lower(), p))
+        return [(name, input_candidates(name)) for name in map(self.inputs.get, order) if name]
 
 
 def read_jobs(path: Path) -> tuple[list[Job], list[Problem]]:
@@ -36,8 +50,10 @@ def read_jobs(path: Path) -> tuple[list[Job], list[Problem]]:
     Raises InputError when the file as a whole is unusable (missing, not JSON, not a list).
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise InputError("predictions.json does not exist", path=path)
+    if not path.is_file():
+        raise InputError("predictions.json is not a regular file", path=path)
     try:
         items = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -65,7 +81,9 @@ def _job(item: object, number: int) -> Job:
     # The pk names a folder under the input folder: refuse anything that could point elsewhere.
     if not isinstance(pk, str) or not pk or "/" in pk or "\\" in pk or pk in (".", ".."):
         raise InputError(f"missing or invalid pk {pk!r}")
-    return Job(pk=pk, inputs=_sockets(item, "inputs"), outputs=_sockets(item, "outputs"))
+    status = item.get("status")
+    return Job(pk=pk, inputs=_sockets(item, "inputs"), outputs=_sockets(item, "outputs"),
+               status=status if isinstance(status, str) else None)
 
 
 def _sockets(item: dict, key: str) -> dict[str, str | None]:
@@ -78,17 +96,33 @@ def _sockets(item: dict, key: str) -> dict[str, str | None]:
         relative_path = interface.get("relative_path") if isinstance(interface, dict) else None
         if not isinstance(relative_path, str) or not relative_path:
             raise InputError(f"{key} item {number} has no interface.relative_path")
+        # It names a folder under the job's output: refuse anything that could point elsewhere.
+        if relative_path.startswith(("/", "\\")) or ".." in relative_path.replace("\\", "/").split("/"):
+            raise InputError(f"{key} item {number} has an invalid interface.relative_path {relative_path!r}")
         image = socket.get("image")
         name = image.get("name") if isinstance(image, dict) else None
         by_path[relative_path] = name if isinstance(name, str) and name else None
     return by_path
 
 
+def mask_output(job: Job, relative_path: str) -> tuple[str, list[str]]:
+    """The relative path of the job's mask output, and a warning if it is not `relative_path`.
+
+    A job that lists no output at `relative_path` but exactly one image output (the organiser named
+    the socket differently) is scored on that one.
+    """
+    if relative_path in job.outputs:
+        return relative_path, []
+    images = [p for p in job.outputs if p.startswith(IMAGE_FOLDER)]
+    listed = ", ".join(sorted(job.outputs)) or "none"
+    if len(images) == 1:
+        return images[0], [f"job lists no output at {relative_path}; scored its only image output, {images[0]}"]
+    raise InputError(f"job lists no output at {relative_path} (outputs: {listed}); "
+                     "name the mask's relative path with --prediction-path")
+
+
 def locate_mask(job: Job, *, input_dir: Path, relative_path: str) -> Path:
     """The job's mask file: the one image in `<input>/<pk>/output/<relative_path>/`."""
-    if relative_path not in job.outputs:
-        listed = ", ".join(sorted(job.outputs)) or "none"
-        raise InputError(f"job lists no output at {relative_path} (outputs: {listed})")
     location = Path(input_dir) / job.pk / "output" / relative_path
     if is_image_file(location):
         return location

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Collection
 from pathlib import Path
 
 from evaluation.aggregates import aggregate
@@ -12,15 +13,35 @@ from petct.jsonio import write_json_atomic
 
 
 def build_report(results: list[tuple[Case, StudyResult]], problems: list[Problem]) -> dict:
-    """The content of metrics.json (NaN becomes null when written)."""
-    case = {}
-    for item, result in sorted(results, key=lambda pair: pair[0].study):
-        case[item.study] = {**result.to_json(), "job": item.job}
+    """The content of metrics.json (NaN becomes null when written).
+
+    `case` is keyed by study name with dots replaced (see case_key); each record holds the name as is.
+    """
+    keys: dict[str, str] = {}
+    # Names without dots keep their own key; a dotted name that collides with one gets a number.
+    for study in sorted({item.study for item, _ in results}, key=lambda name: ("." in name, name)):
+        keys[study] = case_key(study, taken=set(keys.values()))
+    case = {keys[item.study]: {"study": item.study, **result.to_json(), "job": item.job}
+            for item, result in sorted(results, key=lambda pair: pair[0].study)}
     return {
         "case": case,
         "aggregates": aggregate([result for _, result in results]),
         "errors": [problem.to_json() for problem in problems],
     }
+
+
+def case_key(study: str, *, taken: Collection[str] = ()) -> str:
+    """The key of a study under `case`: its name without dots, unique among `taken`.
+
+    The leaderboard addresses values by dotted paths (`case.<study>.dice`), so a key must hold no dot;
+    study names made of DICOM UIDs or dates often do.
+    """
+    key = study.replace(".", "_")
+    number = 1
+    while key in taken:
+        number += 1
+        key = f"{study.replace('.', '_')}_{number}"
+    return key
 
 
 def write_report(report: dict, path: Path) -> Path:

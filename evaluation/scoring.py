@@ -35,7 +35,7 @@ def score_files(*, ground_truth: Path, prediction: Path, study: str | None = Non
     """
     ground_truth, prediction = Path(ground_truth), Path(prediction)
     study = study or mask_key(ground_truth)
-    gt = read_mask(ground_truth, what="ground truth", study=study)
+    gt = read_mask(ground_truth, what="ground truth", study=study, float_labels=True)
     pred = read_mask(prediction, what="prediction", study=study)
     mismatches = grid_mismatches(gt.geometry, pred.geometry)
     if mismatches:

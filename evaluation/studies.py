@@ -4,8 +4,8 @@ A study's name (its key) comes from file names:
 
 - A mask file directly in a folder: its name without the image suffix and without a trailing
   `_SEG` (any case): `PETCT_0af7ffe12a_SEG.mha` and `PETCT_0af7ffe12a.nii.gz` are both
-  `PETCT_0af7ffe12a`. Files whose name ends in an image suffix (`_SUV`, `_CTres`, `_PET`, `_CT`)
-  are images, not masks, and are skipped, so a folder in the dataset's flat layout works as is.
+  `PETCT_0af7ffe12a`. Files whose name ends in an image suffix (`_SUV`, `_CTres`, `_PET`, `_CT`,
+  spelled so) are images, not masks, and are skipped, so a folder in the dataset's flat layout works as is.
 - A study folder (the layout petct.phantom writes): `<study>/SEG.mha` (or `.nii.gz`, ...) is `<study>`.
 - An algorithm job's input (`image.name` of its PET, else its CT): the name without the image suffix,
   or that name without one trailing modality suffix (`_SUV`, `_CTres`, `_PET`, `_CT`, `_0000`,
@@ -27,11 +27,11 @@ IMAGE_SUFFIXES = ("_SUV", "_CTres", "_PET", "_CT")
 INPUT_SUFFIXES = IMAGE_SUFFIXES + ("_0000", "_0001")
 
 
-def _strip_suffix(stem: str, suffixes: tuple[str, ...]) -> str | None:
-    """`stem` without the first of `suffixes` it ends with (any case), or None if none; never empty."""
-    lower = stem.lower()
+def _strip_suffix(stem: str, suffixes: tuple[str, ...], *, any_case: bool = True) -> str | None:
+    """`stem` without the first of `suffixes` it ends with, or None if none; never empty."""
+    fold = str.lower if any_case else str
     for suffix in suffixes:
-        if lower.endswith(suffix.lower()) and len(stem) > len(suffix):
+        if fold(stem).endswith(fold(suffix)) and len(stem) > len(suffix):
             return stem[: -len(suffix)]
     return None
 
@@ -87,7 +87,9 @@ def index_masks(folder: Path, *, what: str) -> MaskIndex:
 
 
 def _mask_files(folder: Path) -> list[Path]:
-    files = [p for p in list_images(folder) if _strip_suffix(image_stem(p.name), IMAGE_SUFFIXES) is None]
+    # Images are recognised by the dataset's spelling only: a study may well be called `..._pet`.
+    files = [p for p in list_images(folder)
+             if _strip_suffix(image_stem(p.name), IMAGE_SUFFIXES, any_case=False) is None]
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files += [p for p in sub.iterdir() if is_image_file(p) and image_stem(p.name).upper() == SEG_NAME.upper()]
     return files

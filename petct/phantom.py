@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from petct.argtypes import whole_number
 from petct.imageio import Geometry, image_from_array, write_image_atomic
 from petct.layout import CT_NAME, CTRES_NAME, SEG_NAME, SUV_NAME
 
@@ -97,6 +99,14 @@ class _Canvas:
             terms.append(((coords[lo:hi] - ci) / ri) ** 2)
         inside = terms[0][:, None, None] + terms[1][None, :, None] + terms[2][None, None, :] <= 1.0
         return tuple(box), inside
+
+    def voxel_at(self, center_mm) -> tuple[tuple[slice, slice, slice], np.ndarray]:
+        """The one voxel holding a point, in the same (box, mask) form as ellipsoid()."""
+        sx, sy, sz = self.geometry.spacing
+        nx, ny, nz = self.geometry.size
+        index = [min(max(int(c // s), 0), n - 1) for c, s, n in
+                 zip((center_mm[2], center_mm[1], center_mm[0]), (sz, sy, sx), (nz, ny, nx))]
+        return tuple(slice(i, i + 1) for i in index), np.ones((1, 1, 1), dtype=bool)
 
     def cylinder(self, center_xy_mm, radii_xy_mm, z_range_mm) -> tuple[tuple[slice, slice, slice], np.ndarray]:
         """An elliptic cylinder along z."""
@@ -201,6 +211,8 @@ def _render(geometry: Geometry, rng_values: dict, lesions: list[Lesion], *, nois
     for lesion in lesions:
         r = lesion.diameter_mm / 2
         box, inside = canvas.ellipsoid(lesion.center_mm, (r, r, r))
+        if not inside.any():  # smaller than the voxel spacing and between voxel centres: keep one voxel
+            box, inside = canvas.voxel_at(lesion.center_mm)
         seg[box][inside] = 1
         ct[box][inside] = 45.0
         if suv is not None:
@@ -266,13 +278,19 @@ def write_studies(folder: str | Path, *, count: int, size: tuple[int, int, int] 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m petct.phantom", description=__doc__.split("\n")[0])
     parser.add_argument("output", type=Path, help="folder to write <name>/{SUV,CTres,SEG}.mha into")
-    parser.add_argument("--count", type=int, default=4)
+    parser.add_argument("--count", type=whole_number(1), default=4, help="studies to write (default: %(default)s)")
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
-    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--first-seed", type=whole_number(0), default=0, help="seed of the first study")
     parser.add_argument("--with-ct", action="store_true", help="also write CT.mha on a finer grid")
     args = parser.parse_args(argv)
-    for path in write_studies(args.output, count=args.count, size=args.size, first_seed=args.first_seed,
-                              with_ct=args.with_ct):
+    try:
+        paths = write_studies(args.output, count=args.count, size=args.size, first_seed=args.first_seed,
+                              with_ct=args.with_ct)
+    except OSError as exc:
+        print(f"error: file {exc.filename or args.output}: cannot write the studies: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+    for path in paths:
         print(path)
     return 0
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -30,24 +31,40 @@ def write_mask(path: Path, array: np.ndarray, geometry: Geometry | None = None) 
     return write_image_atomic(image_from_array(array, geometry), path)
 
 
-def job_item(*, pk: str, pet_name: str | None, ct_name: str | None, output_name: str = "out.mha") -> dict:
-    """One predictions.json item in the platform's full shape, with keys the evaluation must ignore."""
-    def socket(name, slug, relative_path, kind="Image"):
-        return {"image": {"pk": str(uuid.uuid4()), "name": name, "url": f"https://example.org/images/{name}"},
-                "value": None, "file": None, "pk": 7,
-                "interface": {"slug": slug, "kind": kind, "super_kind": "Image", "relative_path": relative_path,
-                              "title": slug.title(), "description": "", "default_value": None}}
+def socket(name: str | None, slug: str, relative_path: str, kind: str = "Image", *, as_file: bool = False) -> dict:
+    """One socket value as the platform writes it, with keys the evaluation must ignore.
+
+    `as_file`: the image is null and the file is only named by a URL under `file` (the shape of a file socket).
+    """
+    image = {"pk": str(uuid.uuid4()), "name": name, "url": f"https://example.org/images/{name}"}
+    return {"image": None if as_file else image, "value": None,
+            "file": f"https://example.org/files/{name}" if as_file else None, "pk": 7,
+            "interface": {"slug": slug, "kind": kind, "super_kind": "Image", "relative_path": relative_path,
+                          "title": slug.title(), "description": "", "default_value": None}}
+
+
+def job_item(*, pk: str, pet_name: str | None, ct_name: str | None, output_name: str = "out.mha",
+             status: str = "Succeeded", output_relative_path: str = OUTPUT_RELATIVE_PATH,
+             pet_relative_path: str = PET_RELATIVE_PATH, output_as_file: bool = False) -> dict:
+    """One predictions.json item in the platform's full shape, with keys the evaluation must ignore.
+
+    The CT input comes first and the slugs are not the relative paths' names: neither may matter.
+    """
     inputs = []
-    if pet_name:
-        inputs.append(socket(pet_name, "whole-body-pet-image", PET_RELATIVE_PATH))
     if ct_name:
         inputs.append(socket(ct_name, "ct-image-resampled", CT_RELATIVE_PATH))
+    if pet_name:
+        inputs.append(socket(pet_name, "whole-body-pet-image", pet_relative_path))
+    outputs = [socket(output_name, output_relative_path.rsplit("/", 1)[-1], output_relative_path,
+                      kind="Segmentation", as_file=output_as_file),
+               {"image": None, "file": None, "value": False, "pk": 8,
+                "interface": {"slug": "data-centric-model", "kind": "Boolean", "super_kind": "Value",
+                              "relative_path": "data-centric-model.json"}}]
     return {
         "pk": pk, "url": f"https://example.org/jobs/{pk}/", "api_url": f"https://example.org/api/jobs/{pk}/",
-        "status": "Succeeded", "exec_duration": "00:01:02.5", "invoke_duration": None, "rendered_result_text": "",
+        "status": status, "exec_duration": "00:01:02.5", "invoke_duration": None, "rendered_result_text": "",
         "algorithm_image": "https://example.org/api/algorithm-images/1/", "algorithm_interface": {"pk": 3},
-        "inputs": inputs,
-        "outputs": [socket(output_name, OUTPUT_SLUG, OUTPUT_RELATIVE_PATH, kind="Segmentation")],
+        "inputs": inputs, "outputs": outputs,
         "started_at": "2026-11-27T10:00:00Z", "completed_at": "2026-11-27T10:01:02Z",
     }
 
@@ -72,10 +89,15 @@ class Submission:
 
     def add_job(self, *, pk: str, pet_name: str | None, ct_name: str | None = None,
                 mask: np.ndarray | None = None, geometry: Geometry | None = None,
-                file_name: str = "out.mha", raw_bytes: bytes | None = None) -> Path:
-        """A job in predictions.json and, unless both mask and raw_bytes are None, its output file."""
-        self.items.append(job_item(pk=pk, pet_name=pet_name, ct_name=ct_name, output_name=file_name))
-        path = self.input / pk / "output" / OUTPUT_RELATIVE_PATH / file_name
+                file_name: str = "out.mha", raw_bytes: bytes | None = None, **item_options) -> Path:
+        """A job in predictions.json and, unless both mask and raw_bytes are None, its output file.
+
+        `item_options` go to job_item (status, output_relative_path, pet_relative_path, output_as_file).
+        """
+        item = job_item(pk=pk, pet_name=pet_name, ct_name=ct_name, output_name=file_name, **item_options)
+        self.items.append(item)
+        relative_path = item_options.get("output_relative_path", OUTPUT_RELATIVE_PATH)
+        path = self.input / pk / "output" / relative_path / file_name
         if raw_bytes is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(raw_bytes)
@@ -94,6 +116,17 @@ class Submission:
 
     def metrics(self) -> dict:
         return json.loads((self.output / "metrics.json").read_text())
+
+
+def all_keys(value: object):
+    """Every key of every object nested in a parsed JSON value."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield key
+            yield from all_keys(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from all_keys(inner)
 
 
 # Work functions for the process-isolation tests (module level so child processes can import them).
@@ -120,3 +153,9 @@ def hang_on_zero(item: int) -> int:
     if item == 0:
         time.sleep(60)
     return item * 10
+
+
+def linger_after_answering(marker: str) -> str:
+    """Answer at once, but leave a thread that keeps the process alive for 5 s, then writes `marker`."""
+    threading.Thread(target=lambda: (time.sleep(5), Path(marker).write_text("still alive"))).start()
+    return "answered"

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from eval_helpers import all_keys
 from evaluation.aggregates import aggregate
 from evaluation.metrics import StudyMetrics
 from evaluation.scoring import StudyResult
@@ -68,13 +69,7 @@ def test_undefined_statistics_are_null_in_json_and_keys_have_no_dots():
                               "50pc": None, "75pc": None, "count": 0}
     assert parsed["false_positive_volume"]["mean"] == 4.0 and parsed["false_positive_volume"]["std"] is None
     assert parsed["volume_correlation"]["pearson_r"] is None
-
-    def keys(value):
-        if isinstance(value, dict):
-            for key, inner in value.items():
-                yield key
-                yield from keys(inner)
-    assert all("." not in key for key in keys(parsed))
+    assert all("." not in key for key in all_keys(parsed))
 
 
 def test_no_studies_at_all():

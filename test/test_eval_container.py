@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from eval_helpers import Submission, geometry_of, write_mask
+from eval_helpers import Submission, all_keys, geometry_of, write_mask
 from evaluation.__main__ import main
 from evaluation.metrics import score_arrays
 from evaluation.studies import index_masks, input_candidates, mask_key
@@ -217,12 +217,13 @@ def test_job_input_names_and_mask_names_give_study_names(tmp_path):
     assert mask_key(Path("gt/PETCT_0001/SEG.mha")) == "PETCT_0001"
     assert mask_key(Path("gt/PETCT_0001.mha")) == "PETCT_0001"  # a mask's _0001 is part of its name
     for name in ("PETCT_1/SEG.mha", "PETCT_1/SUV.mha", "PETCT_2_SEG.nii.gz", "PETCT_2_SUV.nii.gz",
-                 "PETCT_3.nrrd", "PETCT_3_CTres.nrrd", "notes.txt"):
+                 "PETCT_3.nrrd", "PETCT_3_CTres.nrrd", "notes.txt", "lung_pet.mha", "lung_PET.mha"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
     index = index_masks(tmp_path, what="ground truth")
     assert index.files == {"PETCT_1": tmp_path / "PETCT_1/SEG.mha", "PETCT_2": tmp_path / "PETCT_2_SEG.nii.gz",
-                           "PETCT_3": tmp_path / "PETCT_3.nrrd"}
+                           "PETCT_3": tmp_path / "PETCT_3.nrrd",
+                           "lung_pet": tmp_path / "lung_pet.mha"}  # only the dataset's spelling marks an image
 
 
 def test_a_job_name_matching_two_studies_is_ambiguous(tmp_path):
@@ -256,3 +257,125 @@ def test_score_folders(tmp_path, capsys):
     assert "no ground truth for this prediction" in errors["PETCT_z"][0]["reason"]
     assert errors["PETCT_z"][0]["file"].endswith("PETCT_z.mha")
     assert main([*argv, "--allow-partial"]) == 0
+
+
+def test_platform_variations_of_predictions_json(tmp_path, capsys):
+    """Shapes a real predictions.json takes: other relative paths and socket kinds, failed jobs, dotted names."""
+    sub = Submission(tmp_path)
+    for study in ("PETCT_plain", "PETCT_file", "PETCT_path", "PETCT_pet", "PETCT_retried", "PETCT_failed",
+                  "1.2.840.113654.2.70.1"):
+        write_mask(sub.ground_truth / f"{study}.nii.gz", small_mask(len(study)), GRID)
+    mask = small_mask(len("PETCT_plain"))
+    sub.add_job(pk="plain", pet_name="PETCT_plain_SUV.mha", ct_name="PETCT_plain_CTres.mha", mask=mask,
+                geometry=GRID)
+    # The mask's socket as a file socket (image null): the file is still found in its folder.
+    sub.add_job(pk="file", pet_name="PETCT_file_SUV.mha", mask=small_mask(len("PETCT_file")), geometry=GRID,
+                output_as_file=True)
+    # The organiser named the output socket differently: its only image output is scored, with a warning.
+    sub.add_job(pk="path", pet_name="PETCT_path_SUV.mha", mask=small_mask(len("PETCT_path")), geometry=GRID,
+                output_relative_path="images/lesion-mask")
+    # The PET socket at another relative path, and the CT input (listed first) naming nothing known.
+    sub.add_job(pk="pet", pet_name="PETCT_pet_SUV.mha", ct_name="unknown.mha", mask=small_mask(len("PETCT_pet")),
+                geometry=GRID, pet_relative_path="images/pet-image")
+    # A failed job beside a successful one for the same study: the successful one is scored.
+    sub.add_job(pk="retried-1", pet_name="PETCT_retried_SUV.mha", status="Failed")
+    sub.add_job(pk="retried-2", pet_name="PETCT_retried_SUV.mha", mask=small_mask(len("PETCT_retried")),
+                geometry=GRID)
+    # Only a failed job: the study cannot be scored, and the reason says why.
+    sub.add_job(pk="failed", pet_name="PETCT_failed_SUV.mha", status="Failed")
+    sub.add_job(pk="dotted", pet_name="1.2.840.113654.2.70.1.mha", mask=small_mask(len("1.2.840.113654.2.70.1")),
+                geometry=GRID)
+    sub.write_predictions_json()
+
+    assert main(sub.argv()) == 1
+    report = load_strict(sub.output / "metrics.json")
+    assert sorted(report["case"]) == ["1_2_840_113654_2_70_1", "PETCT_file", "PETCT_path", "PETCT_pet",
+                                      "PETCT_plain", "PETCT_retried"]
+    assert all(case["dice"] == 1.0 for case in report["case"].values())
+    dotted = report["case"]["1_2_840_113654_2_70_1"]
+    assert dotted["study"] == "1.2.840.113654.2.70.1" and dotted["job"] == "dotted"
+    assert report["case"]["PETCT_plain"]["warnings"] == []
+    assert report["case"]["PETCT_path"]["warnings"] == [
+        "job lists no output at images/automated-petct-lesion-segmentation; "
+        "scored its only image output, images/lesion-mask"]
+    assert report["case"]["PETCT_retried"]["job"] == "retried-2"
+    assert report["case"]["PETCT_retried"]["warnings"] == ["job retried-1 has status 'Failed'; ignored"]
+    (failed,) = report["errors"]
+    assert failed["study"] == "PETCT_failed" and failed["file"].endswith("PETCT_failed.nii.gz")
+    assert failed["reason"] == "no successful algorithm job for this ground-truth study: job failed has status 'Failed'"
+    assert "error: study PETCT_failed" in capsys.readouterr().err
+
+
+def test_no_key_in_metrics_json_holds_a_dot(tmp_path):
+    sub = Submission(tmp_path)
+    # Two names that differ only by a dot versus an underscore must not overwrite each other.
+    for study in ("PETCT.a", "PETCT_a"):
+        write_mask(sub.ground_truth / f"{study}_SEG.mha", small_mask(0), GRID)
+        sub.add_job(pk=study, pet_name=f"{study}_SUV.mha", mask=small_mask(0), geometry=GRID)
+    sub.write_predictions_json()
+    assert main(sub.argv()) == 0
+    report = load_strict(sub.output / "metrics.json")
+    assert not [key for key in all_keys(report) if "." in key]
+    assert report["case"]["PETCT_a"]["study"] == "PETCT_a"  # a name without dots keeps its key
+    assert report["case"]["PETCT_a_2"]["study"] == "PETCT.a"
+
+
+def test_job_with_an_ambiguous_mask_output_is_reported(tmp_path):
+    sub = Submission(tmp_path)
+    write_mask(sub.ground_truth / "PETCT_a.mha", small_mask(0), GRID)
+    sub.add_job(pk="two", pet_name="PETCT_a_SUV.mha", mask=small_mask(0), geometry=GRID,
+                output_relative_path="images/mask-a")
+    sub.items[0]["outputs"].append({"image": {"name": "b.mha"}, "interface": {"relative_path": "images/mask-b"}})
+    sub.write_predictions_json()
+    assert main(sub.argv()) == 1
+    (error,) = sub.metrics()["errors"]
+    assert error["study"] == "PETCT_a" and error["job"] == "two"
+    assert "job lists no output at images/automated-petct-lesion-segmentation" in error["reason"]
+    assert "--prediction-path" in error["reason"]
+    # Naming the socket scores it.
+    assert main(sub.argv("--prediction-path", "images/mask-a")) == 0
+    assert sub.metrics()["case"]["PETCT_a"]["dice"] == 1.0
+
+
+@pytest.mark.parametrize("relative_path", ["../../etc", "/etc", "images/../../x"])
+def test_relative_paths_that_leave_the_job_folder_are_refused(tmp_path, relative_path):
+    sub = Submission(tmp_path)
+    write_mask(sub.ground_truth / "PETCT_a.mha", small_mask(0), GRID)
+    sub.add_job(pk="evil", pet_name="PETCT_a_SUV.mha")
+    sub.items[0]["outputs"][0]["interface"]["relative_path"] = relative_path
+    sub.write_predictions_json()
+    assert main(sub.argv()) == 1
+    reasons = [e["reason"] for e in sub.metrics()["errors"]]
+    assert any("invalid interface.relative_path" in r and e_job == "evil"
+               for r, e_job in zip(reasons, [e["job"] for e in sub.metrics()["errors"]]))
+
+
+def test_predictions_json_that_is_a_folder(tmp_path, capsys):
+    sub = Submission(tmp_path)
+    write_mask(sub.ground_truth / "PETCT_a.mha", small_mask(0), GRID)
+    (sub.input / "predictions.json").mkdir()
+    assert main(sub.argv()) == 1
+    assert "predictions.json is not a regular file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", [["--workers", "0"], ["--workers", "two"], ["--timeout", "0"],
+                                    ["--timeout", "nan"], ["--timeout", "-5"]])
+def test_bad_options_are_refused_by_the_parser(tmp_path, capsys, option):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--input", str(tmp_path), "--output", str(tmp_path / "out"), *option])
+    assert exit_.value.code == 2
+    assert option[0] in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_output_is_one_line_and_nonzero(tmp_path, capsys):
+    sub = Submission(tmp_path)
+    write_mask(sub.ground_truth / "PETCT_a.mha", small_mask(0), GRID)
+    sub.add_job(pk="a", pet_name="PETCT_a_SUV.mha", mask=small_mask(0), geometry=GRID)
+    sub.write_predictions_json()
+    sub.output.parent.mkdir(exist_ok=True)
+    sub.output.write_text("a file where the output folder should be")
+    assert main(sub.argv()) == 1
+    err = capsys.readouterr().err
+    assert f"error: file {sub.output / 'metrics.json'}: cannot write metrics" in err
+    assert "Traceback" not in err

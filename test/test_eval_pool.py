@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import eval_helpers
+import evaluation.pool
 from evaluation.pool import run_isolated
 
 
@@ -42,3 +43,11 @@ def test_a_hanging_worker_is_stopped_at_the_time_limit():
         run_isolated(eval_helpers.hang_on_zero, range(3), workers=2, timeout_s=1.0))
     assert values == {1: 10, 2: 20}
     assert failures == {0: "scoring took longer than 1 s; stopped"}
+
+
+def test_a_worker_that_answers_but_does_not_exit_is_stopped(tmp_path, monkeypatch):
+    monkeypatch.setattr(evaluation.pool, "EXIT_GRACE_S", 0.2)
+    marker = tmp_path / "marker"
+    (outcome,) = run_isolated(eval_helpers.linger_after_answering, [str(marker)], workers=1)
+    assert outcome.value == "answered" and outcome.failure is None
+    assert not marker.exists()  # the lingering process was killed, not waited for

@@ -182,3 +182,22 @@ def test_score_pair_bad_input_is_one_line_and_nonzero(tmp_path, files, capsys):
     lines = [line for line in captured.err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "bad.mha" in lines[0] and "not a readable image" in lines[0]
     assert "Traceback" not in captured.err
+
+
+def test_ground_truth_saved_as_float_is_read_as_labels_but_a_float_prediction_is_not(tmp_path, files):
+    gt_path, pred_path, geometry = files
+    gt, pred = cube_pair()
+    float_gt = write_mask(tmp_path / "gt_float.nii.gz", gt.astype(np.float64), geometry)
+    expected = score_files(ground_truth=gt_path, prediction=pred_path).metrics
+    result = score_files(ground_truth=float_gt, prediction=pred_path)
+    assert result.metrics == expected
+    assert result.warnings == ["ground truth has pixel type float64; the platform expects uint8 or int8"]
+    # Fractions or NaN in the ground truth are still refused.
+    for name, bad in (("half.mha", gt * 0.5), ("nan.mha", np.where(gt == 1, np.nan, 0.0))):
+        with pytest.raises(InputError, match=f"{name}: ground truth: holds floating-point values"):
+            score_files(ground_truth=write_mask(tmp_path / name, bad.astype(np.float32), geometry),
+                        prediction=pred_path)
+    # The platform only accepts uint8/int8 segmentations: a float prediction means a broken pipeline.
+    float_pred = write_mask(tmp_path / "pred_float.mha", pred.astype(np.float32), geometry)
+    with pytest.raises(InputError, match="prediction: holds floating-point values"):
+        score_files(ground_truth=gt_path, prediction=float_pred)

@@ -83,6 +83,52 @@ def test_phantom_command_line_writes_studies(tmp_path):
     assert {p.name for p in (tmp_path / "PETCT_0000").iterdir()} == {"SUV.mha", "CTres.mha", "SEG.mha"}
 
 
+def test_lesions_are_3_to_40_mm_in_lungs_liver_or_lymph_nodes_and_each_is_labelled():
+    allowed = set(phantom.LESION_ORGANS) | set(phantom.LYMPH_NODE_STATIONS)
+    assert {"lung_r", "lung_l", "liver"} <= allowed
+    # Seed 144 at size "small" draws a 12.6 mm lesion that falls between voxel centres: it must not vanish.
+    for seed, size in [*((s, "tiny") for s in range(6)), (144, "small")]:
+        study = phantom.make_study(seed, size=size, n_lesions=8)
+        seg = sitk.GetArrayViewFromImage(study.seg)
+        canvas = phantom._Canvas(Geometry.of(study.seg))
+        for lesion in study.lesions:
+            assert lesion.region in allowed
+            assert 3.0 <= lesion.diameter_mm <= 40.0 and 3.0 <= lesion.suv <= 20.0
+            box, _ = canvas.voxel_at(lesion.center_mm)
+            assert seg[box].item() == 1, (seed, size, lesion)
+    # At full size the smallest lesions reach down to about a voxel (3.6 mm at 3 mm slices).
+    diameters = [lesion.diameter_mm for lesion in phantom._place_lesions(np.random.default_rng(0), 400, 3.6)]
+    assert min(diameters) < 5.0 and max(diameters) > 30.0
+
+
+def test_organs_have_physiological_uptake():
+    """Brain, heart, kidneys and bladder light up like lesions do; the liver is warm; the lungs are cold."""
+    expected = {name: suv for name, _, _, _, suv in phantom._ORGANS}
+    assert expected["bladder"][0] >= 15 and expected["brain"][0] >= 5 and expected["kidney_r"][1] >= 5
+    assert expected["heart"][1] >= 5 and 1.5 <= expected["liver"][0] <= expected["liver"][1] <= 3.0
+    study = phantom.make_study(2, size="small", n_lesions=0)
+    suv = sitk.GetArrayViewFromImage(study.suv)
+    canvas = phantom._Canvas(Geometry.of(study.suv))
+    for name, center, _, _, (low, high) in phantom._ORGANS:
+        if name == "head":  # the skull shell: its centre is the brain's
+            continue
+        box, _ = canvas.voxel_at(phantom._mm(*center))
+        assert 0.6 * low <= suv[box].item() <= 1.4 * high, name  # 8 % noise on top of the organ's value
+
+
+def test_phantom_command_line_refuses_bad_arguments_in_one_line(tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    for args, message in (([str(tmp_path / "a_file")], "cannot write the studies: Not a directory"),
+                          ([str(tmp_path / "out"), "--count", "0"], "--count: must be at least 1"),
+                          ([str(tmp_path / "out"), "--first-seed", "-1"], "--first-seed: must be at least 0"),
+                          ([str(tmp_path / "out"), "--size", "huge"], "invalid choice: 'huge'")):
+        result = subprocess.run([sys.executable, "-m", "petct.phantom", *args],
+                                cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert result.returncode != 0, args
+        assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 # --- image I/O -----------------------------------------------------------------------------------
 
 def test_read_errors_name_the_file_and_the_problem(tmp_path):
