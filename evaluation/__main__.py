@@ -16,11 +16,12 @@ from evaluation.cli import EXIT_BAD_INPUT, EXIT_OK, parse_args
 from evaluation.pairing import Case, match_folders, match_jobs
 from evaluation.predictions import read_jobs
 from evaluation.problems import Problem
+from evaluation.ranking import format_leaderboard, leaderboard, read_submission, read_subsets, submission_argument
 from evaluation.report import build_report, print_problems, write_report
 from evaluation.scoring import StudyResult, score_files
 from evaluation.studies import index_masks
 from petct.errors import InputError
-from petct.jsonio import dumps
+from petct.jsonio import dumps, write_json_atomic
 from petct.layout import METRICS_JSON, PREDICTIONS_JSON
 
 
@@ -30,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         return score_pair(args)
     if args.command == "score-folders":
         return score_folders(args)
+    if args.command == "rank":
+        return rank_submissions(args)
     return score_submission(args)
 
 
@@ -66,6 +69,23 @@ def score_pair(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(dumps(result.to_json()))
+    return EXIT_OK
+
+
+def rank_submissions(args) -> int:
+    """Several submissions' metrics.json in, the leaderboard out (printed, and as JSON with --output)."""
+    try:
+        subsets = read_subsets(args.subsets) if args.subsets is not None else None
+        submissions = [read_submission(path, name=name, subsets=subsets)
+                       for name, path in map(submission_argument, args.submissions)]
+        rows = leaderboard(submissions)
+        if args.output is not None:
+            write_json_atomic({"leaderboard": rows, "subsets": sorted(set(subsets.values())) if subsets else None},
+                              args.output)
+    except (InputError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(format_leaderboard(rows))
     return EXIT_OK
 
 

@@ -1,4 +1,4 @@
-"""The command line of `python -m evaluation`: container mode (the default), score-folders, score-pair."""
+"""The command line of `python -m evaluation`: container mode (the default), score-folders, score-pair, rank."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +9,7 @@ from petct.argtypes import positive_number, whole_number
 from petct.layout import DEFAULT_GROUND_TRUTH, DEFAULT_INPUT, DEFAULT_OUTPUT, OUTPUT_RELATIVE_PATH
 
 CONTAINER = "container"
-COMMANDS = (CONTAINER, "score-folders", "score-pair")
+COMMANDS = (CONTAINER, "score-folders", "score-pair", "rank")
 DEFAULT_TIMEOUT_S = 600.0
 
 EXIT_OK = 0
@@ -67,4 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     pair.add_argument("ground_truth", type=Path, metavar="GT")
     pair.add_argument("prediction", type=Path, metavar="PRED")
     pair.add_argument("--study", help="study name to report (default: from the ground truth's file name)")
+
+    rank = commands.add_parser("rank", help="rank several submissions' metrics.json as the autoPET leaderboard does")
+    rank.add_argument("submissions", nargs="+", metavar="[NAME=]METRICS_JSON",
+                      help="a submission's metrics.json; NAME defaults to the file's folder name")
+    rank.add_argument("--subsets", type=Path, metavar="JSON",
+                      help='2024 rule: {"<study>": "<subset>"}; metrics are averaged and ranked per subset')
+    rank.add_argument("--output", type=Path, help="also write the leaderboard as JSON here")
     return parser

@@ -1,0 +1,141 @@
+"""The autoPET leaderboard ranking over several submissions' metrics.json (../shared/reference/autopet.md).
+
+2022–2023 rule: rank the submissions per metric by its mean over studies (Dice: higher is better; false positive
+and false negative volume: lower is better), then order by the weighted mean rank — Dice 0.5, FPV 0.25,
+FNV 0.25 — with ties broken by mean Dice. 2024 rule (`subsets`): the studies are split into subsets (centre ×
+tracer); each metric is averaged and ranked per subset, and a metric's rank is the mean of its subset ranks.
+
+Equal values share the best rank of their group (competition ranking: 1, 2, 2, 4). A submission whose mean is
+undefined (no study it could be computed on) ranks last for that metric.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from petct.errors import InputError
+
+# metric -> (weight, higher is better)
+RANKED_METRICS = {"dice": (0.5, True), "false_positive_volume": (0.25, False), "false_negative_volume": (0.25, False)}
+ALL_STUDIES = "all"
+
+
+@dataclass(frozen=True)
+class Submission:
+    name: str
+    path: Path
+    # subset -> metric -> mean over that subset's studies (NaN when undefined)
+    means: dict[str, dict[str, float]]
+
+
+def competition_ranks(values: list[float], *, higher_is_better: bool) -> list[float]:
+    """Rank 1 is best; ties share the best rank of their group; undefined values rank after all others."""
+    keyed = [(-v if higher_is_better else v) if math.isfinite(v) else math.inf for v in values]
+    return [float(1 + sum(other < key for other in keyed)) if math.isfinite(key) else
+            float(1 + sum(math.isfinite(other) for other in keyed)) for key in keyed]
+
+
+def read_submission(path: Path, *, name: str, subsets: dict[str, str] | None) -> Submission:
+    """Means per subset from one metrics.json: its aggregates, or its per-study records when split in subsets."""
+    try:
+        report = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"not a readable metrics.json: {exc}", path=path) from None
+    if not isinstance(report, dict):
+        raise InputError("metrics.json must hold a JSON object", path=path)
+    if subsets is None:
+        aggregates = report.get("aggregates")
+        if not isinstance(aggregates, dict):
+            raise InputError("metrics.json has no 'aggregates'", path=path)
+        return Submission(name=name, path=Path(path), means={ALL_STUDIES: {
+            metric: _number((aggregates.get(metric) or {}).get("mean")) for metric in RANKED_METRICS}})
+    cases = report.get("case")
+    if not isinstance(cases, dict):
+        raise InputError("metrics.json has no 'case' records to split into subsets", path=path)
+    values: dict[str, dict[str, list[float]]] = {s: {m: [] for m in RANKED_METRICS} for s in set(subsets.values())}
+    for key, record in cases.items():
+        study = record.get("study", key) if isinstance(record, dict) else key
+        if study not in subsets:
+            raise InputError(f"study {study!r} is in no subset of the subsets file", path=path)
+        for metric in RANKED_METRICS:
+            values[subsets[study]][metric].append(_number(record.get(metric)))
+    means = {subset: {metric: _mean(v) for metric, v in by_metric.items()} for subset, by_metric in values.items()}
+    return Submission(name=name, path=Path(path), means=means)
+
+
+def leaderboard(submissions: list[Submission]) -> list[dict]:
+    """Rows best first: name, weighted mean rank, per-metric ranks and means (over all subsets)."""
+    if len({s.name for s in submissions}) != len(submissions):
+        raise InputError("two submissions share a name; name them NAME=PATH")
+    subsets = sorted({subset for s in submissions for subset in s.means})
+    ranks = {s.name: {} for s in submissions}
+    for metric, (_, higher) in RANKED_METRICS.items():
+        per_subset = [competition_ranks([s.means.get(subset, {}).get(metric, math.nan) for s in submissions],
+                                        higher_is_better=higher) for subset in subsets]
+        for i, s in enumerate(submissions):
+            ranks[s.name][metric] = float(np.mean([r[i] for r in per_subset]))
+    rows = []
+    for s in submissions:
+        score = sum(weight * ranks[s.name][m] for m, (weight, _) in RANKED_METRICS.items())
+        rows.append({"submission": s.name, "file": str(s.path), "weighted_rank": score,
+                     "rank": {m: ranks[s.name][m] for m in RANKED_METRICS},
+                     "mean": {m: _mean([s.means[sub][m] for sub in s.means]) for m in RANKED_METRICS}})
+    # Ties in the weighted rank go to the better (higher) mean Dice; undefined Dice sorts last.
+    rows.sort(key=lambda r: (r["weighted_rank"], -_finite_or(r["mean"]["dice"], -math.inf)))
+    for position, row in enumerate(rows, start=1):
+        row["position"] = position
+    return rows
+
+
+def read_subsets(path: Path) -> dict[str, str]:
+    """A JSON object {study name: subset name}."""
+    try:
+        mapping = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"not a readable subsets file: {exc}", path=path) from None
+    if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
+        raise InputError('expected a JSON object {"<study>": "<subset>", ...}', path=path)
+    return mapping
+
+
+def _number(value) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
+def _mean(values: list[float]) -> float:
+    defined = [v for v in values if math.isfinite(v)]
+    return float(np.mean(defined)) if defined else math.nan
+
+
+def _finite_or(value: float, default: float) -> float:
+    return value if math.isfinite(value) else default
+
+
+def submission_argument(text: str) -> tuple[str, Path]:
+    """'NAME=PATH' or 'PATH' (named after the file's folder, or its stem when it is not metrics.json)."""
+    name, sep, path = text.partition("=")
+    if sep and name and not Path(text).exists():
+        return name, Path(path)
+    path = Path(text)
+    return (path.parent.name if path.name == "metrics.json" and path.parent.name else path.stem), path
+
+
+def format_leaderboard(rows: list[dict]) -> str:
+    """A plain-text table, best first."""
+    lines = [f"{'#':>2}  {'submission':<24} {'score':>6}  {'dice':>6} {'FPV ml':>9} {'FNV ml':>9}  "
+             f"{'rank dice/FPV/FNV':>17}"]
+    for row in rows:
+        mean, rank = row["mean"], row["rank"]
+        lines.append(f"{row['position']:>2}  {row['submission'][:24]:<24} {row['weighted_rank']:>6.2f}  "
+                     f"{_fmt(mean['dice'], 3):>6} {_fmt(mean['false_positive_volume'], 2):>9} "
+                     f"{_fmt(mean['false_negative_volume'], 2):>9}  "
+                     f"{rank['dice']:>5.1f}/{rank['false_positive_volume']:.1f}/{rank['false_negative_volume']:.1f}")
+    return "\n".join(lines)
+
+
+def _fmt(value: float, digits: int) -> str:
+    return f"{value:.{digits}f}" if math.isfinite(value) else "-"
