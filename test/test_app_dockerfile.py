@@ -1,9 +1,12 @@
 """The Dockerfile, read as data (no Docker engine here): targets, users, entry points, environment."""
 from __future__ import annotations
 
+import ast
 import fnmatch
 import json
 import re
+import shlex
+import sys
 from dataclasses import dataclass, field
 
 import pytest
@@ -11,6 +14,7 @@ import pytest
 from app_helpers import REPO
 
 TARGETS = {"algorithm": "algorithm", "evaluation": "evaluation", "app": "app"}  # target -> python -m module
+KIT_PACKAGES = ("petct", "algorithm", "evaluation", "app")
 
 
 @dataclass
@@ -121,10 +125,76 @@ def test_each_target_runs_its_module_as_an_existing_non_root_user(dockerfile, ta
     assert all(c.startswith("[") for c in cmds), "exec-form CMD"
 
 
+@pytest.mark.parametrize("target", TARGETS)
+def test_installs_run_as_root_and_copied_code_belongs_to_the_user(dockerfile, target):
+    """pip and useradd need root (the app stage inherits the algorithm's USER, so it must switch back);
+    the code the image runs must be readable by the non-root user whatever the build machine's umask."""
+    _, stages = dockerfile
+    steps = instructions(stages, target)
+    final_user = [rest.strip() for word, rest in steps if word == "USER"][-1]
+    user = "root"
+    for word, rest in steps:
+        if word == "USER":
+            user = rest.strip()
+        elif word == "RUN" and re.search(r"pip install|useradd|groupadd|chown|mkdir", rest):
+            assert user in ("root", "0"), f"{target}: '{rest[:60]}' runs as {user}"
+        elif word == "COPY" and "/opt/app/" in rest:
+            assert f"--chown={final_user}:" in rest, f"{target}: COPY {rest} leaves the files to root"
+
+
 def test_algorithm_prepares_the_model_location(dockerfile):
     _, stages = dockerfile
     runs = " ".join(rest for word, rest in instructions(stages, "algorithm") if word == "RUN")
     assert "/opt/ml/model" in runs
+
+
+# Import name -> the distribution that provides it, where they differ (starlette comes with fastapi).
+DISTRIBUTION_OF = {"SimpleITK": "simpleitk", "cc3d": "connected-components-3d", "python_multipart": "python-multipart",
+                   "starlette": "fastapi", "yaml": "pyyaml"}
+
+
+def _third_party_imports(package: str) -> dict[str, str]:
+    """Top-level module -> a file of `package` importing it, for every import outside the stdlib and the kit."""
+    found = {}
+    for path in sorted((REPO / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top not in KIT_PACKAGES:
+                    found.setdefault(top, str(path.relative_to(REPO)))
+    return found
+
+
+def _requirement_names(path: str) -> set[str]:
+    lines = (REPO / path.removeprefix("/opt/app/")).read_text().splitlines()
+    names = {re.match(r"[A-Za-z0-9_.-]+", line.strip()).group(0) for line in lines
+             if line.strip() and not line.strip().startswith(("#", "-"))}
+    return {re.sub(r"[-_.]+", "-", n).lower() for n in names}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_import_of_an_image_is_installed_in_it(dockerfile, target):
+    """A module imported by code the image copies but installed by none of its requirements breaks the image at
+    run time, where no test here would see it: the venv has everything."""
+    args, stages = dockerfile
+    steps = instructions(stages, target)
+    installs = " ".join(rest for word, rest in steps if word == "RUN" and "pip install" in rest)
+    installed = set().union(*(_requirement_names(r) for r in re.findall(r"-r\s+(\S+)", installs)))
+    if resolve(chain(stages, target)[0].base, args).startswith("pytorch/"):
+        installed.add("torch")
+    copied = {m.group(1) for word, rest in steps if word == "COPY"
+              for m in [re.search(r"(\w+)/?\s+/opt/app/\1/?$", rest)] if m and m.group(1) in KIT_PACKAGES}
+    assert copied, target
+    for package in sorted(copied):
+        for module, where in _third_party_imports(package).items():
+            assert DISTRIBUTION_OF.get(module, module).lower() in installed, \
+                f"{target}: {where} imports {module}, which no requirement of the image installs"
 
 
 def _ignored(path: str, patterns: list[str]) -> bool:
@@ -164,3 +234,29 @@ def test_ci_example_dry_runs_an_image():
     assert "docker build" in commands and "--platform linux/amd64" in commands
     assert re.search(r"python -m app dry-run --image", commands)
     assert "--junit" in commands
+
+
+def _app_commands(code: str) -> list[list[str]]:
+    """The arguments after `-m app` of every shell line in `code` that runs the app."""
+    commands = []
+    for line in code.replace("\\\n", " ").splitlines():
+        if "-m app " not in line:
+            continue
+        words = shlex.split(line, comments=True)
+        commands.append(words[words.index("app", words.index("-m")) + 1:])
+    return commands
+
+
+def test_documented_app_commands_parse():
+    """Every `python -m app ...` line in README.md and the CI example uses options the app has."""
+    from app.__main__ import _parser
+
+    yaml = pytest.importorskip("yaml", reason="PyYAML (installed with schemathesis) reads the workflow")
+    workflow = yaml.safe_load((REPO / "examples" / "github-dry-run.yml").read_text())
+    runs = "\n".join(step.get("run", "").replace("\n", " ") for job in workflow["jobs"].values()
+                      for step in job["steps"])
+    readme_code = "\n".join(re.findall(r"^```[a-z]*\n(.*?)^```", (REPO / "README.md").read_text(), re.S | re.M))
+    commands = _app_commands(readme_code) + _app_commands(runs)
+    assert len(commands) >= 4
+    for argv in commands:
+        _parser().parse_args(argv)  # SystemExit(2) on an unknown or malformed option

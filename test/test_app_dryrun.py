@@ -4,17 +4,21 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import shlex
 import sys
 import textwrap
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import psutil
 import pytest
 
-from app.dryrun.runner import docker_run_argv
+from app.dryrun.runner import Limits, docker_run_argv, run_limited
 from app.sizes import docker_size, parse_size
 from app_helpers import REPO
 from evaluation.predictions import read_jobs
+from petct.errors import InputError
 from petct.phantom import make_study
 
 TINY = (24, 24, 16)
@@ -48,6 +52,7 @@ def test_default_run_lays_out_jobs_as_the_platform_and_scores_them(tmp_path):
     for item in items:
         (output,) = item["outputs"]
         assert output["interface"]["relative_path"] == "images/automated-petct-lesion-segmentation"
+        assert output["image"]["name"] == f"{output['image']['pk']}.mha"  # the platform's name, not the algorithm's
         assert (evaluation_input / item["pk"] / "output" / output["interface"]["relative_path"] /
                 output["image"]["name"]).is_file()
     parsed, problems = read_jobs(evaluation_input / "predictions.json")
@@ -79,7 +84,8 @@ BAD_ALGORITHM = textwrap.dedent("""
         image.CopyInformation(like)
         return image
 
-    if case == "crash":
+    if case == "crash":  # coloured output and control characters, as some loggers write them
+        sys.stderr.write("\\x1b[31mRuntimeError: boom\\x1b[0m \\x00\\x07\\n")
         sys.exit(3)
     if case == "slow":
         time.sleep(60)
@@ -130,6 +136,7 @@ def test_each_contract_violation_is_named_per_study(tmp_path):
 
     failures = {case.get("name"): case.find("failure") for case in ET.parse(junit).getroot().iter("testcase")}
     assert failures["good"] is None and all(failures[c] is not None for c in EXPECTED)
+    assert "RuntimeError: boom" in failures["crash"].text  # the log tail, made valid XML
     verdicts = {s["study"]: s for s in json.loads((out / "dry-run.json").read_text())["studies"]}
     assert verdicts["good"]["metrics"]["fp_components"] == 0  # the passing study was scored
     assert verdicts["slow"]["timed_out"] and verdicts["slow"]["seconds"] < 30
@@ -170,18 +177,80 @@ def test_image_mode_runs_docker_with_the_platform_flags(tmp_path):
     assert "--gpus" not in argv
 
 
-def test_docker_argv_is_the_platforms():
+# ../shared/reference/grand-challenge.md, "Local test runs", verbatim.
+PLATFORM_DOCKER_RUN = r"""docker run --rm --platform=linux/amd64 --network none --gpus all \
+  --memory=16g --memory-swap=16g --shm-size=8g --pids-limit=256 \
+  --cap-drop=ALL --security-opt=no-new-privileges \
+  -v "$IN":/input:ro -v "$OUT":/output -v <scratch volume>:/tmp \
+  -v "$MODEL":/opt/ml/model:ro IMAGE"""
+
+
+def _platform_argv(*, inp: str, out: str, tmp: str, model: str, image: str) -> list[str]:
+    text = PLATFORM_DOCKER_RUN.replace("\\\n", " ")  # the shell's line continuations
+    return shlex.split(text.replace('"$IN"', inp).replace('"$OUT"', out).replace("<scratch volume>", tmp)
+                       .replace('"$MODEL"', model).replace("IMAGE", image))
+
+
+def test_docker_argv_is_the_platforms_flag_for_flag():
     argv = docker_run_argv(image="img:tag", input_dir=Path("/w/in"), output_dir=Path("/w/out"), tmp_dir=Path("/w/tmp"),
                            memory="16g", shm_size="8g", gpus=True, model_dir=Path("/w/model"), name="job1")
-    assert argv[:3] == ["docker", "run", "--rm"] and argv[-1] == "img:tag"
-    pairs = {(a, b) for a, b in zip(argv, argv[1:])}
-    assert {("--network", "none"), ("--gpus", "all"), ("--name", "job1"), ("-v", "/w/in:/input:ro"),
-            ("-v", "/w/out:/output"), ("-v", "/w/tmp:/tmp"), ("-v", "/w/model:/opt/ml/model:ro")} <= pairs
-    assert {"--platform=linux/amd64", "--memory=16g", "--memory-swap=16g", "--shm-size=8g", "--pids-limit=256",
-            "--cap-drop=ALL", "--security-opt=no-new-privileges"} <= set(argv)
+    name_at = argv.index("--name")
+    assert argv[name_at + 1] == "job1"
+    assert argv[:name_at] + argv[name_at + 2:] == _platform_argv(inp="/w/in", out="/w/out", tmp="/w/tmp",
+                                                                 model="/w/model", image="img:tag")
+
     plain = docker_run_argv(image="i", input_dir=Path("/a"), output_dir=Path("/b"), tmp_dir=Path("/c"), memory="4g",
                             shm_size="2g", gpus=False)
-    assert "--gpus" not in plain and not any("/opt/ml/model" in a for a in plain)
+    expected = _platform_argv(inp="/a", out="/b", tmp="/c", model="/m", image="i")
+    expected.remove("--gpus")
+    expected.remove("all")
+    del expected[-3:-1]  # no model folder, no model mount
+    sizes = {"--memory=16g": "--memory=4g", "--memory-swap=16g": "--memory-swap=4g", "--shm-size=8g": "--shm-size=2g"}
+    assert plain == [sizes.get(a, a) for a in expected]
+
+
+def test_docker_mounts_refuse_a_colon_in_a_path():
+    with pytest.raises(InputError, match="':'"):
+        docker_run_argv(image="i", input_dir=Path("/w/a:b/in"), output_dir=Path("/b"), tmp_dir=Path("/c"),
+                        memory="4g", shm_size="2g", gpus=False)
+
+
+def test_time_limit_kills_the_whole_process_group(tmp_path):
+    """A job's own children die with it at the time limit (start_new_session + killpg), not only the job."""
+    pid_file = tmp_path / "grandchild.pid"
+    script = ("import subprocess, sys, time\n"
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+              f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+              "time.sleep(120)\n")
+    outcome = run_limited([sys.executable, "-c", script], limits=Limits(time_s=3, memory_bytes=2**40),
+                          log=tmp_path / "log.txt")
+    assert outcome.timed_out and outcome.exit_code is None
+    grandchild = int(pid_file.read_text())
+    for _ in range(100):  # SIGKILL is delivered asynchronously; an orphan may linger as a zombie
+        try:
+            if psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.05)
+    else:
+        psutil.Process(grandchild).kill()
+        raise AssertionError("the job's child process outlived the time limit")
+
+
+def test_a_broken_case_is_a_usage_error_before_any_job_runs(tmp_path):
+    cases = tmp_path / "cases"
+    make_study(5, size=TINY, n_lesions=1, name="A").write(cases)
+    make_study(6, size=(20, 24, 16), n_lesions=1, name="B").write(cases)
+    (cases / "B" / "SEG.mha").unlink()
+    make_study(6, size=TINY, n_lesions=1, name="C").write(tmp_path / "other")
+    (tmp_path / "other" / "C" / "SEG.mha").rename(cases / "B" / "SEG.mha")  # a mask on another grid
+    marker = tmp_path / "ran"
+    result = dry_run("--cases", str(cases), "--command", f"touch {marker} {{input}} {{output}}",
+                     "--output", str(tmp_path / "out"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "SEG.mha" in result.stderr and "grid" in result.stderr
+    assert not marker.exists()  # not even the good case ran
 
 
 @pytest.mark.parametrize("args", [
@@ -190,6 +259,12 @@ def test_docker_argv_is_the_platforms():
     ["--time-limit", "-1"],
     ["--memory", "lots"],
     ["--image", "x", "--command", "a {input} {output}"],
+    ["--time-limit", "nan"],
+    ["--time-limit", "inf"],
+    ["--phantoms", "0"],
+    ["--output", "/dev/null/out"],
+    ["--junit", "/dev/null/report.xml"],
+    ["--junit", "/tmp"],
 ])
 def test_usage_errors_exit_2(args):
     result = dry_run(*args)
@@ -214,3 +289,15 @@ def test_docker_sizes_round_trip():
     for bad in ("", "ten", "5 parsecs", "0"):
         with pytest.raises(ValueError):
             parse_size(bad)
+
+
+def test_case_names_with_dots_get_their_metrics(tmp_path):
+    # metrics.json keys replace dots (the leaderboard reads dotted paths); the dry-run must still find each study.
+    cases = tmp_path / "cases"
+    make_study(2, size=TINY, n_lesions=2, name="PETCT_1.2.840").write(cases)
+    result = dry_run("--cases", str(cases), "--output", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "out" / "dry-run.json").read_text())
+    [study] = report["studies"]
+    assert study["study"] == "PETCT_1.2.840"
+    assert study["metrics"] is not None and study["metrics"]["dice"] is not None

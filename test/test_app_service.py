@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import json
+import re
+import socket
 import sqlite3
 import subprocess
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -12,8 +16,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from app.service.api import create_app
+from app.service.jobs import JobState, JobStore, new_job_id
+from app.service.settings import ServiceSettings
 from app_helpers import (REPO, Server, files_of, files_under, random_mask, reference_metrics, wait_for_job,
                          write_mask, write_phantom)
+from petct.errors import InputError
 
 LIMIT_BYTES = 3 * 1024 * 1024  # the main server's upload limit; tiny phantom studies are < 1 MB
 
@@ -95,6 +103,10 @@ def test_job_lifecycle_with_label(server, study):
         listed = client.get("/v1/jobs", params={"limit": 1}).json()
         assert listed["total"] >= 1 and len(listed["jobs"]) == 1 and listed["limit"] == 1
 
+        stored = sorted(p.name for p in (server.data_dir / "jobs" / job["id"]).iterdir())
+        assert len(stored) == 4 and all(re.fullmatch(r"(pet|ct|label)-[0-9a-f]{16}\.mha|mask\.mha", n) for n in stored), \
+            stored  # server-made names only, whatever the client called its files
+
         assert client.delete(f"/v1/jobs/{job['id']}").status_code == 204
         assert client.get(f"/v1/jobs/{job['id']}").status_code == 404
         assert client.get(f"/v1/jobs/{job['id']}/mask").status_code == 404
@@ -108,9 +120,12 @@ def test_job_without_label_has_no_metrics_and_pages_cover_every_job(server, stud
             response = client.post("/v1/studies", files=files_of({"pet": study["pet"], "ct": study["ct"]}))
             assert response.status_code == 202, response.text
             ids.append(response.json()["id"])
-        for job_id in ids:
-            done = wait_for_job(client, job_id)
-            assert done["state"] == "succeeded" and done["metrics"] is None and not done["has_label"]
+        done = [wait_for_job(client, job_id) for job_id in ids]
+        for job in done:
+            assert job["state"] == "succeeded" and job["metrics"] is None and not job["has_label"]
+        # One inference at a time: each job ran (start to finish) before the next one started.
+        spans = sorted((datetime.fromisoformat(j["started_at"]), datetime.fromisoformat(j["finished_at"])) for j in done)
+        assert all(finished <= next_start for (_, finished), (next_start, _) in zip(spans, spans[1:])), spans
         seen, offset = [], 0
         while offset is not None:
             page = client.get("/v1/jobs", params={"limit": 2, "offset": offset}).json()
@@ -141,6 +156,14 @@ def test_bad_studies_are_refused_before_any_work(server, study, workspace):
         extra = _error(client.post("/v1/studies", files=files_of({**study, "notes": study["ct"]})), 422)
         assert extra["field"] == "notes"
         _error(client.post("/v1/studies", content=b"pet=1", headers={"content-type": "text/plain"}), 415)
+        label = study["label"].read_bytes()
+        gz = write_mask(np.ones((10, 12, 14), np.uint8), workspace / "ones.nii.gz").read_bytes()
+        for field, name, data in (("prediction", "cut.mha", label[:-500]), ("ground_truth", "cut.nii.gz", gz[:-40])):
+            other = "ground_truth" if field == "prediction" else "prediction"
+            response = client.post("/v1/score", files={field: (name, data), other: ("whole.mha", label)})
+            cut = _error(response, 422)
+            assert (cut["field"], cut["file"]) == (field, name), cut
+            assert str(server.data_dir) not in response.text  # the server's own paths stay inside
         junk = _error(client.post("/v1/score", files={"prediction": ("x.bin", b"\x00garbage" * 100),
                                                       "ground_truth": ("y.bin", b"junk")}), 415)
         assert junk["field"] == "prediction"
@@ -169,8 +192,24 @@ def test_oversize_upload_is_refused_while_streaming_and_leaves_nothing(server, s
 
         response = client.post("/v1/score", content=body(),
                                headers={"content-type": f"multipart/form-data; boundary={boundary}"})
-        _error(response, 413)
+        error = _error(response, 413)
+        assert error["field"] == "prediction" and error["file"] == "p.mha"  # the part being received
     assert set(files_under(server.data_dir)) == before
+
+
+def test_a_client_gone_mid_upload_leaves_no_file_and_no_traceback(server):
+    body = (b"--b0\r\nContent-Disposition: form-data; name=\"prediction\"; filename=\"p.mha\"\r\n\r\n" + b"x" * 4096)
+    with socket.create_connection(("127.0.0.1", server.port)) as raw:
+        raw.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b0\r\n"
+                    b"Content-Length: 1000000\r\n\r\n" + body)
+        time.sleep(0.3)  # let the server start storing the part
+    deadline = time.monotonic() + 30
+    while files_under(server.data_dir / "scratch") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert files_under(server.data_dir / "scratch") == []
+    with server.client() as client:
+        assert client.get("/healthz").status_code == 200
+    assert "Traceback" not in server.log.read_text()
 
 
 def test_hostile_file_names_and_headers(server, study, workspace):
@@ -180,13 +219,47 @@ def test_hostile_file_names_and_headers(server, study, workspace):
                                                        "ground_truth": ("gt.mha", study["label"].read_bytes())})
             assert response.status_code == 200, (name, response.text)
             assert "\x00" not in (response.json()["prediction_file"] or "")
-        # A MetaImage header that would make the reader open another file on the server.
-        header = study["label"].read_bytes().split(b"ElementDataFile")[0] + b"ElementDataFile = /etc/passwd\n"
-        error = _error(client.post("/v1/score", files={"prediction": ("p.mha", header),
-                                                       "ground_truth": ("g.mha", study["label"].read_bytes())}), 422)
-        assert error["field"] == "prediction" and "separate data file" in error["reason"]
+        # Headers that would make the reader open another file on the server (and echo its bytes back).
+        for name, header in _detached_headers(study["label"], secret=_secret_file(workspace)).items():
+            response = client.post("/v1/score", files={"prediction": (name, header),
+                                                       "ground_truth": ("g.mha", study["label"].read_bytes())})
+            error = _error(response, 422)
+            assert error["field"] == "prediction" and "header" in error["reason"], (name, error)
+            assert "values" not in response.text, name
     assert not (workspace / "etc").exists() and not (server.data_dir.parent / "etc").exists()
     assert files_under(server.data_dir / "scratch") == []
+
+
+def _secret_file(folder: Path) -> Path:
+    """A file only the server can read: eight bytes that are a valid 2 x 2 x 2 uint8 volume."""
+    path = folder / "secret.raw"
+    path.write_bytes(bytes(range(8)))
+    return path
+
+
+def _detached_headers(mask: Path, *, secret: Path) -> dict[str, bytes]:
+    """Upload name -> header that points the reader at `secret` (each one SimpleITK would follow)."""
+    body = b"NDims = 3\nDimSize = 2 2 2\nElementType = MET_UCHAR\n"
+    return {
+        "usual-order.mha": mask.read_bytes().split(b"ElementDataFile")[0] + b"ElementDataFile = /etc/passwd\n",
+        "type-first.mha": b"ElementType = MET_UCHAR\nNDims = 3\nDimSize = 2 2 2\nElementDataFile = %s\n" % bytes(secret),
+        "decoy-comment.mha": b"Comment = ElementDataFile = LOCAL\nObjectType = Image\n" + body
+                             + b"ElementDataFile: %s\n" % bytes(secret),
+        "long-header.nrrd": b"NRRD0004\n" + b"# padding\n" * 8000 + b"type: uchar\ndimension: 3\nsizes: 2 2 2\n"
+                            b"encoding: raw\ndata file: %s\n\n" % bytes(secret),
+        "no-data-line.mha": b"ObjectType = Image\n" + body,
+    }
+
+
+def test_detached_headers_are_really_followed_by_simpleitk(study, tmp_path):
+    """The headers above are real threats: read outside the service, each one loads the secret's bytes."""
+    secret = _secret_file(tmp_path)
+    for name, header in _detached_headers(study["label"], secret=secret).items():
+        if name in ("usual-order.mha", "no-data-line.mha"):
+            continue  # /etc/passwd is not a 2 x 2 x 2 volume; no-data-line is refused by any reader
+        path = tmp_path / name
+        path.write_bytes(header)
+        assert sitk.GetArrayFromImage(sitk.ReadImage(str(path))).ravel().tolist() == list(range(8)), name
 
 
 def test_job_ids_are_checked_before_touching_the_disk(server):
@@ -234,12 +307,40 @@ def test_token_guards_everything_but_health(tmp_path):
             assert right.get("/readyz").status_code == 200
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "[::]", "192.168.1.20", "10.0.0.7", "fe80::1", "my-laptop.local",
+                                  "::ffff:127.0.0.1"])
+def test_refuses_any_but_a_loopback_address_without_a_token(host, tmp_path):
+    with pytest.raises(InputError, match="PETCT_KIT_TOKEN"):
+        ServiceSettings(data_dir=tmp_path, host=host).check()
+    ServiceSettings(data_dir=tmp_path, host=host, token="t" * 16).check()  # with a token it may
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"])
+def test_loopback_needs_no_token_but_a_given_token_must_be_long(host, tmp_path):
+    ServiceSettings(data_dir=tmp_path, host=host).check()
+    with pytest.raises(InputError, match="16 characters"):
+        ServiceSettings(data_dir=tmp_path, host=host, token="secret").check()
+
+
+def _serve_cli(*args: str) -> subprocess.CompletedProcess:
+    """`python -m app serve ARGS` with no token in the environment, for settings it must refuse."""
+    return subprocess.run([sys.executable, "-m", "app", "serve", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=60, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
+
+
 def test_refuses_a_public_address_without_a_token(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "app", "serve", "--host", "0.0.0.0", "--data-dir",
-                             str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=60,
-                            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
+    result = _serve_cli("--host", "0.0.0.0", "--data-dir", str(tmp_path))
     assert result.returncode == 2
     assert "PETCT_KIT_TOKEN" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unusable_data_folder_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "jobs.sqlite3").write_bytes(b"not a database, just text" * 100)
+    result = _serve_cli("--engine", "baseline", "--data-dir", str(tmp_path))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "jobs.sqlite3" in result.stderr and "job database" in result.stderr
+    with pytest.raises(InputError, match="data folder"):
+        create_app(settings=ServiceSettings(data_dir=tmp_path / "jobs.sqlite3" / "data"), engine=None)
 
 
 def test_restart_loses_no_job(tmp_path):
@@ -259,6 +360,21 @@ def test_restart_loses_no_job(tmp_path):
 
     with Server(data_dir=data) as restarted, restarted.client() as client:
         jobs = {job_id: wait_for_job(client, job_id) for job_id in ids}
+        assert _error(client.get(f"/v1/jobs/{ids[1]}/mask"), 409)["reason"].startswith("job is failed")
+        assert client.delete(f"/v1/jobs/{ids[1]}").status_code == 204
+        assert not (data / "jobs" / ids[1]).exists()
     assert jobs[ids[0]]["state"] == "succeeded" and jobs[ids[0]]["attempts"] == 2
     assert jobs[ids[1]]["state"] == "failed" and "stopped" in jobs[ids[1]]["error"]
     assert all(jobs[i]["state"] == "succeeded" for i in ids[2:])
+
+
+def test_a_running_job_is_not_deleted(tmp_path):
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    queued, running = new_job_id(), new_job_id()
+    for job_id in (running, queued):
+        store.add(job_id, {"pet": "pet.mha", "ct": "ct.mha"})
+    assert store.claim_next().id == running
+    assert store.delete(running) == JobState.running and store.get(running).state == JobState.running
+    assert store.delete(queued) == JobState.queued and store.get(queued) is None
+    assert store.delete(queued) is None
+    assert store.claim_next() is None  # the deleted job never runs

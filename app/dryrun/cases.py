@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from petct.errors import InputError
+from petct.imageio import Geometry, grid_mismatches, read_image
 from petct.layout import CTRES_NAME, IMAGE_SUFFIXES, SEG_NAME, SUV_NAME
 from petct.phantom import make_study
 
@@ -60,3 +61,20 @@ def _image(folder: Path, stem: str) -> Path | None:
     if len(hits) > 1:
         raise InputError(f"more than one {stem} image: {', '.join(p.name for p in hits)}", path=folder)
     return hits[0] if hits else None
+
+
+def pet_grids(cases: list[DryRunCase]) -> dict[str, Geometry]:
+    """Each case's PET grid, once all three of its images read and its mask lies on that grid.
+
+    Checked before any job runs, so a broken case is a usage error, not a job the algorithm is blamed for.
+    """
+    grids = {}
+    for case in cases:
+        pet = Geometry.of(read_image(case.suv))
+        read_image(case.ctres)
+        mismatches = grid_mismatches(pet, Geometry.of(read_image(case.seg)))
+        if mismatches:
+            raise InputError(f"the mask is not on the grid of {case.suv.name}: {'; '.join(mismatches)}",
+                             path=case.seg, study=case.name)
+        grids[case.name] = pet
+    return grids

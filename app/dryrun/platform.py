@@ -92,9 +92,8 @@ def output_socket(mask_name: str, image_pk: str) -> dict:
                         image_pk=image_pk, image_name=mask_name)
 
 
-def prediction_item(job: AlgorithmJob, mask: Path) -> dict:
+def prediction_item(job: AlgorithmJob, image_pk: str) -> dict:
     """One predictions.json item for a successful job, with the extra keys the platform adds."""
-    image_pk = str(uuid.uuid4())
     started = job.started_at or datetime.now(timezone.utc)
     completed = job.completed_at or started
     return {
@@ -109,19 +108,23 @@ def prediction_item(job: AlgorithmJob, mask: Path) -> dict:
         "completed": completed.isoformat(),
         "exec_duration": str(completed - started),
         "inputs": job.inputs,
-        "outputs": [output_socket(mask.name, image_pk)],
+        "outputs": [output_socket(f"{image_pk}.mha", image_pk)],
     }
 
 
 def lay_out_evaluation(jobs_with_masks: list[tuple[AlgorithmJob, Path]], folder: Path) -> Path:
-    """The evaluation's /input: predictions.json and `<pk>/output/<relative_path>/<mask>` per job."""
+    """The evaluation's /input: predictions.json and `<pk>/output/<relative_path>/<image pk>.mha` per job.
+
+    The platform stores each output under its own name, not the algorithm's file name.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     items = []
     for job, mask in jobs_with_masks:
-        target = folder / job.pk / "output" / OUTPUT_RELATIVE_PATH / mask.name
+        image_pk = str(uuid.uuid4())
+        target = folder / job.pk / "output" / OUTPUT_RELATIVE_PATH / f"{image_pk}.mha"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(mask, target)
-        items.append(prediction_item(job, mask))
+        items.append(prediction_item(job, image_pk))
     write_json_atomic(items, folder / PREDICTIONS_JSON)
     return folder
 

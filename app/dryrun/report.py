@@ -1,6 +1,7 @@
 """What a dry run tells its user: a table on the terminal and a JUnit XML file for CI."""
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,19 @@ def aggregates_line(aggregates: dict) -> str:
     return ", ".join(parts) if parts else "no aggregate metrics"
 
 
+# Characters XML 1.0 forbids even escaped (ANSI colour codes, NUL, ...): ElementTree would write them
+# and CI's JUnit readers would then refuse the whole file.
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _drop_illegal_characters(root: ET.Element) -> None:
+    for element in root.iter():
+        if element.text:
+            element.text = _XML_ILLEGAL.sub("\ufffd", element.text)
+        for key, value in element.attrib.items():
+            element.attrib[key] = _XML_ILLEGAL.sub("\ufffd", value)
+
+
 def write_junit(path: Path, *, studies: list[StudyReport], evaluation: EvaluationReport | None) -> Path:
     """JUnit XML: a test case per study (the contract) and one for the evaluation run."""
     suites = ET.Element("testsuites", name="petct dry-run")
@@ -96,6 +110,7 @@ def write_junit(path: Path, *, studies: list[StudyReport], evaluation: Evaluatio
                 evaluation.problems)
         else:
             ET.SubElement(case, "system-out").text = aggregates_line(evaluation.aggregates)
+    _drop_illegal_characters(suites)
     ET.indent(suites)
     with atomic_path(path) as tmp:
         ET.ElementTree(suites).write(tmp, encoding="utf-8", xml_declaration=True)

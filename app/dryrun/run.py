@@ -13,14 +13,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from app.dryrun import platform
-from app.dryrun.cases import DryRunCase, folder_cases, phantom_cases
+from app.dryrun.cases import DryRunCase, folder_cases, pet_grids, phantom_cases
 from app.dryrun.contract import JobCheck, check_output, check_run, snapshot
 from app.dryrun.report import EvaluationReport, StudyReport, aggregates_line, table, write_junit
 from app.dryrun.runner import (KIT_ROOT, Limits, command_argv, default_command, docker_run_argv, gpu_present,
                                run_limited, tail)
 from app.sizes import docker_size, format_size
 from petct.errors import InputError
-from petct.imageio import Geometry, read_image
+from petct.imageio import Geometry
 from petct.jsonio import write_json_atomic
 from petct.layout import METRICS_JSON
 
@@ -49,13 +49,14 @@ def run_dry_run(options: DryRunOptions) -> int:
     started = time.monotonic()
     _check_options(options)
     workdir = options.workdir or Path(tempfile.mkdtemp(prefix="petct-dry-run-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    os.chmod(workdir, 0o755)  # a container's non-root user must reach the mounted folders
     try:
+        _make_folders(options, workdir)
+        os.chmod(workdir, 0o755)  # a container's non-root user must reach the mounted folders
         cases = _studies(options, workdir)
+        grids = pet_grids(cases)
         print(f"dry run: {len(cases)} studies, {_runner_description(options)}, "
               f"time limit {options.time_limit_s:g} s, memory {format_size(options.memory_bytes)}", flush=True)
-        studies = [_run_job(case, options, workdir) for case in cases]
+        studies = [_run_job(case, options, workdir, pet=grids[case.name]) for case in cases]
         evaluation = _evaluate(studies, cases, workdir)
         _write_results(options, studies, evaluation)
     finally:
@@ -76,6 +77,21 @@ def _check_options(options: DryRunOptions) -> None:
         raise InputError("--time-limit must be positive")
     if options.model is not None and not options.model.is_dir():
         raise InputError("model folder does not exist", path=options.model)
+    if options.junit is not None and options.junit.is_dir():
+        raise InputError("--junit names a folder; give the report's file name", path=options.junit)
+
+
+def _make_folders(options: DryRunOptions, workdir: Path) -> None:
+    """Every folder the run writes to, made before any job runs: a bad path must not waste a whole run."""
+    folders = [(workdir, "--workdir"), (options.output, "--output")]
+    if options.junit is not None:
+        folders.append((options.junit.parent, "--junit"))
+    for folder, flag in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            reason = "is a file, not a folder" if folder.is_file() else exc.strerror
+            raise InputError(f"cannot make the {flag} folder: {reason}", path=folder) from None
 
 
 def _runner_description(options: DryRunOptions) -> str:
@@ -90,10 +106,9 @@ def _studies(options: DryRunOptions, workdir: Path) -> list[DryRunCase]:
     return phantom_cases(workdir / "phantoms", count=options.phantoms, size=options.phantom_size)
 
 
-def _run_job(case: DryRunCase, options: DryRunOptions, workdir: Path) -> StudyReport:
+def _run_job(case: DryRunCase, options: DryRunOptions, workdir: Path, *, pet: Geometry) -> StudyReport:
     """One algorithm job on one study, as the platform runs it, and the checks of what it left."""
     job = platform.lay_out_job(case, workdir / "jobs")
-    pet = Geometry.of(read_image(case.suv))
     before = snapshot(job.input_dir)
     limits = Limits(time_s=options.time_limit_s, memory_bytes=options.memory_bytes)
     argv, env, on_timeout = _job_command(job, options)
@@ -157,8 +172,10 @@ def _evaluate(studies: list[StudyReport], cases: list[DryRunCase], workdir: Path
     report.aggregates = metrics.get("aggregates", {})
     for problem in metrics.get("errors", []):
         report.problems.append(f"study {problem.get('study') or '?'}: {problem.get('reason')}")
+    # Keys under `case` have dots replaced (the leaderboard reads dotted paths); each record keeps its study name.
+    by_study = {record.get("study", key): record for key, record in metrics.get("case", {}).items()}
     for s in studies:
-        s.metrics = metrics.get("case", {}).get(s.case)
+        s.metrics = by_study.get(s.case)
     if outcome.exit_code != 0 and not report.problems:
         report.problems.append(f"evaluation exit status {outcome.exit_code}: {tail(outcome.log, 5)}")
     return report

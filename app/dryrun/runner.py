@@ -51,19 +51,27 @@ def command_argv(template: str | list[str], *, input_dir: Path, output_dir: Path
 def docker_run_argv(*, image: str, input_dir: Path, output_dir: Path, tmp_dir: Path, memory: str, shm_size: str,
                     gpus: bool, model_dir: Path | None = None, name: str | None = None,
                     docker: str = "docker") -> list[str]:
-    """`docker run` as the platform runs an algorithm job: no network, read-only input, limits, no privileges."""
+    """`docker run` as the platform runs an algorithm job: no network, read-only input, limits, no privileges.
+
+    The flags and their order are those of ../shared/reference/grand-challenge.md ("Local test runs"),
+    plus a --name so that a job over its time limit can be killed.
+    """
+    mounts = [(input_dir, "/input:ro"), (output_dir, "/output"), (tmp_dir, "/tmp")]
+    if model_dir is not None:
+        mounts.append((model_dir, "/opt/ml/model:ro"))
+    for folder, _ in mounts:
+        if ":" in str(Path(folder).resolve()):  # -v splits on ':'
+            raise InputError("docker -v cannot mount a folder whose path holds ':'; use another --workdir",
+                             path=folder)
     argv = [docker, "run", "--rm", "--platform=linux/amd64", "--network", "none"]
     if name:
         argv += ["--name", name]
     if gpus:
         argv += ["--gpus", "all"]
     argv += [f"--memory={memory}", f"--memory-swap={memory}", f"--shm-size={shm_size}",
-             f"--pids-limit={PIDS_LIMIT}", "--cap-drop=ALL", "--security-opt=no-new-privileges",
-             "-v", f"{Path(input_dir).resolve()}:/input:ro",
-             "-v", f"{Path(output_dir).resolve()}:/output",
-             "-v", f"{Path(tmp_dir).resolve()}:/tmp"]
-    if model_dir is not None:
-        argv += ["-v", f"{Path(model_dir).resolve()}:/opt/ml/model:ro"]
+             f"--pids-limit={PIDS_LIMIT}", "--cap-drop=ALL", "--security-opt=no-new-privileges"]
+    for folder, target in mounts:
+        argv += ["-v", f"{Path(folder).resolve()}:{target}"]
     return argv + [image]
 
 

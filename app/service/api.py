@@ -25,6 +25,7 @@ from app.service.settings import ServiceSettings
 from app.service.upload_checks import check_upload
 from app.service.uploads import FileField, StoredFile, receive_files
 from app.service.worker import MASK_NAME, InferenceWorker
+from petct.errors import InputError
 from petct.imageio import grid_mismatches
 
 log = logging.getLogger("app.api")
@@ -51,8 +52,8 @@ class Service:
         """Run blocking image work in the bounded scoring pool (reads, checks, metrics)."""
         return await asyncio.wrap_future(self.scoring.submit(fn, *args, **kwargs))
 
-    def check(self, stored: StoredFile):
-        return check_upload(stored, max_voxels=self.settings.max_voxels)
+    def check(self, stored: StoredFile, *, read_voxels: bool = True):
+        return check_upload(stored, max_voxels=self.settings.max_voxels, read_voxels=read_voxels)
 
 
 class BearerTokenGuard:
@@ -86,7 +87,10 @@ def multipart_body(*required: str, optional: tuple[str, ...] = ()) -> dict:
 
 
 def create_app(*, settings: ServiceSettings, engine) -> FastAPI:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the data folder: {exc.strerror}", path=settings.data_dir) from None
     store = JobStore(settings.database)
     scoring = ThreadPoolExecutor(max_workers=settings.scoring_workers, thread_name_prefix="scoring")
     worker = InferenceWorker(store=store, engine=engine, jobs_dir=settings.jobs_dir, scoring=scoring)
@@ -189,7 +193,7 @@ def _add_score_route(app: FastAPI, service: Service) -> None:
 
             def work() -> dict:
                 for stored in files.values():
-                    service.check(stored)
+                    service.check(stored, read_voxels=False)  # the scorer reads them next and names what fails
                 return score_uploaded(ground_truth=files["ground_truth"].path, prediction=files["prediction"].path,
                                       study=study, names={k: v.client_name for k, v in files.items()})
             return await service.in_pool(work)
@@ -295,7 +299,7 @@ def _add_case_routes(app: FastAPI, service: Service) -> None:
                                         max_bytes=service.settings.max_upload_bytes)
 
             def work() -> dict:
-                service.check(files["prediction"])
+                service.check(files["prediction"], read_voxels=False)
                 return score_uploaded(ground_truth=ground_truth, prediction=files["prediction"].path, study=case,
                                       names={"prediction": files["prediction"].client_name},
                                       hide_ground_truth=True)

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from petct.errors import InputError
+
 # A job that was running when the server stopped is run once more; a second interruption fails it.
 MAX_ATTEMPTS = 2
 
@@ -75,10 +77,13 @@ class JobStore:
 
     def __init__(self, path: Path):
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # a job acknowledged with 202 survives a power cut
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # a job acknowledged with 202 survives a power cut
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise InputError(f"cannot open the job database: {exc}", path=path) from None
 
     def close(self) -> None:
         with self._lock:

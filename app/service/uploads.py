@@ -16,7 +16,7 @@ from pathlib import Path
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 from python_multipart.exceptions import FormParserError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from app.service.errors import ApiError
 
@@ -130,6 +130,11 @@ class _PartWriter:
         part.path = final
         self.stored[part.field] = part
 
+    @property
+    def receiving(self) -> StoredFile | None:
+        """The file part being received, if the body stopped (or must stop) in the middle of one."""
+        return self._current if self._fd is not None else None
+
     def callbacks(self) -> dict:
         return {name: getattr(self, name) for name in (
             "on_part_begin", "on_header_field", "on_header_value", "on_header_end", "on_headers_finished",
@@ -163,15 +168,20 @@ async def receive_files(request: Request, *, fields: Sequence[FileField], folder
         async for chunk in request.stream():
             received += len(chunk)
             if received > max_bytes:
-                raise ApiError(413, f"upload is over the limit of {max_bytes} bytes")
+                part = writer.receiving
+                raise ApiError(413, f"upload is over the limit of {max_bytes} bytes",
+                               field=part.field if part else None, file=part.client_name if part else None)
             parser.write(chunk)
         parser.finalize()
-        if writer._fd is not None:
-            raise ApiError(400, "multipart body ended in the middle of a file")
+        if (part := writer.receiving) is not None:
+            raise ApiError(400, "multipart body ended in the middle of a file", field=part.field, file=part.client_name)
     except FormParserError as exc:
         writer.discard()
         raise ApiError(400, f"malformed multipart body: {exc}") from None
-    except BaseException:  # ApiError, ClientDisconnect, disk full, cancellation: leave nothing behind
+    except ClientDisconnect:  # nobody reads the answer; it only keeps the log free of tracebacks
+        writer.discard()
+        raise ApiError(400, "the client disconnected before the upload was complete") from None
+    except BaseException:  # ApiError, disk full, cancellation: leave nothing behind
         writer.discard()
         raise
     for field in fields:

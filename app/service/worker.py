@@ -79,7 +79,10 @@ class InferenceWorker:
         if not job.has_label:
             self.store.finish(job.id, state=JobState.succeeded, timings=timings, notes=notes)
             return
-        self.scoring.submit(self._score, job, timings, notes)
+        try:
+            self.scoring.submit(self._score, job, timings, notes)
+        except RuntimeError:  # the pool is shut down: the server is stopping, and the job is retried on restart
+            log.warning("job %s left running: the server stopped before it was scored", job.id)
 
     def _score(self, job: Job, timings: dict, notes: dict) -> None:
         from app.service.scoring import score_uploaded
