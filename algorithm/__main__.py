@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 
 from algorithm.cli import engine_options, parse_args
 from algorithm.engines import load_engine
@@ -19,13 +20,15 @@ log = logging.getLogger("algorithm")
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()  # --time-budget covers the whole run, model loading included
     args = parse_args(argv)
     configure_logging()
     try:
         # Checked before the (slow) model load: a probability map in /output breaks "exactly one output".
-        check_probabilities_path(args.save_probabilities, output_dir=args.output)
+        check_probabilities_path(args.save_probabilities, output_dir=args.output, input_dir=args.input)
         with timed({}, "load engine", log):
-            engine = load_engine(model=args.model, options=engine_options(args), engine=args.engine)
+            engine = load_engine(model=args.model, options=engine_options(args, clock_start=started),
+                                 engine=args.engine)
         log.info("engine: %s", dumps(engine.describe(), indent=None))
         # Reading, prediction and writing, each logged with its time.
         mask_path = run_container(input_dir=args.input, output_dir=args.output, engine=engine,

@@ -36,7 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
                         help="mirroring test-time augmentation (default on; --no-tta turns it off)")
     parser.add_argument("--time-budget", type=_positive, default=None, metavar="SECONDS",
-                        help="the engine drops test-time augmentation or folds to finish within this")
+                        help="finish the whole run (start-up to written mask) within this: the engine drops "
+                             "mirroring passes, then folds, when its running estimate says they would not fit")
     parser.add_argument("--channel-order", type=_channel_order, default=None,
                         help="which image feeds each network channel, e.g. ct,pet (default: from the model)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (GPU)")
@@ -47,16 +48,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def engine_options(args: argparse.Namespace) -> EngineOptions:
+def engine_options(args: argparse.Namespace, *, clock_start: float | None = None) -> EngineOptions:
+    """The engine's settings; `clock_start` (a time.perf_counter() reading) is when --time-budget began."""
     return EngineOptions(
         device=args.device,
         folds=args.folds,
         use_mirroring=args.tta,
         step_size=args.step_size,
         time_budget_s=args.time_budget,
+        clock_start=clock_start,
         channel_order=args.channel_order,
         compile=args.compile,
-        probabilities_path=str(args.save_probabilities) if args.save_probabilities is not None else None,
+        probabilities=args.save_probabilities is not None,
     )
 
 

@@ -15,10 +15,13 @@ class EngineOptions:
     folds: tuple[int, ...] | None = None  # None: every fold_K found in the results folder
     use_mirroring: bool = True
     step_size: float = 0.5
-    time_budget_s: float | None = None
+    time_budget_s: float | None = None  # seconds for the whole run, counted from `clock_start`
+    clock_start: float | None = None  # time.perf_counter() when the budget's clock started; None: at predict
     channel_order: tuple[str, ...] | None = None  # e.g. ("ct", "pet"); None: from dataset.json / settings file
     compile: bool = False
-    probabilities_path: str | None = None  # where to write the lesion probability map (.mha), if anywhere
+    # Also return the lesion probability map: a full-volume float32 on the device and on the host, so the
+    # container asks for it only with --save-probabilities.
+    probabilities: bool = True
 
 
 @dataclass

@@ -25,7 +25,7 @@ def report_failure(exc: BaseException, *, debug: bool) -> int:
 def describe_failure(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, InputError):
         return EXIT_INPUT, f"error: {exc.describe()}"
-    if _is_out_of_memory(exc):
+    if is_out_of_memory(exc):
         return EXIT_MEMORY, f"out of memory: {_first_line(exc)} (try --device cpu, --no-tta or fewer --folds)"
     if isinstance(exc, OSError):
         where = f" {exc.filename}" if exc.filename else ""
@@ -33,9 +33,13 @@ def describe_failure(exc: BaseException) -> tuple[int, str]:
     return EXIT_INTERNAL, f"internal error: {type(exc).__name__}: {_first_line(exc)} (PETCT_KIT_DEBUG=1 shows the traceback)"
 
 
-def _is_out_of_memory(exc: BaseException) -> bool:
-    # torch.cuda.OutOfMemoryError is matched by name so that this module does not import torch.
-    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc)
+def is_out_of_memory(exc: BaseException) -> bool:
+    """RAM or GPU memory exhausted: MemoryError, torch's OutOfMemoryError, or the CPU allocator's RuntimeError."""
+    # torch.OutOfMemoryError is matched by name so that this module does not import torch.
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 CT_OUTSIDE_HU = -1024.0  # air, as the challenge's CTres uses outside the CT's field of view
 MIN_CT_COVERAGE = 0.5  # below this fraction of the PET grid covered by CT, warn
+PROBABILITY_SUFFIXES = (".mha", ".nii.gz", ".nii", ".nrrd")  # what --save-probabilities may write
 
 
 @dataclass(frozen=True)
@@ -59,26 +61,38 @@ def _single_image(folder: Path, what: str) -> Path:
     raise InputError(f"expected exactly one {what} image, found {len(images)}: {found}{extra}", path=folder)
 
 
-def read_study(*, pet_path: Path, ct_path: Path) -> tuple[sitk.Image, np.ndarray, dict[str, object]]:
-    """The PET image (float32), the CT as a float32 array on the PET grid, and notes on what was done."""
-    pet = sitk.Cast(read_image(pet_path), sitk.sitkFloat32)
-    require_finite(sitk.GetArrayViewFromImage(pet), path=pet_path, what="SUV image")
-    ct = sitk.Cast(read_image(ct_path), sitk.sitkFloat32)
-    require_finite(sitk.GetArrayViewFromImage(ct), path=ct_path, what="CT image")
+def read_study(*, pet_path: Path, ct_path: Path) -> tuple[Geometry, np.ndarray, np.ndarray, dict[str, object]]:
+    """The PET grid, the SUV and the CT as float32 (z, y, x) arrays on it, and notes on what was done.
+
+    Host memory matters at 660x400x400 voxels: each image becomes one array and its image is dropped, and a CT
+    on another grid is resampled from its stored type straight to float32 on the PET grid.
+    """
+    pet_image = read_image(pet_path)
+    geometry = Geometry.of(pet_image)
+    pet = sitk.GetArrayFromImage(pet_image).astype(np.float32, copy=False)
+    del pet_image
+    require_finite(pet, path=pet_path, what="SUV image")
+    ct_image = read_image(ct_path)
+    require_finite(sitk.GetArrayViewFromImage(ct_image), path=ct_path, what="CT image")
     notes: dict[str, object] = {}
-    mismatches = grid_mismatches(Geometry.of(pet), Geometry.of(ct))
+    mismatches = grid_mismatches(geometry, Geometry.of(ct_image))
     if mismatches:
         log.info("CT grid differs from the PET grid (%s): resampling CT onto the PET grid (linear, %g HU outside)",
                  "; ".join(mismatches), CT_OUTSIDE_HU)
-        ct, coverage = resample_onto(ct, pet, path=ct_path)
+        ct, coverage = resampled_array(ct_image, geometry, path=ct_path)
         notes["ct_resampled"] = {"from": mismatches, "coverage": round(coverage, 4)}
-    return pet, sitk.GetArrayFromImage(ct), notes
+    else:
+        ct = sitk.GetArrayFromImage(ct_image).astype(np.float32, copy=False)
+    return geometry, pet, ct, notes
 
 
-def resample_onto(ct: sitk.Image, reference: sitk.Image, *, path: Path) -> tuple[sitk.Image, float]:
-    """CT resampled onto `reference`'s grid, and the fraction of that grid the CT covers."""
+def resampled_array(ct: sitk.Image, grid: Geometry, *, path: Path) -> tuple[np.ndarray, float]:
+    """CT resampled onto `grid` as a float32 (z, y, x) array, and the fraction of that grid the CT covers."""
     resampler = sitk.ResampleImageFilter()
-    resampler.SetReferenceImage(reference)
+    resampler.SetSize(grid.size)
+    resampler.SetOutputSpacing(grid.spacing)
+    resampler.SetOutputOrigin(grid.origin)
+    resampler.SetOutputDirection(grid.direction)
     resampler.SetInterpolator(sitk.sitkLinear)
     resampler.SetOutputPixelType(sitk.sitkFloat32)
     # NaN marks voxels outside the CT (inputs were checked finite), then becomes air.
@@ -91,21 +105,26 @@ def resample_onto(ct: sitk.Image, reference: sitk.Image, *, path: Path) -> tuple
     if coverage < MIN_CT_COVERAGE:
         log.warning("the CT covers only %.0f %% of the PET's field of view", 100 * coverage)
     out[outside] = CT_OUTSIDE_HU
-    image = sitk.GetImageFromArray(out)
-    image.CopyInformation(reference)
-    return image, coverage
+    return out, coverage
+
+
+def resample_onto(ct: sitk.Image, reference: sitk.Image, *, path: Path) -> tuple[sitk.Image, float]:
+    """CT resampled onto `reference`'s grid as an image, and the fraction of that grid the CT covers."""
+    grid = Geometry.of(reference)
+    out, coverage = resampled_array(ct, grid, path=path)
+    return image_from_array(out, grid), coverage
 
 
 def segment_study(*, pet_path: Path, ct_path: Path, engine: Engine) -> SegmentationResult:
     """Read and check one study, run the engine, and return its mask on the PET grid."""
     timings: dict[str, float] = {}
     with timed(timings, "read inputs", log):
-        pet, ct, notes = read_study(pet_path=Path(pet_path), ct_path=Path(ct_path))
-    geometry = Geometry.of(pet)
+        geometry, pet, ct, notes = read_study(pet_path=Path(pet_path), ct_path=Path(ct_path))
     log.info("study: PET %s, %s voxels at %s mm", Path(pet_path).name, list(geometry.size),
              [round(s, 4) for s in geometry.spacing])
     with timed(timings, "predict", log):
-        prediction = engine.predict(pet=sitk.GetArrayFromImage(pet), ct=ct, spacing_zyx=geometry.spacing[::-1])
+        prediction = engine.predict(pet=pet, ct=ct, spacing_zyx=geometry.spacing[::-1])
+    del pet, ct
     for stage, seconds in prediction.timings.items():
         timings[f"predict/{stage}"] = seconds
     notes.update(prediction.notes)
@@ -125,19 +144,40 @@ def _checked_mask(mask: np.ndarray, geometry: Geometry, engine_name: str) -> np.
     expected = tuple(geometry.size[::-1])
     if mask.shape != expected:
         raise RuntimeError(f"engine {engine_name} returned a mask of shape {mask.shape}, expected {expected}")
-    if mask.dtype != bool and not np.isin(np.unique(mask), (0, 1)).all():
+    # For unsigned masks the maximum says it all, without np.unique's sort of the whole volume.
+    if mask.dtype.kind in "bu":
+        valid = mask.size == 0 or mask.max() <= 1
+    else:
+        valid = np.isin(np.unique(mask), (0, 1)).all()
+    if not valid:
         raise RuntimeError(f"engine {engine_name} returned mask values {np.unique(mask)[:10].tolist()}, "
                            "expected only 0 and 1")
-    return mask.astype(np.uint8)
+    return mask.astype(np.uint8, copy=False)
 
 
-def check_probabilities_path(path: Path | None, *, output_dir: Path) -> None:
-    """Refuse a probability map inside the output folder: the platform wants exactly one output there."""
+def check_probabilities_path(path: Path | None, *, output_dir: Path, input_dir: Path | None = None) -> None:
+    """Refuse, before any work, a probability map path that could not or must not be written.
+
+    Inside the output folder it breaks "exactly one output"; inside the input folder it writes where the
+    platform mounts read-only; a suffix SimpleITK cannot write, or a folder, would fail only after inference.
+    """
     if path is None:
         return
-    if Path(path).resolve().is_relative_to(Path(output_dir).resolve()):
+    path = Path(path)
+    resolved = path.resolve()
+    if resolved.is_relative_to(Path(output_dir).resolve()):
         raise InputError(f"--save-probabilities must be outside the output folder {output_dir} "
                          "(the platform accepts exactly one output image)", path=path)
+    if input_dir is not None and resolved.is_relative_to(Path(input_dir).resolve()):
+        raise InputError(f"--save-probabilities must be outside the input folder {input_dir}", path=path)
+    if not path.name.lower().endswith(PROBABILITY_SUFFIXES):
+        raise InputError(f"--save-probabilities needs an image file name ending in {', '.join(PROBABILITY_SUFFIXES)}",
+                         path=path)
+    if path.is_dir():
+        raise InputError("--save-probabilities names a folder; give a file name like probabilities.mha", path=path)
+    existing = next(p for p in resolved.parents if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"--save-probabilities cannot be written: {existing} is not a writable folder", path=path)
 
 
 def mask_path_for(*, output_dir: Path, pet_path: Path) -> Path:
@@ -148,7 +188,7 @@ def mask_path_for(*, output_dir: Path, pet_path: Path) -> Path:
 def run_container(*, input_dir: Path, output_dir: Path, engine: Engine,
                   probabilities_path: Path | None = None) -> Path:
     """The algorithm job: one study from `input_dir` to one mask under `output_dir`; returns the mask's path."""
-    check_probabilities_path(probabilities_path, output_dir=output_dir)
+    check_probabilities_path(probabilities_path, output_dir=output_dir, input_dir=input_dir)
     inputs = find_study_inputs(Path(input_dir))
     _log_uploaded_names(Path(input_dir))
     result = segment_study(pet_path=inputs.pet_path, ct_path=inputs.ct_path, engine=engine)

@@ -118,8 +118,11 @@ def _preprocessed(plans: dict, dataset: dict, study) -> torch.Tensor:
         np.stack([images[r] for r in roles]).astype(np.float32), None, {"spacing": list(spacing)}, manager,
         manager.get_configuration(CONFIGURATION), dataset)
     patch = plans["configurations"][CONFIGURATION]["patch_size"]
-    # One tile's worth: the network sees tiles, and its strides need sizes that divide.
-    return torch.from_numpy(data[:, :patch[0], :patch[1], :patch[2]].copy())[None]
+    # One tile's worth, zero-padded where the study is smaller: the network sees tiles, and its strides need
+    # sizes that divide.
+    data = data[:, :patch[0], :patch[1], :patch[2]]
+    data = np.pad(data, [(0, 0)] + [(0, p - s) for p, s in zip(patch, data.shape[1:])])
+    return torch.from_numpy(data.astype(np.float32))[None]
 
 
 def _spread_outputs(network: torch.nn.Module, *, gain: float, lesion_fraction: float,

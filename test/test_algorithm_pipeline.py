@@ -147,15 +147,36 @@ def test_probabilities_path_must_be_outside_output(tmp_path):
             check_probabilities_path(inside, output_dir=out)
 
 
+
+@pytest.mark.parametrize("name, problem", [
+    ("input/p.mha", "outside the input folder"),
+    ("p.txt", "needs an image file name ending in .mha"),
+    ("p.npy", "needs an image file name ending in .mha"),
+    ("folder.mha", "names a folder"),
+    ("a-file/p.mha", "not a writable folder"),
+])
+def test_probabilities_path_that_cannot_be_written_is_refused_before_any_work(tmp_path, name, problem):
+    (tmp_path / "folder.mha").mkdir()
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(InputError, match=problem) as info:
+        check_probabilities_path(tmp_path / name, output_dir=tmp_path / "out", input_dir=tmp_path / "input")
+    assert name.split("/")[-1] in str(info.value)
+    for fine in ("p.mha", "new/deeper/p.nii.gz", "P.NRRD"):
+        check_probabilities_path(tmp_path / fine, output_dir=tmp_path / "out", input_dir=tmp_path / "input")
+
+
 def test_command_line_becomes_engine_options():
     args = cli.parse_args(["--folds", "0,2", "--no-tta", "--step-size", "0.75", "--time-budget", "240",
-                           "--channel-order", "CT,pet", "--compile", "--device", "cpu"])
-    options = cli.engine_options(args)
+                           "--channel-order", "CT,pet", "--compile", "--device", "cpu",
+                           "--save-probabilities", "/tmp/p.mha"])
+    options = cli.engine_options(args, clock_start=12.5)
     assert (options.folds, options.use_mirroring, options.step_size, options.time_budget_s) == ((0, 2), False, 0.75, 240)
     assert (options.channel_order, options.compile, options.device) == (("ct", "pet"), True, "cpu")
+    assert (options.clock_start, options.probabilities) == (12.5, True)
     defaults = cli.engine_options(cli.parse_args([]))
-    assert (defaults.folds, defaults.use_mirroring, defaults.channel_order, defaults.probabilities_path) == (
-        None, True, None, None)
+    # Without --save-probabilities the engine is told not to compute the map at all.
+    assert (defaults.folds, defaults.use_mirroring, defaults.channel_order, defaults.probabilities) == (
+        None, True, None, False)
 
 
 @pytest.mark.parametrize("argv", [["--folds", "a"], ["--folds", "0,0"], ["--step-size", "0"],
@@ -176,6 +197,8 @@ class OutOfMemoryError(RuntimeError):
     (OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB\nmore"), failures.EXIT_MEMORY,
      "out of memory: CUDA out of memory. Tried to allocate 2 GiB (try"),
     (MemoryError(), failures.EXIT_MEMORY, "out of memory"),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried "
+                  "to allocate 845000000 bytes."), failures.EXIT_MEMORY, "out of memory: [enforce fail"),
     (PermissionError(13, "Permission denied", "/output/x"), failures.EXIT_INPUT, "error: cannot access /output/x: Permission denied"),
     (ValueError("bug\nsecond line"), failures.EXIT_INTERNAL, "internal error: ValueError: bug (PETCT_KIT_DEBUG"),
 ])

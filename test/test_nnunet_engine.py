@@ -1,8 +1,12 @@
 """NnUNetEngine behaviour: model folder discovery, clear errors, channel order, time budget, outputs."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import shutil
+import tempfile
+import time
 
 import numpy as np
 import pytest
@@ -170,3 +174,46 @@ def test_cuda_request_without_gpu_is_an_input_error(model):
         pytest.skip("a GPU is present")
     with pytest.raises(InputError, match="CUDA is not available"):
         NnUNetEngine.from_folder(model, options=EngineOptions(device="cuda"))
+
+
+def test_probabilities_only_when_asked_for(model, study):
+    pet, ct, spacing = study
+    one_fold = EngineOptions(device="cpu", folds=(0,), use_mirroring=False)
+    with_map = NnUNetEngine.from_folder(model, options=one_fold).predict(pet=pet, ct=ct, spacing_zyx=spacing)
+    lean = NnUNetEngine.from_folder(model, options=dataclasses.replace(one_fold, probabilities=False))
+    without = lean.predict(pet=pet, ct=ct, spacing_zyx=spacing)
+    assert without.probabilities is None and with_map.probabilities is not None
+    np.testing.assert_array_equal(without.mask, with_map.mask)
+
+
+def test_time_budget_counts_from_the_clock_start(model, study):
+    """A budget already spent before prediction (model loading, reading) leaves one fold without mirroring."""
+    pet, ct, spacing = study
+    generous = 1e5
+    options = EngineOptions(device="cpu", time_budget_s=generous, clock_start=time.perf_counter() - generous)
+    result = NnUNetEngine.from_folder(model, options=options).predict(pet=pet, ct=ct, spacing_zyx=spacing)
+    assert result.notes["folds_run"] == [0] and result.notes["mirroring_passes_per_tile"] == 1
+    assert result.notes["budget_s_left_for_network"] < 0
+
+
+def test_input_beyond_float32_arithmetic_is_an_input_error(model, study):
+    """Finite but absurd SUVs whose z-score overflows float32 must not become a silent, meaningless mask."""
+    pet, ct, spacing = study
+    huge = np.where(pet > 3, 3.4e38, -3.4e38).astype(np.float32)
+    with pytest.raises(InputError, match="NaN or infinite values after .* normalisation"):
+        NnUNetEngine.from_folder(model, options=CPU).predict(pet=huge, ct=ct, spacing_zyx=spacing)
+
+
+def test_jit_and_compiler_caches_go_to_the_temp_folder(model, monkeypatch, tmp_path):
+    """Nothing may be written under $HOME on the platform: CUDA, inductor and Triton caches live in TMPDIR."""
+    from algorithm.nnunet.engine import CACHE_ENVIRONMENT
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    for name in CACHE_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TRITON_CACHE_DIR", "/somewhere/chosen")  # a user's own choice is kept
+    NnUNetEngine.from_folder(model, options=CPU)
+    assert os.environ["CUDA_CACHE_PATH"].startswith(str(tmp_path))
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"].startswith(str(tmp_path))
+    assert os.environ["TRITON_CACHE_DIR"] == "/somewhere/chosen"

@@ -189,3 +189,31 @@ def test_out_of_memory_halves_the_tile_batch_and_gives_the_same_logits(max_batch
     with pytest.raises(torch.OutOfMemoryError), torch.no_grad():
         SlidingWindow(tile_batch=2, **kwargs).predict_logits(_ShrinkingMemoryNetwork(0), data, [()], WindowRun(),
                                                              num_classes=2)
+
+
+def test_sums_that_do_not_fit_on_the_device_are_kept_on_the_host(monkeypatch):
+    """The sums' own allocation failing on the device moves them to the host from the start: same logits."""
+    from algorithm.nnunet import sliding_window
+    from algorithm.nnunet.sliding_window import SlidingWindow, WindowRun
+
+    real_zero_sums = sliding_window._zero_sums
+
+    def zero_sums(num_classes, shape, device):
+        if device.type != "cpu":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real_zero_sums(num_classes, shape, device)
+
+    monkeypatch.setattr(sliding_window, "_zero_sums", zero_sums)
+    data = torch.from_numpy(np.random.default_rng(5).normal(size=(2, 12, 14, 16)).astype(np.float32))
+    network = _ShrinkingMemoryNetwork(8)
+    kwargs = dict(patch_size=(8, 8, 8), step_size=0.5, tile_batch=2, autocast=False)
+    run, reference_run = WindowRun(), WindowRun()
+    with torch.no_grad():
+        # A device that is not the CPU; the fake network runs on the CPU whatever the window's device.
+        got = SlidingWindow(device=torch.device("cuda"), **kwargs).predict_logits(network, data, [()], run,
+                                                                                  num_classes=2)
+        expected = SlidingWindow(device=torch.device("cpu"), **kwargs).predict_logits(network, data, [()],
+                                                                                      reference_run, num_classes=2)
+    assert got.device.type == "cpu" and run.accumulated_on == "cpu"
+    assert run.events == ["cuda out of memory: accumulating on the host"]
+    assert torch.equal(got, expected)

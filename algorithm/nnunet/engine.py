@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import itertools
+import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,32 @@ from algorithm.nnunet.sliding_window import SlidingWindow, WindowRun, mirror_pas
 from petct.errors import InputError
 
 DEFAULT_TILE_BATCH = {"cuda": 4, "cpu": 1}
+
+
+def _release_pinned_memory(device: torch.device) -> None:
+    """Hand cached page-locked host memory (the upload's staging buffer) back to the system.
+
+    PyTorch's caching host allocator otherwise keeps it for reuse, a full study's worth of host memory for the
+    rest of the run. The public call is recent; older torch has only the private one (or neither).
+    """
+    if device.type != "cuda":
+        return
+    release = getattr(getattr(torch, "accelerator", None), "empty_host_cache", None)
+    release = release or getattr(torch._C, "_host_emptyCache", None)
+    if release is not None:
+        release()
+
+
+# Caches that CUDA's PTX JIT, torch.compile (inductor) and Triton write under $HOME by default. The platform
+# allows writes only to the output folder and the temp folder, and a non-root user may have no home at all.
+CACHE_ENVIRONMENT = ("CUDA_CACHE_PATH", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
+
+
+def keep_caches_in_temp() -> None:
+    """Point the JIT and compiler caches into the temp folder, unless the user placed them elsewhere."""
+    base = Path(tempfile.gettempdir())
+    for name in CACHE_ENVIRONMENT:
+        os.environ.setdefault(name, str(base / f"petct-kit-{os.getuid()}" / name.lower()))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -104,6 +132,7 @@ class NnUNetEngine:
         if not 0 < options.step_size <= 1:
             raise InputError(f"step size must be in (0, 1], got {options.step_size}")
         trainer = require_trainer_folder(Path(folder))
+        keep_caches_in_temp()  # before CUDA starts
         plans_path, dataset_path = trainer / PLANS_JSON, trainer / DATASET_JSON
         plans, dataset = read_json(plans_path), read_json(dataset_path)
         device = resolve_device(options.device)
@@ -191,11 +220,16 @@ class NnUNetEngine:
         return getattr(self.network, "_orig_mod", self.network)
 
     def _upload(self, pet: np.ndarray, ct: np.ndarray) -> torch.Tensor:
+        """The network's input channels as one (c, z, y, x) float32 tensor on the device."""
         images = {"pet": pet, "ct": ct}
-        host = torch.from_numpy(np.stack([np.asarray(images[r], dtype=np.float32) for r in self.channel_roles]))
-        if self.device.type == "cuda":
-            return host.pin_memory().to(self.device, non_blocking=True)
-        return host
+        if self.device.type != "cuda":
+            return torch.from_numpy(np.stack([np.asarray(images[r], dtype=np.float32) for r in self.channel_roles]))
+        # Each channel straight into page-locked memory (no stacked copy first), then one asynchronous copy.
+        staging = torch.empty((len(self.channel_roles), *pet.shape), dtype=torch.float32, pin_memory=True)
+        host = staging.numpy()
+        for i, role in enumerate(self.channel_roles):
+            host[i] = images[role]
+        return staging.to(self.device, non_blocking=True)
 
     def _probe_seconds_per_tile_pass(self, data: torch.Tensor) -> float:
         """Time one identity pass over one tile batch (after a warm-up call), per tile."""
@@ -213,10 +247,16 @@ class NnUNetEngine:
         timings: dict[str, float] = {}
         t_start = seconds(self.device)
         tensor = self._upload(pet, ct)
-        t = seconds(self.device)
+        t = seconds(self.device)  # the asynchronous upload has landed: its pinned staging buffer is free
+        _release_pinned_memory(self.device)
         timings["upload"] = t - t_start
         data, geometry = preprocess(tensor, spacing_zyx, self.plan)
         del tensor
+        if not bool(torch.isfinite(data).all()):
+            raise InputError(f"the network input holds NaN or infinite values after {self.plan.configuration}'s "
+                             f"normalisation: SUV or CT values too large for float32 arithmetic? (SUV range "
+                             f"{float(np.min(pet)):.4g}..{float(np.max(pet)):.4g}, CT range "
+                             f"{float(np.min(ct)):.4g}..{float(np.max(ct)):.4g})")
         data, unpad = pad_to_patch(data, self.plan.patch_size)
         t2 = seconds(self.device)
         timings["preprocess"] = t2 - t
@@ -224,15 +264,18 @@ class NnUNetEngine:
         axes = tuple(self.mirroring_axes or ()) if self.options.use_mirroring else ()
         tiles = len(self.window.slices(data.shape[1:]))
         budget = self.options.time_budget_s
-        reserve = t2 - t_start  # post-processing costs about what upload and preprocessing did
+        reserve = t2 - t_start  # post-processing and writing cost about what upload and preprocessing did
+        # The budget's clock started with the process (model loading counts) or, failing that, here.
+        origin = t_start if self.options.clock_start is None else self.options.clock_start
         notes: dict[str, object] = {"folds_selected": [f.fold for f in self.folds], "tiles": tiles,
                                     "resampled": geometry.resampled}
         if budget is not None:
             per_pass = self._probe_seconds_per_tile_pass(data)
-            left = budget - (seconds(self.device) - t_start) - reserve
+            left = budget - (seconds(self.device) - origin) - reserve
             schedule = choose_schedule(seconds_left=left, seconds_per_tile_pass=per_pass, tiles=tiles,
                                        folds=len(self.folds), mirror_axes=axes)
             notes["budget_estimate_s_per_tile_pass"] = per_pass
+            notes["budget_s_left_for_network"] = round(left, 3)
         else:
             schedule = Schedule(len(self.folds), axes)
         passes = mirror_passes(schedule.mirror_axes)
@@ -244,7 +287,7 @@ class NnUNetEngine:
             if budget is not None and index > 0:
                 done = sum(r.forward_passes for r in runs)
                 per_pass = (seconds(self.device) - t2) / max(done, 1)
-                left = budget - (seconds(self.device) - t_start) - reserve
+                left = budget - (seconds(self.device) - origin) - reserve
                 if tiles * len(passes) * per_pass > left:
                     break
             t_fold = seconds(self.device)
@@ -252,8 +295,13 @@ class NnUNetEngine:
             run = WindowRun()
             fold_logits = self.window.predict_logits(self.network, data, passes, run,
                                                      num_classes=self.plan.num_classes)
-            # Summed and divided in float16, in fold order, as nnU-Net ensembles.
-            ensemble = fold_logits if ensemble is None else ensemble.add_(fold_logits.to(ensemble.device))
+            # Summed and divided in float16, in fold order, as nnU-Net ensembles; on the host once a fold had to
+            # accumulate there (the device is short of memory: do not bring that fold's sums back to it).
+            if ensemble is None:
+                ensemble = fold_logits
+            else:
+                ensemble = ensemble.to(fold_logits.device) if fold_logits.device.type == "cpu" else ensemble
+                ensemble.add_(fold_logits.to(ensemble.device))
             del fold_logits
             runs.append(run)
             folds_run.append(self.folds[index].fold)
@@ -263,25 +311,30 @@ class NnUNetEngine:
         del data
         if len(folds_run) > 1:
             ensemble /= len(folds_run)
+        if not bool(torch.isfinite(ensemble).all()):
+            raise RuntimeError(f"the network's logits hold NaN or infinite values (folds {folds_run})")
 
         # Undo padding and resampling, softmax, then undo cropping and transpose.
         logits = resample_logits_back(ensemble[(slice(None), *unpad)], geometry, self.plan)
         del ensemble
-        # Softmax where the logits are: on the host if the device ran out of memory earlier.
-        probabilities = torch.softmax(logits.float(), dim=0)
+        # float32 softmax of the float16 logits (on CUDA without a float32 copy of the logits first), where the
+        # logits are: on the host if the device ran out of memory earlier.
+        probabilities = torch.softmax(logits, dim=0, dtype=torch.float32)
+        del logits
         lesion = probabilities[self.plan.lesion_label]
         if self.plan.num_classes == 2:
             # argmax without its int64 volume; a tie goes to background, as argmax's first index does.
             mask = (lesion > probabilities[0]).to(torch.uint8)
         else:
             mask = (probabilities.argmax(dim=0) == self.plan.lesion_label).to(torch.uint8)
-        del logits, probabilities
-        lesion_full = uncrop(lesion, geometry, 0.0)
+        lesion_full = uncrop(lesion, geometry, 0.0) if self.options.probabilities else None
+        del lesion, probabilities
         mask_full = uncrop(mask, geometry, 0)
+        del mask
         t4 = seconds(self.device)
         timings["postprocess"] = t4 - t3
         result = Prediction(mask=to_numpy_grid(mask_full, self.plan),
-                            probabilities=to_numpy_grid(lesion_full, self.plan))
+                            probabilities=None if lesion_full is None else to_numpy_grid(lesion_full, self.plan))
         t5 = time.perf_counter()
         timings["download"] = t5 - t4
         timings["total"] = t5 - t_start

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
+from algorithm.failures import is_out_of_memory
+
 
 def compute_steps(image_size, tile_size, step_size: float) -> list[list[int]]:
     """Tile starts per axis, first and last tile at the borders (nnU-Net's compute_steps_for_sliding_window)."""
@@ -75,12 +77,6 @@ class WindowRun:
     events: list[str] = field(default_factory=list)
 
 
-def _is_oom(exc: BaseException) -> bool:
-    # CUDA raises torch.OutOfMemoryError; the CPU allocator a RuntimeError saying it "can't allocate memory".
-    text = str(exc).lower()
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
-
-
 class SlidingWindow:
     """Runs one network over all tiles of a (c, z, y, x) volume and adds Gaussian-weighted logits to a sum."""
 
@@ -121,8 +117,14 @@ class SlidingWindow:
         slices = self.slices(data.shape[1:])
         run.tiles = len(slices)
         target = self.device
-        logits_sum = torch.zeros((num_classes, *data.shape[1:]), dtype=torch.float16, device=target)
-        weight_sum = torch.zeros(data.shape[1:], dtype=torch.float16, device=target)
+        try:
+            logits_sum, weight_sum = _zero_sums(num_classes, data.shape[1:], target)
+        except RuntimeError as exc:
+            if not is_out_of_memory(exc) or target.type == "cpu":
+                raise
+            target = torch.device("cpu")
+            logits_sum, weight_sum = _zero_sums(num_classes, data.shape[1:], target)
+            run.events.append(f"{self.device.type} out of memory: accumulating on the host")
         i = 0
         while i < len(slices):
             batch = slices[i:i + self.tile_batch]
@@ -133,10 +135,15 @@ class SlidingWindow:
                 pred *= gauss
                 # Blocking on purpose: an asynchronous copy to the host would be read before it lands.
                 pred = pred.to(target)
-                g = gauss.to(target)
+                g = self.gaussian(target)
+                error = None
             except RuntimeError as exc:
-                if not _is_oom(exc):
+                if not is_out_of_memory(exc):
                     raise
+                error = exc.with_traceback(None)
+            if error is not None:
+                # Handled here, not in the except block: the exception's traceback holds the failed forward
+                # pass's activations until the block ends, and the cache cannot be emptied of them before.
                 x = pred = None  # noqa: F841 - drop references so the cache can be freed
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -146,9 +153,11 @@ class SlidingWindow:
                 elif target.type != "cpu":
                     target = torch.device("cpu")
                     logits_sum, weight_sum = logits_sum.cpu(), weight_sum.cpu()
+                    if self.device.type == "cuda":
+                        torch.cuda.empty_cache()
                     run.events.append(f"{self.device.type} out of memory: accumulating on the host")
                 else:
-                    raise
+                    raise error  # one tile per forward pass, sums on the host: nothing left to give up
                 continue  # retry the same tiles: nothing of this batch has been added yet
             # In-place additions into preallocated sums allocate nothing, so they stay outside the retry.
             for k, s in enumerate(batch):
@@ -166,6 +175,12 @@ class SlidingWindow:
         if key not in self._gaussian:
             self._gaussian[key] = torch.from_numpy(gaussian_importance(self.patch_size)).to(device)
         return self._gaussian[key]
+
+
+def _zero_sums(num_classes: int, shape, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float16 logit and weight sums of one sliding-window pass, zeroed."""
+    return (torch.zeros((num_classes, *shape), dtype=torch.float16, device=device),
+            torch.zeros(tuple(shape), dtype=torch.float16, device=device))
 
 
 def seconds(device: torch.device) -> float:

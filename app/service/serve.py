@@ -14,7 +14,8 @@ def load_service_engine(settings: ServiceSettings, *, engine: str = "auto"):
     from algorithm.engine import EngineOptions
     from algorithm.engines import load_engine
 
-    return load_engine(model=settings.model, options=EngineOptions(device=settings.device), engine=engine)
+    return load_engine(model=settings.model, options=EngineOptions(device=settings.device, probabilities=False),
+                       engine=engine)
 
 
 def serve(settings: ServiceSettings, *, engine: str = "auto", log_level: str = "info") -> int:
