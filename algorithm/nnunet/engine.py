@@ -246,6 +246,36 @@ class NnUNetEngine:
             raise InputError(f"PET {pet.shape} and CT {ct.shape} must be 3D arrays of the same shape")
         timings: dict[str, float] = {}
         t_start = seconds(self.device)
+        data, geometry, unpad = self._prepare(pet, ct, spacing_zyx, timings)
+        t_network = seconds(self.device)
+        clock = _BudgetClock(budget_s=self.options.time_budget_s, device=self.device,
+                             origin=t_start if self.options.clock_start is None else self.options.clock_start,
+                             # post-processing and writing cost about what upload and preprocessing did
+                             reserve_s=t_network - t_start, network_start=t_network)
+        notes: dict[str, object] = {"folds_selected": [f.fold for f in self.folds],
+                                    "tiles": len(self.window.slices(data.shape[1:])), "resampled": geometry.resampled}
+        schedule = self._schedule(data, clock, notes)
+        ensemble, runs, folds_run = self._run_folds(data, schedule, clock, timings)
+        del data
+        timings["network"] = seconds(self.device) - t_network
+
+        t_post = seconds(self.device)
+        mask_full, lesion_full = self._postprocess(ensemble, geometry, unpad)
+        del ensemble
+        t_download = seconds(self.device)
+        timings["postprocess"] = t_download - t_post
+        result = Prediction(mask=to_numpy_grid(mask_full, self.plan),
+                            probabilities=None if lesion_full is None else to_numpy_grid(lesion_full, self.plan))
+        t_end = time.perf_counter()
+        timings["download"] = t_end - t_download
+        timings["total"] = t_end - t_start
+        result.timings = timings
+        result.notes = {**notes, **self._run_notes(schedule, runs, folds_run)}
+        return result
+
+    def _prepare(self, pet: np.ndarray, ct: np.ndarray, spacing_zyx, timings: dict[str, float]):
+        """Upload, preprocess as nnU-Net does, pad to at least one patch: (data, geometry, unpad slices)."""
+        t_start = seconds(self.device)
         tensor = self._upload(pet, ct)
         t = seconds(self.device)  # the asynchronous upload has landed: its pinned staging buffer is free
         _release_pinned_memory(self.device)
@@ -258,37 +288,36 @@ class NnUNetEngine:
                              f"{float(np.min(pet)):.4g}..{float(np.max(pet)):.4g}, CT range "
                              f"{float(np.min(ct)):.4g}..{float(np.max(ct)):.4g})")
         data, unpad = pad_to_patch(data, self.plan.patch_size)
-        t2 = seconds(self.device)
-        timings["preprocess"] = t2 - t
+        timings["preprocess"] = seconds(self.device) - t
+        return data, geometry, unpad
 
-        axes = tuple(self.mirroring_axes or ()) if self.options.use_mirroring else ()
-        tiles = len(self.window.slices(data.shape[1:]))
-        budget = self.options.time_budget_s
-        reserve = t2 - t_start  # post-processing and writing cost about what upload and preprocessing did
-        # The budget's clock started with the process (model loading counts) or, failing that, here.
-        origin = t_start if self.options.clock_start is None else self.options.clock_start
-        notes: dict[str, object] = {"folds_selected": [f.fold for f in self.folds], "tiles": tiles,
-                                    "resampled": geometry.resampled}
-        if budget is not None:
-            per_pass = self._probe_seconds_per_tile_pass(data)
-            left = budget - (seconds(self.device) - origin) - reserve
-            schedule = choose_schedule(seconds_left=left, seconds_per_tile_pass=per_pass, tiles=tiles,
-                                       folds=len(self.folds), mirror_axes=axes)
-            notes["budget_estimate_s_per_tile_pass"] = per_pass
-            notes["budget_s_left_for_network"] = round(left, 3)
-        else:
-            schedule = Schedule(len(self.folds), axes)
+    def _mirror_axes(self) -> tuple[int, ...]:
+        return tuple(self.mirroring_axes or ()) if self.options.use_mirroring else ()
+
+    def _schedule(self, data: torch.Tensor, clock: _BudgetClock, notes: dict[str, object]) -> Schedule:
+        """Folds and mirror axes to run: all of them, or what the time budget's estimate says fits."""
+        if clock.budget_s is None:
+            return Schedule(len(self.folds), self._mirror_axes())
+        per_pass = self._probe_seconds_per_tile_pass(data)
+        left = clock.seconds_left()
+        notes["budget_estimate_s_per_tile_pass"] = per_pass
+        notes["budget_s_left_for_network"] = round(left, 3)
+        return choose_schedule(seconds_left=left, seconds_per_tile_pass=per_pass,
+                               tiles=len(self.window.slices(data.shape[1:])), folds=len(self.folds),
+                               mirror_axes=self._mirror_axes())
+
+    def _run_folds(self, data: torch.Tensor, schedule: Schedule, clock: _BudgetClock, timings: dict[str, float]
+                   ) -> tuple[torch.Tensor, list[WindowRun], list[int]]:
+        """Sliding window per fold, ensembled; stops early when the next fold would overrun the budget."""
         passes = mirror_passes(schedule.mirror_axes)
-
+        tiles = len(self.window.slices(data.shape[1:]))
         ensemble = None
         runs: list[WindowRun] = []
-        folds_run = []
+        folds_run: list[int] = []
         for index in range(schedule.folds):
-            if budget is not None and index > 0:
-                done = sum(r.forward_passes for r in runs)
-                per_pass = (seconds(self.device) - t2) / max(done, 1)
-                left = budget - (seconds(self.device) - origin) - reserve
-                if tiles * len(passes) * per_pass > left:
+            if clock.budget_s is not None and index > 0:
+                per_pass = clock.seconds_since_network_start() / max(sum(r.forward_passes for r in runs), 1)
+                if tiles * len(passes) * per_pass > clock.seconds_left():
                     break
             t_fold = seconds(self.device)
             self._activate(index)
@@ -306,17 +335,15 @@ class NnUNetEngine:
             runs.append(run)
             folds_run.append(self.folds[index].fold)
             timings[f"network_fold_{self.folds[index].fold}"] = seconds(self.device) - t_fold
-        t3 = seconds(self.device)
-        timings["network"] = t3 - t2
-        del data
         if len(folds_run) > 1:
             ensemble /= len(folds_run)
         if not bool(torch.isfinite(ensemble).all()):
             raise RuntimeError(f"the network's logits hold NaN or infinite values (folds {folds_run})")
+        return ensemble, runs, folds_run
 
-        # Undo padding and resampling, softmax, then undo cropping and transpose.
+    def _postprocess(self, ensemble: torch.Tensor, geometry, unpad) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Undo padding and resampling, softmax, argmax, undo cropping: (mask, lesion probabilities or None)."""
         logits = resample_logits_back(ensemble[(slice(None), *unpad)], geometry, self.plan)
-        del ensemble
         # float32 softmax of the float16 logits (on CUDA without a float32 copy of the logits first), where the
         # logits are: on the host if the device ran out of memory earlier.
         probabilities = torch.softmax(logits, dim=0, dtype=torch.float32)
@@ -329,35 +356,44 @@ class NnUNetEngine:
             mask = (probabilities.argmax(dim=0) == self.plan.lesion_label).to(torch.uint8)
         lesion_full = uncrop(lesion, geometry, 0.0) if self.options.probabilities else None
         del lesion, probabilities
-        mask_full = uncrop(mask, geometry, 0)
-        del mask
-        t4 = seconds(self.device)
-        timings["postprocess"] = t4 - t3
-        result = Prediction(mask=to_numpy_grid(mask_full, self.plan),
-                            probabilities=None if lesion_full is None else to_numpy_grid(lesion_full, self.plan))
-        t5 = time.perf_counter()
-        timings["download"] = t5 - t4
-        timings["total"] = t5 - t_start
+        return uncrop(mask, geometry, 0), lesion_full
 
-        dropped = []
-        if len(folds_run) < len(self.folds):
-            dropped.append(f"folds {[f.fold for f in self.folds[len(folds_run):]]}")
-        if schedule.mirror_axes != axes:
-            dropped.append(f"mirroring over axes {sorted(set(axes) - set(schedule.mirror_axes))}")
-        events = [e for r in runs for e in r.events]
-        notes.update({
+    def _run_notes(self, schedule: Schedule, runs: list[WindowRun], folds_run: list[int]) -> dict[str, object]:
+        """What actually ran, and what the time budget dropped."""
+        notes: dict[str, object] = {
             "folds_run": folds_run,
             "mirror_axes": list(schedule.mirror_axes),
-            "mirroring_passes_per_tile": len(passes),
+            "mirroring_passes_per_tile": len(mirror_passes(schedule.mirror_axes)),
             "forward_passes": sum(r.forward_passes for r in runs),
             "tile_batch": runs[-1].tile_batch if runs else self.window.tile_batch,
             "accumulated_on": runs[-1].accumulated_on if runs else str(self.device),
             "device": str(self.device),
-        })
+        }
+        dropped = []
+        if len(folds_run) < len(self.folds):
+            dropped.append(f"folds {[f.fold for f in self.folds[len(folds_run):]]}")
+        if schedule.mirror_axes != self._mirror_axes():
+            dropped.append(f"mirroring over axes {sorted(set(self._mirror_axes()) - set(schedule.mirror_axes))}")
         if dropped:
             notes["dropped_for_time_budget"] = dropped
+        events = [e for r in runs for e in r.events]
         if events:
             notes["events"] = events
-        result.timings = timings
-        result.notes = notes
-        return result
+        return notes
+
+
+@dataclass(frozen=True)
+class _BudgetClock:
+    """The time budget's arithmetic: seconds left for the network, keeping a reserve for what follows it."""
+
+    budget_s: float | None
+    device: torch.device
+    origin: float  # when the budget's clock started (process start, or the start of predict)
+    reserve_s: float
+    network_start: float
+
+    def seconds_left(self) -> float:
+        return self.budget_s - (seconds(self.device) - self.origin) - self.reserve_s
+
+    def seconds_since_network_start(self) -> float:
+        return seconds(self.device) - self.network_start
