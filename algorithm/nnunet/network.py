@@ -103,26 +103,36 @@ class StackedConvBlocks(nn.Module):
         return self.convs(x)
 
 
-class PlainConvEncoder(nn.Module):
-    def __init__(self, ops: Ops, in_ch: int, features: list[int], kernels: list, strides: list,
-                 n_convs: list[int], *, nonlin_first: bool):
-        super().__init__()
-        stages = []
-        for s, (feat, kernel, stride, n) in enumerate(zip(features, kernels, strides, n_convs)):
-            stages.append(nn.Sequential(StackedConvBlocks(ops, n, in_ch, feat, kernel, stride,
-                                                          nonlin_first=nonlin_first)))
-            in_ch = feat
+class _Encoder(nn.Module):
+    """Stages run in order (after an optional stem); each stage's output is a skip connection for the decoder."""
+
+    def _set_stages(self, stages: list[nn.Module], *, features: list[int], strides: list, kernels: list) -> None:
         self.stages = nn.Sequential(*stages)
         self.output_channels = list(features)
         self.strides = [_triple(s) for s in strides]
         self.kernel_sizes = list(kernels)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.stem is not None:
+            x = self.stem(x)
         skips = []
         for stage in self.stages:
             x = stage(x)
             skips.append(x)
         return skips
+
+
+class PlainConvEncoder(_Encoder):
+    def __init__(self, ops: Ops, in_ch: int, features: list[int], kernels: list, strides: list,
+                 n_convs: list[int], *, nonlin_first: bool):
+        super().__init__()
+        self.stem = None
+        stages = []
+        for feat, kernel, stride, n in zip(features, kernels, strides, n_convs):
+            stages.append(nn.Sequential(StackedConvBlocks(ops, n, in_ch, feat, kernel, stride,
+                                                          nonlin_first=nonlin_first)))
+            in_ch = feat
+        self._set_stages(stages, features=features, strides=strides, kernels=kernels)
 
 
 class BasicBlockD(nn.Module):
@@ -186,7 +196,7 @@ class StackedResidualBlocks(nn.Module):
         return self.blocks(x)
 
 
-class ResidualEncoder(nn.Module):
+class ResidualEncoder(_Encoder):
     def __init__(self, ops: Ops, in_ch: int, features: list[int], kernels: list, strides: list,
                  n_blocks: list[int], *, block: str, bottleneck_channels: list, stem_channels: int | None):
         super().__init__()
@@ -197,18 +207,7 @@ class ResidualEncoder(nn.Module):
         for feat, kernel, stride, n, bott in zip(features, kernels, strides, n_blocks, bottleneck_channels):
             stages.append(StackedResidualBlocks(ops, n, in_ch, feat, kernel, stride, block=block, bottleneck_ch=bott))
             in_ch = feat
-        self.stages = nn.Sequential(*stages)
-        self.output_channels = list(features)
-        self.strides = [_triple(s) for s in strides]
-        self.kernel_sizes = list(kernels)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(x)
-        skips = []
-        for stage in self.stages:
-            x = stage(x)
-            skips.append(x)
-        return skips
+        self._set_stages(stages, features=features, strides=strides, kernels=kernels)
 
 
 class UNetDecoder(nn.Module):
