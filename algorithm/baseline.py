@@ -181,14 +181,19 @@ def body_mask(ct: np.ndarray, body_hu: float) -> tuple[np.ndarray, np.ndarray]:
     tissue = ct > body_hu
     if not tissue.any():
         return tissue, tissue
-    labels = cc3d.connected_components(tissue.astype(np.uint8), connectivity=6)
-    counts = np.bincount(labels.ravel())
-    counts[0] = 0
-    body = labels == int(np.argmax(counts))
+    body = largest_component(tissue)
     filled = np.empty_like(body)
     for z in range(body.shape[0]):
         filled[z] = fill_holes_2d(body[z])
     return body, filled
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 6-connected component of a non-empty boolean mask."""
+    labels = cc3d.connected_components(mask.astype(np.uint8), connectivity=6)
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0
+    return labels == int(np.argmax(counts))
 
 
 def fill_holes_2d(mask: np.ndarray) -> np.ndarray:
@@ -257,10 +262,7 @@ def liver_reference(*, pet: np.ndarray, ct: np.ndarray, body: np.ndarray, landma
     region = inside & (hu >= s.soft_tissue_hu[0]) & (hu <= s.soft_tissue_hu[1]) & (smooth >= lo) & (smooth <= hi)
     if not region.any():
         return (*s.default_liver, 0.0)
-    labels = cc3d.connected_components(region.astype(np.uint8), connectivity=6)
-    counts = np.bincount(labels.ravel())
-    counts[0] = 0
-    liver = labels == int(np.argmax(counts))
+    liver = largest_component(region)
     core = ndimage.binary_erosion(liver)
     values = suv[core] if np.count_nonzero(core) >= 20 else suv[liver]
     median = float(np.median(values))

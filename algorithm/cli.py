@@ -7,6 +7,7 @@ from pathlib import Path
 
 from algorithm.engine import EngineOptions
 from algorithm.engines import BAKED_MODEL, ENGINE_CHOICES
+from petct.argtypes import positive_number
 from petct.layout import DEFAULT_INPUT, DEFAULT_MODEL, DEFAULT_OUTPUT
 
 # Settings from the environment use this prefix: grand-challenge strips GRAND_CHALLENGE_* variables.
@@ -35,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="sliding-window step as a fraction of the patch (default %(default)s)")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
                         help="mirroring test-time augmentation (default on; --no-tta turns it off)")
-    parser.add_argument("--time-budget", type=_positive, default=None, metavar="SECONDS",
+    parser.add_argument("--time-budget", type=positive_number, default=None, metavar="SECONDS",
                         help="finish the whole run (start-up to written mask) within this: the engine drops "
                              "mirroring passes, then folds, when its running estimate says they would not fit")
     parser.add_argument("--channel-order", type=_channel_order, default=None,
@@ -78,16 +79,9 @@ def _folds(text: str) -> tuple[int, ...]:
 
 
 def _step_size(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value <= 1.0:
+    value = positive_number(text)
+    if value > 1.0:
         raise argparse.ArgumentTypeError(f"step size must be in (0, 1], got {text}")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
     return value
 
 

@@ -7,11 +7,11 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
 from app.sizes import parse_size
+from petct.argtypes import positive_number, whole_number
 from petct.errors import InputError
 
 EXIT_USAGE = 2
@@ -22,13 +22,6 @@ def _size(text: str) -> int:
         return parse_size(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
-    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,21 +35,22 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the HTTP API (OpenAPI docs at /docs)")
     serve.add_argument("--host", default="127.0.0.1",
                        help=f"address to listen on (default: %(default)s; any other than loopback needs {TOKEN_ENV})")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=whole_number(1, maximum=65535), default=8000,
+                       help="TCP port (default: %(default)s)")
     serve.add_argument("--data-dir", type=Path, default=Path("service-data"),
                        help="job database and files (default: %(default)s)")
     serve.add_argument("--token", help=f"bearer token every endpoint but /healthz requires (better: set {TOKEN_ENV}, "
                                        "which other users cannot read from the process list)")
     serve.add_argument("--max-upload", type=_size, default=DEFAULT_MAX_UPLOAD, metavar="SIZE",
                        help="largest request body, e.g. 2GiB or 500MB (default: 2GiB)")
-    serve.add_argument("--max-voxels", type=int, default=DEFAULT_MAX_VOXELS,
+    serve.add_argument("--max-voxels", type=whole_number(1), default=DEFAULT_MAX_VOXELS,
                        help="largest image accepted, in voxels (default: %(default)s)")
     serve.add_argument("--ground-truth", type=Path,
                        help="organiser mode: score predictions against this folder's cases, never sending them out")
     serve.add_argument("--model", type=Path, help="nnU-Net results folder (default: as the algorithm container finds one)")
     serve.add_argument("--engine", choices=("auto", "nnunet", "baseline"), default="auto")
     serve.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
-    serve.add_argument("--scoring-workers", type=int, default=2, help="scoring requests run at once")
+    serve.add_argument("--scoring-workers", type=whole_number(1), default=2, help="scoring requests run at once")
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
     defaults = DryRunOptions()
@@ -69,9 +63,9 @@ def _parser() -> argparse.ArgumentParser:
                                                        "(no network, read-only /input, memory and pid limits, ...)")
     dry.add_argument("--cases", type=Path, help="folder of <case>/SUV, CTres and SEG images "
                                                 "(default: built-in phantom studies)")
-    dry.add_argument("--phantoms", type=int, default=defaults.phantoms, help="phantom studies (default: %(default)s)")
+    dry.add_argument("--phantoms", type=whole_number(1), default=defaults.phantoms, help="phantom studies (default: %(default)s)")
     dry.add_argument("--phantom-size", choices=("tiny", "small"), default=defaults.phantom_size)
-    dry.add_argument("--time-limit", type=_positive, default=defaults.time_limit_s, metavar="SECONDS",
+    dry.add_argument("--time-limit", type=positive_number, default=defaults.time_limit_s, metavar="SECONDS",
                      help="per study (default: %(default)g; the platform allows 5 min to 24 h)")
     dry.add_argument("--memory", type=_size, default=defaults.memory_bytes, metavar="SIZE",
                      help="per study, e.g. 16g (default: 16g); Docker gets half of it as /dev/shm")
@@ -111,8 +105,6 @@ def _serve(args: argparse.Namespace) -> int:
 def _dry_run(args: argparse.Namespace) -> int:
     from app.dryrun.run import DryRunOptions, run_dry_run
 
-    if args.phantoms < 1:
-        raise InputError("--phantoms must be at least 1")
     return run_dry_run(DryRunOptions(
         command=args.command, image=args.image, cases=args.cases, phantoms=args.phantoms,
         phantom_size=args.phantom_size, time_limit_s=args.time_limit, memory_bytes=args.memory, model=args.model,

@@ -28,6 +28,7 @@ sys.path[:0] = [str(REPO), str(REPO / "test")]
 
 from app_helpers import Server  # noqa: E402
 from evaluation.scoring import score_files  # noqa: E402
+from petct.argtypes import whole_number  # noqa: E402
 from petct.imageio import write_image_atomic  # noqa: E402
 from petct.phantom import make_study  # noqa: E402
 
@@ -101,8 +102,8 @@ def rss_while(server: Server, action) -> tuple[int, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "bench-out")
-    parser.add_argument("--requests", type=int, default=40)
-    parser.add_argument("--uploads", type=int, default=20)
+    parser.add_argument("--requests", type=whole_number(1), default=40)
+    parser.add_argument("--uploads", type=whole_number(1), default=20)
     args = parser.parse_args()
     work = args.out / "bench_app"
     work.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from algorithm.baseline import BaselineEngine  # noqa: E402
 from evaluation.metrics import score_arrays  # noqa: E402
+from petct.argtypes import whole_number  # noqa: E402
 from petct.phantom import SIZES, make_study  # noqa: E402
 
 PLAIN_THRESHOLD_SUV = 4.0
@@ -28,7 +29,7 @@ PLAIN_THRESHOLD_SUV = 4.0
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
-    parser.add_argument("--seeds", type=int, default=20, help="studies with seeds 0..N-1")
+    parser.add_argument("--seeds", type=whole_number(1), default=20, help="studies with seeds 0..N-1")
     args = parser.parse_args()
 
     engine = BaselineEngine()

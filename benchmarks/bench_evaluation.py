@@ -30,6 +30,7 @@ from evaluation.batch import score_cases  # noqa: E402
 from evaluation.metrics import CONNECTIVITY, score_arrays  # noqa: E402
 from evaluation.pairing import Case  # noqa: E402
 from evaluation.scoring import score_files  # noqa: E402
+from petct.argtypes import whole_number  # noqa: E402
 from petct.imageio import Geometry, image_from_array, read_array, write_image_atomic  # noqa: E402
 from petct.phantom import make_study  # noqa: E402
 
@@ -128,13 +129,13 @@ def measure(gt_path: Path, pred_path: Path, *, repeats: int) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--fp-components", type=int, default=1500, help="false positive blobs to add")
-    parser.add_argument("--reference-components", type=int, default=None,
+    parser.add_argument("--seed", type=whole_number(0), default=7)
+    parser.add_argument("--fp-components", type=whole_number(0), default=1500, help="false positive blobs to add")
+    parser.add_argument("--reference-components", type=whole_number(1), default=None,
                         help="loop only this many components per mask in the reference and extrapolate "
                              "its time (default: loop all of them)")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--studies", type=int, default=6, help="studies per throughput run")
+    parser.add_argument("--repeats", type=whole_number(1), default=3)
+    parser.add_argument("--studies", type=whole_number(1), default=6, help="studies per throughput run")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 

@@ -54,6 +54,7 @@ from algorithm.nnunet.network import build_network  # noqa: E402
 from algorithm.nnunet.plans import Plan, read_plan  # noqa: E402
 from algorithm.nnunet.preprocessing import preprocess  # noqa: E402
 from algorithm.pipeline import segment_study  # noqa: E402
+from petct.argtypes import whole_number  # noqa: E402
 from petct.errors import InputError  # noqa: E402
 from petct.imageio import Geometry, grid_mismatches, image_from_array, read_array, write_image_atomic  # noqa: E402
 from petct.jsonio import dumps, write_json_atomic  # noqa: E402
@@ -659,17 +660,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "explicitly still win)")
     parser.add_argument("--model", choices=sorted(MODELS), default="autoPET")
     parser.add_argument("--size", choices=sorted(SIZES), default="full", help="phantom study size")
-    parser.add_argument("--seed", type=int, default=7, help="phantom study seed")
+    parser.add_argument("--seed", type=whole_number(0), default=7, help="phantom study seed")
     parser.add_argument("--device", default="auto", help="auto, cuda or cpu")
     parser.add_argument("--configs", default="1,1tta,5tta", help="comma-separated subset of 1,1tta,5tta")
     parser.add_argument("--reference-configs", default=None,
                         help="configurations nnU-Net also runs (default: all of --configs)")
     parser.add_argument("--no-reference", action="store_true", help="skip nnunetv2's predictor")
-    parser.add_argument("--repeats", type=int, default=1, help="timed runs per configuration (best kept)")
+    parser.add_argument("--repeats", type=whole_number(1), default=1, help="timed runs per configuration (best kept)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the kit engine's network")
     parser.add_argument("--cudnn-benchmark", action="store_true",
                         help="let cuDNN autotune for the kit too (the container leaves it off; nnU-Net turns it on)")
-    parser.add_argument("--long-slices", type=int, default=None,
+    parser.add_argument("--long-slices", type=whole_number(0), default=None,
                         help="also measure memory on a study stacked to this many slices "
                              "(default: 660 with --size full, else none; 0: none)")
     parser.add_argument("--no-memory-probe", action="store_true",

@@ -6,13 +6,13 @@ and interface.relative_path); the platform's many other keys are ignored. Socket
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from evaluation.problems import Problem
 from evaluation.studies import input_candidates
 from petct.errors import InputError
+from petct.jsonio import read_json
 from petct.layout import CT_RELATIVE_PATH, PET_RELATIVE_PATH, is_image_file, list_images
 
 SUCCEEDED = "Succeeded"
@@ -50,14 +50,7 @@ def read_jobs(path: Path) -> tuple[list[Job], list[Problem]]:
     Raises InputError when the file as a whole is unusable (missing, not JSON, not a list).
     """
     path = Path(path)
-    if not path.exists():
-        raise InputError("predictions.json does not exist", path=path)
-    if not path.is_file():
-        raise InputError("predictions.json is not a regular file", path=path)
-    try:
-        items = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"predictions.json is not readable JSON: {exc}", path=path) from None
+    items = read_json(path, what="predictions.json")
     if not isinstance(items, list):
         raise InputError(f"predictions.json must hold a list of jobs, found {type(items).__name__}", path=path)
     jobs, problems, seen = [], [], set()

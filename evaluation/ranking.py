@@ -10,7 +10,6 @@ undefined (no study it could be computed on) ranks last for that metric.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from petct.errors import InputError
+from petct.jsonio import read_json
 
 # metric -> (weight, higher is better)
 RANKED_METRICS = {"dice": (0.5, True), "false_positive_volume": (0.25, False), "false_negative_volume": (0.25, False)}
@@ -41,10 +41,7 @@ def competition_ranks(values: list[float], *, higher_is_better: bool) -> list[fl
 
 def read_submission(path: Path, *, name: str, subsets: dict[str, str] | None) -> Submission:
     """Means per subset from one metrics.json: its aggregates, or its per-study records when split in subsets."""
-    try:
-        report = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"not a readable metrics.json: {exc}", path=path) from None
+    report = read_json(path, what="metrics.json")
     if not isinstance(report, dict):
         raise InputError("metrics.json must hold a JSON object", path=path)
     if subsets is None:
@@ -93,10 +90,7 @@ def leaderboard(submissions: list[Submission]) -> list[dict]:
 
 def read_subsets(path: Path) -> dict[str, str]:
     """A JSON object {study name: subset name}."""
-    try:
-        mapping = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"not a readable subsets file: {exc}", path=path) from None
+    mapping = read_json(path, what="subsets file")
     if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
         raise InputError('expected a JSON object {"<study>": "<subset>", ...}', path=path)
     return mapping

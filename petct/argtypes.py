@@ -6,8 +6,8 @@ import math
 from collections.abc import Callable
 
 
-def whole_number(minimum: int) -> Callable[[str], int]:
-    """An argparse type: a whole number no smaller than `minimum`."""
+def whole_number(minimum: int, *, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number no smaller than `minimum` (and, if given, no larger than `maximum`)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -15,6 +15,8 @@ def whole_number(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
         return value
     return parse
 

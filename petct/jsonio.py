@@ -1,4 +1,4 @@
-"""Strict JSON: NaN and infinity become null, files are written atomically."""
+"""Strict JSON: NaN and infinity become null, files are written atomically and read with one-line errors."""
 from __future__ import annotations
 
 import json
@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from petct.atomic import atomic_path
+from petct.errors import InputError
 
 
 def strict(value: Any) -> Any:
@@ -43,3 +44,22 @@ def write_json_atomic(value: Any, path: str | Path) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
     return Path(path)
+
+
+def read_json(path: str | Path, *, what: str) -> Any:
+    """The parsed contents of a JSON file; InputError naming the file (and `what` it should be) otherwise."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{what} does not exist", path=path) from None
+    except IsADirectoryError:
+        raise InputError(f"{what} is a folder, not a file", path=path) from None
+    except UnicodeDecodeError:
+        raise InputError(f"{what} is not readable JSON: not UTF-8 text", path=path) from None
+    except OSError as exc:
+        raise InputError(f"{what} cannot be read: {exc.strerror or exc}", path=path) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{what} is not readable JSON: {exc}", path=path) from None

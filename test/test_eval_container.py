@@ -355,7 +355,7 @@ def test_predictions_json_that_is_a_folder(tmp_path, capsys):
     write_mask(sub.ground_truth / "PETCT_a.mha", small_mask(0), GRID)
     (sub.input / "predictions.json").mkdir()
     assert main(sub.argv()) == 1
-    assert "predictions.json is not a regular file" in capsys.readouterr().err
+    assert "predictions.json is a folder, not a file" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("option", [["--workers", "0"], ["--workers", "two"], ["--timeout", "0"],

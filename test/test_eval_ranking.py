@@ -109,7 +109,7 @@ def test_random_leaderboards_match_the_slow_reference(tmp_path, seed):
 def test_bad_files_are_named(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(InputError, match="bad.json.*not a readable metrics.json"):
+    with pytest.raises(InputError, match="bad.json: metrics.json is not readable JSON"):
         read_submission(bad, name="x", subsets=None)
     empty = tmp_path / "empty.json"
     empty.write_text("{}")

@@ -1,6 +1,7 @@
 """The shared package: image I/O with geometry checks, atomic writes, strict JSON, layout, phantoms."""
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 import SimpleITK as sitk
 
 from petct import jsonio, layout, phantom
+from petct.argtypes import whole_number
 from petct.atomic import atomic_path
 from petct.errors import InputError
 from petct.imageio import Geometry, grid_mismatches, read_array, read_image, require_finite, write_image_atomic
@@ -224,6 +226,37 @@ def test_strict_json_turns_nan_into_null():
     text = jsonio.dumps(value)
     assert json.loads(text) == {"dice": None, "fpv": 1.5, "n": 3, "inf": None, "list": [None, 1.0], "arr": [1, 2]}
     assert "NaN" not in text
+
+
+def test_read_json_names_the_file_and_the_problem(tmp_path):
+    good = tmp_path / "good.json"
+    good.write_text('{"a": [1, null]}')
+    assert jsonio.read_json(good, what="settings") == {"a": [1, None]}
+    cases = {"missing.json": (None, "settings does not exist"),
+             "folder.json": ("dir", "settings is a folder, not a file"),
+             "broken.json": ("{not json", "settings is not readable JSON: Expecting property name"),
+             "latin1.json": (b"\xff\xfe{", "settings is not readable JSON: not UTF-8 text")}
+    for name, (content, problem) in cases.items():
+        path = tmp_path / name
+        if content == "dir":
+            path.mkdir()
+        elif isinstance(content, bytes):
+            path.write_bytes(content)
+        elif content is not None:
+            path.write_text(content)
+        with pytest.raises(InputError) as caught:
+            jsonio.read_json(path, what="settings")
+        assert caught.value.path == str(path) and caught.value.problem.startswith(problem), caught.value.problem
+        assert "\n" not in str(caught.value)
+
+
+def test_whole_number_bounds():
+    port = whole_number(1, maximum=65535)
+    assert port("1") == 1 and port("65535") == 65535
+    for text, problem in (("0", "at least 1"), ("65536", "at most 65535"), ("8.5", "not a whole number")):
+        with pytest.raises(argparse.ArgumentTypeError, match=problem):
+            port(text)
+    assert whole_number(0)("10000000") == 10000000  # no maximum unless asked for
 
 
 # --- layout --------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import torch
 from algorithm.engine import EngineOptions, Prediction
 from algorithm.nnunet.budget import Schedule, choose_schedule
 from algorithm.nnunet.folder import (DATASET_JSON, PLANS_JSON, SETTINGS_JSON, LoadedCheckpoint, channel_roles,
-                                     load_checkpoint, read_json, read_settings, require_trainer_folder,
+                                     load_checkpoint, read_json_object, read_settings, require_trainer_folder,
                                      select_folds)
 from algorithm.nnunet.network import ArchitectureError, UNet, build_network
 from algorithm.nnunet.plans import DEFAULT_RESAMPLING_FN, Plan, read_plan
@@ -134,7 +134,7 @@ class NnUNetEngine:
         trainer = require_trainer_folder(Path(folder))
         keep_caches_in_temp()  # before CUDA starts
         plans_path, dataset_path = trainer / PLANS_JSON, trainer / DATASET_JSON
-        plans, dataset = read_json(plans_path), read_json(dataset_path)
+        plans, dataset = read_json_object(plans_path), read_json_object(dataset_path)
         device = resolve_device(options.device)
         # The configuration lives in the checkpoints; read the first to know which plan to build.
         checkpoints = select_folds(trainer, options.folds)

@@ -1,7 +1,6 @@
 """Finding and reading an nnU-Net results folder: plans, dataset description, fold checkpoints, kit.json."""
 from __future__ import annotations
 
-import json
 import pickle
 import re
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ import numpy as np
 import torch
 
 from petct.errors import InputError
+from petct.jsonio import read_json
 
 PLANS_JSON = "plans.json"
 DATASET_JSON = "dataset.json"
@@ -93,13 +93,9 @@ def require_trainer_folder(folder: Path) -> Path:
     raise InputError(f"not an nnU-Net results folder: missing {', '.join(missing)}", path=where)
 
 
-def read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError("file does not exist", path=path) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"not valid JSON: {exc}", path=path) from None
+def read_json_object(path: Path) -> dict:
+    """A JSON file of the model folder that must hold an object (plans.json, dataset.json, kit.json)."""
+    value = read_json(path, what=path.name)
     if not isinstance(value, dict):
         raise InputError("expected a JSON object", path=path)
     return value
@@ -127,7 +123,7 @@ def read_settings(folder: Path) -> dict:
     path = folder / SETTINGS_JSON
     if not path.is_file():
         return {}
-    settings = read_json(path)
+    settings = read_json_object(path)
     unknown = set(settings) - {"channel_order"}
     if unknown:
         raise InputError(f"unknown setting(s) {sorted(unknown)}; known: channel_order", path=path)

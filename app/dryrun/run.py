@@ -1,7 +1,6 @@
 """The dry run, top to bottom: studies -> one algorithm job each -> contract checks -> evaluation -> report."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -21,7 +20,7 @@ from app.dryrun.runner import (KIT_ROOT, Limits, command_argv, default_command, 
 from app.sizes import docker_size, format_size
 from petct.errors import InputError
 from petct.imageio import Geometry
-from petct.jsonio import write_json_atomic
+from petct.jsonio import read_json, write_json_atomic
 from petct.layout import METRICS_JSON
 
 EVALUATION_TIME_LIMIT_S = 600.0
@@ -167,7 +166,11 @@ def _evaluate(studies: list[StudyReport], cases: list[DryRunCase], workdir: Path
         report.problems.append(f"evaluation wrote no metrics.json (exit status {outcome.exit_code}): "
                                f"{tail(outcome.log, 5)}")
         return report
-    metrics = json.loads(metrics_path.read_text())
+    try:
+        metrics = read_json(metrics_path, what="the evaluation's metrics.json")
+    except InputError as exc:
+        report.problems.append(str(exc))
+        return report
     report.metrics = metrics
     report.aggregates = metrics.get("aggregates", {})
     for problem in metrics.get("errors", []):
