@@ -5,7 +5,8 @@ on a finer grid of its own. The anatomy is a set of ellipsoids and cylinders pla
 the field of view, so any size covers the same body: legs, torso, neck, head with brain and skull,
 lungs, heart, liver, spleen, kidneys, bladder and spine. Physiological uptake that fools a plain SUV
 threshold is there on purpose (brain, heart, kidneys, very hot bladder). Lesions of 3–40 mm with
-SUV 3–20 sit in the lungs, the liver and lymph-node regions; negative studies have none.
+peak SUV 3–20 sit in the lungs, the liver and lymph-node regions; their uptake falls to half the peak at
+the labelled edge and spills a partial-volume halo beyond it. Negative studies have none.
 
 Command line: ``python -m petct.phantom OUT_DIR --count N --size tiny|small|full``.
 """
@@ -36,6 +37,7 @@ DIRECTION = (math.cos(_ANGLE), -math.sin(_ANGLE), 0.0, math.sin(_ANGLE), math.co
 ORIGIN = (-407.3, -245.8, -1532.0)
 
 AIR_HU = -1000.0
+LESION_HALO = 1.5  # radii out to which a lesion's uptake spills over its labelled edge (partial volume)
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,19 @@ class _Canvas:
             terms.append(((coords[lo:hi] - ci) / ri) ** 2)
         inside = terms[0][:, None, None] + terms[1][None, :, None] + terms[2][None, None, :] <= 1.0
         return tuple(box), inside
+
+    def radial(self, center_mm, radius_mm: float, *, extent: float) -> tuple[tuple[slice, slice, slice], np.ndarray]:
+        """The box out to `extent` radii around a point, and each voxel's distance from it in radii."""
+        axes = (self.z, self.y, self.x)
+        c = (center_mm[2], center_mm[1], center_mm[0])
+        box, terms = [], []
+        for coords, ci in zip(axes, c):
+            lo = int(np.searchsorted(coords, ci - extent * radius_mm, side="left"))
+            hi = int(np.searchsorted(coords, ci + extent * radius_mm, side="right"))
+            box.append(slice(lo, max(lo, hi)))
+            terms.append(((coords[lo:hi] - ci) / radius_mm) ** 2)
+        distance = np.sqrt(terms[0][:, None, None] + terms[1][None, :, None] + terms[2][None, None, :])
+        return tuple(box), distance
 
     def voxel_at(self, center_mm) -> tuple[tuple[slice, slice, slice], np.ndarray]:
         """The one voxel holding a point, in the same (box, mask) form as ellipsoid()."""
@@ -216,8 +231,14 @@ def _render(geometry: Geometry, rng_values: dict, lesions: list[Lesion], *, nois
         seg[box][inside] = 1
         ct[box][inside] = 45.0
         if suv is not None:
-            # Lesions add on top of the background they sit in, so the hottest voxel is its SUV.
-            suv[box][inside] = np.maximum(suv[box][inside], lesion.suv)
+            # Uptake peaks in the centre and falls to half at the labelled edge, with a partial-volume halo fading
+            # over another half radius outside it, as on real PET: a threshold finds neither the edge exactly
+            # nor for free. Lesions sit on top of the background, never below it.
+            halo_box, distance = canvas.radial(lesion.center_mm, r, extent=LESION_HALO)
+            profile = np.where(distance <= 1.0, 1.0 - 0.5 * distance ** 2,
+                               0.5 * (LESION_HALO - distance) / (LESION_HALO - 1.0))
+            suv[halo_box] = np.maximum(suv[halo_box], lesion.suv * np.clip(profile, 0.0, None).astype(np.float32))
+            suv[box][inside] = np.maximum(suv[box][inside], 0.5 * lesion.suv)
 
     if noise_seed is not None:
         noise = np.random.default_rng(noise_seed)

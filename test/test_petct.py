@@ -273,3 +273,19 @@ def test_list_images_ignores_hidden_and_other_files(tmp_path):
     (tmp_path / "dir.mha").mkdir()
     assert [p.name for p in layout.list_images(tmp_path)] == ["a.nii.gz", "b.mha"]
     assert layout.list_images(tmp_path / "missing") == []
+
+
+def test_lesion_uptake_peaks_inside_and_spills_over_the_labelled_edge():
+    from scipy import ndimage
+
+    study = phantom.make_study(4, size="small", n_lesions=6)
+    suv = sitk.GetArrayFromImage(study.suv)
+    seg = sitk.GetArrayFromImage(study.seg).astype(bool)
+    ring = ndimage.binary_dilation(seg, iterations=1) & ~seg
+    body = sitk.GetArrayFromImage(study.ctres) > -500
+    # Partial volume: the voxels just outside the label are warmer than the body at large ...
+    assert np.median(suv[ring & body]) > 1.5 * np.median(suv[body & ~seg])
+    # ... but cooler than the lesions themselves, whose uptake is highest inside.
+    assert np.median(suv[ring]) < np.median(suv[seg])
+    # The hottest lesion's peak survives (voxel centres miss the exact centre; noise is 8 % per voxel).
+    assert suv[seg].max() >= 0.8 * max(lesion.suv for lesion in study.lesions)
