@@ -151,6 +151,12 @@ FAKE_DOCKER = textwrap.dedent("""\
         log.write(json.dumps(args) + "\\n")
     if args[0] == "kill":
         sys.exit(0)
+    if args[:2] == ["image", "inspect"]:
+        image = args[-1]
+        if "missing" in image:
+            sys.exit("Error response from daemon: No such image: " + image)
+        print("linux/arm64" if "arm" in image else "linux/amd64")
+        sys.exit(0)
     assert args[0] == "run" and "--rm" in args and "--network" in args
     mounts = dict(reversed(args[i + 1].split(":")[:2]) for i, a in enumerate(args) if a == "-v")
     sys.exit(subprocess.call([sys.executable, "-m", "algorithm", "--input", mounts["/input"],
@@ -169,7 +175,8 @@ def test_image_mode_runs_docker_with_the_platform_flags(tmp_path):
                      "--memory", "8g", "--output", str(tmp_path / "out"),
                      env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_DOCKER_LOG": str(calls)})
     assert result.returncode == 0, result.stdout + result.stderr
-    (argv,) = [json.loads(line) for line in calls.read_text().splitlines()]
+    inspect, argv = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert inspect[:2] == ["image", "inspect"] and inspect[-1] == "team/algo:1"  # checked before any job
     assert argv[-1] == "team/algo:1"
     for flag in ("--memory=8g", "--memory-swap=8g", "--shm-size=4g", "--cap-drop=ALL",
                  "--security-opt=no-new-privileges", "--pids-limit=256", "--platform=linux/amd64"):
@@ -301,3 +308,18 @@ def test_case_names_with_dots_get_their_metrics(tmp_path):
     [study] = report["studies"]
     assert study["study"] == "PETCT_1.2.840"
     assert study["metrics"] is not None and study["metrics"]["dice"] is not None
+
+
+@pytest.mark.parametrize("image,reason", [("team/missing:1", "No such image"), ("team/arm:1", "linux/arm64")])
+def test_image_that_docker_lacks_or_that_is_not_amd64_is_a_usage_error(tmp_path, image, reason):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    docker = bin_dir / "docker"
+    docker.write_text(FAKE_DOCKER.replace("{python}", sys.executable))
+    docker.chmod(0o755)
+    calls = tmp_path / "docker-calls.jsonl"
+    result = dry_run("--image", image, "--phantoms", "1", "--phantom-size", "tiny", "--output", str(tmp_path / "out"),
+                     env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_DOCKER_LOG": str(calls)})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert image in result.stderr and reason in result.stderr
+    assert all(json.loads(line)[0] != "run" for line in calls.read_text().splitlines())  # no job ran

@@ -15,8 +15,8 @@ from app.dryrun import platform
 from app.dryrun.cases import DryRunCase, folder_cases, pet_grids, phantom_cases
 from app.dryrun.contract import JobCheck, check_output, check_run, snapshot
 from app.dryrun.report import EvaluationReport, StudyReport, aggregates_line, table, write_junit
-from app.dryrun.runner import (KIT_ROOT, Limits, command_argv, default_command, docker_run_argv, gpu_present,
-                               run_limited, tail)
+from app.dryrun.runner import (KIT_ROOT, Limits, check_docker_image, command_argv, default_command, docker_run_argv,
+                               gpu_present, run_limited, tail)
 from app.sizes import docker_size, format_size
 from petct.errors import InputError
 from petct.imageio import Geometry
@@ -70,6 +70,8 @@ def _check_options(options: DryRunOptions) -> None:
         raise InputError("give --command or --image, not both")
     if options.image and shutil.which("docker") is None:
         raise InputError("--image needs the docker command, which is not on PATH")
+    if options.image:
+        check_docker_image(options.image)
     if options.command:
         command_argv(options.command, input_dir=Path("in"), output_dir=Path("out"))  # placeholders present
     if options.time_limit_s <= 0:

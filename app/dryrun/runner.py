@@ -75,6 +75,29 @@ def docker_run_argv(*, image: str, input_dir: Path, output_dir: Path, tmp_dir: P
     return argv + [image]
 
 
+PLATFORM_OS_ARCH = "linux/amd64"
+
+
+def check_docker_image(image: str, *, docker: str = "docker") -> None:
+    """Refuse, before any job runs, an image Docker does not have locally or one built for another platform.
+
+    Without this, `docker run` would try to pull a missing image, and every study would fail the same way with
+    the reason only in its log.
+    """
+    try:
+        found = subprocess.run([docker, "image", "inspect", "--format", "{{.Os}}/{{.Architecture}}", image],
+                               capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise InputError(f"--image {image}: docker image inspect failed: {exc}") from None
+    if found.returncode != 0:
+        reason = (found.stderr.strip().splitlines() or ["unknown error"])[-1]
+        raise InputError(f"--image {image}: not usable: {reason} (build it first: docker build --platform "
+                         f"{PLATFORM_OS_ARCH} -t {image} .)")
+    os_arch = found.stdout.strip()
+    if os_arch != PLATFORM_OS_ARCH:
+        raise InputError(f"--image {image} is built for {os_arch}; grand-challenge runs {PLATFORM_OS_ARCH} only")
+
+
 def gpu_present() -> bool:
     """Whether `nvidia-smi -L` lists a GPU (then `docker run` gets --gpus all, as on the platform)."""
     if shutil.which("nvidia-smi") is None:
