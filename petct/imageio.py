@@ -29,7 +29,7 @@ class Geometry:
     direction: tuple[float, ...]
 
     @classmethod
-    def of(cls, image: sitk.Image) -> "Geometry":
+    def of(cls, image: sitk.Image | sitk.ImageFileReader) -> "Geometry":
         return cls(
             size=tuple(image.GetSize()),
             spacing=tuple(image.GetSpacing()),
@@ -70,40 +70,74 @@ def _fmt(values) -> str:
     return "[" + ", ".join(f"{v:.6g}" for v in values) + "]"
 
 
-def read_image(path: str | Path) -> sitk.Image:
-    """Read a single-channel 3D image, or raise InputError naming the file and the problem."""
-    path = Path(path)
+def _require_nonempty_file(path: Path) -> None:
     if not path.exists():
         raise InputError("file does not exist", path=path)
     if not path.is_file():
         raise InputError("not a regular file", path=path)
     if path.stat().st_size == 0:
         raise InputError("file is empty", path=path)
+
+
+def _require_single_channel_3d(*, path: Path, dimension: int, components: int, size) -> None:
+    if dimension != 3:
+        raise InputError(f"expected a 3D image, got {dimension}D", path=path)
+    if components != 1:
+        raise InputError(f"expected one channel, got {components} components per voxel", path=path)
+    if 0 in size:
+        raise InputError(f"image has no voxels (size {list(size)})", path=path)
+
+
+def read_image(path: str | Path) -> sitk.Image:
+    """Read a single-channel 3D image, or raise InputError naming the file and the problem."""
+    path = Path(path)
+    _require_nonempty_file(path)
     require_complete_nifti(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         reason = _itk_reason(str(exc), path)
         raise InputError(f"not a readable image (truncated or corrupt?): {reason}", path=path) from None
-    if image.GetDimension() != 3:
-        raise InputError(f"expected a 3D image, got {image.GetDimension()}D", path=path)
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(
-            f"expected one channel, got {image.GetNumberOfComponentsPerPixel()} components per voxel", path=path)
-    if 0 in image.GetSize():
-        raise InputError(f"image has no voxels (size {list(image.GetSize())})", path=path)
+    _require_single_channel_3d(path=path, dimension=image.GetDimension(),
+                               components=image.GetNumberOfComponentsPerPixel(), size=image.GetSize())
     return image
 
 
+def read_geometry(path: str | Path) -> Geometry:
+    """The grid of a single-channel 3D image from its header alone (no voxels read), or InputError.
+
+    Cheap enough to check a file's grid, or its size against a limit, before reading a possibly huge image.
+    """
+    path = Path(path)
+    _require_nonempty_file(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        reason = _itk_reason(str(exc), path)
+        raise InputError(f"not a readable image (truncated or corrupt?): {reason}", path=path) from None
+    _require_single_channel_3d(path=path, dimension=reader.GetDimension(),
+                               components=reader.GetNumberOfComponents(), size=reader.GetSize())
+    return Geometry.of(reader)
+
+
 def _itk_reason(message: str, path: Path) -> str:
-    """The informative part of an ITK exception: the 'ITK ERROR' description, without paths and errno noise."""
+    """The informative part of an ITK/SimpleITK exception, without the file's path (callers name it) or errno noise."""
     lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    text = lines[-1] if lines else "unknown error"
     for line in lines:
         if "ITK ERROR" in line:
             text = line.split("): ", 1)[-1]
-            # ITK appends the last errno ("No such file or directory") on a separate line; it misleads.
-            return text.replace(str(path), "").replace(" for reading", "").replace(":  ", ": ").strip(" .:")
-    return lines[-1] if lines else "unknown error"
+            break
+        if "sitk::ERROR:" in line:
+            text = line.split("sitk::ERROR:", 1)[1]
+            break
+    # ITK appends the last errno ("No such file or directory") on a separate line; it misleads, so it is dropped.
+    for form in (f'"{path}"', str(path)):
+        text = text.replace(form, "")
+    text = " ".join(text.replace(" for reading", "").split()).strip(" .:")
+    return text.removesuffix(" for")  # "Unable to determine ImageIO reader for <path>"
 
 
 def read_array(path: str | Path) -> tuple[np.ndarray, Geometry]:

@@ -289,3 +289,25 @@ def test_lesion_uptake_peaks_inside_and_spills_over_the_labelled_edge():
     assert np.median(suv[ring]) < np.median(suv[seg])
     # The hottest lesion's peak survives (voxel centres miss the exact centre; noise is 8 % per voxel).
     assert suv[seg].max() >= 0.8 * max(lesion.suv for lesion in study.lesions)
+
+
+def test_read_geometry_reads_the_header_alone(tmp_path):
+    image = _image(shape=(4, 5, 6), spacing=(0.5, 0.7, 2.5))
+    path = write_image_atomic(image, tmp_path / "x.mha", compress=False)
+    from petct.imageio import read_geometry
+    assert read_geometry(path) == Geometry.of(image)
+    # The header alone is enough: a file cut right after its header still tells its grid ...
+    header_end = path.read_bytes().index(b"ElementDataFile = LOCAL\n") + len(b"ElementDataFile = LOCAL\n")
+    cut = tmp_path / "cut.mha"
+    cut.write_bytes(path.read_bytes()[:header_end])
+    assert read_geometry(cut) == Geometry.of(image)
+    # ... while the same bad inputs as read_image's are refused with the same messages.
+    with pytest.raises(InputError, match="nope.mha.*does not exist"):
+        read_geometry(tmp_path / "nope.mha")
+    (tmp_path / "garbage.mha").write_bytes(b"this is not an image\n" * 10)
+    with pytest.raises(InputError, match="garbage.mha.*not a readable image"):
+        read_geometry(tmp_path / "garbage.mha")
+    flat = tmp_path / "flat.mha"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((5, 6), np.uint8)), str(flat))
+    with pytest.raises(InputError, match="expected a 3D image, got 2D"):
+        read_geometry(flat)

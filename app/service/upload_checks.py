@@ -7,12 +7,11 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from app.service.errors import ApiError
 from app.service.uploads import StoredFile
 from petct.errors import InputError
-from petct.imageio import Geometry, read_image
+from petct.imageio import Geometry, read_geometry, read_image
 
 HEADER_BYTES = 65536
 # MetaIO ends its header at the first ElementDataFile key (any whitespace around it; "=" or ":" before
@@ -69,19 +68,14 @@ def check_upload(stored: StoredFile, *, max_voxels: int, read_voxels: bool = Tru
     reason = detached_data_reason(stored.path)
     if reason:
         raise refuse(reason)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(stored.path))
     try:
-        reader.ReadImageInformation()
-    except RuntimeError:
-        raise refuse("not an image SimpleITK can read (truncated, corrupt or another format?)") from None
-    voxels = int(np.prod(reader.GetSize(), dtype=np.int64))
-    if voxels > max_voxels:
-        raise refuse(f"image has {voxels} voxels, over the server's limit of {max_voxels}")
-    if read_voxels:
-        try:
+        geometry = read_geometry(stored.path)
+        voxels = int(np.prod(geometry.size, dtype=np.int64))
+        if voxels > max_voxels:
+            raise refuse(f"image has {voxels} voxels, over the server's limit of {max_voxels}")
+        if read_voxels:
             read_image(stored.path)
-        except InputError as exc:
-            # exc.problem, not str(exc): the message must not reveal the server's own file path.
-            raise refuse(exc.problem) from None
-    return Geometry.of(reader)
+    except InputError as exc:
+        # exc.problem, not str(exc): the message must not reveal the server's own file path.
+        raise refuse(exc.problem) from None
+    return geometry
