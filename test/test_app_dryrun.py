@@ -164,16 +164,22 @@ FAKE_DOCKER = textwrap.dedent("""\
 """)
 
 
-def test_image_mode_runs_docker_with_the_platform_flags(tmp_path):
+def _fake_docker(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """A `docker` first on PATH that logs each call (one JSON argv per line) to the returned file."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     docker = bin_dir / "docker"
     docker.write_text(FAKE_DOCKER.replace("{python}", sys.executable))
     docker.chmod(0o755)
     calls = tmp_path / "docker-calls.jsonl"
+    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_DOCKER_LOG": str(calls)}, calls
+
+
+def test_image_mode_runs_docker_with_the_platform_flags(tmp_path):
+    env, calls = _fake_docker(tmp_path)
     result = dry_run("--image", "team/algo:1", "--phantoms", "1", "--phantom-size", "tiny", "--no-gpus",
                      "--memory", "8g", "--output", str(tmp_path / "out"),
-                     env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_DOCKER_LOG": str(calls)})
+                     env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     inspect, argv = [json.loads(line) for line in calls.read_text().splitlines()]
     assert inspect[:2] == ["image", "inspect"] and inspect[-1] == "team/algo:1"  # checked before any job
@@ -312,14 +318,9 @@ def test_case_names_with_dots_get_their_metrics(tmp_path):
 
 @pytest.mark.parametrize("image,reason", [("team/missing:1", "No such image"), ("team/arm:1", "linux/arm64")])
 def test_image_that_docker_lacks_or_that_is_not_amd64_is_a_usage_error(tmp_path, image, reason):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    docker = bin_dir / "docker"
-    docker.write_text(FAKE_DOCKER.replace("{python}", sys.executable))
-    docker.chmod(0o755)
-    calls = tmp_path / "docker-calls.jsonl"
+    env, calls = _fake_docker(tmp_path)
     result = dry_run("--image", image, "--phantoms", "1", "--phantom-size", "tiny", "--output", str(tmp_path / "out"),
-                     env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_DOCKER_LOG": str(calls)})
+                     env=env)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert image in result.stderr and reason in result.stderr
     assert all(json.loads(line)[0] != "run" for line in calls.read_text().splitlines())  # no job ran
