@@ -15,12 +15,11 @@ from algorithm.logs import timed
 from petct.errors import InputError
 from petct.imageio import Geometry, grid_mismatches, image_from_array, read_image, require_finite, write_image_atomic
 from petct.jsonio import dumps
+from petct.resample import CT_OUTSIDE_HU, resample_ct_array
 from petct.layout import CT_RELATIVE_PATH, INPUTS_JSON, OUTPUT_RELATIVE_PATH, PET_RELATIVE_PATH, image_stem, list_images
 
 log = logging.getLogger(__name__)
 
-CT_OUTSIDE_HU = -1024.0  # air, as the challenge's CTres uses outside the CT's field of view
-MIN_CT_COVERAGE = 0.5  # below this fraction of the PET grid covered by CT, warn
 PROBABILITY_SUFFIXES = (".mha", ".nii.gz", ".nii", ".nrrd")  # what --save-probabilities may write
 
 
@@ -79,40 +78,11 @@ def read_study(*, pet_path: Path, ct_path: Path) -> tuple[Geometry, np.ndarray, 
     if mismatches:
         log.info("CT grid differs from the PET grid (%s): resampling CT onto the PET grid (linear, %g HU outside)",
                  "; ".join(mismatches), CT_OUTSIDE_HU)
-        ct, coverage = resampled_array(ct_image, geometry, path=ct_path)
+        ct, coverage = resample_ct_array(ct_image, geometry, path=ct_path)
         notes["ct_resampled"] = {"from": mismatches, "coverage": round(coverage, 4)}
     else:
         ct = sitk.GetArrayFromImage(ct_image).astype(np.float32, copy=False)
     return geometry, pet, ct, notes
-
-
-def resampled_array(ct: sitk.Image, grid: Geometry, *, path: Path) -> tuple[np.ndarray, float]:
-    """CT resampled onto `grid` as a float32 (z, y, x) array, and the fraction of that grid the CT covers."""
-    resampler = sitk.ResampleImageFilter()
-    resampler.SetSize(grid.size)
-    resampler.SetOutputSpacing(grid.spacing)
-    resampler.SetOutputOrigin(grid.origin)
-    resampler.SetOutputDirection(grid.direction)
-    resampler.SetInterpolator(sitk.sitkLinear)
-    resampler.SetOutputPixelType(sitk.sitkFloat32)
-    # NaN marks voxels outside the CT (inputs were checked finite), then becomes air.
-    resampler.SetDefaultPixelValue(float("nan"))
-    out = sitk.GetArrayFromImage(resampler.Execute(ct))
-    outside = np.isnan(out)
-    coverage = 1.0 - float(np.count_nonzero(outside)) / out.size
-    if coverage == 0.0:
-        raise InputError("CT does not overlap the PET's field of view (check origin and direction)", path=path)
-    if coverage < MIN_CT_COVERAGE:
-        log.warning("the CT covers only %.0f %% of the PET's field of view", 100 * coverage)
-    out[outside] = CT_OUTSIDE_HU
-    return out, coverage
-
-
-def resample_onto(ct: sitk.Image, reference: sitk.Image, *, path: Path) -> tuple[sitk.Image, float]:
-    """CT resampled onto `reference`'s grid as an image, and the fraction of that grid the CT covers."""
-    grid = Geometry.of(reference)
-    out, coverage = resampled_array(ct, grid, path=path)
-    return image_from_array(out, grid), coverage
 
 
 def segment_study(*, pet_path: Path, ct_path: Path, engine: Engine) -> SegmentationResult:

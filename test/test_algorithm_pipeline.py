@@ -9,8 +9,9 @@ import SimpleITK as sitk
 
 from algorithm import cli, failures
 from algorithm.engine import Prediction
-from algorithm.pipeline import (CT_OUTSIDE_HU, StudyInputs, check_probabilities_path, find_study_inputs,
-                                resample_onto, run_container, segment_study)
+from petct.resample import CT_OUTSIDE_HU, resample_ct_onto as resample_onto
+from algorithm.pipeline import (StudyInputs, check_probabilities_path, find_study_inputs,
+                                run_container, segment_study)
 from algorithm_helpers import output_files, write_platform_input
 from petct.errors import InputError
 from petct.phantom import make_study
