@@ -12,14 +12,16 @@ import sys
 from pathlib import Path
 
 from evaluation.batch import score_cases
-from evaluation.cli import EXIT_BAD_INPUT, EXIT_OK, parse_args
+from evaluation.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_USAGE, parse_args
 from evaluation.pairing import Case, match_folders, match_jobs
 from evaluation.predictions import read_jobs
 from evaluation.problems import Problem
-from evaluation.ranking import format_leaderboard, leaderboard, read_submission, read_subsets, submission_argument
+from evaluation.ranking import (format_leaderboard, format_subset_means, leaderboard, read_submission, read_subsets,
+                                study_set_warnings, submission_argument)
+from evaluation.aggregates import summary_line
 from evaluation.report import build_report, print_problems, write_report
 from evaluation.scoring import StudyResult, score_files
-from evaluation.studies import index_masks
+from evaluation.studies import MaskNaming, index_masks
 from petct.errors import InputError
 from petct.jsonio import dumps, write_json_atomic
 from petct.layout import METRICS_JSON, PREDICTIONS_JSON
@@ -39,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
 def score_submission(args) -> int:
     """Container mode: predictions.json and the ground-truth folder in, metrics.json out."""
     output = args.output / METRICS_JSON
+    if not args.input.is_dir():  # not inside the platform's container: writing /output would litter the machine
+        print(f"error: input folder {args.input} does not exist; run inside the evaluation container or pass "
+              "--input DIR (nothing written)", file=sys.stderr)
+        return EXIT_USAGE
     try:
         jobs, problems = read_jobs(args.input / PREDICTIONS_JSON)
         ground_truth = index_masks(args.ground_truth, what="ground truth")
@@ -53,12 +59,13 @@ def score_folders(args) -> int:
     """Predictions paired with ground truth by study name, folder against folder."""
     try:
         ground_truth = index_masks(args.ground_truth, what="ground truth")
-        predictions = index_masks(args.predictions, what="predictions")
+        predictions = index_masks(args.predictions, what="predictions",
+                                  naming=MaskNaming(suffix=args.prediction_suffix))
     except InputError as exc:
         return finish([], [Problem.of(exc)], output=args.output, allow_partial=False)
     cases, unmatched = match_folders(ground_truth, predictions)
     results, failed = score_cases(cases, workers=args.workers, timeout_s=args.timeout)
-    return finish(results, unmatched + failed, output=args.output, allow_partial=args.allow_partial)
+    return finish(results, unmatched + failed, output=args.output, allow_partial=args.allow_partial, summary=True)
 
 
 def score_pair(args) -> int:
@@ -85,21 +92,29 @@ def rank_submissions(args) -> int:
     except (InputError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    for line in study_set_warnings(submissions):
+        print(line, file=sys.stderr)
+    if subsets is not None:
+        print(format_subset_means(submissions))
+        print()
     print(format_leaderboard(rows))
     return EXIT_OK
 
 
 def finish(results: list[tuple[Case, StudyResult]], problems: list[Problem], *, output: Path,
-           allow_partial: bool) -> int:
+           allow_partial: bool, summary: bool = False) -> int:
     """Write metrics.json with every result and problem; the exit status says whether to rank it."""
     print_problems(problems)
+    report = build_report(results, problems)
     try:
-        write_report(build_report(results, problems), output)
+        write_report(report, output)
     except OSError as exc:
         print(f"error: file {output}: cannot write metrics: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"scored {len(results)} stud{'y' if len(results) == 1 else 'ies'}, {len(problems)} problem(s); "
           f"wrote {output}", file=sys.stderr)
+    if summary:  # an interactive command: the means a user came for, as the dry-run prints them
+        print(summary_line(report["aggregates"]))
     if not problems or (allow_partial and results):
         return EXIT_OK
     return EXIT_BAD_INPUT
