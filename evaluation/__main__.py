@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from evaluation.batch import score_cases
 from evaluation.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_USAGE, parse_args
-from evaluation.pairing import Case, match_folders, match_jobs
-from evaluation.predictions import read_jobs
-from evaluation.problems import Problem
-from evaluation.ranking import (format_leaderboard, format_subset_means, leaderboard, read_submission, read_subsets,
-                                study_set_warnings, submission_argument)
-from evaluation.aggregates import summary_line
-from evaluation.report import build_report, print_problems, write_report
-from evaluation.scoring import StudyResult, score_files
-from evaluation.studies import MaskNaming, index_masks
 from petct.errors import InputError
-from petct.jsonio import dumps, write_json_atomic
 from petct.layout import METRICS_JSON, PREDICTIONS_JSON
+
+# Each mode imports what it uses when it runs: `score-pair` on one study must not pay for the worker
+# pool, predictions.json or the ranking (start-up is most of a one-study run; BENCHMARKS.md).
+if TYPE_CHECKING:
+    from evaluation.pairing import Case
+    from evaluation.problems import Problem
+    from evaluation.scoring import StudyResult
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +42,11 @@ def score_submission(args) -> int:
         print(f"error: input folder {args.input} does not exist; run inside the evaluation container or pass "
               "--input DIR (nothing written)", file=sys.stderr)
         return EXIT_USAGE
+    from evaluation.batch import score_cases
+    from evaluation.pairing import match_jobs
+    from evaluation.predictions import read_jobs
+    from evaluation.problems import Problem
+    from evaluation.studies import index_masks
     try:
         jobs, problems = read_jobs(args.input / PREDICTIONS_JSON)
         ground_truth = index_masks(args.ground_truth, what="ground truth")
@@ -57,6 +59,10 @@ def score_submission(args) -> int:
 
 def score_folders(args) -> int:
     """Predictions paired with ground truth by study name, folder against folder."""
+    from evaluation.batch import score_cases
+    from evaluation.pairing import match_folders
+    from evaluation.problems import Problem
+    from evaluation.studies import MaskNaming, index_masks
     try:
         ground_truth = index_masks(args.ground_truth, what="ground truth")
         predictions = index_masks(args.predictions, what="predictions",
@@ -70,6 +76,8 @@ def score_folders(args) -> int:
 
 def score_pair(args) -> int:
     """One study: its metrics as JSON on stdout."""
+    from evaluation.scoring import score_files
+    from petct.jsonio import dumps
     try:
         result = score_files(ground_truth=args.ground_truth, prediction=args.prediction, study=args.study)
     except InputError as exc:
@@ -81,6 +89,9 @@ def score_pair(args) -> int:
 
 def rank_submissions(args) -> int:
     """Several submissions' metrics.json in, the leaderboard out (printed, and as JSON with --output)."""
+    from evaluation.ranking import (format_leaderboard, format_subset_means, leaderboard, read_submission,
+                                    read_subsets, study_set_warnings, submission_argument)
+    from petct.jsonio import write_json_atomic
     try:
         subsets = read_subsets(args.subsets) if args.subsets is not None else None
         submissions = [read_submission(path, name=name, subsets=subsets)
@@ -104,6 +115,8 @@ def rank_submissions(args) -> int:
 def finish(results: list[tuple[Case, StudyResult]], problems: list[Problem], *, output: Path,
            allow_partial: bool, summary: bool = False) -> int:
     """Write metrics.json with every result and problem; the exit status says whether to rank it."""
+    from evaluation.aggregates import summary_line
+    from evaluation.report import build_report, print_problems, write_report
     print_problems(problems)
     report = build_report(results, problems)
     try:

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
-from evaluation.pool import default_workers
 from petct.argtypes import positive_number, whole_number
 from petct.layout import DEFAULT_GROUND_TRUTH, DEFAULT_INPUT, DEFAULT_OUTPUT, OUTPUT_RELATIVE_PATH
 
@@ -28,6 +28,11 @@ reasons), unless --allow-partial; 2 for bad options, or when the input folder do
 Ground truth and predictions may be flat files (PETCT_x.nii.gz, PETCT_x_SEG.mha), study folders
 (PETCT_x/SEG.mha) or the public dataset's two levels (PETCT_x/<study folder>/SEG.nii.gz, study
 PETCT_x__<study folder>). docs/metrics.md defines the metrics."""
+
+
+def default_workers() -> int:
+    """The CPUs this process may use, at most 4: each study needs about half a GB at full size."""
+    return max(1, min(4, len(os.sched_getaffinity(0))))
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

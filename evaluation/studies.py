@@ -21,7 +21,6 @@ Two mask files with one key make that study ambiguous: it is reported, never gue
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,6 +116,7 @@ class MaskIndex:
 
     def near_matches(self, study: str) -> list[str]:
         """Studies whose names are close to `study` (for "did you mean ...?" hints)."""
+        import difflib  # only a failed match needs it
         return difflib.get_close_matches(study, self.studies(), n=3, cutoff=0.75)
 
 
