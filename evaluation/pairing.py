@@ -101,11 +101,8 @@ def _study_of(job: Job, ground_truth: MaskIndex) -> str:
     if not candidates:
         raise _Unmatched(Problem(job=job.pk, reason="job has no input image with a name (PET or CT) to match "
                                                     "its ground truth by"))
-    by_safe_key: dict[str, list[str]] = {}
-    for study in ground_truth.studies():
-        by_safe_key.setdefault(safe_key(study), []).append(study)
     for lookup in (lambda name: [name] if name in ground_truth else [],
-                   lambda name: by_safe_key.get(safe_key(name), [])):
+                   lambda name: ground_truth.by_safe_key().get(safe_key(name), [])):
         for name, studies in candidates:
             hits = list(dict.fromkeys(hit for study in studies for hit in lookup(study)))
             if len(hits) == 1:
@@ -129,7 +126,8 @@ def _same_names_once(unmatched: list[tuple[Job, Problem]]) -> list[Problem]:
     groups: dict[tuple, list[tuple[Job, Problem]]] = {}
     for job, problem in unmatched:
         names = tuple(sorted((path, name) for path, name in job.inputs.items() if name))
-        groups.setdefault(names if names else (job.pk,), []).append((job, problem))
+        # Jobs that did not succeed (often earlier tries of the same study) keep their own line.
+        groups.setdefault(names if names and job.succeeded else (job.pk,), []).append((job, problem))
     problems = []
     for names, group in groups.items():
         if len(group) == 1:

@@ -27,7 +27,7 @@ from pathlib import Path
 from petct.errors import InputError
 from petct.layout import IMAGE_SUFFIXES as FILE_SUFFIXES
 from petct.layout import SEG_NAME, image_stem, is_image_file, list_images
-from petct.studykey import study_key
+from petct.studykey import safe_key, study_key
 
 MASK_SUFFIXES = ("_SEG",)
 IMAGE_SUFFIXES = ("_SUV", "_CTres", "_PET", "_CT")
@@ -107,12 +107,21 @@ class MaskIndex:
     folder: Path
     files: dict[str, Path] = field(default_factory=dict)
     duplicates: dict[str, list[Path]] = field(default_factory=dict)
+    _by_safe_key: dict[str, list[str]] | None = field(default=None, repr=False, compare=False)
 
     def __contains__(self, study: str) -> bool:
         return study in self.files or study in self.duplicates
 
     def studies(self) -> list[str]:
         return sorted(set(self.files) | set(self.duplicates))
+
+    def by_safe_key(self) -> dict[str, list[str]]:
+        """The studies by petct.studykey.safe_key of their names (built once, on first use)."""
+        if self._by_safe_key is None:
+            self._by_safe_key = {}
+            for study in self.studies():
+                self._by_safe_key.setdefault(safe_key(study), []).append(study)
+        return self._by_safe_key
 
     def near_matches(self, study: str) -> list[str]:
         """Studies whose names are close to `study` (for "did you mean ...?" hints)."""
