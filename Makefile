@@ -30,6 +30,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_evaluation.py
+	$(PY) benchmarks/bench_score_startup.py
 	$(PY) benchmarks/bench_baseline.py
 	$(PY) benchmarks/bench_app.py
 	$(PY) benchmarks/bench_inference.py --quick
