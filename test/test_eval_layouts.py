@@ -169,6 +169,18 @@ def test_jobs_with_the_same_input_names_give_one_message(tmp_path):
     assert result.stderr.count("same names") == 1 and "looked for" not in result.stderr
 
 
+def test_a_failed_try_with_the_same_names_is_not_lumped_with_the_succeeded_job(tmp_path):
+    sub = Submission(tmp_path)
+    write_mask(sub.ground_truth / "PETCT_a.nii.gz", mask(0), GRID)
+    sub.add_job(pk="try-1", pet_name="PETCT_b_SUV.mha", mask=None, status="Failed")
+    sub.add_job(pk="try-2", pet_name="PETCT_b_SUV.mha", mask=mask(0), geometry=GRID)
+    sub.write_predictions_json()
+    assert evaluation(*sub.argv()).returncode == 1
+    by_job = {e["job"]: e["reason"] for e in sub.metrics()["errors"] if e["job"]}
+    assert sorted(by_job) == ["try-1", "try-2"]
+    assert all("no ground truth" in reason and "same names" not in reason for reason in by_job.values())
+
+
 def test_container_mode_without_an_input_folder_refuses_and_writes_nothing(tmp_path):
     result = evaluation("--input", str(tmp_path / "no-input"), "--output", str(tmp_path / "out"),
                         "--ground-truth", str(tmp_path))
