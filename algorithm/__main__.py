@@ -1,7 +1,8 @@
 """`python -m algorithm`: one PET/CT study in, one lesion mask out, as a grand-challenge algorithm job.
 
-Story: parse the arguments -> load the engine (nnU-Net model, else the baseline) -> read and check the
-inputs -> predict -> write the mask. Any failure ends in one line on stderr and a non-zero exit code.
+Story: parse the arguments -> the edition's profile (2024: the data-centric answer, settled before any
+work) -> load the engine (nnU-Net model, else the baseline) -> read and check the inputs (2025: the
+clicks too) -> predict -> write the mask (2024: and data-centric-model.json). Any failure ends in one line on stderr and a non-zero exit code.
 """
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import sys
 import time
 
 from algorithm.cli import engine_options, parse_args
-from algorithm.engines import load_engine
+from algorithm.data_centric import data_centric_answer, write_data_centric
+from algorithm.engines import MODEL_SEARCH_PATH, load_engine
 from algorithm.failures import report_failure
 from algorithm.logs import configure_logging, timed
 from algorithm.pipeline import check_probabilities_path, run_container
+from petct.editions import edition as edition_named
 from petct.jsonio import dumps
 
 log = logging.getLogger("algorithm")
@@ -26,13 +29,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Checked before the (slow) model load: a probability map in /output breaks "exactly one output".
         check_probabilities_path(args.save_probabilities, output_dir=args.output, input_dir=args.input)
+        edition = edition_named(args.challenge)
+        data_centric = None
+        if edition.data_centric_output:
+            folders = [args.model] if args.model is not None else list(MODEL_SEARCH_PATH)
+            data_centric, source = data_centric_answer(option=args.data_centric, model_folders=folders)
+            log.info("data-centric model: %s (from %s)", dumps(data_centric), source)
         with timed({}, "load engine", log):
             engine = load_engine(model=args.model, options=engine_options(args, clock_start=started),
                                  engine=args.engine)
         log.info("engine: %s", dumps(engine.describe(), indent=None))
         # Reading, prediction and writing, each logged with its time.
         mask_path = run_container(input_dir=args.input, output_dir=args.output, engine=engine,
-                                  probabilities_path=args.save_probabilities)
+                                  probabilities_path=args.save_probabilities, edition=edition)
+        if data_centric is not None:
+            log.info("wrote %s", write_data_centric(data_centric, args.output))
     except Exception as exc:  # noqa: BLE001 - every failure becomes one line and an exit code
         return report_failure(exc, debug=args.debug)
     log.info("done: %s", mask_path)

@@ -48,7 +48,9 @@ import cc3d
 import numpy as np
 from scipy import ndimage
 
+from algorithm.click_refinement import refine_with_clicks
 from algorithm.engine import EngineOptions, Prediction
+from petct.clicks import Clicks
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,8 @@ class BaselineEngine:
         return {"engine": self.name, "device": "cpu", "model": None, "reason": self.reason,
                 "settings": asdict(self.settings)}
 
-    def predict(self, *, pet: np.ndarray, ct: np.ndarray, spacing_zyx: tuple[float, float, float]) -> Prediction:
+    def predict(self, *, pet: np.ndarray, ct: np.ndarray, spacing_zyx: tuple[float, float, float],
+                clicks: Clicks | None = None) -> Prediction:
         s = self.settings
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -161,6 +164,11 @@ class BaselineEngine:
             keep[label] = False
         mask = keep[labels].astype(np.uint8)
         timings["organ_rules"] = time.perf_counter() - t2
+        click_notes = None
+        if clicks is not None:  # 2025 interactive track (algorithm.click_refinement)
+            t3 = time.perf_counter()
+            mask, click_notes = refine_with_clicks(mask, pet=pet, clicks=clicks, spacing_zyx=spacing)
+            timings["clicks"] = time.perf_counter() - t3
 
         notes = {
             "lungs_found": landmarks.lungs_found,
@@ -173,6 +181,8 @@ class BaselineEngine:
             "dropped_as_physiological": {organ: len(labels_) for organ, labels_ in _by_organ(dropped).items()},
             "lesion_components": len(components) - len(dropped),
         }
+        if click_notes is not None:
+            notes["clicks"] = click_notes
         return Prediction(mask=mask, probabilities=None, timings=timings, notes=notes)
 
 

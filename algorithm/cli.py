@@ -8,6 +8,7 @@ from pathlib import Path
 from algorithm.engine import EngineOptions
 from algorithm.engines import BAKED_MODEL, ENGINE_CHOICES
 from petct.argtypes import positive_number
+from petct.editions import CHALLENGE_CHOICES, CHALLENGE_ENV, default_challenge
 from petct.layout import DEFAULT_INPUT, DEFAULT_MODEL, DEFAULT_OUTPUT
 
 # Settings from the environment use this prefix: grand-challenge strips GRAND_CHALLENGE_* variables.
@@ -18,12 +19,14 @@ CHANNELS = ("pet", "ct")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m algorithm",
-        description="Segment the FDG-avid lesions of one PET/CT study laid out as grand-challenge does.")
+        description="Segment the FDG-avid lesions of one PET/CT study laid out as grand-challenge does "
+                    "(with autopet-2025-interactive, also reading <input>/lesion-clicks.json).")
     parser.add_argument("--input", type=Path, default=DEFAULT_INPUT,
                         help="folder with images/pet/<one image> and images/ct/<one image> (default %(default)s)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
-                        help="folder to write images/automated-petct-lesion-segmentation/<name>.mha into "
-                             "(default %(default)s)")
+                        help="folder to write images/<slug>/<name>.mha into; the slug is "
+                             "automated-petct-lesion-segmentation, tumor-lesion-segmentation for "
+                             "autopet-2025-interactive (default %(default)s)")
     parser.add_argument("--model", type=Path, default=None,
                         help=f"nnU-Net results folder (default: {DEFAULT_MODEL}, then {BAKED_MODEL}, "
                              "then the weight-free baseline)")
@@ -45,6 +48,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--save-probabilities", type=Path, default=None, metavar="PATH",
                         help="also write the lesion probability map here (.mha, .nii.gz, .nii or .nrrd), outside both the "
                              "input and the output folder; checked before any work")
+    parser.add_argument("--challenge", choices=CHALLENGE_CHOICES, default=default_challenge(),
+                        help=f"the autoPET edition's contract (README, Editions; or set {CHALLENGE_ENV}; "
+                             "default %(default)s)")
+    parser.add_argument("--data-centric", action=argparse.BooleanOptionalAction, default=None,
+                        help="autopet-2024: the answer written to /output/data-centric-model.json (default: "
+                             "PETCT_KIT_DATA_CENTRIC, else data-centric-model.json in the model folder)")
     parser.add_argument("--debug", action="store_true", default=_env("DEBUG", "") not in ("", "0"),
                         help="print the traceback on failure (or set PETCT_KIT_DEBUG=1)")
     return parser.parse_args(argv)

@@ -6,6 +6,8 @@ from typing import Protocol
 
 import numpy as np
 
+from petct.clicks import Clicks
+
 
 @dataclass(frozen=True)
 class EngineOptions:
@@ -40,5 +42,6 @@ class Engine(Protocol):
     def describe(self) -> dict[str, object]:
         """Engine, device, model and settings, for logs and the service's /readyz."""
 
-    def predict(self, *, pet: np.ndarray, ct: np.ndarray, spacing_zyx: tuple[float, float, float]) -> Prediction:
-        """Segment one study: SUV and CT float32 arrays (z, y, x) on the same grid."""
+    def predict(self, *, pet: np.ndarray, ct: np.ndarray, spacing_zyx: tuple[float, float, float],
+                clicks: Clicks | None = None) -> Prediction:
+        """Segment one study: SUV and CT float32 arrays (z, y, x) on the same grid; clicks in the 2025 profile."""

@@ -11,6 +11,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from algorithm.engine import Engine
+from petct.clicks import Clicks, read_clicks
+from petct.editions import CLICKS_JSON, EDITIONS, DEFAULT_CHALLENGE, Edition
 from algorithm.logs import timed
 from petct.errors import InputError
 from petct.imageio import Geometry, grid_mismatches, image_from_array, read_image, require_finite, write_image_atomic
@@ -85,15 +87,22 @@ def read_study(*, pet_path: Path, ct_path: Path) -> tuple[Geometry, np.ndarray, 
     return geometry, pet, ct, notes
 
 
-def segment_study(*, pet_path: Path, ct_path: Path, engine: Engine) -> SegmentationResult:
-    """Read and check one study, run the engine, and return its mask on the PET grid."""
+def segment_study(*, pet_path: Path, ct_path: Path, engine: Engine,
+                  clicks_path: Path | None = None) -> SegmentationResult:
+    """Read and check one study (and its clicks, when given), run the engine, and return its mask on the PET grid."""
     timings: dict[str, float] = {}
     with timed(timings, "read inputs", log):
         geometry, pet, ct, notes = read_study(pet_path=Path(pet_path), ct_path=Path(ct_path))
+        clicks = None if clicks_path is None else read_clicks(clicks_path, size_xyz=tuple(geometry.size))
     log.info("study: PET %s, %s voxels at %s mm", Path(pet_path).name, list(geometry.size),
              [round(s, 4) for s in geometry.spacing])
+    # Only the interactive profile passes clicks, so engines that predate them run the other profiles unchanged.
+    extra: dict[str, Clicks] = {}
+    if clicks is not None:
+        log.info("clicks: %d tumour, %d background (step %d)", len(clicks.tumor), len(clicks.background), clicks.step)
+        extra["clicks"] = clicks
     with timed(timings, "predict", log):
-        prediction = engine.predict(pet=pet, ct=ct, spacing_zyx=geometry.spacing[::-1])
+        prediction = engine.predict(pet=pet, ct=ct, spacing_zyx=geometry.spacing[::-1], **extra)
     del pet, ct
     for stage, seconds in prediction.timings.items():
         timings[f"predict/{stage}"] = seconds
@@ -150,19 +159,21 @@ def check_probabilities_path(path: Path | None, *, output_dir: Path, input_dir: 
         raise InputError(f"--save-probabilities cannot be written: {existing} is not a writable folder", path=path)
 
 
-def mask_path_for(*, output_dir: Path, pet_path: Path) -> Path:
-    """<output>/images/automated-petct-lesion-segmentation/<PET input's name>.mha"""
-    return Path(output_dir) / OUTPUT_RELATIVE_PATH / f"{image_stem(Path(pet_path).name)}.mha"
+def mask_path_for(*, output_dir: Path, pet_path: Path, relative_path: str = OUTPUT_RELATIVE_PATH) -> Path:
+    """<output>/<relative_path>/<PET input's name>.mha (images/automated-petct-lesion-segmentation by default)"""
+    return Path(output_dir) / relative_path / f"{image_stem(Path(pet_path).name)}.mha"
 
 
 def run_container(*, input_dir: Path, output_dir: Path, engine: Engine,
-                  probabilities_path: Path | None = None) -> Path:
+                  probabilities_path: Path | None = None, edition: Edition = EDITIONS[DEFAULT_CHALLENGE]) -> Path:
     """The algorithm job: one study from `input_dir` to one mask under `output_dir`; returns the mask's path."""
     check_probabilities_path(probabilities_path, output_dir=output_dir, input_dir=input_dir)
     inputs = find_study_inputs(Path(input_dir))
     _log_uploaded_names(Path(input_dir))
-    result = segment_study(pet_path=inputs.pet_path, ct_path=inputs.ct_path, engine=engine)
-    target = mask_path_for(output_dir=output_dir, pet_path=inputs.pet_path)
+    clicks_path = Path(input_dir) / CLICKS_JSON if edition.clicks else None
+    result = segment_study(pet_path=inputs.pet_path, ct_path=inputs.ct_path, engine=engine, clicks_path=clicks_path)
+    target = mask_path_for(output_dir=output_dir, pet_path=inputs.pet_path,
+                           relative_path=edition.output_relative_path)
     _warn_about_other_outputs(target)
     with timed(result.timings, "write mask", log):
         write_image_atomic(result.mask, target, compress=True)

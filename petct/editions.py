@@ -1,0 +1,68 @@
+"""The autoPET editions the kit supports, as one table of what differs between them (README, "Editions").
+
+Every container reads its profile from here (`--challenge`, or PETCT_KIT_CHALLENGE): the algorithm
+(output folder, extra outputs, clicks), the evaluation (scoring mode, ranking rule), the service and the
+dry run. The default profile is the 2022/2023 contract, which is what the kit always did.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from petct.errors import InputError
+
+CHALLENGE_ENV = "PETCT_KIT_CHALLENGE"
+DATA_CENTRIC_JSON = "data-centric-model.json"  # 2024: the algorithm's second output, a bare JSON boolean
+CLICKS_JSON = "lesion-clicks.json"  # 2025 interactive track: the algorithm's click input
+MAX_CLICKS = 10  # per kind (tumour, background), the 2025 protocol's last step
+
+
+@dataclass(frozen=True)
+class Edition:
+    """What one edition's contract fixes; every field is a difference the README's table lists."""
+
+    name: str
+    title: str
+    output_slug: str  # the mask goes to /output/images/<output_slug>/
+    data_centric_output: bool = False  # also write /output/data-centric-model.json (a JSON boolean)
+    rank_needs_subsets: bool = False  # `rank` averages per tracer x centre subset and refuses without them
+    clicks: bool = False  # /input/lesion-clicks.json is read; jobs come in steps of 0..MAX_CLICKS clicks
+    # Dice of a study without lesions: undefined (skipped in the mean) in every edition's published script;
+    # its false positives count through the false positive volume alone.
+    negative_study_dice: str = "undefined"
+
+    @property
+    def output_relative_path(self) -> str:
+        return f"images/{self.output_slug}"
+
+    @property
+    def click_steps(self) -> tuple[int, ...]:
+        """Clicks of each kind per protocol step: (0, 1, ..., 10) for the interactive track, else (0,)."""
+        return tuple(range(MAX_CLICKS + 1)) if self.clicks else (0,)
+
+
+EDITIONS: dict[str, Edition] = {edition.name: edition for edition in (
+    Edition(name="autopet-2022", title="autoPET 2022/2023 (FDG, then FDG and PSMA)",
+            output_slug="automated-petct-lesion-segmentation"),
+    Edition(name="autopet-2024", title="autoPET III 2024 (FDG and PSMA, data-centric award)",
+            output_slug="automated-petct-lesion-segmentation", data_centric_output=True,
+            rank_needs_subsets=True),
+    Edition(name="autopet-2025-interactive", title="autoPET IV 2025, task 1 (interactive, lesion clicks)",
+            output_slug="tumor-lesion-segmentation", clicks=True),
+)}
+DEFAULT_CHALLENGE = "autopet-2022"
+CHALLENGE_CHOICES = tuple(EDITIONS)
+
+
+def edition(name: str | None = None) -> Edition:
+    """The profile called `name`; None: PETCT_KIT_CHALLENGE, else the 2022 default."""
+    name = name or os.environ.get(CHALLENGE_ENV) or DEFAULT_CHALLENGE
+    try:
+        return EDITIONS[name]
+    except KeyError:
+        raise InputError(f"unknown challenge {name!r}; expected one of {', '.join(CHALLENGE_CHOICES)}") from None
+
+
+def default_challenge() -> str:
+    """The --challenge default: PETCT_KIT_CHALLENGE when set, else the 2022 profile."""
+    return os.environ.get(CHALLENGE_ENV) or DEFAULT_CHALLENGE
