@@ -5,6 +5,8 @@ Container mode, the default, as grand-challenge runs it:
   2. pair each ground-truth study with exactly one job, by the name of the job's PET (else CT) input;
   3. score every pair in its own process, in parallel;
   4. write <output>/metrics.json (`case`, `aggregates`, `errors`) atomically, report problems on stderr.
+With --challenge autopet-2025-interactive, step 2 pairs each study with one job per click step (0..10)
+and step 4 writes each study's curves, their areas and final values (evaluation.interactive).
 """
 from __future__ import annotations
 
@@ -32,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         return score_folders(args)
     if args.command == "rank":
         return rank_submissions(args)
+    if args.command == "simulate-clicks":
+        from evaluation.simulate import simulate_folder
+        return simulate_folder(ground_truth=args.ground_truth, output=args.output, pet=args.pet, seed=args.seed)
     return score_submission(args)
 
 
@@ -47,14 +52,54 @@ def score_submission(args) -> int:
     from evaluation.predictions import read_jobs
     from evaluation.problems import Problem
     from evaluation.studies import index_masks
+    from petct.editions import edition as edition_named
+    edition = edition_named(args.challenge)
+    prediction_path = args.prediction_path or edition.output_relative_path
     try:
         jobs, problems = read_jobs(args.input / PREDICTIONS_JSON)
         ground_truth = index_masks(args.ground_truth, what="ground truth")
     except InputError as exc:  # nothing can be scored
-        return finish([], [Problem.of(exc)], output=output, allow_partial=False)
-    cases, unmatched = match_jobs(jobs, ground_truth, input_dir=args.input, prediction_path=args.prediction_path)
+        return finish([], [Problem.of(exc)], output=output, allow_partial=False, csv=args.csv)
+    if edition.clicks:
+        return score_interactive(args, jobs, ground_truth, problems, output=output, prediction_path=prediction_path)
+    cases, unmatched = match_jobs(jobs, ground_truth, input_dir=args.input, prediction_path=prediction_path)
     results, failed = score_cases(cases, workers=args.workers, timeout_s=args.timeout)
-    return finish(results, problems + unmatched + failed, output=output, allow_partial=args.allow_partial)
+    return finish(results, problems + unmatched + failed, output=output, allow_partial=args.allow_partial,
+                  csv=args.csv)
+
+
+def score_interactive(args, jobs, ground_truth, problems, *, output: Path, prediction_path: str) -> int:
+    """The 2025 protocol: 11 jobs per study grouped by click count, scored together, summed up per study."""
+    from evaluation.batch import score_cases
+    from evaluation.case_csv import write_case_csv
+    from evaluation.interactive import CSV_COLUMNS, aggregate_interactive, collect, group_by_step
+    from evaluation.report import case_key, print_problems, write_report
+    studies, cases, steps_of, job_problems, broken = group_by_step(jobs, ground_truth, input_dir=args.input,
+                                                         prediction_path=prediction_path)
+    results, failed = score_cases(cases, workers=args.workers, timeout_s=args.timeout)
+    complete, study_problems = collect(studies, cases, results, failed, broken, steps_of=steps_of)
+    problems = problems + job_problems + study_problems
+    print_problems(problems)
+    keys: dict[str, str] = {}
+    for study in complete:
+        keys[study.study] = case_key(study.study, taken=set(keys.values()))
+    report = {"case": {keys[s.study]: s.to_json() for s in complete},
+              "aggregates": aggregate_interactive(complete),
+              "errors": [p.to_json() for p in problems]}
+    target = output
+    try:
+        write_report(report, output)
+        if args.csv is not None:
+            target = args.csv
+            write_case_csv(args.csv, columns=CSV_COLUMNS, rows=[s.csv_row() for s in complete])
+    except OSError as exc:
+        print(f"error: file {target}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"scored {len(complete)} interactive stud{'y' if len(complete) == 1 else 'ies'} ({len(cases)} jobs), "
+          f"{len(problems)} problem(s); wrote {output}", file=sys.stderr)
+    if not problems or (args.allow_partial and complete):
+        return EXIT_OK
+    return EXIT_BAD_INPUT
 
 
 def score_folders(args) -> int:
@@ -68,10 +113,11 @@ def score_folders(args) -> int:
         predictions = index_masks(args.predictions, what="predictions",
                                   naming=MaskNaming(suffix=args.prediction_suffix))
     except InputError as exc:
-        return finish([], [Problem.of(exc)], output=args.output, allow_partial=False)
+        return finish([], [Problem.of(exc)], output=args.output, allow_partial=False, csv=args.csv)
     cases, unmatched = match_folders(ground_truth, predictions)
     results, failed = score_cases(cases, workers=args.workers, timeout_s=args.timeout)
-    return finish(results, unmatched + failed, output=args.output, allow_partial=args.allow_partial, summary=True)
+    return finish(results, unmatched + failed, output=args.output, allow_partial=args.allow_partial, summary=True,
+                  csv=args.csv)
 
 
 def score_pair(args) -> int:
@@ -89,12 +135,21 @@ def score_pair(args) -> int:
 
 def rank_submissions(args) -> int:
     """Several submissions' metrics.json in, the leaderboard out (printed, and as JSON with --output)."""
-    from evaluation.ranking import (format_leaderboard, format_subset_means, leaderboard, read_submission,
-                                    read_subsets, study_set_warnings, submission_argument)
+    from evaluation.ranking import (format_leaderboard, format_subset_means, leaderboard, read_studies_csv,
+                                    read_submission, read_subsets, study_set_warnings, submission_argument)
     from petct.jsonio import write_json_atomic
+    from petct.editions import edition as edition_named
     try:
         subsets = read_subsets(args.subsets) if args.subsets is not None else None
-        submissions = [read_submission(path, name=name, subsets=subsets)
+        if args.studies is not None:
+            if subsets is not None:
+                raise InputError("give --subsets or --studies, not both")
+            subsets = read_studies_csv(args.studies)
+        if subsets is None and edition_named(args.challenge).rank_needs_subsets:
+            raise InputError(f"{args.challenge} ranks per tracer x centre subset: give --subsets JSON or --studies "
+                             "CSV (with study, tracer and centre columns); refusing to rank over all studies")
+        suffix = "_auc" if edition_named(args.challenge).clicks else ""  # 2025: rank the areas under the curves
+        submissions = [read_submission(path, name=name, subsets=subsets, suffix=suffix)
                        for name, path in map(submission_argument, args.submissions)]
         rows = leaderboard(submissions)
         if args.output is not None:
@@ -113,9 +168,10 @@ def rank_submissions(args) -> int:
 
 
 def finish(results: list[tuple[Case, StudyResult]], problems: list[Problem], *, output: Path,
-           allow_partial: bool, summary: bool = False) -> int:
-    """Write metrics.json with every result and problem; the exit status says whether to rank it."""
+           allow_partial: bool, summary: bool = False, csv: Path | None = None) -> int:
+    """Write metrics.json (and the per-case CSV) with every result and problem; the exit status says whether to rank it."""
     from evaluation.aggregates import summary_line
+    from evaluation.case_csv import SINGLE_COLUMNS, single_rows, write_case_csv
     from evaluation.report import build_report, print_problems, write_report
     print_problems(problems)
     report = build_report(results, problems)
@@ -123,6 +179,12 @@ def finish(results: list[tuple[Case, StudyResult]], problems: list[Problem], *, 
         write_report(report, output)
     except OSError as exc:
         print(f"error: file {output}: cannot write metrics: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        if csv is not None:
+            write_case_csv(csv, columns=SINGLE_COLUMNS, rows=single_rows(results))
+    except OSError as exc:
+        print(f"error: file {csv}: cannot write the per-case CSV: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"scored {len(results)} stud{'y' if len(results) == 1 else 'ies'}, {len(problems)} problem(s); "
           f"wrote {output}", file=sys.stderr)

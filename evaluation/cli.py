@@ -6,10 +6,11 @@ import os
 from pathlib import Path
 
 from petct.argtypes import positive_number, whole_number
+from petct.editions import CHALLENGE_CHOICES, CHALLENGE_ENV, default_challenge
 from petct.layout import DEFAULT_GROUND_TRUTH, DEFAULT_INPUT, DEFAULT_OUTPUT, OUTPUT_RELATIVE_PATH
 
 CONTAINER = "container"
-COMMANDS = (CONTAINER, "score-folders", "score-pair", "rank")
+COMMANDS = (CONTAINER, "score-folders", "score-pair", "rank", "simulate-clicks")
 DEFAULT_TIMEOUT_S = 600.0
 
 EXIT_OK = 0
@@ -27,7 +28,11 @@ reasons), unless --allow-partial; 2 for bad options, or when the input folder do
 
 Ground truth and predictions may be flat files (PETCT_x.nii.gz, PETCT_x_SEG.mha), study folders
 (PETCT_x/SEG.mha) or the public dataset's two levels (PETCT_x/<study folder>/SEG.nii.gz, study
-PETCT_x__<study folder>). docs/metrics.md defines the metrics."""
+PETCT_x__<study folder>). docs/metrics.md defines the metrics.
+
+--challenge picks the edition's rules (README, Editions): with autopet-2025-interactive, container
+mode groups each study's 11 jobs by their lesion-clicks.json input and scores the curves' areas;
+with autopet-2024, `rank` needs the tracer x centre subsets."""
 
 
 def default_workers() -> int:
@@ -42,7 +47,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return _parser().parse_args(argv)
 
 
+def _challenge_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--challenge", choices=CHALLENGE_CHOICES, default=default_challenge(),
+                        help=f"the autoPET edition's rules (or set {CHALLENGE_ENV}; default: %(default)s)")
+
+
 def _batch_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--csv", type=Path, metavar="FILE",
+                        help="also write one row per case in the organisers' CSV columns")
     parser.add_argument("--workers", type=whole_number(1), default=default_workers(),
                         help="studies scored at once, each in its own process (default: %(default)s)")
     parser.add_argument("--timeout", type=positive_number, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
@@ -63,8 +75,10 @@ def _parser() -> argparse.ArgumentParser:
                            help="folder of ground-truth masks (default: %(default)s)")
     container.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
                            help="folder to write metrics.json into (default: %(default)s)")
-    container.add_argument("--prediction-path", default=OUTPUT_RELATIVE_PATH,
-                           help="interface relative_path of the jobs' mask output (default: %(default)s)")
+    container.add_argument("--prediction-path", default=None,
+                           help="interface relative_path of the jobs' mask output (default: the edition's, "
+                                f"{OUTPUT_RELATIVE_PATH} before 2025)")
+    _challenge_option(container)
     _batch_options(container)
 
     folders = commands.add_parser("score-folders", help="score a folder of predictions against a folder of ground truth")
@@ -88,5 +102,19 @@ def _parser() -> argparse.ArgumentParser:
                       help="a submission's metrics.json; NAME defaults to the file's folder name")
     rank.add_argument("--subsets", type=Path, metavar="JSON",
                       help='2024 rule: {"<study>": "<subset>"}; metrics are averaged and ranked per subset')
+    rank.add_argument("--studies", type=Path, metavar="CSV",
+                      help="2024 rule: a studies CSV with study, tracer and centre columns; each tracer x centre "
+                           "pair is a subset")
+    _challenge_option(rank)
     rank.add_argument("--output", type=Path, help="also write the leaderboard as JSON here")
+
+    simulate = commands.add_parser("simulate-clicks", help="write 2025 lesion-clicks.json files from ground truth "
+                                                           "(the organisers' simulation rules, seeded)")
+    simulate.add_argument("ground_truth", type=Path, metavar="GT_DIR", help="folder of ground-truth masks")
+    simulate.add_argument("output", type=Path, metavar="OUT_DIR",
+                          help="folder to write <study>_clicks.json into (grand-challenge's Multiple points form)")
+    simulate.add_argument("--pet", type=Path, metavar="PET_DIR",
+                          help="folder of SUV images (<study>/SUV.*, <study>_SUV.*); default: the SUV image next "
+                               "to each mask, as in the dataset's study folders")
+    simulate.add_argument("--seed", type=int, default=42, help="random seed per study (default: %(default)s)")
     return parser

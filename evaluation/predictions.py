@@ -28,6 +28,9 @@ class Job:
     inputs: dict[str, str | None] = field(default_factory=dict)
     outputs: dict[str, str | None] = field(default_factory=dict)
     status: str | None = None  # None when predictions.json does not say: taken as succeeded
+    # Non-image inputs by relative path: the socket's inline `value`, else its `file` (a URL or path string).
+    # The 2025 interactive track learns each job's protocol step from its lesion-clicks.json value here.
+    values: dict[str, object] = field(default_factory=dict)
 
     @property
     def succeeded(self) -> bool:
@@ -76,7 +79,19 @@ def _job(item: object, number: int) -> Job:
         raise InputError(f"missing or invalid pk {pk!r}")
     status = item.get("status")
     return Job(pk=pk, inputs=_sockets(item, "inputs"), outputs=_sockets(item, "outputs"),
-               status=status if isinstance(status, str) else None)
+               status=status if isinstance(status, str) else None, values=_values(item.get("inputs")))
+
+
+def _values(sockets: list) -> dict[str, object]:
+    """The inline value (else the file) of each input socket that has one; `_sockets` has checked the list."""
+    found = {}
+    for socket in sockets:
+        relative_path = socket["interface"]["relative_path"]
+        if socket.get("value") is not None:
+            found[relative_path] = socket["value"]
+        elif isinstance(socket.get("file"), str) and socket["file"]:
+            found[relative_path] = {"file": socket["file"]}
+    return found
 
 
 def _sockets(item: dict, key: str) -> dict[str, str | None]:

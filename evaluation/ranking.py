@@ -54,8 +54,11 @@ def competition_ranks(values: list[float], *, higher_is_better: bool) -> list[fl
             float(1 + sum(math.isfinite(other) for other in keyed)) for key in keyed]
 
 
-def read_submission(path: Path, *, name: str, subsets: dict[str, str] | None) -> Submission:
-    """Means per subset from one metrics.json: its aggregates, or its per-study records when split in subsets."""
+def read_submission(path: Path, *, name: str, subsets: dict[str, str] | None, suffix: str = "") -> Submission:
+    """Means per subset from one metrics.json: its aggregates, or its per-study records when split in subsets.
+
+    `suffix` names the ranked values after the metric: "_auc" ranks the 2025 track's areas under the curves.
+    """
     report = read_json(path, what="metrics.json")
     if not isinstance(report, dict):
         raise InputError("metrics.json must hold a JSON object", path=path)
@@ -67,7 +70,7 @@ def read_submission(path: Path, *, name: str, subsets: dict[str, str] | None) ->
         if not isinstance(aggregates, dict):
             raise InputError("metrics.json has no 'aggregates'", path=path)
         return Submission(name=name, path=Path(path), studies=studies, means={ALL_STUDIES: {
-            metric: _number((aggregates.get(metric) or {}).get("mean")) for metric in RANKED_METRICS}})
+            metric: _number((aggregates.get(metric + suffix) or {}).get("mean")) for metric in RANKED_METRICS}})
     if not isinstance(cases, dict):
         raise InputError("metrics.json has no 'case' records to split into subsets", path=path)
     values: dict[str, dict[str, list[float]]] = {s: {m: [] for m in RANKED_METRICS} for s in set(subsets.values())}
@@ -76,7 +79,7 @@ def read_submission(path: Path, *, name: str, subsets: dict[str, str] | None) ->
         if study not in subsets:
             raise InputError(f"study {study!r} is in no subset of the subsets file", path=path)
         for metric in RANKED_METRICS:
-            values[subsets[study]][metric].append(_number(record.get(metric)))
+            values[subsets[study]][metric].append(_number(record.get(metric + suffix)))
     means = {subset: {metric: _mean(v) for metric, v in by_metric.items()} for subset, by_metric in values.items()}
     return Submission(name=name, path=Path(path), means=means, studies=studies)
 
@@ -116,6 +119,35 @@ def read_subsets(path: Path) -> dict[str, str]:
     if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
         raise InputError('expected a JSON object {"<study>": "<subset>", ...}', path=path)
     return mapping
+
+
+STUDY_COLUMNS = ("study", "study_key", "case", "gt_name", "name")
+
+
+def read_studies_csv(path: Path) -> dict[str, str]:
+    """{study: "<tracer>/<centre>"} from a CSV with a study column and tracer and centre columns (any case)."""
+    import csv
+    path = Path(path)
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+            header = [h.strip().lower() for h in (rows[0].keys() if rows else [])]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"studies CSV is not readable: {getattr(exc, 'strerror', None) or exc}", path=path) from None
+    columns = {h.strip().lower(): h for h in (rows[0].keys() if rows else [])}
+    study = next((columns[c] for c in STUDY_COLUMNS if c in columns), None)
+    missing = [name for name, found in (("study", study), ("tracer", columns.get("tracer")),
+                                          ("centre", columns.get("centre") or columns.get("center"))) if not found]
+    if missing:
+        raise InputError(f"studies CSV needs {', '.join(missing)} column(s); found {header or 'no rows'}", path=path)
+    centre = columns.get("centre") or columns.get("center")
+    subsets = {}
+    for number, row in enumerate(rows, start=2):
+        values = [(row.get(c) or "").strip() for c in (study, columns["tracer"], centre)]
+        if not all(values):
+            raise InputError(f"line {number} has an empty study, tracer or centre", path=path)
+        subsets[values[0]] = f"{values[1]}/{values[2]}"
+    return subsets
 
 
 def _number(value) -> float:
