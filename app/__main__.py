@@ -27,6 +27,7 @@ def _size(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     from app.dryrun.run import DryRunOptions
     from app.service.settings import DEFAULT_MAX_UPLOAD, DEFAULT_MAX_VOXELS, TOKEN_ENV
+    from petct.editions import CHALLENGE_CHOICES, default_challenge
 
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -78,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     dry.add_argument("--output", type=Path, default=defaults.output,
                      help="where metrics.json, dry-run.json and the job logs go (default: %(default)s)")
     dry.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report here")
+    dry.add_argument("--challenge", choices=CHALLENGE_CHOICES, default=default_challenge(),
+                     help="the autoPET edition's contract: outputs checked, 11 click steps per study for "
+                          "autopet-2025-interactive, scoring (README, Editions; default: %(default)s)")
     return parser
 
 
@@ -109,7 +113,7 @@ def _dry_run(args: argparse.Namespace) -> int:
     return run_dry_run(DryRunOptions(
         command=args.command, image=args.image, cases=args.cases, phantoms=args.phantoms,
         phantom_size=args.phantom_size, time_limit_s=args.time_limit, memory_bytes=args.memory, model=args.model,
-        gpus=args.gpus, workdir=args.workdir, output=args.output, junit=args.junit))
+        gpus=args.gpus, workdir=args.workdir, output=args.output, junit=args.junit, challenge=args.challenge))
 
 
 if __name__ == "__main__":

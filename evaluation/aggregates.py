@@ -65,7 +65,10 @@ def pearson_r(x: list[float], y: list[float]) -> float:
 
 
 SUMMARY_METRICS = (("dice", "mean Dice", ""), ("false_positive_volume", "mean FPV", " ml"),
-                   ("false_negative_volume", "mean FNV", " ml"))
+                   ("false_negative_volume", "mean FNV", " ml"),
+                   # the 2025 interactive track's areas under the curves over 0..10 clicks (evaluation.interactive)
+                   ("dice_auc", "mean Dice AUC", ""), ("false_positive_volume_auc", "mean FPV AUC", " ml"),
+                   ("false_negative_volume_auc", "mean FNV AUC", " ml"))
 
 
 def summary_line(aggregates: dict) -> str:

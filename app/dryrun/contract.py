@@ -11,13 +11,14 @@ import SimpleITK as sitk
 from app.dryrun.runner import Limits, RunOutcome
 from app.sizes import format_size
 from petct.errors import InputError
+from petct.editions import DATA_CENTRIC_JSON
 from petct.imageio import Geometry, grid_mismatches, read_image
 from petct.layout import OUTPUT_RELATIVE_PATH
 
 ALLOWED_OUTPUT_SUFFIX = ".mha"
 ALLOWED_VALUES = {0, 1}
 # The 2024 edition's second output; anything else in /output is reported but allowed.
-KNOWN_EXTRA_OUTPUTS = {"data-centric-model.json"}
+KNOWN_EXTRA_OUTPUTS = {DATA_CENTRIC_JSON}
 
 
 @dataclass
@@ -54,22 +55,39 @@ def check_run(outcome: RunOutcome, *, limits: Limits, check: JobCheck) -> None:
                                 f"{format_size(limits.memory_bytes)}")
 
 
-def check_output(output_dir: Path, *, pet: Geometry, check: JobCheck) -> None:
+def check_data_centric(output_dir: Path, *, check: JobCheck) -> None:
+    """2024: /output/data-centric-model.json must hold a bare JSON boolean."""
+    import json
+    path = output_dir / DATA_CENTRIC_JSON
+    if not path.is_file():
+        check.violations.append(f"no /output/{DATA_CENTRIC_JSON} (the 2024 edition needs it: true or false)")
+        return
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        check.violations.append(f"/output/{DATA_CENTRIC_JSON} is not readable JSON: {exc}")
+        return
+    if not isinstance(value, bool):
+        check.violations.append(f"/output/{DATA_CENTRIC_JSON} holds {json.dumps(value)[:40]}; expected true or false")
+
+
+def check_output(output_dir: Path, *, pet: Geometry, check: JobCheck,
+                 relative_path: str = OUTPUT_RELATIVE_PATH) -> None:
     """Exactly one .mha in the segmentation folder: uint8, values in {0, 1}, on the PET's grid."""
-    folder = output_dir / OUTPUT_RELATIVE_PATH
-    _note_extra_outputs(output_dir, check)
+    folder = output_dir / relative_path
+    _note_extra_outputs(output_dir, check, relative_path=relative_path)
     if not folder.is_dir():
-        check.violations.append(f"no output folder /output/{OUTPUT_RELATIVE_PATH}/")
+        check.violations.append(f"no output folder /output/{relative_path}/")
         return
     entries = sorted(folder.iterdir())
     if len(entries) != 1:
         listed = ", ".join(p.name for p in entries) or "nothing"
-        check.violations.append(f"expected exactly one file in /output/{OUTPUT_RELATIVE_PATH}/, found "
+        check.violations.append(f"expected exactly one file in /output/{relative_path}/, found "
                                 f"{len(entries)}: {listed}")
         return
     mask = entries[0]
     if not mask.is_file():
-        check.violations.append(f"/output/{OUTPUT_RELATIVE_PATH}/{mask.name} is not a regular file")
+        check.violations.append(f"/output/{relative_path}/{mask.name} is not a regular file")
         return
     if not mask.name.lower().endswith(ALLOWED_OUTPUT_SUFFIX):
         rejected = " (the platform rejects .nii.gz)" if mask.name.lower().endswith(".nii.gz") else ""
@@ -94,8 +112,8 @@ def check_output(output_dir: Path, *, pet: Geometry, check: JobCheck) -> None:
     check.mask = mask
 
 
-def _note_extra_outputs(output_dir: Path, check: JobCheck) -> None:
-    slug_folder = output_dir / OUTPUT_RELATIVE_PATH
+def _note_extra_outputs(output_dir: Path, check: JobCheck, *, relative_path: str) -> None:
+    slug_folder = output_dir / relative_path
     for root, dirs, files in os.walk(output_dir):
         here = Path(root)
         if here == slug_folder or slug_folder in here.parents:

@@ -10,6 +10,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from app.dryrun.cases import DryRunCase
+from petct.clicks import Clicks
+from petct.editions import CLICKS_JSON
 from petct.imageio import read_image, write_image_atomic
 from petct.jsonio import write_json_atomic
 from petct.layout import (CT_RELATIVE_PATH, INPUTS_JSON, OUTPUT_RELATIVE_PATH, OUTPUT_SLUG, PET_RELATIVE_PATH,
@@ -29,6 +31,7 @@ class AlgorithmJob:
     output_dir: Path
     tmp_dir: Path
     inputs: list[dict]  # the socket values of inputs.json
+    step: int | None = None  # 2025 interactive track: clicks of each kind in its lesion-clicks.json
     started_at: datetime | None = None
     completed_at: datetime | None = None
 
@@ -41,18 +44,33 @@ def socket_value(*, slug: str, relative_path: str, kind: str, image_pk: str, ima
                           "title": slug.replace("-", " ").title()}}
 
 
-def lay_out_job(case: DryRunCase, folder: Path) -> AlgorithmJob:
-    """`<folder>/<pk>/input/images/{pet,ct}/<uuid>.mha` and inputs.json, an empty output, an empty tmp."""
+def clicks_socket(clicks: Clicks) -> dict:
+    """The lesion-clicks.json input: a JSON value socket, as grand-challenge lists it in inputs.json."""
+    return {"pk": uuid.uuid4().int % 10**9, "file": None, "image": None, "value": clicks.to_grand_challenge(),
+            "interface": {"slug": "lesion-clicks", "kind": "Multiple points", "super_kind": "Value",
+                          "relative_path": CLICKS_JSON, "title": "Lesion Clicks"}}
+
+
+def lay_out_job(case: DryRunCase, folder: Path, *, clicks: Clicks | None = None, step: int | None = None
+                ) -> AlgorithmJob:
+    """`<folder>/<pk>/input/images/{pet,ct}/<uuid>.mha` and inputs.json, an empty output, an empty tmp.
+
+    With `clicks` (2025), also `input/lesion-clicks.json` and its socket.
+    """
     pk = str(uuid.uuid4())
     root = folder / pk
     job = AlgorithmJob(pk=pk, case=case, input_dir=root / "input", output_dir=root / "output",
-                       tmp_dir=root / "tmp", inputs=[])
+                       tmp_dir=root / "tmp", inputs=[], step=step)
     for source, relative, slug, upload_name in ((case.suv, PET_RELATIVE_PATH, PET_SLUG, f"{case.name}_SUV.mha"),
                                                  (case.ctres, CT_RELATIVE_PATH, CT_SLUG, f"{case.name}_CTres.mha")):
         image_pk = str(uuid.uuid4())
         _copy_as_mha(source, job.input_dir / relative / f"{image_pk}.mha")
         job.inputs.append(socket_value(slug=slug, relative_path=relative, kind="Image", image_pk=image_pk,
                                        image_name=upload_name))
+    if clicks is not None:
+        socket = clicks_socket(clicks)
+        write_json_atomic(socket["value"], job.input_dir / CLICKS_JSON)
+        job.inputs.append(socket)
     write_json_atomic(job.inputs, job.input_dir / INPUTS_JSON)
     _read_only_tree(job.input_dir)
     for writable in (job.output_dir, job.tmp_dir):
@@ -87,12 +105,13 @@ def make_writable(root: Path) -> None:
             os.chmod(path, stat.S_IMODE(path.stat().st_mode) | stat.S_IWUSR | stat.S_IXUSR | stat.S_IRUSR)
 
 
-def output_socket(mask_name: str, image_pk: str) -> dict:
-    return socket_value(slug=OUTPUT_SLUG, relative_path=OUTPUT_RELATIVE_PATH, kind="Segmentation",
+def output_socket(mask_name: str, image_pk: str, *, relative_path: str = OUTPUT_RELATIVE_PATH) -> dict:
+    slug = OUTPUT_SLUG if relative_path == OUTPUT_RELATIVE_PATH else relative_path.split("/")[-1]
+    return socket_value(slug=slug, relative_path=relative_path, kind="Segmentation",
                         image_pk=image_pk, image_name=mask_name)
 
 
-def prediction_item(job: AlgorithmJob, image_pk: str) -> dict:
+def prediction_item(job: AlgorithmJob, image_pk: str, *, relative_path: str = OUTPUT_RELATIVE_PATH) -> dict:
     """One predictions.json item for a successful job, with the extra keys the platform adds."""
     started = job.started_at or datetime.now(timezone.utc)
     completed = job.completed_at or started
@@ -108,11 +127,12 @@ def prediction_item(job: AlgorithmJob, image_pk: str) -> dict:
         "completed": completed.isoformat(),
         "exec_duration": str(completed - started),
         "inputs": job.inputs,
-        "outputs": [output_socket(f"{image_pk}.mha", image_pk)],
+        "outputs": [output_socket(f"{image_pk}.mha", image_pk, relative_path=relative_path)],
     }
 
 
-def lay_out_evaluation(jobs_with_masks: list[tuple[AlgorithmJob, Path]], folder: Path) -> Path:
+def lay_out_evaluation(jobs_with_masks: list[tuple[AlgorithmJob, Path]], folder: Path, *,
+                       relative_path: str = OUTPUT_RELATIVE_PATH) -> Path:
     """The evaluation's /input: predictions.json and `<pk>/output/<relative_path>/<image pk>.mha` per job.
 
     The platform stores each output under its own name, not the algorithm's file name.
@@ -121,10 +141,10 @@ def lay_out_evaluation(jobs_with_masks: list[tuple[AlgorithmJob, Path]], folder:
     items = []
     for job, mask in jobs_with_masks:
         image_pk = str(uuid.uuid4())
-        target = folder / job.pk / "output" / OUTPUT_RELATIVE_PATH / f"{image_pk}.mha"
+        target = folder / job.pk / "output" / relative_path / f"{image_pk}.mha"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(mask, target)
-        items.append(prediction_item(job, image_pk))
+        items.append(prediction_item(job, image_pk, relative_path=relative_path))
     write_json_atomic(items, folder / PREDICTIONS_JSON)
     return folder
 

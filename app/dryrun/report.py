@@ -22,6 +22,12 @@ class StudyReport:
     log_tail: str = ""
     metrics: dict | None = None
     job: object = None  # app.dryrun.platform.AlgorithmJob
+    step: int | None = None  # 2025 interactive track: clicks of each kind given to this job
+
+    @property
+    def label(self) -> str:
+        """The study, with the click step when there is one."""
+        return self.case if self.step is None else f"{self.case} @{self.step}"
 
 
 @dataclass
@@ -48,7 +54,7 @@ def table(studies: list[StudyReport]) -> str:
     for s in studies:
         m = s.metrics or {}
         o = s.outcome
-        rows.append((s.case, "-" if s.lesions is None else str(s.lesions),
+        rows.append((s.label, "-" if s.lesions is None else str(s.lesions),
                      "-" if o is None else ("timeout" if o.timed_out else str(o.exit_code)),
                      "-" if o is None else f"{o.seconds:.1f}",
                      format_size(o.peak_rss_bytes) if o and o.peak_rss_bytes else "-",
@@ -58,8 +64,8 @@ def table(studies: list[StudyReport]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
              for row in (header, tuple("-" * w for w in widths), *rows)]
     for s in studies:
-        lines += [f"  {s.case}: FAIL: {v}" for v in s.check.violations]
-        lines += [f"  {s.case}: warning: {w}" for w in s.check.warnings]
+        lines += [f"  {s.label}: FAIL: {v}" for v in s.check.violations]
+        lines += [f"  {s.label}: warning: {w}" for w in s.check.warnings]
     return "\n".join(lines)
 
 
@@ -83,7 +89,7 @@ def write_junit(path: Path, *, studies: list[StudyReport], evaluation: Evaluatio
                          failures=str(sum(not s.check.passed for s in studies)), errors="0",
                          time=f"{sum(s.outcome.seconds for s in studies if s.outcome):.3f}")
     for s in studies:
-        case = ET.SubElement(algo, "testcase", classname="dry-run.algorithm", name=s.case,
+        case = ET.SubElement(algo, "testcase", classname="dry-run.algorithm", name=s.label,
                              time=f"{s.outcome.seconds:.3f}" if s.outcome else "0")
         if not s.check.passed:
             failure = ET.SubElement(case, "failure", message=s.check.violations[0], type="ContractViolation")

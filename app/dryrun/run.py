@@ -13,11 +13,13 @@ from pathlib import Path
 
 from app.dryrun import platform
 from app.dryrun.cases import DryRunCase, folder_cases, pet_grids, phantom_cases
-from app.dryrun.contract import JobCheck, check_output, check_run, snapshot
+from app.dryrun.contract import JobCheck, check_data_centric, check_output, check_run, snapshot
 from app.dryrun.report import EvaluationReport, StudyReport, aggregates_line, table, write_junit
 from app.dryrun.runner import (KIT_ROOT, Limits, check_docker_image, command_argv, default_command, docker_run_argv,
                                gpu_present, run_limited, tail)
 from app.sizes import docker_size, format_size
+from petct.clicks import Clicks
+from petct.editions import CHALLENGE_ENV, DEFAULT_CHALLENGE, Edition, edition as edition_named
 from petct.errors import InputError
 from petct.imageio import Geometry
 from petct.jsonio import read_json, write_json_atomic
@@ -41,6 +43,7 @@ class DryRunOptions:
     workdir: Path | None = None  # kept when given; else a temporary folder, removed at the end
     output: Path = Path("out/dry-run")
     junit: Path | None = None
+    challenge: str = DEFAULT_CHALLENGE  # petct.editions profile: outputs checked, clicks protocol, scoring
 
 
 def run_dry_run(options: DryRunOptions) -> int:
@@ -55,8 +58,10 @@ def run_dry_run(options: DryRunOptions) -> int:
         grids = pet_grids(cases)
         print(f"dry run: {len(cases)} studies, {_runner_description(options)}, "
               f"time limit {options.time_limit_s:g} s, memory {format_size(options.memory_bytes)}", flush=True)
-        studies = [_run_job(case, options, workdir, pet=grids[case.name]) for case in cases]
-        evaluation = _evaluate(studies, cases, workdir)
+        edition = edition_named(options.challenge)
+        studies = [report for case in cases for report in _run_study(case, options, workdir, pet=grids[case.name],
+                                                                     edition=edition)]
+        evaluation = _evaluate(studies, cases, workdir, edition=edition)
         _write_results(options, studies, evaluation)
     finally:
         platform.make_writable(workdir)
@@ -107,12 +112,29 @@ def _studies(options: DryRunOptions, workdir: Path) -> list[DryRunCase]:
     return phantom_cases(workdir / "phantoms", count=options.phantoms, size=options.phantom_size)
 
 
-def _run_job(case: DryRunCase, options: DryRunOptions, workdir: Path, *, pet: Geometry) -> StudyReport:
+def _run_study(case: DryRunCase, options: DryRunOptions, workdir: Path, *, pet: Geometry,
+               edition: Edition) -> list[StudyReport]:
+    """The jobs of one study: one, or with the interactive track one per click step (0..10), as the platform runs them."""
+    if not edition.clicks:
+        return [_run_job(case, options, workdir, pet=pet, edition=edition)]
+    from petct.click_simulation import simulate_clicks
+    from petct.imageio import read_image
+    import SimpleITK as sitk
+    clicks = simulate_clicks(mask_zyx=sitk.GetArrayFromImage(read_image(case.seg)),
+                             pet_zyx=sitk.GetArrayFromImage(read_image(case.suv)))
+    return [_run_job(case, options, workdir, pet=pet, edition=edition, clicks=clicks.first(step), step=step)
+            for step in edition.click_steps]
+
+
+def _run_job(case: DryRunCase, options: DryRunOptions, workdir: Path, *, pet: Geometry, edition: Edition,
+             clicks: Clicks | None = None, step: int | None = None) -> StudyReport:
     """One algorithm job on one study, as the platform runs it, and the checks of what it left."""
-    job = platform.lay_out_job(case, workdir / "jobs")
+    job = platform.lay_out_job(case, workdir / "jobs", clicks=clicks, step=step)
     before = snapshot(job.input_dir)
     limits = Limits(time_s=options.time_limit_s, memory_bytes=options.memory_bytes)
     argv, env, on_timeout = _job_command(job, options)
+    if env is not None:
+        env[CHALLENGE_ENV] = edition.name  # the kit's algorithm (and any command reading it) follows the profile
     job.started_at = datetime.now(timezone.utc)
     outcome = run_limited(argv, limits=limits, log=job.input_dir.parent / "log.txt", env=env, on_timeout=on_timeout)
     job.completed_at = datetime.now(timezone.utc)
@@ -123,11 +145,14 @@ def _run_job(case: DryRunCase, options: DryRunOptions, workdir: Path, *, pet: Ge
     if snapshot(job.input_dir) != before:
         check.violations.append("the job changed files in its input folder, which is read-only on the platform")
     if outcome.exit_code == 0:
-        check_output(job.output_dir, pet=pet, check=check)
+        check_output(job.output_dir, pet=pet, check=check, relative_path=edition.output_relative_path)
+        if edition.data_centric_output:
+            check_data_centric(job.output_dir, check=check)
     status = "ok" if check.passed else "FAIL"
-    print(f"  {case.name}: {status} in {outcome.seconds:.1f} s", flush=True)
-    return StudyReport(case=case.name, lesions=case.lesions, outcome=outcome, check=check,
-                       log_tail=tail(outcome.log), job=job)
+    report = StudyReport(case=case.name, lesions=case.lesions, outcome=outcome, check=check,
+                         log_tail=tail(outcome.log), job=job, step=step)
+    print(f"  {report.label}: {status} in {outcome.seconds:.1f} s", flush=True)
+    return report
 
 
 def _job_command(job: platform.AlgorithmJob, options: DryRunOptions):
@@ -148,17 +173,21 @@ def _job_command(job: platform.AlgorithmJob, options: DryRunOptions):
     return argv, env, None
 
 
-def _evaluate(studies: list[StudyReport], cases: list[DryRunCase], workdir: Path) -> EvaluationReport:
+def _evaluate(studies: list[StudyReport], cases: list[DryRunCase], workdir: Path, *, edition: Edition
+              ) -> EvaluationReport:
     """The kit's evaluation container mode on the outputs of the jobs that passed."""
     passed = [s for s in studies if s.check.passed]
     if not passed:
         return EvaluationReport(exit_code=None, seconds=0.0, problems=["no study met the contract; nothing to score"])
     by_name = {c.name: c for c in cases}
-    eval_in = platform.lay_out_evaluation([(s.job, s.check.mask) for s in passed], workdir / "evaluation" / "input")
-    ground_truth = platform.lay_out_ground_truth([by_name[s.case] for s in passed], workdir / "evaluation" / "gt")
+    eval_in = platform.lay_out_evaluation([(s.job, s.check.mask) for s in passed], workdir / "evaluation" / "input",
+                                          relative_path=edition.output_relative_path)
+    studies_passed = list(dict.fromkeys(s.case for s in passed))
+    ground_truth = platform.lay_out_ground_truth([by_name[name] for name in studies_passed],
+                                                 workdir / "evaluation" / "gt")
     eval_out = workdir / "evaluation" / "output"
     argv = [sys.executable, "-m", "evaluation", "--input", str(eval_in), "--ground-truth", str(ground_truth),
-            "--output", str(eval_out), "--workers", "2"]
+            "--output", str(eval_out), "--workers", "2", "--challenge", edition.name]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(KIT_ROOT), os.environ.get("PYTHONPATH")]))}
     outcome = run_limited(argv, limits=Limits(time_s=EVALUATION_TIME_LIMIT_S, memory_bytes=2**62),
                           log=workdir / "evaluation" / "log.txt", env=env)
@@ -180,7 +209,9 @@ def _evaluate(studies: list[StudyReport], cases: list[DryRunCase], workdir: Path
     # Keys under `case` have dots replaced (the leaderboard reads dotted paths); each record keeps its study name.
     by_study = {record.get("study", key): record for key, record in metrics.get("case", {}).items()}
     for s in studies:
-        s.metrics = by_study.get(s.case)
+        record = by_study.get(s.case)
+        # Interactive records hold one set of metrics per click step.
+        s.metrics = record if s.step is None or record is None else (record.get("steps") or {}).get(str(s.step))
     if outcome.exit_code != 0 and not report.problems:
         report.problems.append(f"evaluation exit status {outcome.exit_code}: {tail(outcome.log, 5)}")
     return report
@@ -193,10 +224,12 @@ def _write_results(options: DryRunOptions, studies: list[StudyReport], evaluatio
     if evaluation.metrics is not None:
         write_json_atomic(evaluation.metrics, out / METRICS_JSON)
     for s in studies:
-        shutil.copyfile(s.outcome.log, _fresh(out / "logs" / f"{s.case}.log"))
+        name = s.case if s.step is None else f"{s.case}_step{s.step:02d}"
+        shutil.copyfile(s.outcome.log, _fresh(out / "logs" / f"{name}.log"))
     write_json_atomic({
         "passed": all(s.check.passed for s in studies) and evaluation.passed,
-        "studies": [{"study": s.case, "job": s.job.pk, "exit_code": s.outcome.exit_code,
+        "challenge": options.challenge,
+        "studies": [{"study": s.case, "step": s.step, "job": s.job.pk, "exit_code": s.outcome.exit_code,
                      "timed_out": s.outcome.timed_out, "seconds": round(s.outcome.seconds, 3),
                      "peak_rss_bytes": s.outcome.peak_rss_bytes, "violations": s.check.violations,
                      "warnings": s.check.warnings, "metrics": s.metrics} for s in studies],
@@ -219,13 +252,13 @@ def _summarise(studies: list[StudyReport], evaluation: EvaluationReport, options
     print(table(studies))
     for problem in evaluation.problems:
         print(f"  evaluation: FAIL: {problem}")
-    failed = [s.case for s in studies if not s.check.passed]
+    failed = [s.label for s in studies if not s.check.passed]
     ok = not failed and evaluation.passed
     print()
     if evaluation.aggregates:
         print(f"evaluation: {aggregates_line(evaluation.aggregates)}")
     verdict = "PASSED" if ok else "FAILED"
-    detail = f"{len(studies) - len(failed)}/{len(studies)} studies met the contract"
+    detail = f"{len(studies) - len(failed)}/{len(studies)} {'jobs' if any(s.step is not None for s in studies) else 'studies'} met the contract"
     if failed:
         detail += f" (failed: {', '.join(failed)})"
     detail += ", evaluation " + ("scored them" if evaluation.passed else "failed")
