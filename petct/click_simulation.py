@@ -12,8 +12,10 @@ The rules (autoPETCTIV's clicks/simulate_clicks.py, read and re-written here; do
 - one seed (42) per study, drawn in the order above, with numpy's legacy generator as the original.
 Arrays are handled in (x, y, z) order, as the original indexes its NIfTI arrays, so clicks are ITK indices.
 Where it differs: the distance transform runs on each region's bounding box (plus a one-voxel margin
-inside the image), which gives the same distances; and a PET without any hot region outside the lesions
-gives fewer than 10 background clicks instead of looping for ever.
+inside the image), which gives the same distances; a hot region one voxel thick, where the original's
+rule draws the extra background clicks from the whole image outside that region (lesions included),
+gives them from the region itself; and a PET without any hot region outside the lesions gives fewer
+than 10 background clicks instead of looping for ever.
 """
 from __future__ import annotations
 
@@ -33,8 +35,10 @@ def simulate_clicks(*, mask_zyx: np.ndarray, pet_zyx: np.ndarray, seed: int = SE
     """Up to `budget` tumour and background clicks, (x, y, z) each, the same for the same inputs."""
     if mask_zyx.shape != pet_zyx.shape:
         raise ValueError(f"mask {mask_zyx.shape} and PET {pet_zyx.shape} differ in shape")
-    label = np.ascontiguousarray(np.asarray(mask_zyx != 0).transpose(2, 1, 0))  # (x, y, z)
-    pet = np.ascontiguousarray(np.asarray(pet_zyx, dtype=np.float64).transpose(2, 1, 0))
+    # (x, y, z) views in Fortran order, as nibabel hands the original its arrays: cc3d numbers regions in
+    # memory order, and that numbering decides which regions the seeded draw picks.
+    label = np.asarray(mask_zyx != 0).transpose(2, 1, 0)
+    pet = np.asarray(pet_zyx, dtype=np.float64).transpose(2, 1, 0)
     rng = np.random.RandomState(seed)
     tumor = _clicks_in(label, rng, budget=budget, fill="border") if label.any() else []
     outside = ~label
