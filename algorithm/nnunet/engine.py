@@ -13,7 +13,8 @@ import torch
 
 from algorithm.engine import EngineOptions, Prediction
 from algorithm.nnunet.budget import Schedule, choose_schedule
-from algorithm.nnunet.folder import (DATASET_JSON, PLANS_JSON, SETTINGS_JSON, LoadedCheckpoint, channel_roles,
+from algorithm.nnunet.folder import (CLICK_ROLES, DATASET_JSON, PLANS_JSON, SETTINGS_JSON, LoadedCheckpoint,
+                                     channel_roles, click_encoding,
                                      load_checkpoint, read_json_object, read_settings, require_trainer_folder,
                                      select_folds)
 from algorithm.nnunet.network import ArchitectureError, UNet, build_network
@@ -21,6 +22,7 @@ from algorithm.nnunet.plans import DEFAULT_RESAMPLING_FN, Plan, read_plan
 from algorithm.nnunet.preprocessing import (pad_to_patch, preprocess, resample_logits_back, to_numpy_grid,
                                             uncrop)
 from algorithm.nnunet.sliding_window import SlidingWindow, WindowRun, mirror_passes, seconds
+from petct.clicks import ClickEncoding, Clicks, click_channels
 from petct.errors import InputError
 
 DEFAULT_TILE_BATCH = {"cuda": 4, "cpu": 1}
@@ -118,6 +120,7 @@ class NnUNetEngine:
         self.mirroring_axes = mirroring_axes
         self.channel_roles = channel_roles
         self.channel_source = channel_source
+        self.click_encoding = ClickEncoding()  # from kit.json when the model takes click channels (from_folder)
         self.options = options
         self.device = device
         self.safe_load = safe_load
@@ -147,6 +150,7 @@ class NnUNetEngine:
             explicit, source = read_settings(trainer).get("channel_order"), str(trainer / SETTINGS_JSON)
         roles = channel_roles(plan.channel_names, None if explicit is None else tuple(explicit),
                               dataset_path=dataset_path, source=source)
+        encoding = click_encoding(read_settings(trainer), path=trainer / SETTINGS_JSON)
         try:
             network = build_network(plan.network_class, plan.arch_kwargs, input_channels=len(plan.channel_names),
                                     num_classes=plan.num_classes)
@@ -165,6 +169,7 @@ class NnUNetEngine:
                      mirroring_axes=first.mirroring_axes, channel_roles=roles,
                      channel_source=source if explicit else DATASET_JSON,
                      options=options, device=device, tile_batch=tile_batch, safe_load=safe, load_notes=notes)
+        engine.click_encoding = encoding
         if options.compile:
             engine._compile()
         return engine
@@ -219,9 +224,12 @@ class NnUNetEngine:
     def _module(self) -> torch.nn.Module:
         return getattr(self.network, "_orig_mod", self.network)
 
-    def _upload(self, pet: np.ndarray, ct: np.ndarray) -> torch.Tensor:
+    def _upload(self, pet: np.ndarray, ct: np.ndarray, clicks: Clicks | None = None) -> torch.Tensor:
         """The network's input channels as one (c, z, y, x) float32 tensor on the device."""
         images = {"pet": pet, "ct": ct}
+        if any(role in CLICK_ROLES for role in self.channel_roles):
+            # No clicks (step 0, or another edition's job) is two empty channels, as the protocol's first step.
+            images.update(zip(CLICK_ROLES, click_channels(clicks or Clicks(), pet.shape, self.click_encoding)))
         if self.device.type != "cuda":
             return torch.from_numpy(np.stack([np.asarray(images[r], dtype=np.float32) for r in self.channel_roles]))
         # Each channel straight into page-locked memory (no stacked copy first), then one asynchronous copy.
@@ -241,12 +249,13 @@ class NnUNetEngine:
         return (seconds(self.device) - start) / len(slices)
 
     @torch.inference_mode()
-    def predict(self, *, pet: np.ndarray, ct: np.ndarray, spacing_zyx: tuple[float, float, float]) -> Prediction:
+    def predict(self, *, pet: np.ndarray, ct: np.ndarray, spacing_zyx: tuple[float, float, float],
+                clicks: Clicks | None = None) -> Prediction:
         if pet.ndim != 3 or pet.shape != ct.shape:
             raise InputError(f"PET {pet.shape} and CT {ct.shape} must be 3D arrays of the same shape")
         timings: dict[str, float] = {}
         t_start = seconds(self.device)
-        data, geometry, unpad = self._prepare(pet, ct, spacing_zyx, timings)
+        data, geometry, unpad = self._prepare(pet, ct, spacing_zyx, timings, clicks)
         t_network = seconds(self.device)
         clock = _BudgetClock(budget_s=self.options.time_budget_s, device=self.device,
                              origin=t_start if self.options.clock_start is None else self.options.clock_start,
@@ -273,10 +282,11 @@ class NnUNetEngine:
         result.notes = {**notes, **self._run_notes(schedule, runs, folds_run)}
         return result
 
-    def _prepare(self, pet: np.ndarray, ct: np.ndarray, spacing_zyx, timings: dict[str, float]):
+    def _prepare(self, pet: np.ndarray, ct: np.ndarray, spacing_zyx, timings: dict[str, float],
+                 clicks: Clicks | None = None):
         """Upload, preprocess as nnU-Net does, pad to at least one patch: (data, geometry, unpad slices)."""
         t_start = seconds(self.device)
-        tensor = self._upload(pet, ct)
+        tensor = self._upload(pet, ct, clicks)
         t = seconds(self.device)  # the asynchronous upload has landed: its pinned staging buffer is free
         _release_pinned_memory(self.device)
         timings["upload"] = t - t_start

@@ -19,7 +19,9 @@ CHECKPOINT_NAMES = ("checkpoint_final.pth", "checkpoint_best.pth")  # preference
 _FOLD_DIR = re.compile(r"^fold_(\d+)$")
 # How deep below the given folder a trainer folder may sit: Dataset*/Trainer__Plans__config/ is two levels.
 MAX_NESTING = 2
-CHANNEL_ROLES = ("pet", "ct")
+# The 2025 interactive track's models take the clicks as two more channels (petct.clicks.click_channels).
+CLICK_ROLES = ("tumor_clicks", "background_clicks")
+CHANNEL_ROLES = ("pet", "ct", *CLICK_ROLES)
 
 
 @dataclass(frozen=True)
@@ -119,19 +121,33 @@ def select_folds(folder: Path, wanted: tuple[int, ...] | None) -> list[FoldCheck
 
 
 def read_settings(folder: Path) -> dict:
-    """The optional kit.json next to plans.json: {"channel_order": ["ct", "pet"]}."""
+    """The optional kit.json next to plans.json: {"channel_order": ["ct", "pet"], "click_encoding": {...}}."""
     path = folder / SETTINGS_JSON
     if not path.is_file():
         return {}
     settings = read_json_object(path)
-    unknown = set(settings) - {"channel_order"}
+    unknown = set(settings) - {"channel_order", "click_encoding"}
     if unknown:
-        raise InputError(f"unknown setting(s) {sorted(unknown)}; known: channel_order", path=path)
+        raise InputError(f"unknown setting(s) {sorted(unknown)}; known: channel_order, click_encoding", path=path)
     if "channel_order" in settings:
         order = settings["channel_order"]
         if not isinstance(order, list) or not all(isinstance(v, str) for v in order):
             raise InputError("channel_order must be a list like [\"ct\", \"pet\"]", path=path)
     return settings
+
+
+def click_encoding(settings: dict, *, path: Path):
+    """How clicks become channels: kit.json's click_encoding, e.g. {"kind": "distance", "max_distance": 15},
+    else the official baseline's Gaussian heatmaps (sigma 3 voxels)."""
+    from petct.clicks import ClickEncoding
+    value = settings.get("click_encoding", {})
+    try:
+        if not isinstance(value, dict):
+            raise TypeError("expected an object")
+        return ClickEncoding(**value)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"click_encoding {value!r}: {exc}; e.g. {{\"kind\": \"gaussian\", \"sigma\": 3}} or "
+                         "{\"kind\": \"distance\", \"max_distance\": 20}", path=path) from None
 
 
 def channel_roles(channel_names: tuple[str, ...], explicit: tuple[str, ...] | None, *,
@@ -160,6 +176,11 @@ def channel_roles(channel_names: tuple[str, ...], explicit: tuple[str, ...] | No
 
 def _role_from_name(name: str) -> str | None:
     words = set(re.split(r"[^a-z]+", name.lower()))
+    # The official 2025 baseline names its click heatmaps FG and BG.
+    if words & {"fg", "foreground", "tumor", "tumour"}:
+        return "tumor_clicks"
+    if words & {"bg", "background"}:
+        return "background_clicks"
     if words & {"pet", "suv", "fdg", "psma"}:
         return "pet"
     if words & {"ct", "ctres"}:
