@@ -205,7 +205,8 @@ def _add_job_routes(app: FastAPI, service: Service) -> None:
     @app.post("/v1/studies", status_code=202, response_model=JobView, tags=["jobs"], responses=ERROR_RESPONSES,
               summary="Queue a study (PET in SUV and CT on the PET grid) for segmentation",
               openapi_extra=multipart_body("pet", "ct", optional=("label",)))
-    async def submit_study(request: Request, response: Response):
+    async def submit_study(request: Request, response: Response,
+                           clicks: str | None = Query(None, max_length=CLICKS_MAX_CHARS, description=CLICKS_HELP)):
         job_id = new_job_id()
         folder = service.settings.jobs_dir / job_id
         folder.mkdir(parents=True)
@@ -213,8 +214,11 @@ def _add_job_routes(app: FastAPI, service: Service) -> None:
             files = await receive_files(request, fields=[FileField("pet"), FileField("ct"),
                                                          FileField("label", required=False)],
                                         folder=folder, max_bytes=service.settings.max_upload_bytes)
-            await service.in_pool(_check_study, service, files)
-            job = service.store.add(job_id, {field: stored.path.name for field, stored in files.items()})
+            grids = await service.in_pool(_check_study, service, files)
+            names = {field: stored.path.name for field, stored in files.items()}
+            if clicks is not None:
+                names["clicks"] = _store_clicks(clicks, folder=folder, size_xyz=tuple(grids["pet"].size))
+            job = service.store.add(job_id, names)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -260,8 +264,8 @@ def _add_job_routes(app: FastAPI, service: Service) -> None:
         return Response(status_code=204)
 
 
-def _check_study(service: Service, files: dict[str, StoredFile]) -> None:
-    """Each file a readable image, and CT and label on the PET's grid."""
+def _check_study(service: Service, files: dict[str, StoredFile]) -> dict:
+    """Each file a readable image, and CT and label on the PET's grid; the grids by field."""
     grids = {field: service.check(stored) for field, stored in files.items()}
     for field in ("ct", "label"):
         if field in grids:
@@ -269,6 +273,30 @@ def _check_study(service: Service, files: dict[str, StoredFile]) -> None:
             if mismatches:
                 raise ApiError(422, f"not on the PET's grid: {'; '.join(mismatches)}", field=field,
                                file=files[field].client_name)
+    return grids
+
+
+# The 2025 interactive track's lesion clicks (petct.clicks): at most 10 + 10 points, so a query parameter suffices.
+CLICKS_MAX_CHARS = 8000
+CLICKS_HELP = ('optional lesion clicks as JSON, {"tumor": [[x, y, z], ...], "background": [...]} or '
+               "grand-challenge's Multiple points form; voxel indices of the PET in (x, y, z) order, at most 10 each")
+CLICKS_FILE = "lesion-clicks.json"
+
+
+def _store_clicks(text: str, *, folder: Path, size_xyz: tuple[int, int, int]) -> str:
+    """Check the clicks against the PET and keep them in the job's folder; 422 naming the field otherwise."""
+    import json
+
+    from petct.clicks import parse_clicks
+    from petct.jsonio import write_json_atomic
+    try:
+        clicks = parse_clicks(json.loads(text), source="clicks", size_xyz=size_xyz)
+    except ValueError as exc:
+        raise ApiError(422, f"not valid JSON: {exc}", field="clicks") from None
+    except InputError as exc:
+        raise ApiError(422, exc.problem, field="clicks") from None
+    write_json_atomic(clicks.to_plain(), folder / CLICKS_FILE)
+    return CLICKS_FILE
 
 
 def _job_or_404(service: Service, job_id: str):
