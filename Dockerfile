@@ -57,7 +57,10 @@ USER root
 RUN mkdir -p /var/lib/petct && chown user:user /var/lib/petct
 COPY --chown=user:user evaluation/requirements.txt /opt/app/evaluation/requirements.txt
 COPY --chown=user:user app/requirements.txt /opt/app/app/requirements.txt
-RUN python -m pip install --no-cache-dir -r /opt/app/evaluation/requirements.txt -r /opt/app/app/requirements.txt
+# The report's and the web pages' plotting and templates (not in the evaluation image: scoring never loads them).
+COPY --chown=user:user evaluation/report-requirements.txt /opt/app/evaluation/report-requirements.txt
+RUN python -m pip install --no-cache-dir -r /opt/app/evaluation/requirements.txt -r /opt/app/app/requirements.txt \
+    -r /opt/app/evaluation/report-requirements.txt
 COPY --chown=user:user petct/ /opt/app/petct/
 COPY --chown=user:user evaluation/ /opt/app/evaluation/
 COPY --chown=user:user app/ /opt/app/app/

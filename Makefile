@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test bench venv clean
 
-$(STAMP): requirements.txt requirements-dev.txt algorithm/requirements.txt evaluation/requirements.txt app/requirements.txt
+$(STAMP): requirements.txt requirements-dev.txt algorithm/requirements.txt evaluation/requirements.txt app/requirements.txt \
+		evaluation/report-requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned: a bare `torch` requirement would pull a multi-GB CUDA build, and this pair

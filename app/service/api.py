@@ -13,10 +13,11 @@ from pathlib import Path
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.service import pages
 from app.service.errors import ERROR_RESPONSES, ApiError
 from app.service.jobs import JobState, JobStore, is_job_id, new_job_id
 from app.service.models import CaseList, Health, JobsPage, JobView, Readiness, ScoreRecord
@@ -29,7 +30,7 @@ from petct.errors import InputError
 from petct.imageio import grid_mismatches
 
 log = logging.getLogger("app.api")
-OPEN_PATHS = frozenset({"/healthz"})
+OPEN_PATHS = frozenset({"/healthz", "/login"})
 
 
 @dataclass
@@ -64,13 +65,20 @@ class BearerTokenGuard:
         self.expected = token.encode()
 
     def _authorised(self, scope) -> bool:
-        scheme, _, given = dict(scope["headers"]).get(b"authorization", b"").partition(b" ")
+        headers = dict(scope["headers"])
+        scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
+        # The web pages' login form keeps the token in a SameSite=Strict cookie instead of the header.
+        cookie = pages.token_cookie(headers.get(b"cookie", b""))
         # compare_digest on every request, even with a wrong scheme: timing tells nothing about the token
-        return hmac.compare_digest(given.strip(), self.expected) and scheme.lower() == b"bearer"
+        by_header = hmac.compare_digest(given.strip(), self.expected) and scheme.lower() == b"bearer"
+        return hmac.compare_digest(cookie, self.expected) or by_header
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
             if not self._authorised(scope):
+                if pages.is_page(scope["path"]) and scope["method"] == "GET":
+                    await RedirectResponse("/login", status_code=303)(scope, receive, send)
+                    return
                 error = ApiError(401, "missing or wrong bearer token (Authorization: Bearer <token>)")
                 response = JSONResponse(error.body(), status_code=401, headers={"WWW-Authenticate": "Bearer"})
                 await response(scope, receive, send)
@@ -112,7 +120,7 @@ def create_app(*, settings: ServiceSettings, engine) -> FastAPI:
         worker.stop()
         scoring.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="autoPET PET/CT kit service", version="1", lifespan=lifespan,
+    app = FastAPI(title="autoPET PET/CT kit service", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Scores lesion masks and runs the kit's inference engine on uploaded studies.",
                   dependencies=[Depends(HTTPBearer(auto_error=False))])  # documents the token; the middleware enforces it
     _add_error_handlers(app)
@@ -123,6 +131,8 @@ def create_app(*, settings: ServiceSettings, engine) -> FastAPI:
     _add_job_routes(app, service)
     if cases is not None:
         _add_case_routes(app, service)
+    pages.add_offline_docs(app)
+    app.include_router(pages.pages_router(service))
     return app
 
 

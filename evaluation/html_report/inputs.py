@@ -92,9 +92,11 @@ class StudyFiles:
 
 
 def find_study_files(images: Path, record: dict) -> StudyFiles | None:
-    """A study's SUV under `images` (`<study>/SUV.*` or `<study>_SUV.*`), its masks from the record or beside it."""
+    """A study's SUV (the record's `suv_file`, else `<study>/SUV.*` or `<study>_SUV.*` under `images`) and its
+    masks (the record's file names, else `SEG`/`PRED` beside the SUV)."""
     study = record["study"]
-    suv = _first([*list_images(images / study), *list_images(images)], {SUV_NAME}, study=study)
+    suv = _existing(record.get("suv_file")) or _first([*list_images(images / study), *list_images(images)],
+                                                      {SUV_NAME}, study=study)
     if suv is None:
         return None
     return StudyFiles(suv=suv, ground_truth=_existing(record.get("ground_truth_file"))
