@@ -115,7 +115,8 @@ def mip_png(study: StudyArrays, output, *, title: str | None = None,
     views = [overlay_mip(study, view=view, window=window) for view in VIEWS]
     height = max(v.shape[0] for v in views)
     width = sum(v.shape[1] for v in views)
-    figure = Figure(figsize=(max(4.0, 4.0 * width / height), 4.6), dpi=dpi)
+    # 3.6 inches of image height; at least as wide as the legend's one line
+    figure = Figure(figsize=(max(4.2, 3.6 * width / height + 0.3), 4.6), dpi=dpi)
     axes = figure.subplots(1, 2, gridspec_kw={"width_ratios": [v.shape[1] for v in views]})
     for ax, view, image in zip(axes, VIEWS, views):
         ax.imshow(image, interpolation="nearest")
@@ -123,7 +124,7 @@ def mip_png(study: StudyArrays, output, *, title: str | None = None,
         ax.set_axis_off()
     legend = LEGEND if study.ground_truth is not None else LEGEND_WITHOUT_GROUND_TRUTH
     figure.legend(handles=[Patch(color=np.asarray(c) / 255, label=label) for label, c in legend.items()],
-                  loc="lower center", ncol=len(legend), fontsize=8, frameon=False)
+                  loc="lower center", ncol=len(legend), fontsize=7, frameon=False)
     if title:
         figure.suptitle(title, fontsize=10)
     figure.subplots_adjust(left=0.01, right=0.99, top=0.9, bottom=0.1, wspace=0.03)

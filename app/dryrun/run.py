@@ -58,10 +58,13 @@ def run_dry_run(options: DryRunOptions) -> int:
         studies = [_run_job(case, options, workdir, pet=grids[case.name]) for case in cases]
         evaluation = _evaluate(studies, cases, workdir)
         _write_results(options, studies, evaluation)
+        report = _write_html_report(options, cases, evaluation)
     finally:
         platform.make_writable(workdir)
         if options.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
+    if report is not None:
+        print(f"report: {report}")
     return _summarise(studies, evaluation, options, seconds=time.monotonic() - started)
 
 
@@ -205,6 +208,24 @@ def _write_results(options: DryRunOptions, studies: list[StudyReport], evaluatio
     }, out / "dry-run.json")
     if options.junit is not None:
         write_junit(options.junit, studies=studies, evaluation=evaluation)
+
+
+def _write_html_report(options: DryRunOptions, cases: list[DryRunCase], evaluation: EvaluationReport) -> Path | None:
+    """report.html beside metrics.json, with the MIP of every study (while the jobs' files still exist)."""
+    if evaluation.metrics is None:
+        return None
+    from evaluation.html_report.build import ReportOptions, build_report_html
+
+    report = ReportOptions(metrics=[f"dry-run={options.output / METRICS_JSON}"], output=options.output / "report.html",
+                           mip="all", suv_files={c.name: c.suv for c in cases})
+    try:
+        path, problems = build_report_html(report)
+    except (InputError, OSError) as exc:
+        print(f"  report: not written: {exc}", flush=True)
+        return None
+    for problem in problems:
+        print(f"  report: {problem}", flush=True)
+    return path
 
 
 def _fresh(path: Path) -> Path:

@@ -190,13 +190,13 @@ def _report(service, jobs: list[Job]) -> Path:
     jobs_dir = service.settings.jobs_dir
     fields = list(StudyMetrics.__dataclass_fields__)
     cases = {j.id: {**{f: j.metrics.get(f) for f in fields}, "study": j.id,
-                    "suv_file": str(jobs_dir / j.id / j.files["pet"]),
                     "ground_truth_file": str(jobs_dir / j.id / j.files["label"]),
                     "prediction_file": str(jobs_dir / j.id / MASK_NAME)} for j in jobs}
     metrics = [StudyMetrics(**{f: math.nan if c[f] is None else c[f] for f in fields}) for c in cases.values()]
     source = write_json_atomic({"case": cases, "aggregates": aggregate(metrics), "errors": []},
                                folder / f"metrics-{key}.json")
-    build_report_html(ReportOptions(metrics=[f"jobs={source}"], output=html, images=folder, mip="all"))
+    build_report_html(ReportOptions(metrics=[f"jobs={source}"], output=html, mip="all",
+                                    suv_files={j.id: jobs_dir / j.id / j.files["pet"] for j in jobs}))
     for old in folder.glob("*"):  # one cached report: the latest
         if old.name not in {html.name, source.name}:
             old.unlink(missing_ok=True)

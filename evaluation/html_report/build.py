@@ -33,6 +33,7 @@ class ReportOptions:
     mip: str = "worst:20"  # "all" or "worst:N"
     resamples: int = DEFAULT_RESAMPLES
     log_axes: bool = False
+    suv_files: dict[str, Path] | None = None  # study -> SUV file, for callers that know where each one is
 
 
 @dataclass
@@ -67,8 +68,9 @@ def build_report_html(options: ReportOptions) -> tuple[Path, list[str]]:
     for index, submission in enumerate(submissions):
         section = _section(submission, anchor=f"s{index}", log_axes=options.log_axes)
         section.breakdowns = [_breakdown(submission, studies, column) for column in columns]
-        if options.images is not None:
-            section.mips = _mips(submission, options.images, worst=worst, anchor=section.anchor, problems=problems)
+        if options.images is not None or options.suv_files:
+            section.mips = _mips(submission, options.images, worst=worst, anchor=section.anchor, problems=problems,
+                                 suv_files=options.suv_files or {})
         sections.append(section)
     context = {
         "title": "autoPET evaluation report",
@@ -80,7 +82,7 @@ def build_report_html(options: ReportOptions) -> tuple[Path, list[str]]:
         "summary_metrics": SUMMARY_METRICS,
         "studies_file": options.studies,
         "images": options.images,
-        "mip_rule": options.mip if options.images is not None else None,
+        "mip_rule": options.mip if options.images is not None or options.suv_files else None,
         "problems": problems,
         **_ranking(submissions, resamples=options.resamples),
     }
@@ -150,18 +152,18 @@ def _stats(values: list[float]) -> dict:
             "std": float(data.std(ddof=1)) if data.size > 1 else math.nan, "count": int(data.size)}
 
 
-def _mips(submission: SubmissionMetrics, images: Path, *, worst: int | None, anchor: str,
-          problems: list[str]) -> dict[str, Mip]:
+def _mips(submission: SubmissionMetrics, images: Path | None, *, worst: int | None, anchor: str,
+          problems: list[str], suv_files: dict[str, Path]) -> dict[str, Mip]:
     from evaluation.mip import mip_png, read_study
 
     chosen = submission.cases if worst is None else _worst(submission.cases, worst)
     mips = {}
     for case in chosen:
         study = case["study"]
-        files = find_study_files(images, case)
+        files = find_study_files(images, case, suv=suv_files.get(study))
         if files is None or files.prediction is None:
             missing = "SUV" if files is None else "prediction"
-            problems.append(f"study {study} ({submission.name}): no {missing} file found under {images}; no MIP")
+            problems.append(f"study {study} ({submission.name}): no {missing} file found; no MIP")
             continue
         try:
             arrays = read_study(suv=files.suv, prediction=files.prediction, ground_truth=files.ground_truth)

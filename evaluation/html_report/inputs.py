@@ -81,7 +81,9 @@ def read_studies_csv(path: Path) -> dict[str, dict[str, str]]:
 def group_columns(studies: dict[str, dict[str, str]]) -> list[str]:
     """The CSV columns that split studies into a few groups (diagnosis, tracer, centre, ...)."""
     columns = sorted({c for row in studies.values() for c in row})
-    return [c for c in columns if 1 < len({row.get(c, "") for row in studies.values()}) <= MAX_GROUPS]
+    # one value per study is an identifier or a measurement, not a grouping
+    most = min(MAX_GROUPS, len(studies) - 1)
+    return [c for c in columns if 1 < len({row.get(c, "") for row in studies.values()}) <= most]
 
 
 @dataclass(frozen=True)
@@ -91,18 +93,17 @@ class StudyFiles:
     prediction: Path | None
 
 
-def find_study_files(images: Path, record: dict) -> StudyFiles | None:
-    """A study's SUV (the record's `suv_file`, else `<study>/SUV.*` or `<study>_SUV.*` under `images`) and its
-    masks (the record's file names, else `SEG`/`PRED` beside the SUV)."""
+def find_study_files(images: Path | None, record: dict, *, suv: Path | None = None) -> StudyFiles | None:
+    """A study's SUV (`suv`, else `<study>/SUV.*` or `<study>_SUV.*` under `images`) and its masks (the
+    record's file names, else `SEG`/`PRED` named the same way under `images`); None without an SUV."""
     study = record["study"]
-    suv = _existing(record.get("suv_file")) or _first([*list_images(images / study), *list_images(images)],
-                                                      {SUV_NAME}, study=study)
+    beside = [*list_images(images / study), *list_images(images)] if images is not None else []
+    suv = suv if suv is not None and suv.is_file() else _first(beside, {SUV_NAME}, study=study)
     if suv is None:
         return None
-    return StudyFiles(suv=suv, ground_truth=_existing(record.get("ground_truth_file"))
-                      or _first([*list_images(images / study), *list_images(images)], {SEG_NAME}, study=study),
-                      prediction=_existing(record.get("prediction_file"))
-                      or _first([*list_images(images / study), *list_images(images)], {"PRED"}, study=study))
+    return StudyFiles(suv=suv,
+                      ground_truth=_existing(record.get("ground_truth_file")) or _first(beside, {SEG_NAME}, study=study),
+                      prediction=_existing(record.get("prediction_file")) or _first(beside, {"PRED"}, study=study))
 
 
 def _existing(text) -> Path | None:
