@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_evaluation.py
 	$(PY) benchmarks/bench_baseline.py
 	$(PY) benchmarks/bench_app.py
+	$(PY) benchmarks/bench_report.py
 	$(PY) benchmarks/bench_inference.py --quick
 
 clean:

@@ -54,8 +54,7 @@ def overlay_mip(study: StudyArrays, *, view: str = "coronal",
     mip = study.suv.max(axis=axis).astype(np.float32)  # (z, other)
     grey = 1.0 - np.clip((mip - low) / (high - low), 0.0, 1.0)
     rgb = np.repeat((grey * 255.0 + 0.5).astype(np.uint8)[..., None], 3, axis=2)
-    for colour, mask in _component_masks(study).items():
-        plane = mask.max(axis=axis)
+    for colour, plane in _component_planes(study, axis=axis).items():
         if plane.any():
             rgb[plane] = (OPACITY * np.asarray(colour) + (1 - OPACITY) * rgb[plane]).astype(np.uint8)
     rgb = rgb[::-1]  # image z grows towards the head in the dataset: put the head at the top
@@ -63,23 +62,26 @@ def overlay_mip(study: StudyArrays, *, view: str = "coronal",
     return _square_pixels(rgb, row_mm=study.spacing_zyx[0], column_mm=in_plane)
 
 
-def _component_masks(study: StudyArrays) -> dict[tuple[int, int, int], np.ndarray]:
-    """Colour -> voxels of that class, painted in this order (later ones on top)."""
+def _component_planes(study: StudyArrays, *, axis: int) -> dict[tuple[int, int, int], np.ndarray]:
+    """Colour -> the projection of that class's voxels, painted in this order (later ones on top)."""
+    plane_shape = tuple(n for i, n in enumerate(study.suv.shape) if i != axis)
     if study.ground_truth is None:
-        return {PREDICTED: study.prediction != 0}
+        return {PREDICTED: (study.prediction != 0).max(axis=axis)}
     gt, pred, _ = match_components(ground_truth=study.ground_truth, prediction=study.prediction)
-    shape = study.suv.shape
-    return {FALSE_NEGATIVE: _voxels(gt, shape, touched=False), FALSE_POSITIVE: _voxels(pred, shape, touched=False),
-            TRUE_POSITIVE: _voxels(gt, shape, touched=True) | _voxels(pred, shape, touched=True)}
+    true_positive = _projection(gt, plane_shape, axis=axis, touched=True)
+    true_positive |= _projection(pred, plane_shape, axis=axis, touched=True)
+    return {FALSE_NEGATIVE: _projection(gt, plane_shape, axis=axis, touched=False),
+            FALSE_POSITIVE: _projection(pred, plane_shape, axis=axis, touched=False), TRUE_POSITIVE: true_positive}
 
 
-def _voxels(labelled: Labelled, shape: tuple[int, ...], *, touched: bool) -> np.ndarray:
-    """The voxels of the components that do (or do not) touch the other mask, as a full-size bool array."""
-    out = np.zeros(shape, dtype=bool)
+def _projection(labelled: Labelled, plane_shape: tuple[int, ...], *, axis: int, touched: bool) -> np.ndarray:
+    """The projection of the components that do (or do not) touch the other mask; only their box is visited."""
+    plane = np.zeros(plane_shape, dtype=bool)
     if labelled.box is not None:
         keep = np.concatenate([[False], labelled.touched == touched])  # label 0 is background
-        out[labelled.box] = keep[labelled.labels]
-    return out
+        window = tuple(s for i, s in enumerate(labelled.box) if i != axis)
+        plane[window] = keep[labelled.labels].any(axis=axis)
+    return plane
 
 
 def _square_pixels(rgb: np.ndarray, *, row_mm: float, column_mm: float) -> np.ndarray:

@@ -65,6 +65,8 @@ def test_default_run_lays_out_jobs_as_the_platform_and_scores_them(tmp_path):
     assert [s.get("failures") for s in suites] == ["0", "0"] and suites[0].get("tests") == "3"
     verdicts = json.loads((out / "dry-run.json").read_text())
     assert verdicts["passed"] and all(not s["violations"] for s in verdicts["studies"])
+    assert f"report: {out / 'report.html'}" in result.stdout  # with a MIP of every study
+    assert (out / "report.html").read_text().count('<figure id="s0-mip-') == 3
 
 
 BAD_ALGORITHM = textwrap.dedent("""
