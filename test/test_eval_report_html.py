@@ -184,3 +184,22 @@ def test_scoring_never_imports_the_report_libraries():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("layout", ["folder", "flat", "two-level"])
+def test_study_files_are_found_in_each_layout_the_kit_reads(tmp_path, layout):
+    from evaluation.html_report.inputs import find_study_files
+
+    study = "P1__2001-01-01_study" if layout == "two-level" else "PETCT_1"
+    where = {"folder": lambda n: tmp_path / study / f"{n}.mha", "flat": lambda n: tmp_path / f"{study}_{n}.mha",
+             "two-level": lambda n: tmp_path / "P1" / "2001-01-01_study" / f"{n}.mha"}[layout]
+    for name in ("SUV", "SEG", "PRED"):
+        where(name).parent.mkdir(parents=True, exist_ok=True)
+        where(name).write_bytes(b"x")
+    (tmp_path / "OTHER_SUV.mha").write_bytes(b"x")
+    files = find_study_files(tmp_path, {"study": study, "ground_truth_file": "/nonexistent/SEG.mha"})
+    assert (files.suv, files.ground_truth, files.prediction) == (where("SUV"), where("SEG"), where("PRED"))
+    recorded = tmp_path / "elsewhere.mha"
+    recorded.write_bytes(b"x")
+    assert find_study_files(tmp_path, {"study": study, "prediction_file": str(recorded)}).prediction == recorded
+    assert find_study_files(tmp_path, {"study": "MISSING"}) is None

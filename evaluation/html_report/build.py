@@ -126,12 +126,28 @@ def _section(submission: SubmissionMetrics, *, anchor: str, log_axes: bool) -> S
     positive = [c for c in submission.cases if number(c.get("gt_lesions")) > 0]
     true_mtv = [number(c.get("gt_volume")) for c in positive]
     predicted_mtv = [number(c.get("pred_volume")) for c in positive]
+    slope = figures.fitted_slope(true_mtv, predicted_mtv)
     image = figures.figure4(true_mtv=true_mtv, predicted_mtv=predicted_mtv,
+                            titles=_figure4_titles(submission.aggregates, slope=slope),
                             dice=[number(c.get("dice")) for c in positive],
                             fnv=[number(c.get("false_negative_volume")) for c in positive],
                             fpv=[number(c.get("false_positive_volume")) for c in submission.cases], log_axes=log_axes)
-    return SubmissionSection(name=submission.name, anchor=anchor, metrics=submission, figure4=image,
-                             slope=figures.fitted_slope(true_mtv, predicted_mtv))
+    return SubmissionSection(name=submission.name, anchor=anchor, metrics=submission, figure4=image, slope=slope)
+
+
+def _figure4_titles(aggregates: dict, *, slope: float) -> dict[str, str]:
+    """Panel titles with the statistics the seed reports: mean ± SD, and r and slope for the volumes."""
+    def text(value, digits: int) -> str:
+        value = number(value)
+        return f"{value:.{digits}f}" if math.isfinite(value) else "–"
+
+    def spread(metric: str, digits: int) -> str:
+        stats = aggregates.get(metric) or {}
+        return f"{text(stats.get('mean'), digits)} ± {text(stats.get('std'), digits)}"
+
+    r = (aggregates.get("volume_correlation") or {}).get("pearson_r")
+    return {"mtv": f"MTV: r = {text(r, 3)}, slope {text(slope, 3)}", "dice": f"Dice {spread('dice', 3)}",
+            "fnv": f"FNV {spread('false_negative_volume', 2)} ml", "fpv": f"FPV {spread('false_positive_volume', 2)} ml"}
 
 
 def _breakdown(submission: SubmissionMetrics, studies: dict[str, dict[str, str]], column: str) -> dict:

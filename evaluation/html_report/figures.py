@@ -38,8 +38,9 @@ def _finite(values) -> np.ndarray:
 
 
 def figure4(*, true_mtv: list[float], predicted_mtv: list[float], dice: list[float], fnv: list[float],
-            fpv: list[float], log_axes: bool = False) -> str:
-    """The seed's Figure 4: predicted vs true MTV, and the Dice, FNV and FPV distributions."""
+            fpv: list[float], titles: dict[str, str], log_axes: bool = False) -> str:
+    """The seed's Figure 4: predicted vs true MTV, and the Dice, FNV and FPV distributions (`titles` by panel:
+    mtv, dice, fnv, fpv)."""
     figure, axes = _figure(13.0, 3.3, columns=4)
     x, y = np.asarray(true_mtv, dtype=float), np.asarray(predicted_mtv, dtype=float)
     keep = np.isfinite(x) & np.isfinite(y) & ((x > 0) & (y > 0) if log_axes else True)
@@ -55,11 +56,13 @@ def figure4(*, true_mtv: list[float], predicted_mtv: list[float], dice: list[flo
         ax.set_yscale("log")
     ax.set_xlabel("true MTV (ml)")
     ax.set_ylabel("predicted MTV (ml)")
-    ax.set_title("MTV, positive studies", fontsize=9)
-    for ax, values, label in ((axes[1], dice, "Dice (positive studies)"), (axes[2], fnv, "FNV ml (positive studies)"),
-                              (axes[3], fpv, "FPV ml (all studies)")):
+    ax.set_title(titles["mtv"], fontsize=9)
+    for ax, values, label, panel in ((axes[1], dice, "Dice (positive studies)", "dice"),
+                                     (axes[2], fnv, "FNV ml (positive studies)", "fnv"),
+                                     (axes[3], fpv, "FPV ml (all studies)", "fpv")):
         data = _finite(values)
         ax.hist(data, bins=20, color=MARKER, alpha=0.85)
+        ax.set_title(titles[panel], fontsize=9)
         ax.set_xlabel(label)
         ax.set_ylabel("studies")
     return png_data_uri(figure)

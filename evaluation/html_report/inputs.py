@@ -11,6 +11,7 @@ from evaluation.ranking import submission_argument
 from petct.errors import InputError
 from petct.jsonio import read_json
 from petct.layout import SEG_NAME, SUV_NAME, image_stem, list_images
+from petct.studykey import SEPARATOR
 
 STUDY_COLUMNS = ("study", "study_key", "key", "case")  # the CSV column naming the study, first found wins
 MAX_GROUPS = 12  # a column with more distinct values is an identifier or a measurement, not a category
@@ -94,10 +95,12 @@ class StudyFiles:
 
 
 def find_study_files(images: Path | None, record: dict, *, suv: Path | None = None) -> StudyFiles | None:
-    """A study's SUV (`suv`, else `<study>/SUV.*` or `<study>_SUV.*` under `images`) and its masks (the
-    record's file names, else `SEG`/`PRED` named the same way under `images`); None without an SUV."""
+    """A study's SUV (`suv`, else `<study>/SUV.*`, `<patient>/<study folder>/SUV.*` for `<patient>__<study folder>`,
+    or `<study>_SUV.*` under `images`) and its masks (the record's file names, else `SEG`/`PRED` found the same
+    way); None without an SUV."""
     study = record["study"]
-    beside = [*list_images(images / study), *list_images(images)] if images is not None else []
+    beside = [*list_images(images / study), *_two_level(images, study), *list_images(images)] \
+        if images is not None else []
     suv = suv if suv is not None and suv.is_file() else _first(beside, {SUV_NAME}, study=study)
     if suv is None:
         return None
@@ -106,14 +109,21 @@ def find_study_files(images: Path | None, record: dict, *, suv: Path | None = No
                       prediction=_existing(record.get("prediction_file")) or _first(beside, {"PRED"}, study=study))
 
 
+def _two_level(images: Path, study: str) -> list[Path]:
+    """The converted dataset's `<patient>/<study folder>/` holding the study `<patient>__<study folder>`."""
+    patient, separator, folder = study.partition(SEPARATOR)
+    return list_images(images / patient / folder) if separator and patient and folder else []
+
+
 def _existing(text) -> Path | None:
     return Path(text) if isinstance(text, str) and text and Path(text).is_file() else None
 
 
 def _first(paths: list[Path], names: set[str], *, study: str) -> Path | None:
     """The first of `paths` named `<NAME>.*` in the study's folder or `<study>_<NAME>.*` beside it."""
+    folder = study.partition(SEPARATOR)[2] or study
     for path in paths:
         stem = image_stem(path.name)
-        if (path.parent.name == study and stem in names) or stem in {f"{study}_{n}" for n in names}:
+        if (path.parent.name in (study, folder) and stem in names) or stem in {f"{study}_{n}" for n in names}:
             return path
     return None
