@@ -203,3 +203,14 @@ def test_study_files_are_found_in_each_layout_the_kit_reads(tmp_path, layout):
     recorded.write_bytes(b"x")
     assert find_study_files(tmp_path, {"study": study, "prediction_file": str(recorded)}).prediction == recorded
     assert find_study_files(tmp_path, {"study": "MISSING"}) is None
+
+
+def test_hostile_study_names_are_text_not_markup(tmp_path):
+    rng = np.random.default_rng(1)
+    hostile = ['<script>alert(1)</script>', '" onmouseover="x', "a&b"]
+    path = write_metrics(tmp_path / "t" / "metrics.json", random_metrics(rng, hostile))
+    html = build_report_html(ReportOptions(metrics=[str(path)], output=tmp_path / "r.html"))[0].read_text()
+    assert "<script>alert(1)</script>" not in html and '" onmouseover="x' not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    studies = {c["data-study"] for c, _, _ in numbers(html).found if "data-study" in c}
+    assert studies == set(hostile)  # the parser reads back exactly the names metrics.json holds
