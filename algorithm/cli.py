@@ -43,7 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="which image feeds each network channel, e.g. ct,pet (default: from the model)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (GPU)")
     parser.add_argument("--save-probabilities", type=Path, default=None, metavar="PATH",
-                        help="also write the lesion probability map (.mha) here; must be outside --output")
+                        help="also write the lesion probability map here (.mha, .nii.gz, .nii or .nrrd), outside both the "
+                             "input and the output folder; checked before any work")
     parser.add_argument("--debug", action="store_true", default=_env("DEBUG", "") not in ("", "0"),
                         help="print the traceback on failure (or set PETCT_KIT_DEBUG=1)")
     return parser.parse_args(argv)

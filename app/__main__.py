@@ -61,8 +61,9 @@ def _parser() -> argparse.ArgumentParser:
                                           "(default: the kit's python -m algorithm)")
     runner.add_argument("--image", metavar="TAG", help="Docker image, run with the platform's flags "
                                                        "(no network, read-only /input, memory and pid limits, ...)")
-    dry.add_argument("--cases", type=Path, help="folder of <case>/SUV, CTres and SEG images "
-                                                "(default: built-in phantom studies)")
+    dry.add_argument("--cases", type=Path, help="folder of <case>/{SUV,CTres,SEG} images, or the dataset's "
+                                                "<patient>/<study folder>/{SUV,CTres,SEG} (study <patient>__<study "
+                                                "folder>) (default: built-in phantom studies)")
     dry.add_argument("--phantoms", type=whole_number(1), default=defaults.phantoms, help="phantom studies (default: %(default)s)")
     dry.add_argument("--phantom-size", choices=("tiny", "small"), default=defaults.phantom_size)
     dry.add_argument("--time-limit", type=positive_number, default=defaults.time_limit_s, metavar="SECONDS",

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The one GPU run of issue 3's inference benchmark, made to fit one device call (about 9 minutes on an H100).
+# The GPU run of the inference benchmark (benchmarks/bench_inference.py) in one script, sized to finish in
+# about 9 minutes on an H100, for a GPU machine that may have no network.
 #
-# What the device machine lacks (its python3 is 3.12 with torch, numpy, scipy, scikit-image, pandas, ...; see
-# /work/.library/device/KINDS.md) travels as wheels in .whl/ (already in .gitignore). On the dev box, in the repo
-# root, once per session (about 61.4 MiB; the whole tree that travels must stay under 64 MiB):
+# Such a machine needs Python 3.12 with torch; what else it lacks can travel as wheels in .whl/ (ignored by git),
+# downloaded on a machine with network from the repository root (about 61.4 MiB):
 #
 #   P="--only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
 #      --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
@@ -17,14 +17,13 @@
 # SimpleITK is the kit's and nnU-Net's image I/O; the rest is what nnunetv2's inference imports. Left out on
 # purpose: connected-components-3d (only nnU-Net's trainer modules import it, and the benchmark builds the
 # predictor without them, see nnunet_predictor), imagecodecs (tifffile falls back without it; 40 MB), and
-# nnunetv2's other requirements, which its inference never imports (or the device already has).
+# nnunetv2's other requirements, which its inference never imports.
 #
-# Then call the run tool with: command "bash benchmarks/gpu_check.sh", carry [".whl"], timeout_s 570 (kind left
-# out: an H100 does). The steps share a 540 s budget (GPU_CHECK_BUDGET_S), which leaves the session's 15 minutes of
-# device time room for the machine's start and the transfers, not for a second full run.
+# Copy the repository with .whl/ to the GPU machine and run `bash benchmarks/gpu_check.sh` from its root. The
+# steps share a 540 s budget (GPU_CHECK_BUDGET_S), so the whole run fits a 10-minute job limit.
 # Everything comes back under $OUT (7 files): env.log, quick.{log,json}, full.{log,json}, compile.{log,json}.
 #
-# Steps and their time limits (H100 estimates from the H200 anchors in ../shared/reference/autopet.md):
+# Steps and their time limits (H100 estimates from nnU-Net's measured times on an H200, 2026-11-27):
 #   1. install the wheels, nvidia-smi                                                     ~20 s
 #   2. quick correctness: small model, 96x128x128 study, kit vs nnU-Net, 1 fold without and
 #      with mirroring (fp16 on the GPU against nnU-Net's own fp16 path)                   ~40 s   (limit 120 s)

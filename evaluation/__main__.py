@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from evaluation.batch import score_cases
-from evaluation.cli import EXIT_BAD_INPUT, EXIT_OK, parse_args
-from evaluation.pairing import Case, match_folders, match_jobs
-from evaluation.predictions import read_jobs
-from evaluation.problems import Problem
-from evaluation.ranking import format_leaderboard, leaderboard, read_submission, read_subsets, submission_argument
-from evaluation.report import build_report, print_problems, write_report
-from evaluation.scoring import StudyResult, score_files
-from evaluation.studies import index_masks
+from evaluation.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_USAGE, parse_args
 from petct.errors import InputError
-from petct.jsonio import dumps, write_json_atomic
 from petct.layout import METRICS_JSON, PREDICTIONS_JSON
+
+# Each mode imports what it uses when it runs: `score-pair` on one study must not pay for the worker
+# pool, predictions.json or the ranking (start-up is most of a one-study run; BENCHMARKS.md).
+if TYPE_CHECKING:
+    from evaluation.pairing import Case
+    from evaluation.problems import Problem
+    from evaluation.scoring import StudyResult
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +42,15 @@ def main(argv: list[str] | None = None) -> int:
 def score_submission(args) -> int:
     """Container mode: predictions.json and the ground-truth folder in, metrics.json out."""
     output = args.output / METRICS_JSON
+    if not args.input.is_dir():  # not inside the platform's container: writing /output would litter the machine
+        print(f"error: input folder {args.input} does not exist; run inside the evaluation container or pass "
+              "--input DIR (nothing written)", file=sys.stderr)
+        return EXIT_USAGE
+    from evaluation.batch import score_cases
+    from evaluation.pairing import match_jobs
+    from evaluation.predictions import read_jobs
+    from evaluation.problems import Problem
+    from evaluation.studies import index_masks
     try:
         jobs, problems = read_jobs(args.input / PREDICTIONS_JSON)
         ground_truth = index_masks(args.ground_truth, what="ground truth")
@@ -55,18 +63,25 @@ def score_submission(args) -> int:
 
 def score_folders(args) -> int:
     """Predictions paired with ground truth by study name, folder against folder."""
+    from evaluation.batch import score_cases
+    from evaluation.pairing import match_folders
+    from evaluation.problems import Problem
+    from evaluation.studies import MaskNaming, index_masks
     try:
         ground_truth = index_masks(args.ground_truth, what="ground truth")
-        predictions = index_masks(args.predictions, what="predictions")
+        predictions = index_masks(args.predictions, what="predictions",
+                                  naming=MaskNaming(suffix=args.prediction_suffix))
     except InputError as exc:
         return finish([], [Problem.of(exc)], output=args.output, allow_partial=False)
     cases, unmatched = match_folders(ground_truth, predictions)
     results, failed = score_cases(cases, workers=args.workers, timeout_s=args.timeout)
-    return finish(results, unmatched + failed, output=args.output, allow_partial=args.allow_partial)
+    return finish(results, unmatched + failed, output=args.output, allow_partial=args.allow_partial, summary=True)
 
 
 def score_pair(args) -> int:
     """One study: its metrics as JSON on stdout."""
+    from evaluation.scoring import score_files
+    from petct.jsonio import dumps
     try:
         result = score_files(ground_truth=args.ground_truth, prediction=args.prediction, study=args.study)
     except InputError as exc:
@@ -78,6 +93,9 @@ def score_pair(args) -> int:
 
 def rank_submissions(args) -> int:
     """Several submissions' metrics.json in, the leaderboard out (printed, and as JSON with --output)."""
+    from evaluation.ranking import (format_leaderboard, format_subset_means, leaderboard, read_submission,
+                                    read_subsets, study_set_warnings, submission_argument)
+    from petct.jsonio import write_json_atomic
     try:
         subsets = read_subsets(args.subsets) if args.subsets is not None else None
         submissions = [read_submission(path, name=name, subsets=subsets)
@@ -89,6 +107,11 @@ def rank_submissions(args) -> int:
     except (InputError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    for line in study_set_warnings(submissions):
+        print(line, file=sys.stderr)
+    if subsets is not None:
+        print(format_subset_means(submissions))
+        print()
     print(format_leaderboard(rows))
     return EXIT_OK
 
@@ -135,16 +158,21 @@ def _describe(exc: Exception) -> str:
 
 
 def finish(results: list[tuple[Case, StudyResult]], problems: list[Problem], *, output: Path,
-           allow_partial: bool) -> int:
+           allow_partial: bool, summary: bool = False) -> int:
     """Write metrics.json with every result and problem; the exit status says whether to rank it."""
+    from evaluation.aggregates import summary_line
+    from evaluation.report import build_report, print_problems, write_report
     print_problems(problems)
+    report = build_report(results, problems)
     try:
-        write_report(build_report(results, problems), output)
+        write_report(report, output)
     except OSError as exc:
         print(f"error: file {output}: cannot write metrics: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"scored {len(results)} stud{'y' if len(results) == 1 else 'ies'}, {len(problems)} problem(s); "
           f"wrote {output}", file=sys.stderr)
+    if summary:  # an interactive command: the means a user came for, as the dry-run prints them
+        print(summary_line(report["aggregates"]))
     if not problems or (allow_partial and results):
         return EXIT_OK
     return EXIT_BAD_INPUT

@@ -62,3 +62,18 @@ def pearson_r(x: list[float], y: list[float]) -> float:
     if denominator == 0:
         return math.nan
     return max(-1.0, min(1.0, float(a @ b) / denominator))  # rounding can step past ±1
+
+
+SUMMARY_METRICS = (("dice", "mean Dice", ""), ("false_positive_volume", "mean FPV", " ml"),
+                   ("false_negative_volume", "mean FNV", " ml"))
+
+
+def summary_line(aggregates: dict) -> str:
+    """One line for people: studies scored and the three leaderboard means with how many studies each covers."""
+    counts = aggregates.get("studies") or {}
+    parts = [f"{counts['all']} studies ({counts.get('positive', '?')} positive)"] if "all" in counts else []
+    for key, label, unit in SUMMARY_METRICS:
+        stats = aggregates.get(key) or {}
+        if isinstance(stats.get("mean"), (int, float)) and math.isfinite(stats["mean"]):
+            parts.append(f"{label} {stats['mean']:.3f}{unit} (n={stats.get('count', '?')})")
+    return ", ".join(parts) if parts else "no aggregate metrics"

@@ -3,9 +3,9 @@ report, mip."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
-from evaluation.pool import default_workers
 from petct.argtypes import positive_number, whole_number
 from petct.layout import DEFAULT_GROUND_TRUTH, DEFAULT_INPUT, DEFAULT_OUTPUT, OUTPUT_RELATIVE_PATH
 
@@ -15,6 +15,7 @@ DEFAULT_TIMEOUT_S = 600.0
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 1  # some study could not be scored, or the input as a whole is unusable
+EXIT_USAGE = 2  # bad options (argparse's status), or no input folder at all
 
 DESCRIPTION = """\
 Score lesion segmentations with the autoPET metrics (Dice, false positive and false negative volume).
@@ -22,7 +23,17 @@ Score lesion segmentations with the autoPET metrics (Dice, false positive and fa
 Without a command (or with `container`), score a grand-challenge submission: read
 <input>/predictions.json, find each job's mask and its ground truth, write <output>/metrics.json.
 Exit status 1 when any study could not be scored (metrics.json still holds every result and the
-reasons), unless --allow-partial."""
+reasons), unless --allow-partial; 2 for bad options, or when the input folder does not exist
+(nothing is written then).
+
+Ground truth and predictions may be flat files (PETCT_x.nii.gz, PETCT_x_SEG.mha), study folders
+(PETCT_x/SEG.mha) or the public dataset's two levels (PETCT_x/<study folder>/SEG.nii.gz, study
+PETCT_x__<study folder>). docs/metrics.md defines the metrics."""
+
+
+def default_workers() -> int:
+    """The CPUs this process may use, at most 4: each study needs about half a GB at full size."""
+    return max(1, min(4, len(os.sched_getaffinity(0))))
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -61,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     folders.add_argument("--ground-truth", type=Path, required=True, help="folder of ground-truth masks")
     folders.add_argument("--predictions", type=Path, required=True,
                          help="folder of predicted masks, paired with the ground truth by study name")
+    folders.add_argument("--prediction-suffix", metavar="SUFFIX",
+                         help="what follows the study name in a prediction's path, before the image extension: "
+                              "'_pred' reads <study>_pred.nii.gz, '/PRED' reads <study>/PRED.nii.gz (the 2024 "
+                              "data-centric baseline's names; default: the ground truth's naming rules)")
     folders.add_argument("--output", type=Path, required=True, help="metrics.json file to write")
     _batch_options(folders)
 

@@ -1,4 +1,4 @@
-"""The per-study metrics of the leaderboard (../shared/reference/autopet.md, section Metrics).
+"""The per-study metrics of the leaderboard (docs/metrics.md).
 
 Each mask is labelled once with cc3d (18-connectivity), inside its own bounding box, and every
 per-component question is answered with one np.bincount or np.unique over labels; no loop over

@@ -32,11 +32,6 @@ class Outcome(Generic[Item]):
     failure: str | None = None
 
 
-def default_workers() -> int:
-    """The CPUs this process may use, at most 4: each study needs about half a GB at full size."""
-    return max(1, min(4, len(os.sched_getaffinity(0))))
-
-
 def run_isolated(function: Callable[[Item], Any], items: Iterable[Item], *, workers: int,
                  timeout_s: float | None = None, on_done: Callable[[Outcome], None] | None = None
                  ) -> list[Outcome[Item]]:

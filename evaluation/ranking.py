@@ -1,4 +1,4 @@
-"""The autoPET leaderboard ranking over several submissions' metrics.json (../shared/reference/autopet.md).
+"""The autoPET leaderboard ranking over several submissions' metrics.json (docs/metrics.md, "Ranking").
 
 2022–2023 rule: rank the submissions per metric by its mean over studies (Dice: higher is better; false positive
 and false negative volume: lower is better), then order by the weighted mean rank — Dice 0.5, FPV 0.25,
@@ -30,6 +30,21 @@ class Submission:
     path: Path
     # subset -> metric -> mean over that subset's studies (NaN when undefined)
     means: dict[str, dict[str, float]]
+    studies: frozenset[str] | None = None  # the studies its `case` records cover; None when it has none
+
+
+def study_set_warnings(submissions: list[Submission]) -> list[str]:
+    """One line per submission that lacks studies another one has: their means are over different studies."""
+    known = [s for s in submissions if s.studies is not None]
+    union = frozenset().union(*(s.studies for s in known)) if known else frozenset()
+    lines = []
+    for s in known:
+        missing = sorted(union - s.studies)
+        if missing:
+            shown = ", ".join(missing[:5]) + (f", ... ({len(missing)} in all)" if len(missing) > 5 else "")
+            lines.append(f"warning: submission {s.name} covers {len(s.studies)} of the {len(union)} studies the "
+                         f"submissions cover together; missing: {shown}. Its means are over other studies.")
+    return lines
 
 
 def competition_ranks(values: list[float], *, higher_is_better: bool) -> list[float]:
@@ -44,24 +59,31 @@ def read_submission(path: Path, *, name: str, subsets: dict[str, str] | None) ->
     report = read_json(path, what="metrics.json")
     if not isinstance(report, dict):
         raise InputError("metrics.json must hold a JSON object", path=path)
+    cases = report.get("case")
+    studies = (frozenset(_study_name(key, record) for key, record in cases.items())
+               if isinstance(cases, dict) and cases else None)
     if subsets is None:
         aggregates = report.get("aggregates")
         if not isinstance(aggregates, dict):
             raise InputError("metrics.json has no 'aggregates'", path=path)
-        return Submission(name=name, path=Path(path), means={ALL_STUDIES: {
+        return Submission(name=name, path=Path(path), studies=studies, means={ALL_STUDIES: {
             metric: _number((aggregates.get(metric) or {}).get("mean")) for metric in RANKED_METRICS}})
-    cases = report.get("case")
     if not isinstance(cases, dict):
         raise InputError("metrics.json has no 'case' records to split into subsets", path=path)
     values: dict[str, dict[str, list[float]]] = {s: {m: [] for m in RANKED_METRICS} for s in set(subsets.values())}
     for key, record in cases.items():
-        study = record.get("study", key) if isinstance(record, dict) else key
+        study = _study_name(key, record)
         if study not in subsets:
             raise InputError(f"study {study!r} is in no subset of the subsets file", path=path)
         for metric in RANKED_METRICS:
             values[subsets[study]][metric].append(_number(record.get(metric)))
     means = {subset: {metric: _mean(v) for metric, v in by_metric.items()} for subset, by_metric in values.items()}
-    return Submission(name=name, path=Path(path), means=means)
+    return Submission(name=name, path=Path(path), means=means, studies=studies)
+
+
+def _study_name(key: str, record: object) -> str:
+    study = record.get("study", key) if isinstance(record, dict) else key
+    return study if isinstance(study, str) else key
 
 
 def leaderboard(submissions: list[Submission]) -> list[dict]:
@@ -128,6 +150,19 @@ def format_leaderboard(rows: list[dict]) -> str:
                      f"{_fmt(mean['dice'], 3):>6} {_fmt(mean['false_positive_volume'], 2):>9} "
                      f"{_fmt(mean['false_negative_volume'], 2):>9}  "
                      f"{rank['dice']:>5.1f}/{rank['false_positive_volume']:.1f}/{rank['false_negative_volume']:.1f}")
+    return "\n".join(lines)
+
+
+def format_subset_means(submissions: list[Submission]) -> str:
+    """The per-subset means the 2024 rule ranks on: one block per subset, a line per submission."""
+    lines = []
+    for subset in sorted({subset for s in submissions for subset in s.means}):
+        lines.append(f"subset {subset}:")
+        for s in submissions:
+            mean = s.means.get(subset, {})
+            lines.append(f"    {s.name[:24]:<24} dice {_fmt(mean.get('dice', math.nan), 3):>6}  "
+                         f"FPV {_fmt(mean.get('false_positive_volume', math.nan), 2):>9} ml  "
+                         f"FNV {_fmt(mean.get('false_negative_volume', math.nan), 2):>9} ml")
     return "\n".join(lines)
 
 

@@ -10,16 +10,17 @@ from evaluation.pairing import Case
 from evaluation.problems import Problem
 from evaluation.scoring import StudyResult
 from petct.jsonio import write_json_atomic
+from petct.studykey import safe_key, study_key
 
 
 def build_report(results: list[tuple[Case, StudyResult]], problems: list[Problem]) -> dict:
     """The content of metrics.json (NaN becomes null when written).
 
-    `case` is keyed by study name with dots replaced (see case_key); each record holds the name as is.
+    `case` is keyed by the study's key (see case_key); each record holds the name as is.
     """
     keys: dict[str, str] = {}
-    # Names without dots keep their own key; a dotted name that collides with one gets a number.
-    for study in sorted({item.study for item, _ in results}, key=lambda name: ("." in name, name)):
+    # Names that are keys already keep them; a name made safe that collides with one gets a number.
+    for study in sorted({item.study for item, _ in results}, key=lambda name: (safe_key(name) != name, name)):
         keys[study] = case_key(study, taken=set(keys.values()))
     case = {keys[item.study]: {"study": item.study, **result.to_json(), "job": item.job}
             for item, result in sorted(results, key=lambda pair: pair[0].study)}
@@ -31,16 +32,17 @@ def build_report(results: list[tuple[Case, StudyResult]], problems: list[Problem
 
 
 def case_key(study: str, *, taken: Collection[str] = ()) -> str:
-    """The key of a study under `case`: its name without dots, unique among `taken`.
+    """The key of a study under `case`: petct.studykey.study_key of its name, unique among `taken`.
 
     The leaderboard addresses values by dotted paths (`case.<study>.dice`), so a key must hold no dot;
-    study names made of DICOM UIDs or dates often do.
+    study names made of DICOM UIDs or dates often do. Two-level studies (`<patient>__<study folder>`)
+    are named by their key already, so it is their name here too.
     """
-    key = study.replace(".", "_")
-    number = 1
+    base = study_key(study)
+    key, number = base, 1
     while key in taken:
         number += 1
-        key = f"{study.replace('.', '_')}_{number}"
+        key = f"{base}_{number}"
     return key
 
 

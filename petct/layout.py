@@ -1,4 +1,4 @@
-"""Grand-challenge folder layout and interface names (../shared/reference/grand-challenge.md)."""
+"""Grand-challenge folder layout and interface names (docs/grand-challenge.md)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,7 +20,7 @@ METRICS_JSON = "metrics.json"
 # File name suffixes the kit reads as images, longest first so ".nii.gz" wins over ".gz".
 IMAGE_SUFFIXES = (".nii.gz", ".mha", ".mhd", ".nrrd", ".nii", ".tif", ".tiff")
 
-# Processed-dataset file names of one study (TCIA FDG-PET-CT-Lesions layout).
+# File names of one study in the converted TCIA FDG-PET-CT-Lesions dataset (docs/metrics.md, "Study keys").
 SUV_NAME = "SUV"
 CTRES_NAME = "CTres"
 SEG_NAME = "SEG"

@@ -1,4 +1,4 @@
-"""Deterministic whole-body-like PET/CT phantom studies in the dataset's processed layout.
+"""Deterministic whole-body-like PET/CT phantom studies, one folder per study with the dataset's file names.
 
 Each study has SUV (float32), CTres (CT on the PET grid, float32), SEG (uint8 0/1) and optionally CT
 on a finer grid of its own. The anatomy is a set of ellipsoids and cylinders placed in fractions of

@@ -192,7 +192,7 @@ def test_image_mode_runs_docker_with_the_platform_flags(tmp_path):
     assert "--gpus" not in argv
 
 
-# ../shared/reference/grand-challenge.md, "Local test runs", verbatim.
+# docs/grand-challenge.md, "Running a container locally", verbatim.
 PLATFORM_DOCKER_RUN = r"""docker run --rm --platform=linux/amd64 --network none --gpus all \
   --memory=16g --memory-swap=16g --shm-size=8g --pids-limit=256 \
   --cap-drop=ALL --security-opt=no-new-privileges \

@@ -8,6 +8,7 @@ from petct.errors import InputError
 from petct.imageio import Geometry, grid_mismatches, read_image
 from petct.layout import CTRES_NAME, IMAGE_SUFFIXES, SEG_NAME, SUV_NAME
 from petct.phantom import make_study
+from petct.studykey import study_key
 
 # (seed, lesions): two positive studies and a negative one, so an empty ground truth is exercised.
 PHANTOMS = ((11, 3), (12, 0), (13, 2))
@@ -38,22 +39,46 @@ def phantom_cases(folder: Path, *, count: int = len(PHANTOMS), size: str = "smal
 
 
 def folder_cases(folder: Path) -> list[DryRunCase]:
-    """Every `<case>/` of `folder` holding SUV, CTres and SEG images (any image suffix)."""
+    """Every study of `folder` holding SUV, CTres and SEG images (any image suffix).
+
+    A study is `<case>/` (named as the folder, as the scorer names it) or, in the public dataset's converted
+    layout, `<patient>/<study folder>/` (named petct.studykey.study_key(patient, study folder), i.e.
+    `<patient>__<study folder>` made safe; one patient may have several). Names must differ as keys.
+    """
     if not folder.is_dir():
         raise InputError("cases folder does not exist or is not a folder", path=folder)
-    cases, incomplete = [], []
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    cases, incomplete, seen = [], [], {}
+    for name, sub in _study_folders(folder):
         found = {stem: _image(sub, stem) for stem in (SUV_NAME, CTRES_NAME, SEG_NAME)}
         if all(found.values()):
-            cases.append(DryRunCase(name=sub.name, suv=found[SUV_NAME], ctres=found[CTRES_NAME],
+            key = study_key(name)
+            if key in seen:
+                raise InputError(f"folders {seen[key]} and {sub.relative_to(folder)} have the same study key "
+                                 f"{key}; rename one", path=folder)
+            seen[key] = sub.relative_to(folder)
+            cases.append(DryRunCase(name=name, suv=found[SUV_NAME], ctres=found[CTRES_NAME],
                                     seg=found[SEG_NAME]))
         elif any(found.values()):
-            incomplete.append(f"{sub.name} (missing {', '.join(k for k, v in found.items() if not v)})")
+            incomplete.append(f"{sub.relative_to(folder)} (missing {', '.join(k for k, v in found.items() if not v)})")
     if incomplete:
         raise InputError(f"incomplete case folder(s): {'; '.join(incomplete)}", path=folder)
     if not cases:
-        raise InputError(f"no case folders with {SUV_NAME}, {CTRES_NAME} and {SEG_NAME} images", path=folder)
+        raise InputError(f"no case folders with {SUV_NAME}, {CTRES_NAME} and {SEG_NAME} images "
+                         "(<case>/ or <patient>/<study folder>/)", path=folder)
     return cases
+
+
+def _study_folders(folder: Path) -> list[tuple[str, Path]]:
+    """(study name, folder) of every case folder and every study folder one level below it."""
+    found = []
+    for patient in _subfolders(folder):
+        found.append((patient.name, patient))
+        found += [(study_key(patient.name, study.name), study) for study in _subfolders(patient)]
+    return found
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def _image(folder: Path, stem: str) -> Path | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from app.dryrun.contract import JobCheck
 from app.dryrun.runner import RunOutcome
 from app.sizes import format_size
+from evaluation.aggregates import summary_line as aggregates_line  # one summary for dry-run and score-folders
 from petct.atomic import atomic_path
 
 
@@ -60,16 +61,6 @@ def table(studies: list[StudyReport]) -> str:
         lines += [f"  {s.case}: FAIL: {v}" for v in s.check.violations]
         lines += [f"  {s.case}: warning: {w}" for w in s.check.warnings]
     return "\n".join(lines)
-
-
-def aggregates_line(aggregates: dict) -> str:
-    parts = []
-    for key, label in (("dice", "mean Dice"), ("false_positive_volume", "mean FPV"),
-                       ("false_negative_volume", "mean FNV")):
-        stats = aggregates.get(key) or {}
-        if stats.get("mean") is not None:
-            parts.append(f"{label} {stats['mean']:.3f} (n={stats.get('count', '?')})")
-    return ", ".join(parts) if parts else "no aggregate metrics"
 
 
 # Characters XML 1.0 forbids even escaped (ANSI colour codes, NUL, ...): ElementTree would write them

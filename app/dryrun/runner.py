@@ -15,7 +15,7 @@ from petct.errors import InputError
 
 KIT_ROOT = Path(__file__).resolve().parents[2]
 POLL_S = 0.05
-# The platform's local-test flags (../shared/reference/grand-challenge.md, "Local test runs").
+# The platform's local-test flags (docs/grand-challenge.md, "Running a container locally").
 PIDS_LIMIT = 256
 
 
@@ -53,7 +53,7 @@ def docker_run_argv(*, image: str, input_dir: Path, output_dir: Path, tmp_dir: P
                     docker: str = "docker") -> list[str]:
     """`docker run` as the platform runs an algorithm job: no network, read-only input, limits, no privileges.
 
-    The flags and their order are those of ../shared/reference/grand-challenge.md ("Local test runs"),
+    The flags and their order are those of docs/grand-challenge.md ("Running a container locally"),
     plus a --name so that a job over its time limit can be killed.
     """
     mounts = [(input_dir, "/input:ro"), (output_dir, "/output"), (tmp_dir, "/tmp")]
