@@ -14,6 +14,7 @@ import SimpleITK as sitk
 
 from petct.atomic import IncompleteWriteError, atomic_path, require_size
 from petct.errors import InputError
+from petct.layout import image_suffix
 
 # Grids may differ by floating-point noise from the writer: relative for spacing, mm for origin.
 SPACING_RTOL = 1e-4
@@ -106,7 +107,7 @@ def read_image(path: str | Path) -> sitk.Image:
     _require_nonempty_file(path)
     require_complete_nifti(path)
     try:
-        image = sitk.ReadImage(str(path))
+        image = _reader(path).Execute()
     except RuntimeError as exc:
         reason = _itk_reason(str(exc), path)
         raise InputError(f"not a readable image (truncated or corrupt?): {reason}", path=path) from None
@@ -124,8 +125,7 @@ def read_geometry(path: str | Path) -> Geometry:
     path = Path(path)
     _require_nonempty_file(path)
     _require_sane_nifti_pixdim(path)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
+    reader = _reader(path)
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
@@ -135,6 +135,21 @@ def read_geometry(path: str | Path) -> Geometry:
                                components=reader.GetNumberOfComponents(), size=reader.GetSize())
     _require_sane_spacing(path, reader.GetSpacing())
     return Geometry.of(reader)
+
+
+# ITK picks a reader by the file name's suffix, case-sensitively for some formats ('S.MHA' fails); the
+# kit matches suffixes in any case, so the reader is named whenever the suffix is not already lower-case.
+_IMAGE_IO = {".mha": "MetaImageIO", ".mhd": "MetaImageIO", ".nii": "NiftiImageIO", ".nii.gz": "NiftiImageIO",
+             ".nrrd": "NrrdImageIO", ".tif": "TIFFImageIO", ".tiff": "TIFFImageIO"}
+
+
+def _reader(path: Path) -> sitk.ImageFileReader:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    suffix = image_suffix(path.name)
+    if suffix is not None and not path.name.endswith(suffix):
+        reader.SetImageIO(_IMAGE_IO[suffix])
+    return reader
 
 
 def _itk_reason(message: str, path: Path) -> str:
