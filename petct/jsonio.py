@@ -60,4 +60,6 @@ def read_json(path: str | Path, *, what: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{what} is not readable JSON: {exc}", path=path) from None
+    except RecursionError:
+        raise InputError(f"{what} is not readable JSON: nested too deeply", path=path) from None
 
