@@ -117,11 +117,21 @@ def read_image(path: str | Path) -> sitk.Image:
     return image
 
 
-def read_geometry(path: str | Path) -> Geometry:
-    """The grid of a single-channel 3D image from its header alone (no voxels read), or InputError.
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image's header says, before any voxel is read: its grid and the bytes one voxel takes in memory."""
 
-    Cheap enough to check a file's grid, or its size against a limit, before reading a possibly huge image.
-    """
+    geometry: Geometry
+    bytes_per_voxel: int
+
+    @property
+    def decoded_bytes(self) -> int:
+        """Memory the voxels take once read."""
+        return int(np.prod(self.geometry.size, dtype=np.int64)) * self.bytes_per_voxel
+
+
+def read_header(path: str | Path) -> ImageHeader:
+    """The header of a single-channel 3D image (no voxels read), with read_image's checks, or InputError."""
     path = Path(path)
     _require_nonempty_file(path)
     _require_sane_nifti_pixdim(path)
@@ -134,7 +144,19 @@ def read_geometry(path: str | Path) -> Geometry:
     _require_single_channel_3d(path=path, dimension=reader.GetDimension(),
                                components=reader.GetNumberOfComponents(), size=reader.GetSize())
     _require_sane_spacing(path, reader.GetSpacing())
-    return Geometry.of(reader)
+    return ImageHeader(geometry=Geometry.of(reader), bytes_per_voxel=_bytes_per_voxel(reader.GetPixelID()))
+
+
+def read_geometry(path: str | Path) -> Geometry:
+    """The grid of a single-channel 3D image from its header alone (no voxels read), or InputError.
+
+    Cheap enough to check a file's grid, or its size against a limit, before reading a possibly huge image.
+    """
+    return read_header(path).geometry
+
+
+def _bytes_per_voxel(pixel_id: int) -> int:
+    return sitk.Image([1, 1, 1], pixel_id).GetSizeOfPixelComponent()
 
 
 # ITK picks a reader by the file name's suffix, case-sensitively for some formats ('S.MHA' fails); the
