@@ -149,7 +149,7 @@ FAKE_DOCKER = textwrap.dedent("""\
     args = sys.argv[1:]
     with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
         log.write(json.dumps(args) + "\\n")
-    if args[0] == "kill":
+    if args[0] in ("kill", "rm"):
         sys.exit(0)
     if args[:2] == ["image", "inspect"]:
         image = args[-1]
@@ -181,7 +181,8 @@ def test_image_mode_runs_docker_with_the_platform_flags(tmp_path):
                      "--memory", "8g", "--output", str(tmp_path / "out"),
                      env=env)
     assert result.returncode == 0, result.stdout + result.stderr
-    inspect, argv = [json.loads(line) for line in calls.read_text().splitlines()]
+    inspect, argv, remove = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert remove == ["rm", "-f", argv[argv.index("--name") + 1]]  # the container goes, whatever it left running
     assert inspect[:2] == ["image", "inspect"] and inspect[-1] == "team/algo:1"  # checked before any job
     assert argv[-1] == "team/algo:1"
     for flag in ("--memory=8g", "--memory-swap=8g", "--shm-size=4g", "--cap-drop=ALL",
@@ -324,3 +325,89 @@ def test_image_that_docker_lacks_or_that_is_not_amd64_is_a_usage_error(tmp_path,
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert image in result.stderr and reason in result.stderr
     assert all(json.loads(line)[0] != "run" for line in calls.read_text().splitlines())  # no job ran
+
+
+def _wait_gone(pid: int) -> bool:
+    for _ in range(100):
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("how", ["child", "setsid", "double_fork"])
+def test_a_normal_exit_kills_every_process_the_job_left(tmp_path, how):
+    """Background children, setsid daemons and double-forked orphans all die when the job's main process exits."""
+    pid_file = tmp_path / "straggler.pid"
+    late = tmp_path / "late.txt"
+    straggler = f"import time; time.sleep(2); open({str(late)!r}, 'w').write('late')"
+    starts = {
+        "child": "subprocess.Popen([sys.executable, '-c', STRAGGLER])",
+        "setsid": "subprocess.Popen([sys.executable, '-c', STRAGGLER], start_new_session=True)",
+        # The middle process exits at once: the straggler is reparented and leaves the job's tree and group.
+        "double_fork": "subprocess.Popen([sys.executable, '-c', 'import os, subprocess, sys; "
+                       "p = subprocess.Popen([sys.executable, \"-c\", sys.argv[1]], start_new_session=True); "
+                       "open(sys.argv[2], \"w\").write(str(p.pid))', STRAGGLER, PID_FILE]).wait()",
+    }
+    script = (f"import subprocess, sys, time\nSTRAGGLER = {straggler!r}\nPID_FILE = {str(pid_file)!r}\n"
+              f"p = {starts[how]}\n"
+              "if hasattr(p, 'pid'): open(PID_FILE, 'w').write(str(p.pid))\n"
+              "time.sleep(0.3)\n")
+    outcome = run_limited([sys.executable, "-c", script], limits=Limits(time_s=60, memory_bytes=2**40),
+                          log=tmp_path / "log.txt")
+    assert outcome.exit_code == 0 and not outcome.timed_out, (tmp_path / "log.txt").read_text()
+    pid = int(pid_file.read_text())
+    assert _wait_gone(pid), f"the job's {how} straggler outlived the job"
+    assert len(outcome.left_processes) == 1 and f"pid {pid}" in outcome.left_processes[0]
+    time.sleep(2.5)
+    assert not late.exists()
+
+
+def test_a_setsid_grandchild_dies_at_the_time_limit(tmp_path):
+    pid_file = tmp_path / "daemon.pid"
+    script = ("import subprocess, sys, time\n"
+              "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], start_new_session=True)\n"
+              f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
+              "time.sleep(120)\n")
+    outcome = run_limited([sys.executable, "-c", script], limits=Limits(time_s=2, memory_bytes=2**40),
+                          log=tmp_path / "log.txt")
+    assert outcome.timed_out
+    assert _wait_gone(int(pid_file.read_text())), "the setsid grandchild survived the time-limit kill"
+
+
+def test_a_clean_job_leaves_nothing_to_report(tmp_path):
+    outcome = run_limited([sys.executable, "-c", "print('ok')"], limits=Limits(time_s=60, memory_bytes=2**40),
+                          log=tmp_path / "log.txt")
+    assert outcome.exit_code == 0 and outcome.left_processes == []
+
+
+LATE_WRITER = textwrap.dedent("""\
+    import os, subprocess, sys
+    import SimpleITK as sitk
+    sys.path.insert(0, {repo!r})
+    from petct.imageio import read_image
+    inp, out = sys.argv[1], sys.argv[2]
+    pet = read_image(next(p for p in __import__("pathlib").Path(inp, "images", "pet").iterdir()))
+    mask = sitk.Image(pet.GetSize(), sitk.sitkUInt8)
+    mask.CopyInformation(pet)
+    folder = os.path.join(out, "images", "automated-petct-lesion-segmentation")
+    os.makedirs(folder)
+    sitk.WriteImage(mask, os.path.join(folder, "mask.mha"))
+    subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(1.5); open(sys.argv[1], 'w').write('x')",
+                      os.path.join(folder, "second.mha")], start_new_session=True)
+""")
+
+
+def test_dry_run_kills_a_late_writer_and_reports_it(tmp_path):
+    script = tmp_path / "late_writer.py"
+    script.write_text(LATE_WRITER.format(repo=str(REPO)))
+    out = tmp_path / "out"
+    result = dry_run("--phantoms", "1", "--phantom-size", "tiny", "--command",
+                     f"{sys.executable} {script} {{input}} {{output}}", "--output", str(out),
+                     "--workdir", str(tmp_path / "work"))
+    assert "left 1 process(es) running after it exited" in result.stdout, result.stdout + result.stderr
+    time.sleep(2)
+    assert not list((tmp_path / "work").rglob("second.mha"))
