@@ -173,7 +173,6 @@ def _note_descendants(pid: int, seen: dict[int, psutil.Process]) -> None:
 
 def kill_job_tree(pid: int, *, seen, mark: str) -> list[str]:
     """SIGKILL every process of a finished job; 'name (pid N)' of each that was still running."""
-    _kill_group(pid)
     survivors = {p.pid: p for p in seen if _running(p)}
     for process in psutil.process_iter():
         if process.pid not in survivors and process.pid != os.getpid() and _carries_mark(process, mark):
@@ -185,6 +184,7 @@ def kill_job_tree(pid: int, *, seen, mark: str) -> list[str]:
                 survivors.setdefault(child.pid, child)
         except psutil.Error:
             pass
+    _kill_group(pid)
     for process in survivors.values():
         try:
             process.kill()
