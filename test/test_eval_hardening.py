@@ -134,3 +134,15 @@ def test_rank_refuses_bad_case_values_with_subsets(tmp_path, capsys):
 
 def test_rank_accepts_good_files(tmp_path, capsys):
     assert main(["rank", _metrics(tmp_path, "a", GOOD), _metrics(tmp_path, "b", GOOD)]) == 0
+
+
+def test_score_pair_refuses_absurd_spacing_naming_the_file(tmp_path, capsys):
+    import SimpleITK as sitk
+    gt = write_mask(tmp_path / "gt.mha", small_mask(0), GRID)
+    image = sitk.ReadImage(str(gt))
+    image.SetSpacing((1e308, 1.0, 1.0))
+    far = tmp_path / "far.mha"
+    sitk.WriteImage(image, str(far))
+    assert main(["score-pair", str(gt), str(far)]) != 0
+    err = capsys.readouterr().err
+    assert f"file {far}: voxel spacing" in err and "not finite or outside" in err

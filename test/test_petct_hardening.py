@@ -227,3 +227,12 @@ def test_upper_case_suffixes_read(tmp_path, name):
     assert read_image(tmp_path / name).GetSize() == (6, 5, 4)
     assert read_geometry(tmp_path / name).size == (6, 5, 4)
     assert layout.find_image(tmp_path, "S") == [tmp_path / name]
+
+
+def test_algorithm_container_reads_an_upper_case_mha_input(tmp_path):
+    inputs = write_platform_input(tmp_path / "input", make_study(4))
+    for path in (inputs.pet, inputs.ct):
+        path.rename(path.with_name(path.stem + ".MHA"))
+    result = run_algorithm("--input", inputs.root, "--output", tmp_path / "out", "--engine", "baseline")
+    assert result.returncode == 0, result.stderr
+    assert len(list((tmp_path / "out").rglob("*.mha"))) == 1
