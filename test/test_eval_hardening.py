@@ -145,4 +145,4 @@ def test_score_pair_refuses_absurd_spacing_naming_the_file(tmp_path, capsys):
     sitk.WriteImage(image, str(far))
     assert main(["score-pair", str(gt), str(far)]) != 0
     err = capsys.readouterr().err
-    assert f"file {far}: voxel spacing" in err and "not finite or outside" in err
+    assert f"file {far}: prediction: voxel spacing [1e+308, 1, 1] is not finite or outside" in err
