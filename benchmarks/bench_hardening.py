@@ -1,16 +1,21 @@
 """Healthy-request cost of the upload, read and write checks, against another checkout (`--old DIR`).
 
-Interleaved rounds, old then new, each round measuring on both trees:
+Interleaved rounds, old and new in alternating order, each round measuring on both trees:
 1. POST /v1/score, small studies (128 x 128 x 96, compressed .mha pair): requests per second, one client;
 2. POST /v1/score, one full-size study (400 x 400 x 326, uncompressed .mha pair): seconds;
 3. in a fresh process per tree: write_image_atomic of a full-size mask (compressed .mha; fsync and the
-   read-back check are new), read_image of a full-size .nii.gz (the completeness check) and score_files.
+   read-back check are new; median of 3), read_image of a full-size .nii.gz (the completeness check) and
+   score_files on a small pair (median of 9).
+4. in this process, alternating calls 300 times: the old tree's petct/imageio.py read_image and header read
+   (read_geometry) against the new read_image and read_header, on a small ground truth: the changed read
+   path alone, free of the HTTP and process noise of a shared machine.
 Reports the median of each over the rounds and the new/old ratio; also writes bench-out/bench_hardening.json.
 Example: git worktree add /tmp/kit-old main && python benchmarks/bench_hardening.py --old /tmp/kit-old
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -32,18 +37,27 @@ from petct.phantom import make_study  # noqa: E402
 
 # Run in each tree with its own code: prints {"write_s", "read_nifti_s", "score_s"} as JSON.
 IO_SCRIPT = """
-import json, sys, time
+import json, statistics, sys, time
 import SimpleITK as sitk
 from petct.imageio import read_image, write_image_atomic
 from evaluation.scoring import score_files
 mask, nifti, gt, pred, out = sys.argv[1:6]
 image = sitk.ReadImage(mask)
-figures = {}
-started = time.perf_counter(); write_image_atomic(image, out); figures["write_s"] = time.perf_counter() - started
-started = time.perf_counter(); read_image(nifti); figures["read_nifti_s"] = time.perf_counter() - started
-started = time.perf_counter(); score_files(ground_truth=gt, prediction=pred)
-figures["score_s"] = time.perf_counter() - started
-print(json.dumps(figures))
+score_files(ground_truth=gt, prediction=pred)  # warm-up: lazy imports
+
+
+def median_s(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+print(json.dumps({"write_s": median_s(lambda: write_image_atomic(image, out), 3),
+                  "read_nifti_s": median_s(lambda: read_image(nifti), 1),
+                  "score_s": median_s(lambda: score_files(ground_truth=gt, prediction=pred), 9)}))
 """
 
 
@@ -86,6 +100,26 @@ def io_figures(tree: Path, files: list[Path]) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def read_path_ab(old_tree: Path, path: Path, *, pairs: int = 300) -> dict[str, dict[str, float]]:
+    """Median seconds of the old and new read_image and header read, called alternately in one process."""
+    from petct import imageio as new
+    spec = importlib.util.spec_from_file_location("old_imageio", old_tree / "petct" / "imageio.py")
+    old = importlib.util.module_from_spec(spec)
+    sys.modules["old_imageio"] = old  # dataclasses look their module up by name
+    spec.loader.exec_module(old)
+    calls = {"read_image_s": (old.read_image, new.read_image), "read_header_s": (old.read_geometry, new.read_header)}
+    out = {}
+    for key, (old_fn, new_fn) in calls.items():
+        times = {"old": [], "new": []}
+        for _ in range(pairs):
+            for name, fn in (("old", old_fn), ("new", new_fn)):
+                started = time.perf_counter()
+                fn(path)
+                times[name].append(time.perf_counter() - started)
+        out[key] = {name: statistics.median(values) for name, values in times.items()}
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--old", type=Path, required=True, help="checkout to compare with (e.g. main's worktree)")
@@ -108,7 +142,8 @@ def main() -> int:
         for name, (_, url) in servers.items():  # warm up imports and pools
             small_rate(url, small, requests=4)
         for round_ in range(args.rounds):
-            for name, tree in trees.items():
+            # Alternate the order so that a drift in the machine's load does not favour one side.
+            for name, tree in sorted(trees.items(), reverse=bool(round_ % 2)):
                 url = servers[name][1]
                 got = figures[name]
                 got.setdefault("small_rps", []).append(small_rate(url, small, requests=args.requests))
@@ -123,6 +158,9 @@ def main() -> int:
             proc.wait(30)
 
     medians = {name: {key: statistics.median(values) for key, values in got.items()} for name, got in figures.items()}
+    for key, by_tree in read_path_ab(trees["old"], small[0][0]).items():
+        for name, value in by_tree.items():
+            medians[name][key] = value
     print(f"medians of {args.rounds} interleaved rounds (old = {trees['old']}):")
     for key in medians["new"]:
         old, new = medians["old"][key], medians["new"][key]

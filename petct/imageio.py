@@ -1,6 +1,7 @@
 """Reading and writing images with SimpleITK, keeping geometry, with errors that name the file."""
 from __future__ import annotations
 
+import functools
 import gzip
 import math
 import re
@@ -86,8 +87,8 @@ def _require_nonempty_file(path: Path) -> None:
 
 
 def _require_sane_spacing(path: Path, spacing) -> None:
-    spacing = [float(v) for v in spacing]
-    if not all(math.isfinite(v) and MIN_SPACING_MM <= abs(v) <= MAX_SPACING_MM for v in spacing):
+    # NaN fails every comparison and infinity the upper bound, so the range test alone refuses both.
+    if not all(MIN_SPACING_MM <= abs(v) <= MAX_SPACING_MM for v in spacing):
         raise InputError(f"voxel spacing {_fmt(spacing)} is not finite or outside "
                          f"{MIN_SPACING_MM:g}..{MAX_SPACING_MM:g} mm", path=path)
 
@@ -107,7 +108,7 @@ def read_image(path: str | Path) -> sitk.Image:
     _require_nonempty_file(path)
     require_complete_nifti(path)
     try:
-        image = _reader(path).Execute()
+        image = sitk.ReadImage(str(path), imageIO=_image_io(path))
     except RuntimeError as exc:
         reason = _itk_reason(str(exc), path)
         raise InputError(f"not a readable image (truncated or corrupt?): {reason}", path=path) from None
@@ -155,6 +156,7 @@ def read_geometry(path: str | Path) -> Geometry:
     return read_header(path).geometry
 
 
+@functools.lru_cache(maxsize=None)
 def _bytes_per_voxel(pixel_id: int) -> int:
     return sitk.Image([1, 1, 1], pixel_id).GetSizeOfPixelComponent()
 
@@ -165,12 +167,19 @@ _IMAGE_IO = {".mha": "MetaImageIO", ".mhd": "MetaImageIO", ".nii": "NiftiImageIO
              ".nrrd": "NrrdImageIO", ".tif": "TIFFImageIO", ".tiff": "TIFFImageIO"}
 
 
+def _image_io(path: Path) -> str:
+    """The ITK reader to name for `path`, or "" to let ITK choose by the (lower-case) suffix."""
+    name = path.name
+    if name.islower() or name.endswith((".mha", ".nii.gz", ".nii", ".nrrd")):
+        return ""
+    suffix = image_suffix(name)
+    return _IMAGE_IO[suffix] if suffix is not None and not name.endswith(suffix) else ""
+
+
 def _reader(path: Path) -> sitk.ImageFileReader:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
-    suffix = image_suffix(path.name)
-    if suffix is not None and not path.name.endswith(suffix):
-        reader.SetImageIO(_IMAGE_IO[suffix])
+    reader.SetImageIO(_image_io(path))
     return reader
 
 

@@ -229,25 +229,32 @@ def test_docker_mounts_refuse_a_colon_in_a_path():
                         memory="4g", shm_size="2g", gpus=False)
 
 
-def test_time_limit_kills_the_whole_process_group(tmp_path):
-    """A job's own children die with it at the time limit (start_new_session + killpg), not only the job."""
+def _wait_gone(pid: int) -> bool:
+    """Whether `pid` ends within 5 s (SIGKILL is delivered asynchronously; an orphan may linger as a zombie)."""
+    for _ in range(100):
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("new_session", [False, True])
+def test_time_limit_kills_the_whole_process_tree(tmp_path, new_session):
+    """A job's children die with it at the time limit, a `setsid` grandchild outside its group included."""
     pid_file = tmp_path / "grandchild.pid"
     script = ("import subprocess, sys, time\n"
-              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], "
+              f"start_new_session={new_session})\n"
               f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
               "time.sleep(120)\n")
     outcome = run_limited([sys.executable, "-c", script], limits=Limits(time_s=3, memory_bytes=2**40),
                           log=tmp_path / "log.txt")
     assert outcome.timed_out and outcome.exit_code is None
     grandchild = int(pid_file.read_text())
-    for _ in range(100):  # SIGKILL is delivered asynchronously; an orphan may linger as a zombie
-        try:
-            if psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE:
-                break
-        except psutil.NoSuchProcess:
-            break
-        time.sleep(0.05)
-    else:
+    if not _wait_gone(grandchild):
         psutil.Process(grandchild).kill()
         raise AssertionError("the job's child process outlived the time limit")
 
@@ -327,17 +334,6 @@ def test_image_that_docker_lacks_or_that_is_not_amd64_is_a_usage_error(tmp_path,
     assert all(json.loads(line)[0] != "run" for line in calls.read_text().splitlines())  # no job ran
 
 
-def _wait_gone(pid: int) -> bool:
-    for _ in range(100):
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.05)
-    return False
-
-
 @pytest.mark.parametrize("how", ["child", "setsid", "double_fork"])
 def test_a_normal_exit_kills_every_process_the_job_left(tmp_path, how):
     """Background children, setsid daemons and double-forked orphans all die when the job's main process exits."""
@@ -364,18 +360,6 @@ def test_a_normal_exit_kills_every_process_the_job_left(tmp_path, how):
     assert len(outcome.left_processes) == 1 and f"pid {pid}" in outcome.left_processes[0]
     time.sleep(2.5)
     assert not late.exists()
-
-
-def test_a_setsid_grandchild_dies_at_the_time_limit(tmp_path):
-    pid_file = tmp_path / "daemon.pid"
-    script = ("import subprocess, sys, time\n"
-              "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], start_new_session=True)\n"
-              f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
-              "time.sleep(120)\n")
-    outcome = run_limited([sys.executable, "-c", script], limits=Limits(time_s=2, memory_bytes=2**40),
-                          log=tmp_path / "log.txt")
-    assert outcome.timed_out
-    assert _wait_gone(int(pid_file.read_text())), "the setsid grandchild survived the time-limit kill"
 
 
 def test_a_clean_job_leaves_nothing_to_report(tmp_path):
