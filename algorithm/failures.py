@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import traceback
 
+from petct.atomic import IncompleteWriteError
 from petct.errors import InputError
 
 log = logging.getLogger("algorithm")
@@ -27,6 +28,8 @@ def describe_failure(exc: BaseException) -> tuple[int, str]:
         return EXIT_INPUT, f"error: {exc.describe()}"
     if is_out_of_memory(exc):
         return EXIT_MEMORY, f"out of memory: {_first_line(exc)} (try --device cpu, --no-tta or fewer --folds)"
+    if isinstance(exc, IncompleteWriteError):  # the disk, not the input: exit 1 like any write failure
+        return EXIT_INTERNAL, f"error: {exc}"
     if isinstance(exc, OSError):
         where = f" {exc.filename}" if exc.filename else ""
         return EXIT_INPUT, f"error: cannot access{where}: {exc.strerror or exc}"

@@ -26,7 +26,9 @@ def _size(text: str) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     from app.dryrun.run import DryRunOptions
-    from app.service.settings import DEFAULT_MAX_UPLOAD, DEFAULT_MAX_VOXELS, TOKEN_ENV
+    from app.service.settings import (DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_RATIO, DEFAULT_MAX_REQUEST_IMAGE_BYTES,
+                                      DEFAULT_MAX_UPLOAD, DEFAULT_MAX_VOXELS, TOKEN_ENV)
+    from app.sizes import format_size
 
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,6 +47,15 @@ def _parser() -> argparse.ArgumentParser:
                        help="largest request body, e.g. 2GiB or 500MB (default: 2GiB)")
     serve.add_argument("--max-voxels", type=whole_number(1), default=DEFAULT_MAX_VOXELS,
                        help="largest image accepted, in voxels (default: %(default)s)")
+    serve.add_argument("--max-image-bytes", type=_size, default=DEFAULT_MAX_IMAGE_BYTES, metavar="SIZE",
+                       help="largest image accepted, decoded: voxels x bytes per voxel, from the header before any "
+                            f"voxel is read (default: {format_size(DEFAULT_MAX_IMAGE_BYTES)})")
+    serve.add_argument("--max-request-image-bytes", type=_size, default=DEFAULT_MAX_REQUEST_IMAGE_BYTES,
+                       metavar="SIZE", help="the same, summed over one request's images "
+                                            f"(default: {format_size(DEFAULT_MAX_REQUEST_IMAGE_BYTES)})")
+    serve.add_argument("--max-ratio", type=positive_number, default=DEFAULT_MAX_RATIO, metavar="RATIO",
+                       help="largest decoded size per uploaded byte (default: %(default)g; gzip cannot exceed "
+                            "about 1032)")
     serve.add_argument("--ground-truth", type=Path,
                        help="organiser mode: score predictions against this folder's cases, never sending them out")
     serve.add_argument("--model", type=Path, help="nnU-Net results folder (default: as the algorithm container finds one)")
@@ -98,6 +109,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = ServiceSettings(data_dir=args.data_dir, host=args.host, port=args.port, token=token_from(args.token),
                                max_upload_bytes=args.max_upload, max_voxels=args.max_voxels,
+                               max_image_bytes=args.max_image_bytes,
+                               max_request_image_bytes=args.max_request_image_bytes, max_ratio=args.max_ratio,
                                ground_truth=args.ground_truth, model=args.model, device=args.device,
                                scoring_workers=args.scoring_workers)
     return serve(settings, engine=args.engine, log_level=args.log_level)

@@ -115,9 +115,11 @@ def _run_job(case: DryRunCase, options: DryRunOptions, workdir: Path, *, pet: Ge
     job = platform.lay_out_job(case, workdir / "jobs")
     before = snapshot(job.input_dir)
     limits = Limits(time_s=options.time_limit_s, memory_bytes=options.memory_bytes)
-    argv, env, on_timeout = _job_command(job, options)
+    argv, env, on_timeout, after = _job_command(job, options)
     job.started_at = datetime.now(timezone.utc)
-    outcome = run_limited(argv, limits=limits, log=job.input_dir.parent / "log.txt", env=env, on_timeout=on_timeout)
+    # run_limited returns once the job's whole process tree is gone: only then is its output checked.
+    outcome = run_limited(argv, limits=limits, log=job.input_dir.parent / "log.txt", env=env, on_timeout=on_timeout,
+                          after=after)
     job.completed_at = datetime.now(timezone.utc)
     if options.image:
         outcome.peak_rss_bytes = None  # that of the docker client; Docker enforces --memory itself
@@ -134,7 +136,7 @@ def _run_job(case: DryRunCase, options: DryRunOptions, workdir: Path, *, pet: Ge
 
 
 def _job_command(job: platform.AlgorithmJob, options: DryRunOptions):
-    """argv, environment and timeout hook of one job."""
+    """argv, environment, timeout hook and clean-up hook of one job."""
     if options.image:
         name = f"petct-dry-run-{job.pk[:12]}"
         gpus = gpu_present() if options.gpus is None else options.gpus
@@ -142,13 +144,21 @@ def _job_command(job: platform.AlgorithmJob, options: DryRunOptions):
                                tmp_dir=job.tmp_dir, memory=docker_size(options.memory_bytes),
                                shm_size=docker_size(options.memory_bytes // 2), gpus=gpus, model_dir=options.model,
                                name=name)
-        return argv, None, lambda: subprocess.run(["docker", "kill", name], capture_output=True, timeout=60)
+        return argv, None, lambda: _docker_quietly("kill", name), lambda: _docker_quietly("rm", "-f", name)
     template = options.command or default_command()
     argv = command_argv(template, input_dir=job.input_dir, output_dir=job.output_dir)
     env = {**os.environ, "TMPDIR": str(job.tmp_dir)}  # the platform gives every job an empty /tmp
     if options.command is None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(KIT_ROOT), os.environ.get("PYTHONPATH")]))
-    return argv, env, None
+    return argv, env, None, None
+
+
+def _docker_quietly(*args: str) -> None:
+    """A clean-up docker command; its failure (the container already gone) changes no verdict."""
+    try:
+        subprocess.run(["docker", *args], capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        pass
 
 
 def _evaluate(studies: list[StudyReport], cases: list[DryRunCase], workdir: Path) -> EvaluationReport:

@@ -23,7 +23,7 @@ from app.service.jobs import JobState, JobStore, is_job_id, new_job_id
 from app.service.models import CaseList, Health, JobsPage, JobView, Readiness, ScoreRecord
 from app.service.scoring import score_uploaded
 from app.service.settings import ServiceSettings
-from app.service.upload_checks import check_upload
+from app.service.upload_checks import check_upload, check_uploads
 from app.service.uploads import FileField, StoredFile, receive_files
 from app.service.worker import MASK_NAME, InferenceWorker
 from petct.errors import InputError
@@ -54,7 +54,12 @@ class Service:
         return await asyncio.wrap_future(self.scoring.submit(fn, *args, **kwargs))
 
     def check(self, stored: StoredFile, *, read_voxels: bool = True):
-        return check_upload(stored, max_voxels=self.settings.max_voxels, read_voxels=read_voxels)
+        """One upload's grid, once within the per-file limits; ApiError(422) otherwise."""
+        return check_upload(stored, limits=self.settings.upload_limits, read_voxels=read_voxels).geometry
+
+    def check_request(self, files: dict[str, StoredFile], *, read_voxels: bool = True):
+        """Each upload's grid, once all are within the limits (per file and per request); ApiError(422) otherwise."""
+        return check_uploads(files, limits=self.settings.upload_limits, read_voxels=read_voxels)
 
 
 class BearerTokenGuard:
@@ -202,8 +207,7 @@ def _add_score_route(app: FastAPI, service: Service) -> None:
                                         folder=folder, max_bytes=service.settings.max_upload_bytes)
 
             def work() -> dict:
-                for stored in files.values():
-                    service.check(stored, read_voxels=False)  # the scorer reads them next and names what fails
+                service.check_request(files, read_voxels=False)  # the scorer reads them next and names what fails
                 return score_uploaded(ground_truth=files["ground_truth"].path, prediction=files["prediction"].path,
                                       study=study, names={k: v.client_name for k, v in files.items()})
             return await service.in_pool(work)
@@ -272,7 +276,7 @@ def _add_job_routes(app: FastAPI, service: Service) -> None:
 
 def _check_study(service: Service, files: dict[str, StoredFile]) -> None:
     """Each file a readable image, and CT and label on the PET's grid."""
-    grids = {field: service.check(stored) for field, stored in files.items()}
+    grids = service.check_request(files)
     for field in ("ct", "label"):
         if field in grids:
             mismatches = grid_mismatches(grids["pet"], grids[field])
@@ -309,7 +313,7 @@ def _add_case_routes(app: FastAPI, service: Service) -> None:
                                         max_bytes=service.settings.max_upload_bytes)
 
             def work() -> dict:
-                service.check(files["prediction"], read_voxels=False)
+                service.check_request(files, read_voxels=False)
                 return score_uploaded(ground_truth=ground_truth, prediction=files["prediction"].path, study=case,
                                       names={"prediction": files["prediction"].client_name},
                                       hide_ground_truth=True)
