@@ -121,7 +121,8 @@ def _package_model(args: argparse.Namespace) -> int:
 
     packed = package_model(args.results, args.output)
     print(f"{packed.path}: {format_size(packed.size_bytes)} ({packed.size_bytes} bytes), sha256 {packed.sha256}")
-    print(f"  /opt/ml/model/{packed.trainer_folder}: folds {', '.join(map(str, packed.folds))}")
+    where = "/opt/ml/model" if packed.trainer_folder == "." else f"/opt/ml/model/{packed.trainer_folder}"
+    print(f"  unpacked into /opt/ml/model, the algorithm finds {where}: folds {', '.join(map(str, packed.folds))}")
     return 0
 
 

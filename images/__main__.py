@@ -14,7 +14,7 @@ from pathlib import Path
 from app.sizes import format_size
 from images.bases import PYTHON_BASE, TORCH_BASES, image_exists, make_python_base, make_torch_base
 from images.build import TARGETS, build_argv, build_options, choose_bases, image_size_and_platform, image_tag
-from images.engine import ENGINES, detect_engine, engine_env
+from app.dryrun.engine import ENGINES, detect_engine, engine_env
 from images.pipconf import host_pip_settings
 from images.tarball import save_image_tarball
 from petct.errors import InputError

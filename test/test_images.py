@@ -35,7 +35,7 @@ ALGORITHM = "petct-kit/algorithm:cpu"
 EVALUATION = "petct-kit/evaluation:cpu"
 APP = "petct-kit/app:cpu"
 # The platform's hardening (app.dryrun.runner.docker_run_argv) plus what it adds for these runs.
-HARDENING = ["--read-only", "--tmpfs", "/tmp", "--network", "none", "--cap-drop=ALL",
+HARDENING = ["--read-only", "--tmpfs", "/tmp", "-w", "/tmp", "--network", "none", "--cap-drop=ALL",
              "--security-opt=no-new-privileges", "--pids-limit=256", "--memory=4g", "--memory-swap=4g"]
 TOKEN = "image-test-token"
 
@@ -48,7 +48,7 @@ def _images(*args: str) -> None:
 @pytest.fixture(scope="module")
 def engine():
     """The detected engine and its environment, after the bases and the CPU images are built (cached)."""
-    from images.engine import detect_engine, engine_env
+    from app.dryrun.engine import detect_engine, engine_env
 
     name = detect_engine(os.environ.get("CONTAINER_ENGINE") or None)
     env = engine_env(name)
@@ -64,7 +64,7 @@ def run_image(engine, *args: str, timeout: float = RUN_TIMEOUT_S) -> subprocess.
 
 
 def test_a_container_runs_as_the_images_non_root_user(engine):
-    result = run_image(engine, *HARDENING, "--entrypoint", "python", "-w", "/tmp", ALGORITHM, "-c",
+    result = run_image(engine, *HARDENING, "--entrypoint", "python", ALGORITHM, "-c",
                        "import os, algorithm, petct; print(os.getuid(), os.access('/opt/app/petct', os.W_OK))")
     assert result.returncode == 0, result.stderr
     uid, writable = result.stdout.split()

@@ -16,8 +16,9 @@ from app.dryrun import platform
 from app.dryrun.cases import DryRunCase, folder_cases, pet_grids, phantom_cases
 from app.dryrun.contract import JobCheck, check_output, check_run, snapshot
 from app.dryrun.report import EvaluationReport, StudyReport, aggregates_line, table, write_junit
-from app.dryrun.runner import (KIT_ROOT, Limits, check_docker_image, command_argv, container_engine, default_command,
-                               docker_run_argv, engine_env, gpu_present, run_limited, tail)
+from app.dryrun.engine import detect_engine, engine_env
+from app.dryrun.runner import (KIT_ROOT, Limits, check_docker_image, command_argv, default_command, docker_run_argv,
+                               gpu_present, run_limited, tail)
 from app.sizes import docker_size, format_size
 from petct.errors import InputError
 from petct.imageio import Geometry
@@ -32,7 +33,7 @@ EXIT_OK, EXIT_VIOLATION, EXIT_USAGE = 0, 1, 2
 class DryRunOptions:
     command: str | None = None  # local command with {input} and {output}; None: the kit's algorithm
     image: str | None = None  # Docker image to run instead of a command
-    container_engine: str | None = None  # docker or podman; None: detected (see images/engine.py)
+    container_engine: str | None = None  # docker or podman; None: detected (app/dryrun/engine.py)
     cases: Path | None = None  # <case>/{SUV,CTres,SEG}.*; None: built-in phantoms
     phantoms: int = 3
     phantom_size: str = "small"
@@ -49,7 +50,7 @@ def run_dry_run(options: DryRunOptions) -> int:
     """Exit status: 0 all studies met the contract and were scored, 1 a violation (named per study)."""
     started = time.monotonic()
     if options.image:
-        options = dataclasses.replace(options, container_engine=container_engine(options.container_engine))
+        options = dataclasses.replace(options, container_engine=detect_engine(options.container_engine))
     _check_options(options)
     workdir = options.workdir or Path(tempfile.mkdtemp(prefix="petct-dry-run-"))
     try:

@@ -78,20 +78,6 @@ def docker_run_argv(*, image: str, input_dir: Path, output_dir: Path, tmp_dir: P
 PLATFORM_OS_ARCH = "linux/amd64"
 
 
-def container_engine(requested: str | None) -> str:
-    """docker or podman: `requested`, else docker when its daemon answers, else podman, else docker."""
-    from images.engine import detect_engine  # host-side tooling: the app image never runs containers
-
-    return detect_engine(requested)
-
-
-def engine_env(engine: str) -> dict[str, str]:
-    """The environment for `engine`: podman gets the kit's configuration (runtime, ulimits, storage)."""
-    from images.engine import engine_env as environment
-
-    return environment(engine)
-
-
 def check_docker_image(image: str, *, docker: str = "docker", env: dict[str, str] | None = None) -> None:
     """Refuse, before any job runs, an image Docker does not have locally or one built for another platform.
 
