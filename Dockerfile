@@ -10,9 +10,13 @@
 
 ARG PYTORCH_IMAGE=pytorch/pytorch:2.6.0-cuda12.4-cudnn9-runtime
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# Installed packages' own test suites (numpy's and scipy's: about 80 MB) are never run in an image: each
+# install step deletes them in the same layer, so they take no space.
+ARG PRUNE_TESTS="import pathlib, shutil, site; [shutil.rmtree(t, ignore_errors=True) for d in site.getsitepackages() for t in list(pathlib.Path(d).rglob('tests')) if t.is_dir()]"
 
 # ---------------------------------------------------------------------------------------------------
 FROM --platform=linux/amd64 ${PYTORCH_IMAGE} AS algorithm
+ARG PRUNE_TESTS
 # The participant's image runs nnU-Net: a missing model fails the job instead of silently running the
 # weight-free baseline. `--build-arg ALGORITHM_ENGINE=auto` restores the fallback.
 ARG ALGORITHM_ENGINE=nnunet
@@ -29,7 +33,8 @@ RUN groupadd --system user \
 WORKDIR /opt/app
 # torch comes with the base image; the requirement's range keeps pip from replacing it.
 COPY algorithm/requirements.txt /opt/app/algorithm/requirements.txt
-RUN python -m pip install --no-cache-dir -r /opt/app/algorithm/requirements.txt
+RUN python -m pip install --no-cache-dir -r /opt/app/algorithm/requirements.txt \
+    && python -c "$PRUNE_TESTS"
 COPY petct/ /opt/app/petct/
 COPY algorithm/ /opt/app/algorithm/
 # Root-owned code, readable by everyone whatever the build machine's umask, writable by no one else.
@@ -42,6 +47,7 @@ ENTRYPOINT ["python", "-m", "algorithm"]
 
 # ---------------------------------------------------------------------------------------------------
 FROM --platform=linux/amd64 ${PYTHON_IMAGE} AS evaluation
+ARG PRUNE_TESTS
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONPATH=/opt/app \
@@ -52,7 +58,8 @@ RUN groupadd --system user \
     && mkdir -p /opt/app /opt/ml/input/data/ground_truth
 WORKDIR /opt/app
 COPY evaluation/requirements.txt /opt/app/evaluation/requirements.txt
-RUN python -m pip install --no-cache-dir -r /opt/app/evaluation/requirements.txt
+RUN python -m pip install --no-cache-dir -r /opt/app/evaluation/requirements.txt \
+    && python -c "$PRUNE_TESTS"
 COPY petct/ /opt/app/petct/
 COPY evaluation/ /opt/app/evaluation/
 RUN chmod -R u=rwX,go=rX /opt/app
@@ -62,6 +69,7 @@ ENTRYPOINT ["python", "-m", "evaluation"]
 # ---------------------------------------------------------------------------------------------------
 # The service runs the algorithm's engine in-process and scores with the evaluation's code.
 FROM algorithm AS app
+ARG PRUNE_TESTS
 USER root
 # The service falls back to the baseline when it has no model (the algorithm image's nnunet is for jobs).
 ENV PETCT_KIT_ENGINE=auto
@@ -70,7 +78,8 @@ ENV PETCT_KIT_ENGINE=auto
 RUN mkdir -p /var/lib/petct && chown user:user /var/lib/petct
 COPY evaluation/requirements.txt /opt/app/evaluation/requirements.txt
 COPY app/requirements.txt /opt/app/app/requirements.txt
-RUN python -m pip install --no-cache-dir -r /opt/app/evaluation/requirements.txt -r /opt/app/app/requirements.txt
+RUN python -m pip install --no-cache-dir -r /opt/app/evaluation/requirements.txt -r /opt/app/app/requirements.txt \
+    && python -c "$PRUNE_TESTS"
 COPY evaluation/ /opt/app/evaluation/
 COPY app/ /opt/app/app/
 RUN chmod -R u=rwX,go=rX /opt/app
