@@ -46,7 +46,7 @@ def package_model(results: Path, output: Path) -> PackagedModel:
         raise InputError(f"cannot write the model tarball: {exc.strerror or exc}", path=output) from None
     return PackagedModel(path=output, trainer_folder=str(trainer.relative_to(results)),
                          folds=tuple(c.fold for c in available_folds(trainer)),
-                         size_bytes=output.stat().st_size, sha256=_sha256(output))
+                         size_bytes=output.stat().st_size, sha256=sha256_of(output))
 
 
 def _plain(info: tarfile.TarInfo) -> tarfile.TarInfo:
@@ -57,7 +57,8 @@ def _plain(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(CHUNK), b""):

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import shutil
 import subprocess
 from pathlib import Path
 
+from app.package_model import sha256_of
 from images.build import PLATFORM, image_size_and_platform
 from petct.errors import InputError
 
@@ -34,10 +34,3 @@ def save_image_tarball(engine: str, image: str, output: Path, env: dict[str, str
     temporary.replace(output)
     return output.stat().st_size, sha256_of(output)
 
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -22,7 +22,7 @@ import pytest
 import SimpleITK as sitk
 
 from algorithm_helpers import output_files, run_algorithm, write_platform_input
-from app_helpers import REPO, files_of, free_port, write_phantom
+from app_helpers import REPO, files_of, free_port, wait_for_job, write_phantom
 from nnunet_helpers import dice, make_dataset_json, make_plans, plain_architecture, write_results_folder
 from petct.phantom import make_study
 
@@ -194,7 +194,7 @@ def test_app_image_serves_a_scored_study(engine, tmp_path):
             assert scored.json()["dice"] == 1.0
             submitted = client.post("/v1/studies", files=files_of(study))
             assert submitted.status_code == 202, submitted.text
-            job = _wait_for(client, submitted.json()["id"])
+            job = wait_for_job(client, submitted.json()["id"], timeout_s=300)
             assert job["state"] == "succeeded", job
             assert job["metrics"] is not None and job["metrics"]["dice"] is not None
     finally:
@@ -214,16 +214,6 @@ def _wait_healthy(client: httpx.Client, timeout_s: float = 120.0) -> None:
             pass
         time.sleep(0.5)
     raise AssertionError(f"the app image did not answer /healthz within {timeout_s} s")
-
-
-def _wait_for(client: httpx.Client, job_id: str, timeout_s: float = 300.0) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        if job["state"] in ("succeeded", "failed"):
-            return job
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} did not finish within {timeout_s} s")
 
 
 def _docker_pointing_at(engine_name: str, folder: Path) -> dict[str, str]:
