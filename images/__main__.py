@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     tarball.add_argument("--image", default=image_tag("algorithm", cpu=False), help="(default: %(default)s)")
     tarball.add_argument("--output", type=Path, default=Path("build/algorithm.tar.gz"),
                          help="(default: %(default)s)")
+    tarball.add_argument("--compress-level", type=int, choices=range(1, 10), default=6, metavar="1-9",
+                         help="gzip level: 1 is several times faster, 9 smallest (default: %(default)s)")
     return parser
 
 
@@ -52,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
             return _base_images(engine, env, args)
         if args.command == "build":
             return _build(engine, env, args)
-        size, digest = save_image_tarball(engine, args.image, args.output, env)
+        size, digest = save_image_tarball(engine, args.image, args.output, env,
+                                          compress_level=args.compress_level)
         print(f"{args.output}: {format_size(size)} ({size} bytes), sha256 {digest}")
         return 0
     except (InputError, ValueError) as exc:

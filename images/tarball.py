@@ -13,7 +13,8 @@ from petct.errors import InputError
 CHUNK = 1 << 20
 
 
-def save_image_tarball(engine: str, image: str, output: Path, env: dict[str, str]) -> tuple[int, str]:
+def save_image_tarball(engine: str, image: str, output: Path, env: dict[str, str], *,
+                       compress_level: int = 6) -> tuple[int, str]:
     """Write `output` (gzip of the image's docker-archive) atomically; its size in bytes and sha256."""
     try:
         _, platform = image_size_and_platform(engine, image, env)
@@ -24,7 +25,7 @@ def save_image_tarball(engine: str, image: str, output: Path, env: dict[str, str
     output.parent.mkdir(parents=True, exist_ok=True)
     temporary = output.with_name(output.name + ".partial")
     argv = [engine, "save", image] if engine == "docker" else [engine, "save", "--format", "docker-archive", image]
-    with open(temporary, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6) as packed:
+    with open(temporary, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=compress_level) as packed:
         saver = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         shutil.copyfileobj(saver.stdout, packed, CHUNK)
         error = saver.stderr.read().decode(errors="replace").strip()

@@ -246,8 +246,8 @@ def test_upload_tarball_holds_the_algorithm_image(engine, tmp_path):
     name, _ = engine
     tarball = tmp_path / "algorithm.tar.gz"
     result = subprocess.run([sys.executable, "-m", "images", "--engine", name, "tarball", "--image", ALGORITHM,
-                             "--output", str(tarball)], cwd=REPO, capture_output=True, text=True,
-                            timeout=RUN_TIMEOUT_S)
+                             "--output", str(tarball), "--compress-level", "1"],
+                            cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     assert result.returncode == 0, result.stderr
     assert str(tarball) in result.stdout and "sha256" in result.stdout
     with gzip.open(tarball) as raw, tarfile.open(fileobj=raw, mode="r|") as archive:
