@@ -172,6 +172,18 @@ def test_algorithm_image_without_a_model_fails_instead_of_falling_back(engine, s
     assert output_files(output) == []
 
 
+def test_app_image_keeps_its_healthcheck_and_data_volume(engine):
+    """podman's default OCI format would drop the HEALTHCHECK: the build must use --format docker."""
+    name, env = engine
+    found = subprocess.run([name, "image", "inspect", APP], env=env, capture_output=True, text=True)
+    assert found.returncode == 0, found.stderr
+    [info] = json.loads(found.stdout)
+    healthcheck = info.get("Healthcheck") or info.get("Config", {}).get("Healthcheck") or {}
+    assert "/healthz" in " ".join(healthcheck.get("Test", []))
+    assert "/var/lib/petct" in (info.get("Config", {}).get("Volumes") or {})
+    assert "PETCT_KIT_ENGINE=auto" in info["Config"]["Env"]
+
+
 def test_app_image_serves_a_scored_study(engine, tmp_path):
     name, env = engine
     volume = f"petct-image-test-{os.getpid()}"
