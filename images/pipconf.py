@@ -7,6 +7,7 @@ folders, file:// indexes) is mounted read-only at the same path.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -81,7 +82,11 @@ def build_mounts(settings: PipSettings, conf_file: Path) -> list[str]:
     """`--volume` options for a podman build: the merged pip.conf and each local path, all read-only."""
     conf_file.parent.mkdir(parents=True, exist_ok=True)
     temporary = conf_file.with_name(conf_file.name + ".tmp")
-    temporary.write_text(settings.conf_text())
+    temporary.unlink(missing_ok=True)
+    # An index URL may carry a token: readable by the owner only (the build mounts it as root).
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(settings.conf_text())
     temporary.replace(conf_file)
     mounts = [f"--volume={conf_file}:{CONTAINER_PIP_CONF}:ro"]
     mounts += [f"--volume={path}:{path}:ro" for path in settings.paths]

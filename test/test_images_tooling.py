@@ -37,6 +37,7 @@ def test_pip_settings_merge_files_and_environment_and_find_local_paths(tmp_path)
     mounts = build_mounts(settings, tmp_path / "build" / "pip.conf")
     assert mounts[0] == f"--volume={tmp_path / 'build' / 'pip.conf'}:{CONTAINER_PIP_CONF}:ro"
     assert all(m.endswith(":ro") for m in mounts) and len(mounts) == 4
+    assert (tmp_path / "build" / "pip.conf").stat().st_mode & 0o777 == 0o600  # may hold an index token
     text = (tmp_path / "build" / "pip.conf").read_text()
     assert "[global]" in text and "timeout = 180" in text and "[install]" in text
 
