@@ -1,8 +1,10 @@
 """`python -m app`: the kit's service (`serve`) and the platform dry run (`dry-run`); `--help` for options.
 
-  serve    read settings -> load the inference engine -> answer HTTP requests until stopped
-  dry-run  lay out studies as grand-challenge does -> run the algorithm on each -> check the
-           outputs -> score them with the evaluation container -> print a table, write reports
+  serve          read settings -> load the inference engine -> answer HTTP requests until stopped
+  dry-run        lay out studies as grand-challenge does -> run the algorithm on each -> check the
+                 outputs -> score them with the evaluation container -> print a table, write reports
+  package-model  check an nnU-Net results folder as the algorithm finds it -> write model.tar.gz -> print
+                 its size and sha256
 """
 from __future__ import annotations
 
@@ -81,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="per study (default: %(default)g; the platform allows 5 min to 24 h)")
     dry.add_argument("--memory", type=_size, default=defaults.memory_bytes, metavar="SIZE",
                      help="per study, e.g. 16g (default: 16g); Docker gets half of it as /dev/shm")
+    dry.add_argument("--container-engine", choices=("docker", "podman"), default=None,
+                     help="--image: run it with this (default: docker when its daemon answers, else podman)")
     dry.add_argument("--model", type=Path, help="--image: folder mounted read-only at /opt/ml/model")
     dry.add_argument("--gpus", action=argparse.BooleanOptionalAction, default=None,
                      help="--image: pass --gpus all (default: when nvidia-smi lists a GPU)")
@@ -89,6 +93,13 @@ def _parser() -> argparse.ArgumentParser:
     dry.add_argument("--output", type=Path, default=defaults.output,
                      help="where metrics.json, dry-run.json and the job logs go (default: %(default)s)")
     dry.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report here")
+
+    package = commands.add_parser("package-model", help="an nnU-Net results folder as the model tarball "
+                                                        "grand-challenge unpacks into /opt/ml/model")
+    package.add_argument("results", type=Path, metavar="RESULTS_FOLDER",
+                         help="the trainer folder (plans.json, dataset.json, fold_K/checkpoint_final.pth) or a "
+                              "folder holding exactly one, at most two levels down")
+    package.add_argument("output", type=Path, metavar="MODEL_TAR_GZ", help="e.g. model.tar.gz")
     return parser
 
 
@@ -97,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "package-model":
+            return _package_model(args)
         return _dry_run(args)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -116,11 +129,22 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(settings, engine=args.engine, log_level=args.log_level)
 
 
+def _package_model(args: argparse.Namespace) -> int:
+    from app.package_model import package_model
+    from app.sizes import format_size
+
+    packed = package_model(args.results, args.output)
+    print(f"{packed.path}: {format_size(packed.size_bytes)} ({packed.size_bytes} bytes), sha256 {packed.sha256}")
+    where = "/opt/ml/model" if packed.trainer_folder == "." else f"/opt/ml/model/{packed.trainer_folder}"
+    print(f"  unpacked into /opt/ml/model, the algorithm finds {where}: folds {', '.join(map(str, packed.folds))}")
+    return 0
+
+
 def _dry_run(args: argparse.Namespace) -> int:
     from app.dryrun.run import DryRunOptions, run_dry_run
 
     return run_dry_run(DryRunOptions(
-        command=args.command, image=args.image, cases=args.cases, phantoms=args.phantoms,
+        command=args.command, image=args.image, container_engine=args.container_engine, cases=args.cases, phantoms=args.phantoms,
         phantom_size=args.phantom_size, time_limit_s=args.time_limit, memory_bytes=args.memory, model=args.model,
         gpus=args.gpus, workdir=args.workdir, output=args.output, junit=args.junit))
 

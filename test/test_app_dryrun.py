@@ -149,6 +149,8 @@ FAKE_DOCKER = textwrap.dedent("""\
     # Stands in for the docker CLI: checks the platform's flags, then runs the kit's algorithm on the mounts.
     import json, os, subprocess, sys
     args = sys.argv[1:]
+    if args == ["info"]:
+        sys.exit(0)  # "a daemon answers", so the dry-run picks docker over an installed podman
     with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
         log.write(json.dumps(args) + "\\n")
     if args[0] in ("kill", "rm"):

@@ -1,6 +1,7 @@
 """The dry run, top to bottom: studies -> one algorithm job each -> contract checks -> evaluation -> report."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ from app.dryrun import platform
 from app.dryrun.cases import DryRunCase, folder_cases, pet_grids, phantom_cases
 from app.dryrun.contract import JobCheck, check_output, check_run, snapshot
 from app.dryrun.report import EvaluationReport, StudyReport, aggregates_line, table, write_junit
+from app.dryrun.engine import detect_engine, engine_env
 from app.dryrun.runner import (KIT_ROOT, Limits, check_docker_image, command_argv, default_command, docker_run_argv,
                                gpu_present, run_limited, tail)
 from app.sizes import docker_size, format_size
@@ -31,6 +33,7 @@ EXIT_OK, EXIT_VIOLATION, EXIT_USAGE = 0, 1, 2
 class DryRunOptions:
     command: str | None = None  # local command with {input} and {output}; None: the kit's algorithm
     image: str | None = None  # Docker image to run instead of a command
+    container_engine: str | None = None  # docker or podman; None: detected (app/dryrun/engine.py)
     cases: Path | None = None  # <case>/{SUV,CTres,SEG}.*; None: built-in phantoms
     phantoms: int = 3
     phantom_size: str = "small"
@@ -46,6 +49,8 @@ class DryRunOptions:
 def run_dry_run(options: DryRunOptions) -> int:
     """Exit status: 0 all studies met the contract and were scored, 1 a violation (named per study)."""
     started = time.monotonic()
+    if options.image:
+        options = dataclasses.replace(options, container_engine=detect_engine(options.container_engine))
     _check_options(options)
     workdir = options.workdir or Path(tempfile.mkdtemp(prefix="petct-dry-run-"))
     try:
@@ -71,10 +76,9 @@ def run_dry_run(options: DryRunOptions) -> int:
 def _check_options(options: DryRunOptions) -> None:
     if options.command and options.image:
         raise InputError("give --command or --image, not both")
-    if options.image and shutil.which("docker") is None:
-        raise InputError("--image needs the docker command, which is not on PATH")
     if options.image:
-        check_docker_image(options.image)
+        check_docker_image(options.image, docker=options.container_engine,
+                           env=engine_env(options.container_engine))
     if options.command:
         command_argv(options.command, input_dir=Path("in"), output_dir=Path("out"))  # placeholders present
     if options.time_limit_s <= 0:
@@ -100,7 +104,7 @@ def _make_folders(options: DryRunOptions, workdir: Path) -> None:
 
 def _runner_description(options: DryRunOptions) -> str:
     if options.image:
-        return f"docker image {options.image}"
+        return f"{options.container_engine or 'docker'} image {options.image}"
     return f"command {options.command!r}" if options.command else "the kit's algorithm (python -m algorithm)"
 
 
@@ -143,8 +147,10 @@ def _job_command(job: platform.AlgorithmJob, options: DryRunOptions):
         argv = docker_run_argv(image=options.image, input_dir=job.input_dir, output_dir=job.output_dir,
                                tmp_dir=job.tmp_dir, memory=docker_size(options.memory_bytes),
                                shm_size=docker_size(options.memory_bytes // 2), gpus=gpus, model_dir=options.model,
-                               name=name)
-        return argv, None, lambda: _docker_quietly("kill", name), lambda: _docker_quietly("rm", "-f", name)
+                               name=name, docker=options.container_engine)
+        env = engine_env(options.container_engine)
+        return (argv, env, lambda: _docker_quietly(options.container_engine, "kill", name, env=env),
+                lambda: _docker_quietly(options.container_engine, "rm", "-f", name, env=env))
     template = options.command or default_command()
     argv = command_argv(template, input_dir=job.input_dir, output_dir=job.output_dir)
     env = {**os.environ, "TMPDIR": str(job.tmp_dir)}  # the platform gives every job an empty /tmp
@@ -153,10 +159,10 @@ def _job_command(job: platform.AlgorithmJob, options: DryRunOptions):
     return argv, env, None, None
 
 
-def _docker_quietly(*args: str) -> None:
-    """A clean-up docker command; its failure (the container already gone) changes no verdict."""
+def _docker_quietly(engine: str, *args: str, env: dict[str, str] | None) -> None:
+    """A clean-up docker/podman command; its failure (the container already gone) changes no verdict."""
     try:
-        subprocess.run(["docker", *args], capture_output=True, timeout=60)
+        subprocess.run([engine, *args], capture_output=True, env=env, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         pass
 

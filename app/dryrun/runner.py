@@ -85,7 +85,7 @@ def docker_run_argv(*, image: str, input_dir: Path, output_dir: Path, tmp_dir: P
 PLATFORM_OS_ARCH = "linux/amd64"
 
 
-def check_docker_image(image: str, *, docker: str = "docker") -> None:
+def check_docker_image(image: str, *, docker: str = "docker", env: dict[str, str] | None = None) -> None:
     """Refuse, before any job runs, an image Docker does not have locally or one built for another platform.
 
     Without this, `docker run` would try to pull a missing image, and every study would fail the same way with
@@ -93,13 +93,13 @@ def check_docker_image(image: str, *, docker: str = "docker") -> None:
     """
     try:
         found = subprocess.run([docker, "image", "inspect", "--format", "{{.Os}}/{{.Architecture}}", image],
-                               capture_output=True, text=True, timeout=120)
+                               capture_output=True, text=True, timeout=120, env=env)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise InputError(f"--image {image}: docker image inspect failed: {exc}") from None
+        raise InputError(f"--image {image}: {docker} image inspect failed: {exc}") from None
     if found.returncode != 0:
         reason = (found.stderr.strip().splitlines() or ["unknown error"])[-1]
-        raise InputError(f"--image {image}: not usable: {reason} (build it first: docker build --platform "
-                         f"{PLATFORM_OS_ARCH} -t {image} .)")
+        raise InputError(f"--image {image}: not usable: {reason} (build it first: make images, or {docker} build "
+                         f"--platform {PLATFORM_OS_ARCH} -t {image} .)")
     os_arch = found.stdout.strip()
     if os_arch != PLATFORM_OS_ARCH:
         raise InputError(f"--image {image} is built for {os_arch}; grand-challenge runs {PLATFORM_OS_ARCH} only")
