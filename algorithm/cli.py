@@ -18,7 +18,9 @@ CHANNELS = ("pet", "ct")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m algorithm",
-        description="Segment the FDG-avid lesions of one PET/CT study laid out as grand-challenge does.")
+        description="Segment the FDG-avid lesions of one PET/CT study laid out as grand-challenge does.",
+        epilog="Batch mode, the model loaded once for a folder of studies: python -m algorithm predict-folder IN OUT "
+               "(see its --help).")
     parser.add_argument("--input", type=Path, default=DEFAULT_INPUT,
                         help="folder with images/pet/<one image> and images/ct/<one image> (default %(default)s)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
@@ -87,7 +89,7 @@ def engine_options(args: argparse.Namespace, *, clock_start: float | None = None
         configurations=args.configuration,
         use_mirroring=args.tta,
         step_size=args.step_size,
-        time_budget_s=args.time_budget,
+        time_budget_s=getattr(args, "time_budget", None),  # predict-folder has none
         clock_start=clock_start,
         channel_order=args.channel_order,
         compile=args.compile,
