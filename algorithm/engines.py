@@ -29,8 +29,8 @@ ENGINE_CHOICES = ("auto", "nnunet", "baseline")
 
 
 def load_engine(*, model: Path | None, options: EngineOptions, engine: str = "auto",
-                search: Sequence[Path] = MODEL_SEARCH_PATH) -> Engine:
-    """The engine to run: `engine` is auto | nnunet | baseline; `model` None means search `search`."""
+                search: Sequence[Path] | None = None) -> Engine:
+    """The engine to run: `engine` is auto | nnunet | baseline; `model` None: search `search` (MODEL_SEARCH_PATH)."""
     if engine not in ENGINE_CHOICES:
         raise ValueError(f"engine must be one of {ENGINE_CHOICES}, not {engine!r}")
     if engine == "baseline":
@@ -41,7 +41,7 @@ def load_engine(*, model: Path | None, options: EngineOptions, engine: str = "au
         return _nnunet(Path(model), options)
 
     looked = []
-    for folder in search:
+    for folder in MODEL_SEARCH_PATH if search is None else search:
         state = _probe(Path(folder))
         if state == "model":
             log.info("model location %s", folder)

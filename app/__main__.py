@@ -69,7 +69,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="per study (default: %(default)g; the platform allows 5 min to 24 h)")
     dry.add_argument("--memory", type=_size, default=defaults.memory_bytes, metavar="SIZE",
                      help="per study, e.g. 16g (default: 16g); Docker gets half of it as /dev/shm")
-    dry.add_argument("--model", type=Path, help="--image: folder mounted read-only at /opt/ml/model")
+    dry.add_argument("--model", type=Path, help="nnU-Net results folder: with --image mounted read-only at "
+                                                "/opt/ml/model, else passed as --model to the kit's algorithm")
     dry.add_argument("--gpus", action=argparse.BooleanOptionalAction, default=None,
                      help="--image: pass --gpus all (default: when nvidia-smi lists a GPU)")
     dry.add_argument("--workdir", type=Path, help="where the jobs' folders go, kept afterwards "

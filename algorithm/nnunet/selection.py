@@ -69,13 +69,14 @@ def resolve(location: Path, choice: ModelChoice) -> list[TrainerFolder]:
 
 def _refuse_fold_folder(location: Path) -> None:
     """`--model .../fold_0`: one level too deep; say which folder and which --folds to pass instead."""
-    match = _FOLD_NAME.match(location.name)
-    if (location / PLANS_JSON).is_file() or not (match or checkpoint_files(location)):
+    checkpoints = checkpoint_files(location)
+    if (location / PLANS_JSON).is_file() or not checkpoints:
         return
+    match = _FOLD_NAME.match(location.name)
     fold = match.group(1) if match else None
     parent = location.parent
     hint = f"pass --model {parent}" + (f" --folds {fold}" if fold else "")
-    raise InputError(f"this is a fold folder (holds {', '.join(checkpoint_files(location)) or 'no checkpoint'}), "
+    raise InputError(f"this is a fold folder (holds {', '.join(checkpoints)}), "
                      f"not a trainer folder: {hint}", path=location)
 
 
