@@ -57,6 +57,10 @@ def _raw_cases(folder: Path, roles: tuple[str, ...], found: FoundCases) -> None:
         match = _RAW_NAME.match(image_stem(path.name))
         if match:
             channels.setdefault(match.group("case"), {})[int(match.group("channel"))] = path
+    if channels and not {"pet", "ct"} <= set(roles):
+        found.problems.append(f"{folder}: nnU-Net raw layout files found, but the model's channels {list(roles)} "
+                              "are not one PET and one CT")
+        return
     for case, files in sorted(channels.items()):
         expected = set(range(len(roles)))
         if set(files) != expected:

@@ -121,6 +121,8 @@ def test_raw_layout_channels_follow_the_model_and_incomplete_cases_are_named(tmp
     assert len(found.problems) == 2 and "b_0000.nii.gz" in found.problems[0] and "c_0001.mha" in found.problems[1]
     [case] = find_cases(tmp_path, roles=("ct", "pet")).cases
     assert (case.pet.name, case.ct.name) == ("a_0001.nii.gz", "a_0000.nii.gz")
+    pet_only = find_cases(tmp_path, roles=("pet",))
+    assert pet_only.cases == [] and "are not one PET and one CT" in pet_only.problems[0]
 
 
 def test_colliding_study_keys_are_refused(tmp_path):
