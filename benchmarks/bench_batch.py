@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -74,17 +76,24 @@ def nnunet_command(inp: Path, out: Path, model: Path, *, fold: int, tta: bool, d
             "--disable_progress_bar", *([] if tta else ["--disable_tta"])]
 
 
-def timed_run(argv: list[str], out: Path, names: list[str]) -> float:
-    """Seconds for one run of `argv`, which must write OUT/<name>.mha for every study."""
+def timed_run(argv: list[str], out: Path, names: list[str]) -> tuple[float, float]:
+    """Wall-clock and CPU seconds (user + system, the process and its children) of one run of `argv`.
+
+    `argv` must write OUT/<name>.mha for every study. CPU seconds are the steadier figure on a shared machine,
+    where wall-clock time depends on what else runs.
+    """
     shutil.rmtree(out, ignore_errors=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     missing = [n for n in names if not (out / f"{n}.mha").is_file()]
     if done.returncode != 0 or missing:
         raise SystemExit(f"{' '.join(argv[:4])} ... exit {done.returncode}, masks missing: {missing}\n"
                          f"{(done.stdout + done.stderr)[-3000:]}")
-    return elapsed
+    return elapsed, cpu
 
 
 def compare(kit_out: Path, nnunet_out: Path, names: list[str]) -> dict:
@@ -119,21 +128,25 @@ def main(argv: list[str] | None = None) -> int:
         kit_out, nnunet_out = root / "kit_out", root / "nnunet_out"
         settings = dict(fold=0, tta=args.tta, device=args.device)
         kit, nnunet = [], []
+        load_before = os.getloadavg()[0]
         for _ in range(args.repeats):
             nnunet.append(timed_run(nnunet_command(inp, nnunet_out, model, **settings), nnunet_out, names))
             kit.append(timed_run(kit_command(inp, kit_out, model, **settings), kit_out, names))
         report = {
             "machine": machine(), "studies": len(names), "size": args.size, "fold": 0, "tta": args.tta,
-            "device": args.device, "kit_s": [round(t, 2) for t in kit], "nnunet_s": [round(t, 2) for t in nnunet],
-            "speedup": round(min(nnunet) / min(kit), 2), "goal": GOAL,
+            "device": args.device, "load_average_before": load_before, "load_average_after": os.getloadavg()[0],
+            "kit_s": [round(t, 2) for t, _ in kit], "nnunet_s": [round(t, 2) for t, _ in nnunet],
+            "kit_cpu_s": [round(c, 2) for _, c in kit], "nnunet_cpu_s": [round(c, 2) for _, c in nnunet],
+            "speedup": round(min(nnunet)[0] / min(kit)[0], 2),
+            "cpu_ratio": round(min(c for _, c in nnunet) / min(c for _, c in kit), 2), "goal": GOAL,
             "masks": compare(kit_out, nnunet_out, names),
         }
     finally:
         if args.workdir is None:
             shutil.rmtree(root, ignore_errors=True)
     print(dumps(report))
-    print(f"\npredict-folder {min(kit):.1f} s vs nnUNetv2_predict_from_modelfolder {min(nnunet):.1f} s for "
-          f"{len(names)} studies: {report['speedup']}x (goal >= {GOAL}x); masks "
+    print(f"\npredict-folder {min(kit)[0]:.1f} s vs nnUNetv2_predict_from_modelfolder {min(nnunet)[0]:.1f} s for "
+          f"{len(names)} studies: {report['speedup']}x (goal >= {GOAL}x), CPU time {report['cpu_ratio']}x; masks "
           f"{'identical' if report['masks']['identical'] else 'differ in %d voxels' % report['masks']['voxels_differing']}")
     if args.json:
         args.json.write_text(dumps(report))

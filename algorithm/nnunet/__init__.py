@@ -27,7 +27,8 @@ ZScoreNormalization, NoNormalization, RescaleTo01Normalization. Not supported: 2
 training, custom network classes.
 """
 from algorithm.nnunet.engine import NnUNetEngine
-from algorithm.nnunet.ensemble import EnsembleEngine, load_model
+from algorithm.nnunet.ensemble import EnsembleEngine
 from algorithm.nnunet.folder import is_results_folder
+from algorithm.nnunet.loading import load_model
 
 __all__ = ["EnsembleEngine", "NnUNetEngine", "is_results_folder", "load_model"]

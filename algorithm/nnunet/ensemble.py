@@ -8,27 +8,13 @@ goes to background, as argmax's first index does.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
-from pathlib import Path
 
 import numpy as np
 
 from algorithm.engine import EngineOptions, Prediction
 from algorithm.nnunet.engine import NnUNetEngine
-from algorithm.nnunet.selection import ModelChoice, resolve
 from petct.errors import InputError
-
-
-def load_model(location: Path, *, options: EngineOptions) -> "NnUNetEngine | EnsembleEngine":
-    """The engine for a model location: its one selected trainer folder, or an ensemble of several."""
-    folders = resolve(Path(location), ModelChoice.of(options))
-    if len(folders) == 1:
-        return NnUNetEngine.from_folder(folders[0].path, options=options)
-    # Every member must hand back its probabilities: they are what is averaged.
-    member_options = dataclasses.replace(options, probabilities=True)
-    members = [NnUNetEngine.from_folder(f.path, options=member_options) for f in folders]
-    return EnsembleEngine(members=members, options=options)
 
 
 class EnsembleEngine:
