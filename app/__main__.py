@@ -85,7 +85,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="per study, e.g. 16g (default: 16g); Docker gets half of it as /dev/shm")
     dry.add_argument("--container-engine", choices=("docker", "podman"), default=None,
                      help="--image: run it with this (default: docker when its daemon answers, else podman)")
-    dry.add_argument("--model", type=Path, help="--image: folder mounted read-only at /opt/ml/model")
+    dry.add_argument("--model", type=Path, help="nnU-Net results folder: with --image mounted read-only at "
+                                                "/opt/ml/model, else passed as --model to the kit's algorithm")
     dry.add_argument("--gpus", action=argparse.BooleanOptionalAction, default=None,
                      help="--image: pass --gpus all (default: when nvidia-smi lists a GPU)")
     dry.add_argument("--workdir", type=Path, help="where the jobs' folders go, kept afterwards "

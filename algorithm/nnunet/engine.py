@@ -137,7 +137,7 @@ class NnUNetEngine:
         plans, dataset = read_json_object(plans_path), read_json_object(dataset_path)
         device = resolve_device(options.device)
         # The configuration lives in the checkpoints; read the first to know which plan to build.
-        checkpoints = select_folds(trainer, options.folds)
+        checkpoints = select_folds(trainer, options.folds, checkpoint=options.checkpoint)
         first = load_checkpoint(checkpoints[0].path)
         configuration = first.configuration
         plan = read_plan(plans, dataset, configuration, plans_path=plans_path, dataset_path=dataset_path)
@@ -192,6 +192,7 @@ class NnUNetEngine:
             "network_class": self.plan.network_class.rsplit(".", 1)[-1],
             "parameters": sum(p.numel() for p in self.folds[0].tensors) if self.folds else 0,
             "folds": [f.fold for f in self.folds],
+            "checkpoint": self.folds[0].path.name if self.folds else None,
             "patch_size": list(self.plan.patch_size),
             "spacing": list(self.plan.spacing),
             "channels": [f"{role} ({name})" for role, name in zip(self.channel_roles, self.plan.channel_names)],

@@ -20,6 +20,7 @@ from app.dryrun.engine import detect_engine, engine_env
 from app.dryrun.runner import (KIT_ROOT, Limits, check_docker_image, command_argv, default_command, docker_run_argv,
                                gpu_present, run_limited, tail)
 from app.sizes import docker_size, format_size
+from algorithm.runinfo import parse_ran_line
 from petct.errors import InputError
 from petct.imageio import Geometry
 from petct.jsonio import read_json, write_json_atomic
@@ -39,7 +40,7 @@ class DryRunOptions:
     phantom_size: str = "small"
     time_limit_s: float = 300.0
     memory_bytes: int = 16 * 1024**3
-    model: Path | None = None  # mounted read-only at /opt/ml/model (Docker)
+    model: Path | None = None  # mounted read-only at /opt/ml/model (Docker); the kit's algorithm: its --model
     gpus: bool | None = None  # None: --gpus all when nvidia-smi lists a GPU
     workdir: Path | None = None  # kept when given; else a temporary folder, removed at the end
     output: Path = Path("out/dry-run")
@@ -85,6 +86,9 @@ def _check_options(options: DryRunOptions) -> None:
         raise InputError("--time-limit must be positive")
     if options.model is not None and not options.model.is_dir():
         raise InputError("model folder does not exist", path=options.model)
+    if options.model is not None and options.command:
+        raise InputError("--model goes to the kit's algorithm or, with --image, to /opt/ml/model; with --command "
+                         "put the model in the command itself")
     if options.junit is not None and options.junit.is_dir():
         raise InputError("--junit names a folder; give the report's file name", path=options.junit)
 
@@ -133,10 +137,11 @@ def _run_job(case: DryRunCase, options: DryRunOptions, workdir: Path, *, pet: Ge
         check.violations.append("the job changed files in its input folder, which is read-only on the platform")
     if outcome.exit_code == 0:
         check_output(job.output_dir, pet=pet, check=check)
+    ran = parse_ran_line(outcome.log.read_text(errors="replace")) if outcome.log.is_file() else None
     status = "ok" if check.passed else "FAIL"
     print(f"  {case.name}: {status} in {outcome.seconds:.1f} s", flush=True)
     return StudyReport(case=case.name, lesions=case.lesions, outcome=outcome, check=check,
-                       log_tail=tail(outcome.log), job=job)
+                       log_tail=tail(outcome.log), job=job, ran=ran)
 
 
 def _job_command(job: platform.AlgorithmJob, options: DryRunOptions):
@@ -152,6 +157,8 @@ def _job_command(job: platform.AlgorithmJob, options: DryRunOptions):
         return (argv, env, lambda: _docker_quietly(options.container_engine, "kill", name, env=env),
                 lambda: _docker_quietly(options.container_engine, "rm", "-f", name, env=env))
     template = options.command or default_command()
+    if options.command is None and options.model is not None:
+        template = [*template, "--model", str(options.model.resolve())]
     argv = command_argv(template, input_dir=job.input_dir, output_dir=job.output_dir)
     env = {**os.environ, "TMPDIR": str(job.tmp_dir)}  # the platform gives every job an empty /tmp
     if options.command is None:
@@ -218,7 +225,7 @@ def _write_results(options: DryRunOptions, studies: list[StudyReport], evaluatio
         "studies": [{"study": s.case, "job": s.job.pk, "exit_code": s.outcome.exit_code,
                      "timed_out": s.outcome.timed_out, "seconds": round(s.outcome.seconds, 3),
                      "peak_rss_bytes": s.outcome.peak_rss_bytes, "violations": s.check.violations,
-                     "warnings": s.check.warnings, "metrics": s.metrics} for s in studies],
+                     "warnings": s.check.warnings, "engine": s.ran, "metrics": s.metrics} for s in studies],
         "evaluation": {"exit_code": evaluation.exit_code, "problems": evaluation.problems,
                        "aggregates": evaluation.aggregates},
     }, out / "dry-run.json")
