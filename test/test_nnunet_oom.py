@@ -12,12 +12,11 @@ from algorithm.engine import EngineOptions
 from algorithm.nnunet import NnUNetEngine, compiled, engine as engine_module
 from algorithm.nnunet.oom import on_host_if_out_of_memory, retry_out_of_memory
 from algorithm.nnunet.sliding_window import SlidingWindow, WindowRun
-from nnunet_helpers import make_dataset_json, make_plans, plain_architecture, study_arrays, write_results_folder
+from nnunet_helpers import engine_test_model, engine_test_study
 
 pytest.importorskip("nnunetv2")
 torch.set_num_threads(2)
 
-PATCH = (16, 16, 16)
 # What running out of GPU memory looks like besides torch.OutOfMemoryError: cuDNN and cuBLAS failing to
 # allocate their handles or workspaces raise plain RuntimeErrors.
 ALLOCATION_FAILURES = [
@@ -30,14 +29,12 @@ ALLOCATION_FAILURES = [
 
 @pytest.fixture(scope="module")
 def study():
-    return study_arrays(5, (24, 24, 20))
+    return engine_test_study()
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory, study):
-    plans = make_plans(plain_architecture(), patch_size=PATCH, spacing=list(study[2]))
-    folder = tmp_path_factory.mktemp("model") / "Dataset999_KitTest" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
-    return write_results_folder(folder, plans=plans, dataset=make_dataset_json(), folds=(0, 1), calibration_study=study)
+    return engine_test_model(tmp_path_factory.mktemp("model"), study)
 
 
 class _MemoryLimited(torch.nn.Module):
