@@ -77,6 +77,12 @@ MODELS = {
     "small": dict(features=[8, 16, 32], patch=[32, 48, 48], strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2]]),
 }
 GOALS = {"end_to_end_speedup": 3.0, "tflops": 150.0, "long_study_gpu_gib": 12.0, "host_gib": 4.0}
+STARTED = time.perf_counter()
+
+
+def progress(message: str) -> None:
+    """One line on stderr per stage, so that a run stopped at its time limit shows where it was."""
+    print(f"[bench {time.perf_counter() - STARTED:7.1f} s] {message}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -367,13 +373,16 @@ def measure_kit(workspace: Workspace, config: Config, out_dir: Path, *, device: 
     With `untimed_run`, one run first that warms up and returns the probability map for the agreement figures.
     """
     # The engine turns cuDNN autotuning on for CUDA itself, as nnU-Net's predictor does: like for like.
+    progress(f"kit, {config.label}: loading{' and compiling' if compile_ else ''}")
     engine, load_s = load_kit(workspace.model_dir, config, device=device, compile_=compile_, tile_batch=tile_batch)
     mask_path = out_dir / "kit_mask.mha"
     first = None
     if untimed_run:
+        progress(f"kit, {config.label}: untimed run")
         return_probabilities(engine, True)
         first = kit_end_to_end(engine, workspace.study_dir, mask_path)
     return_probabilities(engine, False)
+    progress(f"kit, {config.label}: {repeats} timed run(s)")
     runs = [kit_end_to_end(engine, workspace.study_dir, mask_path) for _ in range(repeats)]
     best = min(runs, key=lambda r: r.end_to_end_s)
     info = {"load_s": load_s, "describe": engine.describe(), "all_end_to_end_s": [r.end_to_end_s for r in runs]}
@@ -462,8 +471,10 @@ def nnunet_from_files(predictor, workspace: Workspace, out_dir: Path) -> tuple[f
 def measure_nnunet(workspace: Workspace, config: Config, out_dir: Path, *, device: torch.device,
                    repeats: int) -> dict:
     """One untimed in-memory run that returns probabilities (and warms up), then the timed file and array runs."""
+    progress(f"nnU-Net, {config.label}: loading, untimed run")
     predictor = nnunet_predictor(workspace.model_dir, config, device)
     _, seg_first, probs = nnunet_in_memory(predictor, workspace, probabilities=True)
+    progress(f"nnU-Net, {config.label}: timed runs from files, then in memory")
     files_s, mask_path = min(nnunet_from_files(predictor, workspace, out_dir / "nnunet") for _ in range(repeats))
     memory_runs = []
     for _ in range(repeats):
@@ -745,6 +756,7 @@ def main(argv: list[str] | None = None) -> int:
         root = args.work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_inference_")))
         workspace, setup_s = build_workspace(root / "inputs", model=args.model, size=args.size, seed=args.seed,
                                              long_slices=long_slices, device=device)
+        progress(f"study and model ready under {root} ({setup_s:.1f} s)")
         out_dir = root / "outputs"
         out_dir.mkdir(parents=True, exist_ok=True)
         report = new_report(args, workspace, device=device, setup_s=setup_s)
@@ -754,6 +766,7 @@ def main(argv: list[str] | None = None) -> int:
                                                    for name in args.memory_probes.split(",") if name}
         for name, study_dir in studies.items():
             if study_dir is not None:
+                progress(f"memory probe, {name}: a fresh process")
                 probe = memory_probe(workspace.model_dir, study_dir, out_dir, device=str(device),
                                      compile_=args.compile, tile_batch=args.tile_batch)
                 report["memory"][name] = probe

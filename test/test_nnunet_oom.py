@@ -229,7 +229,9 @@ class _FakeCompiler:
         self.error_type = error_type
         self.calls: list[int] = []
 
-    def __call__(self, module):
+    def __call__(self, module, **options):
+        assert options == {"dynamic": False}
+
         def run(x):
             self.calls.append(x.shape[0])
             if len(self.calls) in self.fail_on:

@@ -20,7 +20,9 @@ class CompiledNetwork:
         self.notes = notes  # where the fallback is reported
         self._compiled = None
         try:
-            self._compiled = torch.compile(module)
+            # Static shapes: the batches are padded to one size, and a halved batch is better served by a graph
+            # of its own than by one generic over the batch size.
+            self._compiled = torch.compile(module, dynamic=False)
         except Exception as exc:  # noqa: BLE001 - e.g. a Python version that dynamo does not support yet
             self._note(exc)
 
