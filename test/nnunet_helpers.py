@@ -204,21 +204,6 @@ def study_arrays(seed: int, size_xyz=(56, 56, 40)) -> tuple[np.ndarray, np.ndarr
     return suv, ct, tuple(float(s) for s in reversed(study.suv.GetSpacing()))
 
 
-ENGINE_TEST_PATCH = (16, 16, 16)
-
-
-def engine_test_study():
-    """The small study the engine tests share: 24x24x20 voxels, with lesions."""
-    return study_arrays(5, (24, 24, 20))
-
-
-def engine_test_model(root: Path, study) -> Path:
-    """A two-fold results folder, nested as nnUNet_results holds it, calibrated on `study`."""
-    plans = make_plans(plain_architecture(), patch_size=ENGINE_TEST_PATCH, spacing=list(study[2]))
-    folder = root / "Dataset999_KitTest" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
-    return write_results_folder(folder, plans=plans, dataset=make_dataset_json(), folds=(0, 1), calibration_study=study)
-
-
 def reference_prediction(folder: Path, *, pet: np.ndarray, ct: np.ndarray, spacing_zyx, roles=("ct", "pet"),
                          folds=(0, 1), use_mirroring: bool = True, step_size: float = 0.5):
     """nnU-Net's own mask and lesion probabilities for one study (CPU)."""

@@ -15,24 +15,27 @@ import torch
 from algorithm.engine import EngineOptions
 from algorithm.nnunet import NnUNetEngine, is_results_folder
 from algorithm.nnunet.budget import Schedule, choose_schedule
-from nnunet_helpers import engine_test_model, engine_test_study, make_dataset_json
+from nnunet_helpers import make_dataset_json, make_plans, plain_architecture, study_arrays, write_results_folder
 from petct.errors import InputError
 from petct.jsonio import dumps
 
 pytest.importorskip("nnunetv2")
 torch.set_num_threads(2)
 
+PATCH = (16, 16, 16)
 CPU = EngineOptions(device="cpu", use_mirroring=False)
 
 
 @pytest.fixture(scope="module")
 def study():
-    return engine_test_study()
+    return study_arrays(5, (24, 24, 20))
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory, study):
-    return engine_test_model(tmp_path_factory.mktemp("model"), study)
+    plans = make_plans(plain_architecture(), patch_size=PATCH, spacing=list(study[2]))
+    folder = tmp_path_factory.mktemp("model") / "Dataset999_KitTest" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+    return write_results_folder(folder, plans=plans, dataset=make_dataset_json(), folds=(0, 1), calibration_study=study)
 
 
 def _copy(model, tmp_path, name="copy"):

@@ -12,7 +12,7 @@ from algorithm.engine import EngineOptions
 from algorithm.nnunet import NnUNetEngine, compiled, engine as engine_module
 from algorithm.nnunet.oom import on_host_if_out_of_memory, retry_out_of_memory
 from algorithm.nnunet.sliding_window import SlidingWindow, WindowRun
-from nnunet_helpers import engine_test_model, engine_test_study
+from test_nnunet_engine import model, study  # noqa: F401 - the engine tests' small model and study
 
 pytest.importorskip("nnunetv2")
 torch.set_num_threads(2)
@@ -25,16 +25,6 @@ ALLOCATION_FAILURES = [
     RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
     RuntimeError("cuDNN Frontend error: [cudnn_frontend] Error: NOT_ENOUGH_WORKSPACE"),
 ]
-
-
-@pytest.fixture(scope="module")
-def study():
-    return engine_test_study()
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory, study):
-    return engine_test_model(tmp_path_factory.mktemp("model"), study)
 
 
 class _MemoryLimited(torch.nn.Module):
