@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-REQUIREMENTS := requirements.txt requirements-dev.txt algorithm/requirements.txt evaluation/requirements.txt app/requirements.txt
+REQUIREMENTS := requirements.txt requirements-dev.txt algorithm/requirements.txt evaluation/requirements.txt app/requirements.txt \
+	evaluation/report-requirements.txt
 # The stamp is named after the requirement files' content, not compared by date: a fresh clone or checkout
 # (every file newer than the stamp) reuses the venv, and only an edited requirement reinstalls.
 REQUIREMENTS_SHA256 := $(shell $(PYTHON) -c "import hashlib, sys; print(hashlib.sha256(b''.join(open(f, 'rb').read() for f in sys.argv[1:])).hexdigest()[:16])" $(REQUIREMENTS))
@@ -33,7 +34,34 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_score_startup.py
 	$(PY) benchmarks/bench_baseline.py
 	$(PY) benchmarks/bench_app.py
+	$(PY) benchmarks/bench_report.py
 	$(PY) benchmarks/bench_inference.py --quick
 
 clean:
 	rm -rf $(VENV)
+
+# --- Container images (README.md, "Container images"): docker when its daemon answers, else podman. ---------
+# CONTAINER_ENGINE=docker|podman forces one; CPU=1 builds the CPU variant on the local CPU torch base (tags :cpu);
+# BASES=local|public|auto picks the bases (auto: the local ones once `make base-images` made them).
+CONTAINER_ENGINE ?=
+BASES ?= auto
+CPU ?=
+IMAGE ?= petct-kit/algorithm:$(if $(CPU),cpu,latest)
+TARBALL ?= build/algorithm.tar.gz
+IMAGES := $(PY) -m images $(if $(CONTAINER_ENGINE),--engine $(CONTAINER_ENGINE))
+
+.PHONY: base-images images algorithm-tarball image-test
+
+base-images: $(STAMP)
+	nice -n 10 $(IMAGES) base-images
+
+images: $(STAMP)
+	nice -n 10 $(IMAGES) build --bases $(BASES) $(if $(CPU),--cpu)
+
+algorithm-tarball: $(STAMP)
+	$(IMAGES) tarball --image $(IMAGE) --output $(TARBALL)
+
+# Builds what is missing (local Debian bases, CPU torch; cached between runs), then runs each image as the
+# platform does. Not part of `make test`: it needs podman or Docker and takes minutes.
+image-test: $(STAMP)
+	PETCT_IMAGE_TEST=1 $(PY) -m pytest -q test/test_images.py

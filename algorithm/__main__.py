@@ -2,7 +2,11 @@
 
 Story: parse the arguments -> the edition's profile (2024: the data-centric answer, settled before any
 work) -> load the engine (nnU-Net model, else the baseline) -> read and check the inputs (2025: the
-clicks too) -> predict -> write the mask (2024: and data-centric-model.json). Any failure ends in one line on stderr and a non-zero exit code.
+clicks too) -> predict -> write the mask (2024: and data-centric-model.json) -> end the log with what ran
+(engine, model, folds, options). Any failure ends in one line on stderr and a non-zero exit code.
+
+`python -m algorithm predict-folder IN OUT` is the batch mode (algorithm/batch.py): the model loaded
+once for a whole folder of studies.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from algorithm.engines import MODEL_SEARCH_PATH, load_engine
 from algorithm.failures import report_failure
 from algorithm.logs import configure_logging, timed
 from algorithm.pipeline import check_probabilities_path, run_container
+from algorithm.runinfo import ran_line
 from petct.editions import edition as edition_named
 from petct.jsonio import dumps
 
@@ -24,6 +29,11 @@ log = logging.getLogger("algorithm")
 
 def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()  # --time-budget covers the whole run, model loading included
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["predict-folder"]:
+        from algorithm.batch import main as predict_folder
+
+        return predict_folder(argv[1:])
     args = parse_args(argv)
     configure_logging()
     try:
@@ -47,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - every failure becomes one line and an exit code
         return report_failure(exc, debug=args.debug)
     log.info("done: %s", mask_path)
+    log.info("%s", ran_line(engine.describe()))
     return 0
 
 

@@ -37,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "simulate-clicks":
         from evaluation.simulate import simulate_folder
         return simulate_folder(ground_truth=args.ground_truth, output=args.output, pet=args.pet, seed=args.seed)
+    if args.command == "report":
+        return write_html_report(args)
+    if args.command == "mip":
+        return write_mip(args)
     return score_submission(args)
 
 
@@ -165,6 +169,47 @@ def rank_submissions(args) -> int:
         print()
     print(format_leaderboard(rows))
     return EXIT_OK
+
+
+def write_html_report(args) -> int:
+    """metrics.json files (and optionally a studies CSV and images) in, one self-contained HTML file out."""
+    # matplotlib and Jinja2 load here only: scoring never pays for them.
+    from evaluation.html_report.build import ReportOptions, build_report_html
+
+    options = ReportOptions(metrics=args.metrics, output=args.output, studies=args.studies, images=args.images,
+                            mip=args.mip, resamples=args.resamples, log_axes=args.log_axes)
+    try:
+        path, problems = build_report_html(options)
+    except (InputError, OSError) as exc:
+        print(f"error: {_describe(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    print(path)
+    return EXIT_OK
+
+
+def write_mip(args) -> int:
+    """One study's overlay MIP as PNG."""
+    from evaluation.mip import mip_png, read_study
+    from petct.atomic import atomic_path
+
+    ground_truth = None if str(args.ground_truth) == "-" else args.ground_truth
+    try:
+        study = read_study(suv=args.suv, prediction=args.prediction, ground_truth=ground_truth)
+        with atomic_path(args.output) as tmp:
+            mip_png(study, tmp, title=args.prediction.name, window=tuple(args.window))
+    except (InputError, OSError) as exc:
+        print(f"error: {_describe(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(args.output)
+    return EXIT_OK
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, OSError):
+        return f"file {exc.filename}: {exc.strerror or exc}"
+    return str(exc)
 
 
 def finish(results: list[tuple[Case, StudyResult]], problems: list[Problem], *, output: Path,

@@ -1,4 +1,5 @@
-"""The command line of `python -m evaluation`: container mode (the default), score-folders, score-pair, rank."""
+"""The command line of `python -m evaluation`: container mode (the default), score-folders, score-pair, rank,
+report, mip."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,7 @@ from petct.editions import CHALLENGE_CHOICES, CHALLENGE_ENV, default_challenge
 from petct.layout import DEFAULT_GROUND_TRUTH, DEFAULT_INPUT, DEFAULT_OUTPUT, OUTPUT_RELATIVE_PATH
 
 CONTAINER = "container"
-COMMANDS = (CONTAINER, "score-folders", "score-pair", "rank", "simulate-clicks")
+COMMANDS = (CONTAINER, "score-folders", "score-pair", "rank", "simulate-clicks", "report", "mip")
 DEFAULT_TIMEOUT_S = 600.0
 
 EXIT_OK = 0
@@ -117,4 +118,41 @@ def _parser() -> argparse.ArgumentParser:
                           help="folder of SUV images (<study>/SUV.*, <study>_SUV.*); default: the SUV image next "
                                "to each mask, as in the dataset's study folders")
     simulate.add_argument("--seed", type=int, default=42, help="random seed per study (default: %(default)s)")
+    _report_commands(commands)
     return parser
+
+
+def _mip_rule(text: str) -> str:
+    from evaluation.html_report.inputs import parse_mip
+
+    try:
+        parse_mip(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _report_commands(commands) -> None:
+    report = commands.add_parser(
+        "report", help="one self-contained HTML report over one or more metrics.json (plots, tables, MIPs, ranking)")
+    report.add_argument("metrics", nargs="+", metavar="[NAME=]METRICS_JSON",
+                        help="a submission's metrics.json; NAME defaults to the file's folder name")
+    report.add_argument("--output", type=Path, required=True, help="HTML file to write")
+    report.add_argument("--studies", type=Path, metavar="CSV",
+                        help="per-study CSV (a 'study' column and e.g. diagnosis, tracer, centre) to break metrics down by")
+    report.add_argument("--images", type=Path, metavar="DIR",
+                        help="folder of studies (<study>/SUV.* or <study>_SUV.*) for the MIPs; masks come from "
+                             "metrics.json's file names, else <study>/SEG.* and <study>/PRED.* beside the SUV")
+    report.add_argument("--mip", type=_mip_rule, default="worst:20", metavar="worst:N|all",
+                        help="MIPs of every study, or of the N worst by FPV, by FNV and by Dice (default: %(default)s)")
+    report.add_argument("--resamples", type=whole_number(0), default=1000,
+                        help="bootstrap resamples for ranking stability, 0 to skip (default: %(default)s)")
+    report.add_argument("--log-axes", action="store_true", help="log axes on the predicted-vs-true volume plot")
+
+    mip = commands.add_parser("mip", help="one study's coronal and sagittal PET MIP with its lesion components, as PNG")
+    mip.add_argument("suv", type=Path, metavar="SUV")
+    mip.add_argument("ground_truth", type=Path, metavar="GT", help="ground-truth mask, or '-' for none")
+    mip.add_argument("prediction", type=Path, metavar="PRED")
+    mip.add_argument("--output", type=Path, required=True, help="PNG file to write")
+    mip.add_argument("--window", type=float, nargs=2, default=(0.0, 10.0), metavar=("LOW", "HIGH"),
+                     help="SUV window, white to black (default: 0 10)")

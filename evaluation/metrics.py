@@ -50,19 +50,7 @@ def score_arrays(*, ground_truth: np.ndarray, prediction: np.ndarray, voxel_volu
         raise ValueError(f"shapes differ: ground truth {ground_truth.shape}, prediction {prediction.shape}")
     if ground_truth.ndim != 3:
         raise ValueError(f"expected 3D arrays, got {ground_truth.ndim}D")
-    gt = _Labelled.of(_binary_u8(ground_truth))
-    pred = _Labelled.of(_binary_u8(prediction))
-    # A component touches the other mask only where the two boxes meet: count overlaps there alone.
-    both = _intersection(gt.box, pred.box)
-    if both is not None:
-        gt_labels, pred_labels = gt.labels_in(both), pred.labels_in(both)
-        overlap = (gt_labels != 0) & (pred_labels != 0)
-        gt.touch(gt_labels[overlap])
-        pred.touch(pred_labels[overlap])
-        overlap_voxels = int(np.count_nonzero(overlap))
-    else:
-        overlap_voxels = 0
-
+    gt, pred, overlap_voxels = match_components(ground_truth=ground_truth, prediction=prediction)
     positive = gt.voxels > 0
     return StudyMetrics(
         dice=2.0 * overlap_voxels / (gt.voxels + pred.voxels) if positive else math.nan,
@@ -76,10 +64,25 @@ def score_arrays(*, ground_truth: np.ndarray, prediction: np.ndarray, voxel_volu
     )
 
 
+def match_components(*, ground_truth: np.ndarray, prediction: np.ndarray) -> tuple["Labelled", "Labelled", int]:
+    """Both masks labelled (18-connectivity), each component marked if it touches the other mask; overlap voxels."""
+    gt = Labelled.of(_binary_u8(ground_truth))
+    pred = Labelled.of(_binary_u8(prediction))
+    # A component touches the other mask only where the two boxes meet: count overlaps there alone.
+    both = _intersection(gt.box, pred.box)
+    if both is None:
+        return gt, pred, 0
+    gt_labels, pred_labels = gt.labels_in(both), pred.labels_in(both)
+    overlap = (gt_labels != 0) & (pred_labels != 0)
+    gt.touch(gt_labels[overlap])
+    pred.touch(pred_labels[overlap])
+    return gt, pred, int(np.count_nonzero(overlap))
+
+
 Box = tuple[slice, slice, slice]
 
 
-class _Labelled:
+class Labelled:
     """One mask labelled once inside its bounding box: component sizes and which touch the other mask."""
 
     def __init__(self, labels: np.ndarray | None, box: Box | None, sizes: np.ndarray):
@@ -89,7 +92,7 @@ class _Labelled:
         self.touched = np.zeros(sizes.size, dtype=bool)
 
     @classmethod
-    def of(cls, mask: np.ndarray) -> "_Labelled":
+    def of(cls, mask: np.ndarray) -> "Labelled":
         box = _bounding_box(mask)
         if box is None:
             return cls(None, None, np.zeros(0, dtype=np.int64))

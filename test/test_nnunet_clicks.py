@@ -80,3 +80,21 @@ def test_bad_click_encoding_names_kit_json(clicks_folder):
             NnUNetEngine.from_folder(clicks_folder, options=EngineOptions(device="cpu"))
     finally:
         (clicks_folder / "kit.json").unlink()
+
+
+def test_ensemble_passes_the_clicks_to_every_member(clicks_folder, study):
+    """A configuration ensemble of click models (2025 profile): the mean of its members' predictions with clicks."""
+    from algorithm.nnunet import EnsembleEngine
+
+    (clicks_folder / "kit.json").unlink(missing_ok=True)
+    pet, ct, spacing = study
+    clicks = Clicks(tumor=((20, 20, 10),), background=((10, 30, 5), (40, 10, 20)))
+    options = EngineOptions(device="cpu", use_mirroring=False, probabilities=True)
+    members = [NnUNetEngine.from_folder(clicks_folder, options=options) for _ in range(2)]
+    ensemble = EnsembleEngine(members=members, options=options)
+    single = NnUNetEngine.from_folder(clicks_folder, options=options)
+    expected = single.predict(pet=pet, ct=ct, spacing_zyx=spacing, clicks=clicks).probabilities
+    ours = ensemble.predict(pet=pet, ct=ct, spacing_zyx=spacing, clicks=clicks)
+    assert np.abs(ours.probabilities - expected).max() <= 1e-5
+    without = ensemble.predict(pet=pet, ct=ct, spacing_zyx=spacing)
+    assert np.abs(without.probabilities - ours.probabilities).max() > 1e-3

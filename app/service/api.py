@@ -13,23 +13,24 @@ from pathlib import Path
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.service import pages
 from app.service.errors import ERROR_RESPONSES, ApiError
 from app.service.jobs import JobState, JobStore, is_job_id, new_job_id
 from app.service.models import CaseList, Health, JobsPage, JobView, Readiness, ScoreRecord
 from app.service.scoring import score_uploaded
 from app.service.settings import ServiceSettings
-from app.service.upload_checks import check_upload
+from app.service.upload_checks import check_upload, check_uploads
 from app.service.uploads import FileField, StoredFile, receive_files
 from app.service.worker import MASK_NAME, InferenceWorker
 from petct.errors import InputError
 from petct.imageio import grid_mismatches
 
 log = logging.getLogger("app.api")
-OPEN_PATHS = frozenset({"/healthz"})
+OPEN_PATHS = frozenset({"/healthz", "/login"})
 
 
 @dataclass
@@ -53,7 +54,12 @@ class Service:
         return await asyncio.wrap_future(self.scoring.submit(fn, *args, **kwargs))
 
     def check(self, stored: StoredFile, *, read_voxels: bool = True):
-        return check_upload(stored, max_voxels=self.settings.max_voxels, read_voxels=read_voxels)
+        """One upload's grid, once within the per-file limits; ApiError(422) otherwise."""
+        return check_upload(stored, limits=self.settings.upload_limits, read_voxels=read_voxels).geometry
+
+    def check_request(self, files: dict[str, StoredFile], *, read_voxels: bool = True):
+        """Each upload's grid, once all are within the limits (per file and per request); ApiError(422) otherwise."""
+        return check_uploads(files, limits=self.settings.upload_limits, read_voxels=read_voxels)
 
 
 class BearerTokenGuard:
@@ -64,13 +70,20 @@ class BearerTokenGuard:
         self.expected = token.encode()
 
     def _authorised(self, scope) -> bool:
-        scheme, _, given = dict(scope["headers"]).get(b"authorization", b"").partition(b" ")
+        headers = dict(scope["headers"])
+        scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
+        # The web pages' login form keeps the token in a SameSite=Strict cookie instead of the header.
+        cookie = pages.token_cookie(headers.get(b"cookie", b""))
         # compare_digest on every request, even with a wrong scheme: timing tells nothing about the token
-        return hmac.compare_digest(given.strip(), self.expected) and scheme.lower() == b"bearer"
+        by_header = hmac.compare_digest(given.strip(), self.expected) and scheme.lower() == b"bearer"
+        return hmac.compare_digest(cookie, self.expected) or by_header
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
             if not self._authorised(scope):
+                if pages.is_page(scope["path"]) and scope["method"] == "GET":
+                    await RedirectResponse("/login", status_code=303)(scope, receive, send)
+                    return
                 error = ApiError(401, "missing or wrong bearer token (Authorization: Bearer <token>)")
                 response = JSONResponse(error.body(), status_code=401, headers={"WWW-Authenticate": "Bearer"})
                 await response(scope, receive, send)
@@ -112,7 +125,7 @@ def create_app(*, settings: ServiceSettings, engine) -> FastAPI:
         worker.stop()
         scoring.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="autoPET PET/CT kit service", version="1", lifespan=lifespan,
+    app = FastAPI(title="autoPET PET/CT kit service", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Scores lesion masks and runs the kit's inference engine on uploaded studies.",
                   dependencies=[Depends(HTTPBearer(auto_error=False))])  # documents the token; the middleware enforces it
     _add_error_handlers(app)
@@ -123,6 +136,8 @@ def create_app(*, settings: ServiceSettings, engine) -> FastAPI:
     _add_job_routes(app, service)
     if cases is not None:
         _add_case_routes(app, service)
+    pages.add_offline_docs(app)
+    app.include_router(pages.pages_router(service))
     return app
 
 
@@ -192,8 +207,7 @@ def _add_score_route(app: FastAPI, service: Service) -> None:
                                         folder=folder, max_bytes=service.settings.max_upload_bytes)
 
             def work() -> dict:
-                for stored in files.values():
-                    service.check(stored, read_voxels=False)  # the scorer reads them next and names what fails
+                service.check_request(files, read_voxels=False)  # the scorer reads them next and names what fails
                 return score_uploaded(ground_truth=files["ground_truth"].path, prediction=files["prediction"].path,
                                       study=study, names={k: v.client_name for k, v in files.items()})
             return await service.in_pool(work)
@@ -205,8 +219,7 @@ def _add_job_routes(app: FastAPI, service: Service) -> None:
     @app.post("/v1/studies", status_code=202, response_model=JobView, tags=["jobs"], responses=ERROR_RESPONSES,
               summary="Queue a study (PET in SUV and CT on the PET grid) for segmentation",
               openapi_extra=multipart_body("pet", "ct", optional=("label",)))
-    async def submit_study(request: Request, response: Response,
-                           clicks: str | None = Query(None, max_length=CLICKS_MAX_CHARS, description=CLICKS_HELP)):
+    async def submit_study(request: Request, response: Response):
         job_id = new_job_id()
         folder = service.settings.jobs_dir / job_id
         folder.mkdir(parents=True)
@@ -214,11 +227,8 @@ def _add_job_routes(app: FastAPI, service: Service) -> None:
             files = await receive_files(request, fields=[FileField("pet"), FileField("ct"),
                                                          FileField("label", required=False)],
                                         folder=folder, max_bytes=service.settings.max_upload_bytes)
-            grids = await service.in_pool(_check_study, service, files)
-            names = {field: stored.path.name for field, stored in files.items()}
-            if clicks is not None:
-                names["clicks"] = _store_clicks(clicks, folder=folder, size_xyz=tuple(grids["pet"].size))
-            job = service.store.add(job_id, names)
+            await service.in_pool(_check_study, service, files)
+            job = service.store.add(job_id, {field: stored.path.name for field, stored in files.items()})
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -264,39 +274,15 @@ def _add_job_routes(app: FastAPI, service: Service) -> None:
         return Response(status_code=204)
 
 
-def _check_study(service: Service, files: dict[str, StoredFile]) -> dict:
-    """Each file a readable image, and CT and label on the PET's grid; the grids by field."""
-    grids = {field: service.check(stored) for field, stored in files.items()}
+def _check_study(service: Service, files: dict[str, StoredFile]) -> None:
+    """Each file a readable image, and CT and label on the PET's grid."""
+    grids = service.check_request(files)
     for field in ("ct", "label"):
         if field in grids:
             mismatches = grid_mismatches(grids["pet"], grids[field])
             if mismatches:
                 raise ApiError(422, f"not on the PET's grid: {'; '.join(mismatches)}", field=field,
                                file=files[field].client_name)
-    return grids
-
-
-# The 2025 interactive track's lesion clicks (petct.clicks): at most 10 + 10 points, so a query parameter suffices.
-CLICKS_MAX_CHARS = 8000
-CLICKS_HELP = ('optional lesion clicks as JSON, {"tumor": [[x, y, z], ...], "background": [...]} or '
-               "grand-challenge's Multiple points form; voxel indices of the PET in (x, y, z) order, at most 10 each")
-CLICKS_FILE = "lesion-clicks.json"
-
-
-def _store_clicks(text: str, *, folder: Path, size_xyz: tuple[int, int, int]) -> str:
-    """Check the clicks against the PET and keep them in the job's folder; 422 naming the field otherwise."""
-    import json
-
-    from petct.clicks import parse_clicks
-    from petct.jsonio import write_json_atomic
-    try:
-        clicks = parse_clicks(json.loads(text), source="clicks", size_xyz=size_xyz)
-    except ValueError as exc:
-        raise ApiError(422, f"not valid JSON: {exc}", field="clicks") from None
-    except InputError as exc:
-        raise ApiError(422, exc.problem, field="clicks") from None
-    write_json_atomic(clicks.to_plain(), folder / CLICKS_FILE)
-    return CLICKS_FILE
 
 
 def _job_or_404(service: Service, job_id: str):
@@ -327,7 +313,7 @@ def _add_case_routes(app: FastAPI, service: Service) -> None:
                                         max_bytes=service.settings.max_upload_bytes)
 
             def work() -> dict:
-                service.check(files["prediction"], read_voxels=False)
+                service.check_request(files, read_voxels=False)
                 return score_uploaded(ground_truth=ground_truth, prediction=files["prediction"].path, study=case,
                                       names={"prediction": files["prediction"].client_name},
                                       hide_ground_truth=True)

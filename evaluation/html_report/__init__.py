@@ -1,0 +1,1 @@
+"""The organiser's report: one self-contained HTML file over one or more submissions' metrics.json."""

@@ -1,0 +1,131 @@
+"""The web pages in a real browser: Debian's headless Chromium driven by selenium through the system chromedriver.
+
+The browser resolves no name but 127.0.0.1, so anything a page tried to fetch from the internet would fail
+(and show as a broken image or a console error). Without chromium and chromium-driver the tests are skipped
+with a reason; CI sets PETCT_REQUIRE_BROWSER=1 so that there they fail instead.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import httpx
+import pytest
+
+from app_helpers import Server, write_phantom
+from report_helpers import exact, numbers
+
+TOKEN = "browser-token-for-tests-0123456789"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+WAIT_S = 120.0
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture
+def browser(tmp_path):
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in requirements-dev.txt")
+    missing = [name for name, ok in (("chromium", _chromium()), ("chromium-driver", os.path.exists(CHROMEDRIVER)))
+               if not ok]
+    if missing:
+        reason = f"{' and '.join(missing)} not installed (apt-get install chromium chromium-driver)"
+        if os.environ.get("PETCT_REQUIRE_BROWSER"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    options = webdriver.ChromeOptions()
+    options.binary_location = _chromium()
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1280,1000",
+                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # An explicit driver path: Selenium Manager never runs, nothing is downloaded.
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+    driver.set_page_load_timeout(WAIT_S)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _wait(condition, what: str, timeout_s: float = WAIT_S):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _broken_images(driver) -> list[str]:
+    return driver.execute_script(
+        "return Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)")
+
+
+def _console_errors(driver) -> list[str]:
+    return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def _fits_width(driver) -> bool:
+    return driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
+
+
+def test_upload_through_the_form_then_job_page_and_report(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    study = write_phantom(tmp_path / "study", 7, n_lesions=3)
+    with Server(data_dir=tmp_path / "data", env={"PETCT_KIT_TOKEN": TOKEN}) as server:
+        browser.get(f"{server.url}/")
+        assert browser.current_url.endswith("/login")
+        browser.find_element(By.ID, "token").send_keys(TOKEN)
+        browser.find_element(By.CSS_SELECTOR, "#login-form button[type=submit]").click()
+        _wait(lambda: browser.find_elements(By.ID, "study-form"), "the service page after logging in")
+        browser.save_screenshot(str(tmp_path / "index-1280.png"))
+        for field in ("pet", "ct", "label"):
+            browser.find_element(By.ID, field).send_keys(str(study[field]))
+        browser.find_element(By.CSS_SELECTOR, "#study-form button[type=submit]").click()
+        _wait(lambda: "/jobs/" in browser.current_url, "the job page")
+        job_id = browser.current_url.rstrip("/").rsplit("/", 1)[1]
+        _wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#job-state[data-state=succeeded]")
+              and browser.find_elements(By.ID, "mip")
+              and browser.execute_script("const i = document.getElementById('mip'); return i.complete && i.naturalWidth > 0"),
+              "the finished job with its MIP")
+        assert browser.find_element(By.ID, "mip").get_attribute("alt")
+        browser.save_screenshot(str(tmp_path / "job-1280.png"))
+        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}) as api:
+            metrics = api.get(f"/v1/jobs/{job_id}").json()["metrics"]
+        shown = {c["data-metric"]: exact(v) for c, v, _ in numbers(browser.page_source).found if "data-metric" in c}
+        for metric in ("dice", "false_positive_volume", "false_negative_volume", "gt_volume", "pred_volume",
+                       "gt_lesions", "detected_lesions", "fp_components"):
+            assert shown[metric] == metrics[metric], metric
+        assert not _broken_images(browser) and not _console_errors(browser)
+
+        browser.get(f"{server.url}/report")
+        _wait(lambda: browser.execute_script("return document.readyState") == "complete", "the report")
+        assert browser.find_elements(By.CSS_SELECTOR, f'tr[data-study="{job_id}"]')
+        assert len(browser.find_elements(By.TAG_NAME, "img")) >= 2  # Figure 4 and the job's MIP
+        assert not _broken_images(browser) and not _console_errors(browser)
+        browser.save_screenshot(str(tmp_path / "report-1280.png"))
+
+        browser.set_window_size(390, 844)  # a phone
+        for path in ("/", f"/jobs/{job_id}"):
+            browser.get(f"{server.url}{path}")
+            assert _fits_width(browser), path
+        browser.save_screenshot(str(tmp_path / "job-phone.png"))
+
+
+def test_docs_render_their_operations_offline(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    with Server(data_dir=tmp_path / "data") as server:
+        paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
+        operations = sum(len(methods) for methods in paths.values())
+        browser.get(f"{server.url}/docs")
+        _wait(lambda: len(browser.find_elements(By.CSS_SELECTOR, ".opblock")) >= operations, "Swagger UI's operations")
+        browser.save_screenshot(str(tmp_path / "docs.png"))
+        assert not _console_errors(browser)
