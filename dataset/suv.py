@@ -65,7 +65,11 @@ class SuvFactor:
 
 
 def _value(ds: Dataset, keyword: str):
-    value = ds.get(keyword)
+    try:
+        value = ds.get(keyword)
+    except ValueError:  # pydicom converts on access; a malformed DS/IS value raises here
+        element = ds.get_item(keyword)
+        return element.value if element is not None else None
     return None if value is None or value == "" else value
 
 
