@@ -105,8 +105,9 @@ COMMANDS = {"convert": convert, "suv": suv, "stats": stats, "to-seg": to_seg, "s
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
-    for chatty in ("distributed", "highdicom"):  # their INFO lines would bury the kit's own
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    # Their INFO lines (and highdicom's notes on valid files) would bury the kit's own one-line reports.
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    logging.getLogger("highdicom").setLevel(logging.ERROR)
     try:
         return COMMANDS[args.command](args)
     except InputError as exc:

@@ -145,6 +145,7 @@ def build_images(study: StudyFiles, contents: dict[Path, bytes], record: StudyRe
 
 def _write_all(images: Images, out: Path, paths: dict[str, str], *, key: str, record: StudyRecord) -> None:
     """Write every output under a temporary name in a staging folder, then rename them into place."""
+    out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".staging-{key}-", dir=out))
     try:
         named = images.named()

@@ -64,6 +64,13 @@ def test_grand_challenge_layout_runs_through_the_algorithm_and_scoring(dicom, tm
                            capture_output=True, text=True)
     assert score.returncode == 0, score.stderr
     assert "dice" in score.stdout.lower()
+    # The same pair by folder: the prediction carries the PET input's name, which is the ground truth's.
+    assert mask.name == ground_truth.name
+    folders = subprocess.run([sys.executable, "-m", "evaluation", "score-folders", "--ground-truth",
+                              str(ground_truth.parent), "--predictions", str(mask.parent), "--output",
+                              str(tmp_path / "metrics.json"), "--allow-partial"], capture_output=True, text=True)
+    assert folders.returncode == 0, folders.stderr
+    assert key in (tmp_path / "metrics.json").read_text()
 
 
 def test_dask_local_cluster_run_equals_the_process_pool_run(dicom, tmp_path):
