@@ -82,10 +82,11 @@ def input_checksum(paths: list[Path]) -> str:
 
 
 def _datasets(paths: list[Path], contents: dict[Path, bytes], what: str) -> list:
+    """Parse each file's bytes, dropping them once parsed: a full-size CT is ~340 MB of pixel data."""
     out = []
     for path in paths:
         try:
-            out.append(pydicom.dcmread(io.BytesIO(contents[path])))
+            out.append(pydicom.dcmread(io.BytesIO(contents.pop(path))))
         except Exception as exc:  # noqa: BLE001 - pydicom raises several types for a bad file
             raise InputError(f"{what} file is not readable DICOM: {exc}", path=path) from None
     return out
@@ -115,12 +116,10 @@ def _headers(pet, ct) -> dict:
 def build_images(study: StudyFiles, contents: dict[Path, bytes], record: StudyRecord, *,
                  keep_segments: bool) -> Images:
     """Read, check and convert the three series of `study` (records the SUV inputs and warnings)."""
-    pet_slices = _datasets(study.pet, contents, "PET")
-    ct_slices = _datasets(study.ct, contents, "CT")
-    pet = _in_series("PET", study.pet, read_series, pet_slices, dtype=np.float32)
+    pet = _in_series("PET", study.pet, read_series, _datasets(study.pet, contents, "PET"), dtype=np.float32)
     factor = _in_series("PET", study.pet, suv_factor, pet.slices)
     record.suv = factor.to_json()
-    ct = _in_series("CT", study.ct, read_series, ct_slices, dtype=np.int16)
+    ct = _in_series("CT", study.ct, read_series, _datasets(study.ct, contents, "CT"), dtype=np.int16)
     record.headers = _headers(pet.slices, ct.slices)
     pet_for = str(pet.slices[0].get("FrameOfReferenceUID", ""))
     if str(ct.slices[0].get("FrameOfReferenceUID", "")) != pet_for:

@@ -11,6 +11,8 @@ image, the geometry as attributes.
 """
 from __future__ import annotations
 
+import gzip
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,7 @@ EXTENSIONS = {"nifti": ".nii.gz", "mha": ".mha"}
 PET_NAME = "PET"
 HDF5_NAME = "dataset.h5"
 HDF5_STAGING = ".studies-h5"  # one file per study, merged into dataset.h5 at the end of a run
+GZIP_LEVEL = 1  # fastest deflate: see write_image
 NNUNET_CHANNELS = {"0": "CT", "1": "PET"}  # CTres then SUV, as autoPET's nnU-Net datasets since 2024
 
 
@@ -72,9 +75,23 @@ def planned(*, key: str, patient: str, study: str, layout: str, fmt: str) -> dic
 
 
 def write_image(array: np.ndarray, geometry: Geometry, path: Path) -> None:
-    """Write with SimpleITK's compressed writer (the caller makes it atomic)."""
+    """Write a compressed image (the caller makes it atomic).
+
+    ITK's own .nii.gz writer deflates ~4x slower than zlib at level 1 for files barely (~10 %) smaller, and
+    conversion time is mostly compression; so NIfTI is written plain by SimpleITK and gzipped here.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(image_from_array(array, geometry), str(path), useCompression=True)
+    image = image_from_array(array, geometry)
+    if not path.name.endswith(".nii.gz"):
+        sitk.WriteImage(image, str(path), useCompression=True)
+        return
+    plain = path.with_name(path.name[: -len(".gz")])
+    try:
+        sitk.WriteImage(image, str(plain), useCompression=False)
+        with open(plain, "rb") as source, gzip.open(path, "wb", compresslevel=GZIP_LEVEL) as target:
+            shutil.copyfileobj(source, target, 1 << 22)
+    finally:
+        plain.unlink(missing_ok=True)
 
 
 def write_h5(images: Images, path: Path, *, key: str, attributes: dict) -> None:

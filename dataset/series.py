@@ -84,6 +84,7 @@ def read_series(slices: Sequence[Dataset], *, dtype=np.float32) -> Series:
     """The series' voxels with each slice's own rescale applied, as `dtype`.
 
     Integer `dtype` (CT in HU) is exact when every slope and intercept is a whole number, as CT writers use.
+    Each slice's PixelData is released once decoded (the headers stay), so a series is not held twice.
     """
     ordered, geometry = check_and_sort(slices)
     nx, ny, nz = geometry.size
@@ -97,4 +98,5 @@ def read_series(slices: Sequence[Dataset], *, dtype=np.float32) -> Series:
             out[k] = np.rint(stored * slope + intercept)
         else:
             out[k] = stored.astype(np.float64) * slope + intercept
+        del ds.PixelData
     return Series(array=out, geometry=geometry, slices=tuple(ordered))

@@ -26,6 +26,7 @@ from dataset.suv import GE_SCAN_DATETIME, PHILIPS_ACTIVITY_SCALE, PHILIPS_SUV_SC
 from petct.atomic import atomic_path
 from petct.imageio import Geometry
 from petct.phantom import Study, make_study
+from petct.resample import resample_ct_array
 
 VENDORS = ("siemens", "ge", "philips-bqml", "philips-cnts")
 F18_HALF_LIFE_S = 6586.2
@@ -79,15 +80,8 @@ def ct_grid(pet: Geometry) -> Geometry:
 
 
 def make_ct(study: Study, grid: Geometry) -> sitk.Image:
-    """The phantom's CT on its own finer grid (int16 HU)."""
-    resampler = sitk.ResampleImageFilter()
-    resampler.SetSize(grid.size)
-    resampler.SetOutputSpacing(grid.spacing)
-    resampler.SetOutputOrigin(grid.origin)
-    resampler.SetOutputDirection(grid.direction)
-    resampler.SetInterpolator(sitk.sitkLinear)
-    resampler.SetDefaultPixelValue(-1000.0)
-    ct = sitk.GetArrayFromImage(resampler.Execute(study.ctres))
+    """The phantom's CT on its own finer grid (int16 HU), interpolated from its CT on the PET grid."""
+    ct, _ = resample_ct_array(study.ctres, grid, path=study.name)
     image = sitk.GetImageFromArray(np.clip(np.rint(ct), -1024, 3071).astype(np.int16))
     return grid.apply_to(image)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -192,3 +193,13 @@ def test_wrong_layout_and_format_pair_is_one_line(tmp_path):
                           "--layout", "nnunet", "--format", "hdf5"], capture_output=True, text=True)
     assert run.returncode == 1 and run.stderr.startswith("error: --format hdf5 goes with --layout tcia")
 
+
+
+def test_a_flat_folder_converts_like_the_tcia_tree(siemens, tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for path in siemens.pet_dir.parent.rglob("*.dcm"):
+        shutil.copy(path, flat / f"{path.parent.name}-{path.name}")
+    record = _only(convert(flat, tmp_path / "out"))
+    assert record.status == "converted", record.reason
+    check_against_phantom(siemens, _study_folder(tmp_path / "out", record))
