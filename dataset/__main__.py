@@ -24,7 +24,7 @@ log = logging.getLogger("dataset")
 def convert(args) -> int:
     from dataset.run import REPORT, convert_tree
 
-    check_choice(layout=args.layout, fmt=args.fmt)
+    check_choice(layout=args.layout, fmt=args.fmt, keep_segments=args.keep_segments)
     options = ConvertOptions(layout=args.layout, fmt=args.fmt, keep_segments=args.keep_segments)
     summary = convert_tree(args.dicom_root, args.out, options, workers=args.workers, scheduler=args.scheduler,
                            progress=not args.no_progress)

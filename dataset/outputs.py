@@ -51,7 +51,10 @@ class Images:
                 SUV_NAME: (self.suv, g), CTRES_NAME: (self.ctres, g)}
 
 
-def check_choice(*, layout: str, fmt: str) -> None:
+def check_choice(*, layout: str, fmt: str, keep_segments: bool = False) -> None:
+    """ValueError for a layout, format and SEG-kind combination that does not go together."""
+    if keep_segments and layout != "tcia":
+        raise ValueError("--keep-segments goes with --layout tcia (nnU-Net and grand-challenge take one lesion mask)")
     if layout not in LAYOUTS or fmt not in FORMATS:
         raise ValueError(f"unknown layout {layout!r} or format {fmt!r}")
     if fmt == "hdf5" and layout != "tcia":
