@@ -224,3 +224,19 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.astype(bool), b.astype(bool)
     total = a.sum() + b.sum()
     return 1.0 if total == 0 else 2.0 * float((a & b).sum()) / float(total)
+
+
+def small_model_case(root: Path) -> dict:
+    """Phantom study 21 (24x24x20) and a 2-fold random-weight results folder at root/model calibrated on it."""
+    import SimpleITK as sitk
+
+    from petct.phantom import make_study
+
+    study = make_study(21, size=(24, 24, 20), n_lesions=3)
+    suv = sitk.GetArrayFromImage(study.suv).astype(np.float32)
+    ct = sitk.GetArrayFromImage(study.ctres).astype(np.float32)
+    spacing_zyx = tuple(float(s) for s in reversed(study.suv.GetSpacing()))
+    plans = make_plans(plain_architecture(), patch_size=(16, 16, 16), spacing=list(spacing_zyx))
+    write_results_folder(root / "model" / "Dataset999_KitTest" / "nnUNetTrainer__nnUNetPlans__3d_fullres",
+                         plans=plans, dataset=make_dataset_json(), folds=(0, 1), calibration_study=(suv, ct, spacing_zyx))
+    return {"study": study, "model": root / "model", "suv": suv, "ct": ct, "spacing": spacing_zyx}

@@ -6,9 +6,8 @@ import pytest
 import SimpleITK as sitk
 
 from algorithm_helpers import output_files, run_algorithm, set_read_only, write_platform_input
-from nnunet_helpers import dice, make_dataset_json, make_plans, plain_architecture, reference_prediction, write_results_folder
+from nnunet_helpers import dice, reference_prediction, small_model_case
 from petct.imageio import Geometry
-from petct.phantom import make_study
 
 pytest.importorskip("nnunetv2")
 
@@ -16,17 +15,9 @@ pytest.importorskip("nnunetv2")
 @pytest.fixture(scope="module")
 def case(tmp_path_factory):
     root = tmp_path_factory.mktemp("nnunet-container")
-    study = make_study(21, size=(24, 24, 20), n_lesions=3)
-    suv = sitk.GetArrayFromImage(study.suv).astype(np.float32)
-    ct = sitk.GetArrayFromImage(study.ctres).astype(np.float32)
-    spacing_zyx = tuple(float(s) for s in reversed(study.suv.GetSpacing()))
-    plans = make_plans(plain_architecture(), patch_size=(16, 16, 16), spacing=list(spacing_zyx))
-    model = write_results_folder(root / "model" / "Dataset999_KitTest" / "nnUNetTrainer__nnUNetPlans__3d_fullres",
-                                 plans=plans, dataset=make_dataset_json(), folds=(0, 1),
-                                 calibration_study=(suv, ct, spacing_zyx))
-    platform = write_platform_input(root / "input", study)
-    return {"root": root, "study": study, "model": root / "model", "input": platform,
-            "suv": suv, "ct": ct, "spacing": spacing_zyx}
+    made = small_model_case(root)
+    platform = write_platform_input(root / "input", made["study"])
+    return {"root": root, "input": platform, **made}
 
 
 def test_container_runs_a_results_folder_like_nnunet(case):

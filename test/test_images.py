@@ -23,8 +23,7 @@ import SimpleITK as sitk
 
 from algorithm_helpers import output_files, run_algorithm, write_platform_input
 from app_helpers import REPO, files_of, free_port, wait_for_job, write_phantom
-from nnunet_helpers import dice, make_dataset_json, make_plans, plain_architecture, write_results_folder
-from petct.phantom import make_study
+from nnunet_helpers import dice, small_model_case
 
 pytestmark = pytest.mark.skipif(os.environ.get("PETCT_IMAGE_TEST") != "1",
                                 reason="container images: run with `make image-test`")
@@ -101,13 +100,7 @@ def _without_paths(value):
 def study_and_model(tmp_path_factory):
     """A phantom study laid out as the platform does, and a small random-weight nnU-Net results folder."""
     root = tmp_path_factory.mktemp("image-algorithm")
-    study = make_study(21, size=(24, 24, 20), n_lesions=3)
-    suv = sitk.GetArrayFromImage(study.suv).astype(np.float32)
-    ct = sitk.GetArrayFromImage(study.ctres).astype(np.float32)
-    spacing = tuple(float(s) for s in reversed(study.suv.GetSpacing()))
-    plans = make_plans(plain_architecture(), patch_size=(16, 16, 16), spacing=list(spacing))
-    write_results_folder(root / "model" / "Dataset999_KitTest" / "nnUNetTrainer__nnUNetPlans__3d_fullres",
-                         plans=plans, dataset=make_dataset_json(), folds=(0, 1), calibration_study=(suv, ct, spacing))
+    study = small_model_case(root)["study"]
     platform = write_platform_input(root / "input", study)
     _read_only_for_others(root)
     return root, platform.root, root / "model"
