@@ -24,6 +24,7 @@ from app_helpers import (REPO, Server, files_of, files_under, random_mask, refer
 from petct.errors import InputError
 
 LIMIT_BYTES = 3 * 1024 * 1024  # the main server's upload limit; tiny phantom studies are < 1 MB
+ORGANISER = "organiser-token-for-tests-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,8 @@ def ground_truth(workspace) -> Path:
 @pytest.fixture(scope="module")
 def server(workspace, ground_truth):
     with Server(data_dir=workspace / "data", args=["--max-upload", str(LIMIT_BYTES),
-                                                   "--ground-truth", str(ground_truth)]) as running:
+                                                   "--ground-truth", str(ground_truth)],
+                env={"PETCT_KIT_TOKEN": ORGANISER}, token=ORGANISER) as running:
         yield running
 
 
@@ -147,8 +149,12 @@ def test_bad_studies_are_refused_before_any_work(server, study, workspace):
     corrupt.write_bytes(study["pet"].read_bytes()[:2000])
     before = set(files_under(server.data_dir / "jobs"))
     with server.client() as client:
-        wrong_grid = _error(client.post("/v1/studies", files=files_of({"pet": study["pet"], "ct": other["ct"]})), 422)
-        assert wrong_grid["field"] == "ct" and "grid" in wrong_grid["reason"]
+        far_ct = sitk.ReadImage(str(other["ct"]))
+        far_ct.SetOrigin((5000.0, 5000.0, 5000.0))
+        sitk.WriteImage(far_ct, str(workspace / "far_ct.mha"))
+        no_overlap = _error(client.post("/v1/studies", files=files_of({"pet": study["pet"],
+                                                                        "ct": workspace / "far_ct.mha"})), 422)
+        assert no_overlap["field"] == "ct" and "overlap" in no_overlap["reason"]
         broken = _error(client.post("/v1/studies", files=files_of({"pet": corrupt, "ct": study["ct"]})), 422)
         assert broken["field"] == "pet" and broken["file"] == "corrupt.mha"
         missing = _error(client.post("/v1/studies", files=files_of({"pet": study["pet"]})), 422)
