@@ -70,7 +70,7 @@ class Submission:
     report: dict | None  # the whole metrics.json; what a participant sees of it depends on the phase
 
 
-@dataclass(frozen=True)
+@dataclass
 class BudgetSpent(Exception):
     """No submission allowed now; `next_allowed` is when one is (epoch seconds), None: never again."""
 
