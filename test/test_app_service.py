@@ -91,6 +91,7 @@ def test_job_lifecycle_with_label(server, study):
         assert done["timings"]["inference_s"] >= 0 and "scoring_s" in done["timings"]
         assert set(done["metrics"]) >= {"dice", "false_positive_volume", "false_negative_volume"}
         assert done["metrics"]["gt_lesions"] == 3
+        assert done["metrics"]["study"] == "SUV"  # the uploaded PET's name, not the job id
 
         mask = client.get(f"/v1/jobs/{job['id']}/mask")
         assert mask.status_code == 200
@@ -141,6 +142,16 @@ def test_job_without_label_has_no_metrics_and_pages_cover_every_job(server, stud
 def _error(response: httpx.Response, status: int) -> dict:
     assert response.status_code == status, response.text
     return response.json()["error"]
+
+
+def test_a_ct_on_another_grid_is_resampled_as_the_command_line_does(server, study, workspace):
+    other = write_phantom(workspace / "coarse", 5, size=(40, 40, 30))
+    with server.client() as client:
+        response = client.post("/v1/studies", files=files_of({"pet": study["pet"], "ct": other["ct"]}))
+        assert response.status_code == 202, response.text
+        done = wait_for_job(client, response.json()["id"])
+    assert done["state"] == "succeeded", done
+    assert done["notes"]["ct_resampled"]["coverage"] > 0
 
 
 def test_bad_studies_are_refused_before_any_work(server, study, workspace):

@@ -68,7 +68,26 @@ def create_app(*, settings: ServiceSettings, engine) -> FastAPI:
     if cases_found is not None:
         app.include_router(cases.router)
         app.include_router(phases.router)
+    _only_declared_responses(app)
     return app
+
+
+def _only_declared_responses(app: FastAPI) -> None:
+    """OpenAPI without FastAPI's automatic 422 where an endpoint's parameters cannot fail validation.
+
+    Endpoints that can answer 422 declare it themselves (app.service.errors.responses).
+    """
+    def schema() -> dict:
+        if app.openapi_schema is None:
+            spec = FastAPI.openapi(app)
+            for methods in spec.get("paths", {}).values():
+                for operation in methods.values():
+                    auto = operation.get("responses", {}).get("422", {})
+                    if auto.get("description") == "Validation Error":
+                        del operation["responses"]["422"]
+            app.openapi_schema = spec
+        return app.openapi_schema
+    app.openapi = schema
 
 
 def _tidy_data_dir(service: Service) -> None:
