@@ -38,16 +38,15 @@ def default_workers() -> int:
 
 
 def run_isolated(function: Callable[[Item], Any], items: Iterable[Item], *, workers: int,
-                 timeout_s: float | None = None, on_done: Callable[[Outcome], None] | None = None,
-                 preload: list[str] = PRELOAD) -> list[Outcome[Item]]:
+                 timeout_s: float | None = None, on_done: Callable[[Outcome], None] | None = None
+                 ) -> list[Outcome[Item]]:
     """Call `function(item)` for every item, `workers` processes at a time; outcomes in item order.
 
     `function` must be importable by name (a module-level function). An exception it raises becomes
     the item's failure (with the traceback on stderr), as does a crash or running past `timeout_s`.
-    `preload`: modules the fork server imports once (it keeps those of the first call in a process).
     """
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(preload)
+    context.set_forkserver_preload(PRELOAD)
     pending = list(enumerate(items))[::-1]
     outcomes: dict[int, Outcome] = {}
     running: dict[multiprocessing.connection.Connection, tuple[int, Item, Any, float]] = {}

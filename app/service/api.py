@@ -18,6 +18,7 @@ from app.service.jobs import JobStore
 from app.service.participants import ParticipantStore
 from app.service.phases import PhaseStore
 from app.service.routes import cases, health, jobs, phases, scoring
+from app.service.scoring import scoring_processes
 from app.service.settings import ServiceSettings
 from app.service.uploads import disk_full
 from app.service.worker import InferenceWorker
@@ -41,6 +42,7 @@ def create_app(*, settings: ServiceSettings, engine) -> FastAPI:
         cases_found = index_cases(settings.ground_truth)
     service = Service(settings=settings, store=store, participants=ParticipantStore(settings.database),
                       phases=PhaseStore(settings.database), worker=worker, scoring=scoring_pool,
+                      processes=scoring_processes(settings.scoring_workers),
                       engine_info=dict(engine.describe()), cases=cases_found)
 
     @contextlib.asynccontextmanager
@@ -55,6 +57,7 @@ def create_app(*, settings: ServiceSettings, engine) -> FastAPI:
         yield
         worker.stop()
         scoring_pool.shutdown(wait=False, cancel_futures=True)
+        service.processes.close()
 
     app = FastAPI(title="autoPET PET/CT kit service", version="1", lifespan=lifespan,
                   description="Scores lesion masks, runs the kit's inference engine on uploaded studies, and "

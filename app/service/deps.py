@@ -17,6 +17,7 @@ from app.service.errors import ApiError
 from app.service.jobs import JobStore
 from app.service.participants import ParticipantStore
 from app.service.phases import PhaseStore
+from app.service.processes import KillableProcesses
 from app.service.scoring import run_limited
 from app.service.settings import ServiceSettings
 from app.service.upload_checks import check_upload
@@ -60,6 +61,7 @@ class Service:
     phases: PhaseStore
     worker: InferenceWorker
     scoring: ThreadPoolExecutor
+    processes: KillableProcesses
     engine_info: dict
     cases: dict[str, Path] | None
 
@@ -74,7 +76,8 @@ class Service:
 
     async def score(self, function, **kwargs):
         """`function(**kwargs)` in the scoring pool, in a process of its own killed at --score-timeout."""
-        return await self.in_pool(run_limited, function, timeout_s=self.settings.score_timeout_s, **kwargs)
+        return await self.in_pool(run_limited, self.processes, function, timeout_s=self.settings.score_timeout_s,
+                                  **kwargs)
 
     def check(self, stored: StoredFile, *, read_voxels: bool = True):
         return check_upload(stored, max_voxels=self.settings.max_voxels, read_voxels=read_voxels)

@@ -1,7 +1,7 @@
 """Scoring uploaded files with the evaluation container's scorer, answering in terms the client knows.
 
-Every scoring request runs in a process of its own (evaluation.pool), killed when it passes the
-server's `--score-timeout`, so no upload can hold a scoring slot for longer than that.
+Every scoring request runs in one of the scoring processes (app.service.processes), killed when it
+passes the server's `--score-timeout`, so no upload can hold a scoring slot for longer than that.
 """
 from __future__ import annotations
 
@@ -11,13 +11,17 @@ from typing import Any
 
 from app.service.errors import ApiError, echo_name
 from evaluation.aggregates import aggregate
-from evaluation.pool import PRELOAD, run_isolated
+from app.service.processes import Died, KillableProcesses, Timeout
 from evaluation.report import case_key
 from evaluation.scoring import StudyResult, score_files
 from petct.errors import InputError
 
-# Imported once by the fork server: each request's process starts with the scorer and the upload checks loaded.
-CHILD_PRELOAD = [*PRELOAD, "app.service.scoring", "app.service.upload_checks"]
+# Imported once by the fork server: each scoring process starts with the scorer and the upload checks loaded.
+CHILD_PRELOAD = ["app.service.scoring", "app.service.upload_checks"]
+
+
+def scoring_processes(size: int) -> KillableProcesses:
+    return KillableProcesses(size=size, preload=CHILD_PRELOAD)
 
 
 def score_uploaded(*, ground_truth: Path, prediction: Path, study: str, names: dict[str, str | None],
@@ -80,15 +84,15 @@ def _answer(call: tuple[Callable, dict]) -> tuple[str, Any]:
         return "error", (exc.status, exc.reason, exc.field, exc.file)
 
 
-def run_limited(function: Callable, *, timeout_s: float, **kwargs) -> Any:
-    """`function(**kwargs)` in a process of its own; 504 when it passes `timeout_s` (it is killed then)."""
-    outcome = run_isolated(_answer, [(function, kwargs)], workers=1, timeout_s=timeout_s, preload=CHILD_PRELOAD)[0]
-    if outcome.failure is not None:
-        if "took longer than" in outcome.failure:
-            raise ApiError(504, f"scoring took longer than the server's limit of {timeout_s:g} s (--score-timeout); "
-                                "it was stopped")
-        raise ApiError(503, f"scoring failed: {outcome.failure}")
-    kind, payload = outcome.value
+def run_limited(processes: KillableProcesses, function: Callable, *, timeout_s: float, **kwargs) -> Any:
+    """`function(**kwargs)` in a scoring process; 504 when it passes `timeout_s` (the process is killed then)."""
+    try:
+        kind, payload = processes.call(_answer, timeout_s=timeout_s, call=(function, kwargs))
+    except Timeout:
+        raise ApiError(504, f"scoring took longer than the server's limit of {timeout_s:g} s (--score-timeout); "
+                            "it was stopped") from None
+    except Died:
+        raise ApiError(503, "the scoring process died (out of memory?); try again, or send a smaller file") from None
     if kind == "error":
         status, reason, field, file = payload
         raise ApiError(status, reason, field=field, file=file)
