@@ -290,3 +290,26 @@ def test_budget_counts_utc_days_and_the_total(tmp_path):
     with pytest.raises(BudgetSpent) as spent:
         store.reserve(phase, "alice", now=midnight + 86400 * 5)
     assert spent.value.next_allowed is None and "all 3" in spent.value.reason
+
+
+def test_participants_make_tokens_required_on_loopback_without_ground_truth(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from app.service.api import create_app
+    from app.service.participants import ParticipantStore
+    from app.service.settings import ServiceSettings
+
+    class IdleEngine:
+        def describe(self) -> dict:
+            return {"engine": "idle"}
+
+    settings = ServiceSettings(data_dir=tmp_path / "data")
+    app = create_app(settings=settings, engine=IdleEngine())
+    with TestClient(app) as client:
+        assert client.get("/v1/jobs").status_code == 200  # no participants, no token: open on loopback
+        token = ParticipantStore(settings.database).add("carol")  # added while the server runs
+        assert client.get("/v1/jobs").status_code == 401
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/v1/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert client.get("/v1/jobs", headers={"Authorization": f"Bearer {token} "}).status_code == 200
+        assert client.get("/v1/jobs", headers={"Authorization": f"Basic {token}"}).status_code == 401

@@ -53,6 +53,11 @@ def create_app(*, settings: ServiceSettings, engine) -> FastAPI:
             log.warning("after restart: %d interrupted job(s) queued again, %d failed", len(requeued), len(failed))
         if service.phases.fail_interrupted():
             log.warning("after restart: submissions that were being scored are marked failed")
+        for phase in service.phases.list() if cases_found is not None else ():
+            missing = [case for case in phase.cases if case not in cases_found]
+            if missing:
+                log.warning("phase %s names %d case(s) with no ground truth (%s); its submissions will fail",
+                            phase.name, len(missing), ", ".join(missing[:5]))
         worker.start()
         yield
         worker.stop()
