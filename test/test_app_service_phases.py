@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from app.service.phases import BudgetSpent, Phase, PhaseStore, Rank, next_utc_midnight
-from app_helpers import REPO, Server, write_mask
+from app_helpers import REPO, Server, files_of, wait_for_job, write_mask, write_phantom
 from evaluation.aggregates import aggregate
 from evaluation.scoring import score_files
 
@@ -249,6 +249,26 @@ def test_ownership_tokens_and_leaderboard(setup, tmp_path):
     assert {row["participant"] for row in board["rows"]} == {"alice", "bob"}
     with server.client() as organiser:
         assert organiser.post("/v1/phases/practice/submissions", files={}).status_code == 403
+
+
+def test_jobs_belong_to_whoever_created_them(setup, tmp_path):
+    server, tokens, _, _ = setup
+    study = write_phantom(tmp_path / "study", 2)
+    with server.client(token=tokens["alice"]) as alice, server.client(token=tokens["bob"]) as bob, \
+            server.client() as organiser:
+        created = alice.post("/v1/studies", files=files_of({"pet": study["pet"], "ct": study["ct"]}))
+        assert created.status_code == 202, created.text
+        job_id = created.json()["id"]
+        assert wait_for_job(alice, job_id)["state"] == "succeeded"
+        for method, path in (("GET", f"/v1/jobs/{job_id}"), ("GET", f"/v1/jobs/{job_id}/mask"),
+                             ("DELETE", f"/v1/jobs/{job_id}")):
+            response = bob.request(method, path)
+            assert response.status_code == 404 and response.json()["error"]["reason"] == "no such job", path
+        assert job_id not in [j["id"] for j in bob.get("/v1/jobs").json()["jobs"]]
+        assert job_id in [j["id"] for j in alice.get("/v1/jobs").json()["jobs"]]
+        assert job_id in [j["id"] for j in organiser.get("/v1/jobs").json()["jobs"]]
+        assert alice.get(f"/v1/jobs/{job_id}/mask").status_code == 200
+        assert alice.delete(f"/v1/jobs/{job_id}").status_code == 204
 
 
 def test_revoked_tokens_and_the_cli(setup, tmp_path):
