@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import errno
 import logging
-import shutil
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections import namedtuple
 

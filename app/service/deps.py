@@ -20,8 +20,6 @@ from app.service.phases import PhaseStore
 from app.service.processes import KillableProcesses
 from app.service.scoring import run_limited
 from app.service.settings import ServiceSettings
-from app.service.upload_checks import check_upload
-from app.service.uploads import StoredFile
 from app.service.worker import InferenceWorker
 
 OPEN_PATHS = frozenset({"/healthz"})
@@ -78,9 +76,6 @@ class Service:
         """`function(**kwargs)` in the scoring pool, in a process of its own killed at --score-timeout."""
         return await self.in_pool(run_limited, self.processes, function, timeout_s=self.settings.score_timeout_s,
                                   **kwargs)
-
-    def check(self, stored: StoredFile, *, read_voxels: bool = True):
-        return check_upload(stored, max_voxels=self.settings.max_voxels, read_voxels=read_voxels)
 
     def tokens_required(self) -> bool:
         """A token on every request: one is configured, cases are being kept secret, or participants exist."""

@@ -72,7 +72,7 @@ def unpack_case_archive(archive: StoredFile, *, cases: Sequence[str], folder: Pa
                                    field="archive", file=archive.client_name)
                 for info in members:
                     mode = info.external_attr >> 16
-                    if info.is_dir() or (mode and not (mode & 0o170000) in (0, 0o100000)):
+                    if info.is_dir() or (mode & 0o170000) not in (0, 0o100000):  # S_IFMT: no links, devices
                         raise ApiError(422, "archive member is not a plain file", field="archive",
                                        file=info.filename)
                     member_case(info.filename, cases)
