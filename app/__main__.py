@@ -42,14 +42,16 @@ def _parser() -> argparse.ArgumentParser:
                        help="TCP port (default: %(default)s)")
     serve.add_argument("--data-dir", type=Path, default=Path("service-data"),
                        help="job database and files (default: %(default)s)")
-    serve.add_argument("--token", help=f"bearer token every endpoint but /healthz requires (better: set {TOKEN_ENV}, "
+    serve.add_argument("--token", help=f"the organiser's bearer token; every endpoint but /healthz requires it or a "
+                                       f"participant's (better: set {TOKEN_ENV}, "
                                        "which other users cannot read from the process list)")
     serve.add_argument("--max-upload", type=_size, default=DEFAULT_MAX_UPLOAD, metavar="SIZE",
                        help="largest request body, e.g. 2GiB or 500MB (default: 2GiB)")
     serve.add_argument("--max-voxels", type=whole_number(1), default=DEFAULT_MAX_VOXELS,
                        help="largest image accepted, in voxels (default: %(default)s)")
     serve.add_argument("--ground-truth", type=Path,
-                       help="organiser mode: score predictions against this folder's cases, never sending them out")
+                       help=f"organiser mode: this folder's cases are the hidden test set that phase submissions "
+                            f"are scored against, never sent out (needs {TOKEN_ENV}; tokens required on loopback too)")
     serve.add_argument("--model", type=Path, help="nnU-Net results folder (default: as the algorithm container finds one)")
     serve.add_argument("--engine", choices=("auto", "nnunet", "baseline"), default="auto")
     serve.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")

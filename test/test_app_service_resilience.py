@@ -193,3 +193,13 @@ def test_openapi_lists_only_the_responses_each_endpoint_can_return(tmp_path):
     assert set(job) == {"200", "401", "404"}
     assert "413" in paths["/v1/studies"]["post"]["responses"] and "409" not in paths["/v1/studies"]["post"]["responses"]
     assert "507" in paths["/v1/score"]["post"]["responses"]
+
+
+def test_a_request_past_the_score_timeout_is_answered_504_over_http(tmp_path, study):
+    with service_client(tmp_path, score_timeout_s=0.0001) as client:
+        files = files_of({"prediction": study["label"], "ground_truth": study["label"]})
+        response = client.post("/v1/score", files=files)
+        assert response.status_code == 504, response.text
+        assert "--score-timeout" in response.json()["error"]["reason"]
+        assert client.get("/healthz").status_code == 200
+    assert not [p for p in (tmp_path / "data" / "scratch").rglob("*") if p.is_file()]
