@@ -42,9 +42,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="TCP port (default: %(default)s)")
     serve.add_argument("--data-dir", type=Path, default=Path("service-data"),
                        help="job database and files (default: %(default)s)")
-    serve.add_argument("--token", help=f"the organiser's bearer token; every endpoint but /healthz requires it or a "
-                                       f"participant's (better: set {TOKEN_ENV}, "
-                                       "which other users cannot read from the process list)")
+    serve.add_argument("--token", help=f"the organiser's bearer token; every endpoint but /healthz and /login "
+                                       "requires it or a participant's, as a header or the login form's cookie "
+                                       f"(better: set {TOKEN_ENV}, which other users cannot read from the process list)")
     serve.add_argument("--max-upload", type=_size, default=DEFAULT_MAX_UPLOAD, metavar="SIZE",
                        help="largest request body, e.g. 2GiB or 500MB (default: 2GiB)")
     serve.add_argument("--max-voxels", type=whole_number(1), default=DEFAULT_MAX_VOXELS,
