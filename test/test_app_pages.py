@@ -142,3 +142,59 @@ def test_pages_per_caller_organiser_and_participants(tmp_path):
             assert bob.post("/logout", follow_redirects=False).status_code == 303
             assert bob.get("/", follow_redirects=False).status_code == 303
 
+
+
+def _cell_values(page: str, **context: str) -> list[float | None]:
+    """The exact numbers shown in cells whose data-* context includes `context`."""
+    return [exact(v) for c, v, _ in numbers(page).found if all(c.get(k) == want for k, want in context.items())]
+
+
+def test_phase_pages_follow_the_phases_rules(tmp_path):
+    import numpy as np
+
+    from app_helpers import write_mask
+
+    rng = np.random.default_rng(5)
+    gt = {case: (rng.uniform(size=(6, 6, 6)) < 0.3).astype(np.uint8) for case in ("CASE_A", "CASE_B")}
+    for case, array in gt.items():
+        write_mask(array, tmp_path / "gt" / f"{case}_SEG.mha")
+    data = tmp_path / "data"
+    tokens = {name: _add_participant(name, data) for name in ("alice", "bob")}
+    (tmp_path / "cases.txt").write_text("CASE_A\nCASE_B\n")
+    for name, extra in (("hidden", []), ("open", ["--show-cases"])):
+        created = subprocess.run([sys.executable, "-m", "app", "phases", "create", name, "--cases",
+                                  str(tmp_path / "cases.txt"), "--per-day", "5", "--total", "5", *extra,
+                                  "--data-dir", str(data)], cwd=REPO, text=True, capture_output=True, timeout=60)
+        assert created.returncode == 0, created.stderr
+    with Server(data_dir=data, args=["--ground-truth", str(tmp_path / "gt")], env={"PETCT_KIT_TOKEN": TOKEN}) as server:
+        answers = {}
+        for who in ("alice", "bob"):
+            predictions = {case: (rng.uniform(size=(6, 6, 6)) < 0.3).astype(np.uint8) for case in gt}
+            files = {case: (f"{case}.mha", write_mask(a, tmp_path / who / f"{case}.mha").read_bytes())
+                     for case, a in predictions.items()}
+            with server.client(tokens[who]) as api:
+                for phase in ("hidden", "open"):
+                    answer = api.post(f"/v1/phases/{phase}/submissions", files=files)
+                    assert answer.status_code == 201, answer.text
+                    answers[who, phase] = answer.json()
+        organiser, alice = _logged_in(server, TOKEN), _logged_in(server, tokens["alice"])
+        with closing(organiser), closing(alice):
+            assert 'href="/phases/hidden"' in alice.get("/").text
+            hidden = alice.get("/phases/hidden").text
+            mine, bobs = answers["alice", "hidden"], answers["bob", "hidden"]
+            assert mine["id"] in hidden and bobs["id"] not in hidden and mine["case"] is None
+            # aggregates only, as the API answered them: mean and count, no single case's min or max
+            assert _cell_values(hidden, **{"data-metric": "dice", "data-stat": "mean"}) == \
+                [mine["aggregates"]["dice"]["mean"]]
+            assert not _cell_values(hidden, **{"data-stat": "max"}) and not _cell_values(hidden, **{"data-case": "CASE_A"})
+            shown = alice.get("/phases/open").text
+            mine = answers["alice", "open"]
+            assert _cell_values(shown, **{"data-case": "CASE_A", "data-metric": "dice"}) == \
+                [next(r for r in mine["case"].values() if r["study"] == "CASE_A")["dice"]]
+            assert _cell_values(shown, **{"data-metric": "dice", "data-stat": "max"}) == \
+                [mine["aggregates"]["dice"]["max"]]
+            everyone = organiser.get("/phases/hidden").text  # the organiser: every submission, in full
+            assert bobs["id"] in everyone and _cell_values(everyone, **{"data-stat": "max", "data-metric": "dice"})
+            assert alice.get("/phases/nope").status_code == 404
+        with httpx.Client(base_url=server.url) as nobody:
+            assert nobody.get("/phases/hidden", follow_redirects=False).headers["location"] == "/login"

@@ -26,7 +26,7 @@ from app.service.worker import InferenceWorker
 
 OPEN_PATHS = frozenset({"/healthz", "/login", "/logout"})
 TOKEN_COOKIE = "petct_token"  # the web pages' login form keeps the token here (HttpOnly, SameSite=Strict)
-PAGE_PATHS = ("/", "/report")  # with /jobs/...: a browser without credentials is sent to the login form
+PAGE_PATHS = ("/", "/report")  # with /jobs/... and /phases/...: a browser without credentials is sent to the login form
 
 
 class Role(str, Enum):
@@ -148,7 +148,7 @@ def caller_for(service: Service, token: bytes) -> Caller | None:
 
 def is_page(path: str) -> bool:
     """Whether `path` is a web page (a browser without credentials goes to the login form, not a JSON 401)."""
-    return path in PAGE_PATHS or (path.startswith("/jobs/") and not path.endswith(".png"))
+    return path in PAGE_PATHS or path.startswith("/phases/") or (path.startswith("/jobs/") and not path.endswith(".png"))
 
 
 def token_cookie(header: bytes) -> bytes:

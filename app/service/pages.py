@@ -1,4 +1,4 @@
-"""Server-rendered web pages: the service's state and upload forms, a job, the report, and the login form.
+"""Server-rendered web pages: the service's state and upload forms, a job, the report, a phase, the login form.
 
 Who is calling comes from the Authenticator (app.service.deps), which also accepts the login cookie and
 sends a page GET without credentials to /login; what each caller may see is decided in `page_access` alone.
@@ -20,6 +20,7 @@ from app.service.deps import TOKEN_COOKIE, Caller, Role, caller_for, get_caller,
 from app.service.errors import ApiError
 from app.service.jobs import Job, JobState
 from app.service.worker import MASK_NAME
+from evaluation.aggregates import METRICS
 from petct.atomic import atomic_path
 from petct.jsonio import write_json_atomic
 
@@ -102,7 +103,8 @@ def pages_router(service) -> APIRouter:
         state = {"engine": info.get("engine", info.get("name", "unknown")), "model": info.get("model"),
                  "device": info.get("device"), "worker": "running" if service.worker.alive else "stopped",
                  "queued": service.store.count(JobState.queued)}
-        return page(request, "index.html.j2", state=state, jobs=jobs, total=total,
+        phases = service.phases.list() if service.cases is not None else []
+        return page(request, "index.html.j2", state=state, jobs=jobs, total=total, phases=phases,
                     report=page_access(caller).report, organiser_mode=service.cases is not None)
 
     @router.get("/jobs/{job_id}", response_class=HTMLResponse)
@@ -129,6 +131,23 @@ def pages_router(service) -> APIRouter:
             return page(request, "empty_report.html.j2")
         path = await service.in_pool(_report, service, jobs)
         return FileResponse(path, media_type="text/html; charset=utf-8")
+
+    @router.get("/phases/{phase}", response_class=HTMLResponse)
+    async def phase_page(request: Request, phase: str, caller: Caller = Depends(get_caller)):
+        # The API's own decisions (app.service.routes.phases): the caller's submissions (the organiser: all),
+        # aggregates with single cases' statistics left out and per-case records only where the phase shows them.
+        from app.service.leaderboard import phase_leaderboard
+        from app.service.routes.phases import phase_view, view
+
+        current = service.phases.get(phase) if service.cases is not None else None
+        if current is None:
+            raise ApiError(404, "no such phase")
+        everyone = service.phases.of(phase)
+        own = everyone if caller.sees_everything else [s for s in everyone if s.participant == caller.participant]
+        rows = await service.in_pool(phase_leaderboard, current, everyone)
+        return page(request, "phase.html.j2", phase=phase_view(service, current, caller), metrics=METRICS,
+                    submissions=[view(s, current, caller) for s in reversed(own)], leaderboard=rows,
+                    sees_everything=caller.sees_everything)
 
     return router
 
