@@ -8,9 +8,8 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
-
 from http.cookies import CookieError, SimpleCookie
+from pathlib import Path
 
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse, RedirectResponse
@@ -148,7 +147,9 @@ def caller_for(service: Service, token: bytes) -> Caller | None:
 
 def is_page(path: str) -> bool:
     """Whether `path` is a web page (a browser without credentials goes to the login form, not a JSON 401)."""
-    return path in PAGE_PATHS or path.startswith("/phases/") or (path.startswith("/jobs/") and not path.endswith(".png"))
+    if path.startswith("/jobs/"):
+        return not path.endswith(".png")
+    return path in PAGE_PATHS or path.startswith("/phases/")
 
 
 def token_cookie(header: bytes) -> bytes:
