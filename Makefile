@@ -39,3 +39,29 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV)
+
+# --- Container images (README.md, "Container images"): docker when its daemon answers, else podman. ---------
+# CONTAINER_ENGINE=docker|podman forces one; CPU=1 builds the CPU variant on the local CPU torch base (tags :cpu);
+# BASES=local|public|auto picks the bases (auto: the local ones once `make base-images` made them).
+CONTAINER_ENGINE ?=
+BASES ?= auto
+CPU ?=
+IMAGE ?= petct-kit/algorithm:$(if $(CPU),cpu,latest)
+TARBALL ?= build/algorithm.tar.gz
+IMAGES := $(PY) -m images $(if $(CONTAINER_ENGINE),--engine $(CONTAINER_ENGINE))
+
+.PHONY: base-images images algorithm-tarball image-test
+
+base-images: $(STAMP)
+	nice -n 10 $(IMAGES) base-images
+
+images: $(STAMP)
+	nice -n 10 $(IMAGES) build --bases $(BASES) $(if $(CPU),--cpu)
+
+algorithm-tarball: $(STAMP)
+	$(IMAGES) tarball --image $(IMAGE) --output $(TARBALL)
+
+# Builds what is missing (local Debian bases, CPU torch; cached between runs), then runs each image as the
+# platform does. Not part of `make test`: it needs podman or Docker and takes minutes.
+image-test: $(STAMP)
+	PETCT_IMAGE_TEST=1 $(PY) -m pytest -q test/test_images.py

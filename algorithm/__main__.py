@@ -1,7 +1,11 @@
 """`python -m algorithm`: one PET/CT study in, one lesion mask out, as a grand-challenge algorithm job.
 
 Story: parse the arguments -> load the engine (nnU-Net model, else the baseline) -> read and check the
-inputs -> predict -> write the mask. Any failure ends in one line on stderr and a non-zero exit code.
+inputs -> predict -> write the mask -> end the log with what ran (engine, model, folds, options). Any
+failure ends in one line on stderr and a non-zero exit code.
+
+`python -m algorithm predict-folder IN OUT` is the batch mode (algorithm/batch.py): the model loaded
+once for a whole folder of studies.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from algorithm.engines import load_engine
 from algorithm.failures import report_failure
 from algorithm.logs import configure_logging, timed
 from algorithm.pipeline import check_probabilities_path, run_container
+from algorithm.runinfo import ran_line
 from petct.jsonio import dumps
 
 log = logging.getLogger("algorithm")
@@ -21,6 +26,11 @@ log = logging.getLogger("algorithm")
 
 def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()  # --time-budget covers the whole run, model loading included
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["predict-folder"]:
+        from algorithm.batch import main as predict_folder
+
+        return predict_folder(argv[1:])
     args = parse_args(argv)
     configure_logging()
     try:
@@ -36,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - every failure becomes one line and an exit code
         return report_failure(exc, debug=args.debug)
     log.info("done: %s", mask_path)
+    log.info("%s", ran_line(engine.describe()))
     return 0
 
 

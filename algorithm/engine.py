@@ -12,7 +12,13 @@ class EngineOptions:
     """Settings from the command line (or the service) that an engine honours where they apply."""
 
     device: str = "auto"  # auto | cuda | cpu
-    folds: tuple[int, ...] | None = None  # None: every fold_K found in the results folder
+    folds: tuple[int | str, ...] | None = None  # None: every fold_K found; "all" is nnU-Net's fold_all
+    checkpoint: str | None = None  # checkpoint file in each fold folder; None: checkpoint_final, else _best
+    # Which trainer folder(s) of the model location, as nnUNetv2_predict's -tr, -p, -c; several configurations
+    # are ensembled. None: the only one there is.
+    trainer: str | None = None
+    plans: str | None = None
+    configurations: tuple[str, ...] | None = None
     use_mirroring: bool = True
     step_size: float = 0.5
     time_budget_s: float | None = None  # seconds for the whole run, counted from `clock_start`

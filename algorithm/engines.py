@@ -1,11 +1,14 @@
 """Choosing the engine: a trained nnU-Net model when one is found, else the weight-free baseline.
 
-Where a model is looked for when none is named (first hit wins):
-  1. /opt/ml/model   - where grand-challenge unpacks the model tarball the organiser uploads;
+Where a model is looked for when none is named (first location that is not empty wins):
+  1. /opt/ml/model   - where grand-challenge unpacks the model weights the participant uploads on the
+                       algorithm's Models page;
   2. /opt/app/model  - a model baked into the container image (BAKED_MODEL).
-Each may be the nnU-Net results folder itself or hold exactly one, up to two levels down (the usual
-Dataset*/Trainer__Plans__config/ layout of a tarball). Falling back to the baseline is logged as a
-warning with the reason; a model that is named explicitly and cannot be used is an error instead.
+Each may be an nnU-Net trainer folder or hold trainer folders up to two levels down (the usual
+Dataset*/Trainer__Plans__config/ layout). A location that exists and is not empty must be usable: if it
+is not (fold_all only without --folds all, two trainer folders, a fold folder, no checkpoints, ...) the run
+fails naming what was found and what to pass. The baseline runs only when every location is absent or
+empty (or when asked for), and says so on stderr.
 """
 from __future__ import annotations
 
@@ -26,8 +29,8 @@ ENGINE_CHOICES = ("auto", "nnunet", "baseline")
 
 
 def load_engine(*, model: Path | None, options: EngineOptions, engine: str = "auto",
-                search: Sequence[Path] = MODEL_SEARCH_PATH) -> Engine:
-    """The engine to run: `engine` is auto | nnunet | baseline; `model` None means search `search`."""
+                search: Sequence[Path] | None = None) -> Engine:
+    """The engine to run: `engine` is auto | nnunet | baseline; `model` None: search `search` (MODEL_SEARCH_PATH)."""
     if engine not in ENGINE_CHOICES:
         raise ValueError(f"engine must be one of {ENGINE_CHOICES}, not {engine!r}")
     if engine == "baseline":
@@ -35,19 +38,19 @@ def load_engine(*, model: Path | None, options: EngineOptions, engine: str = "au
             log.warning("--engine baseline: ignoring the model %s", model)
         return _baseline(options, reason="asked for (--engine baseline)")
     if model is not None:
-        return _nnunet(_require_model(Path(model)), options)
+        return _nnunet(Path(model), options)
 
     looked = []
-    for folder in search:
-        found, why = _probe(Path(folder))
-        if found:
-            log.info("model found in %s", folder)
+    for folder in MODEL_SEARCH_PATH if search is None else search:
+        state = _probe(Path(folder))
+        if state == "model":
+            log.info("model location %s", folder)
             return _nnunet(Path(folder), options)
-        looked.append(f"{folder} ({why})")
+        looked.append(f"{folder} ({state})")
     if engine == "nnunet":
         raise InputError("--engine nnunet but no nnU-Net model found: " + "; ".join(looked))
     reason = "no nnU-Net model found: " + "; ".join(looked)
-    log.warning("falling back to the weight-free baseline engine, %s", reason)
+    log.warning("falling back to the weight-free baseline engine (no trained model runs), %s", reason)
     return _baseline(options, reason=reason)
 
 
@@ -57,35 +60,25 @@ def _baseline(options: EngineOptions, *, reason: str) -> Engine:
     return BaselineEngine(options=options, reason=reason)
 
 
-def _require_model(model: Path) -> Path:
-    """An explicitly named model folder, or InputError: naming a model that cannot be used is no fallback."""
-    if not model.exists():
-        raise InputError("model folder does not exist", path=model)
-    if not model.is_dir():
-        raise InputError("model must be a folder (an nnU-Net results folder), not a file", path=model)
-    if not _nnunet_module().is_results_folder(model):
-        raise InputError("not an nnU-Net results folder (needs plans.json, dataset.json and "
-                         "fold_K/checkpoint_final.pth, in it or up to two levels down)", path=model)
-    return model
-
-
-def _probe(folder: Path) -> tuple[bool, str]:
-    """Whether a default location holds a results folder, and if not, why (for the fallback log)."""
+def _probe(folder: Path) -> str:
+    """absent | empty | model: a location that exists and holds anything is the model (checked when loaded)."""
     try:
-        if not folder.is_dir():
-            return False, "absent"
-        if not any(folder.iterdir()):
-            return False, "empty"
+        if not folder.exists():
+            return "absent"
+        if folder.is_dir() and is_empty(folder):
+            return "empty"
     except OSError as exc:
-        return False, f"unreadable: {exc.strerror or exc}"
-    # Only now is nnU-Net needed; an image without it still runs the baseline.
-    if _nnunet_module().is_results_folder(folder):
-        return True, "results folder"
-    return False, "holds no nnU-Net results folder"
+        raise InputError(f"model location cannot be read: {exc.strerror or exc}", path=folder) from None
+    return "model"
+
+
+def is_empty(folder: Path) -> bool:
+    """No entries but hidden ones (a tarball packed on macOS may carry ._* files and .DS_Store)."""
+    return not any(not p.name.startswith(".") for p in folder.iterdir())
 
 
 def _nnunet(folder: Path, options: EngineOptions) -> Engine:
-    return _nnunet_module().NnUNetEngine.from_folder(folder, options=options)
+    return _nnunet_module().load_model(folder, options=options)
 
 
 def _nnunet_module():

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import traceback
 
+from petct.atomic import IncompleteWriteError
 from petct.errors import InputError
 
 log = logging.getLogger("algorithm")
@@ -27,19 +28,27 @@ def describe_failure(exc: BaseException) -> tuple[int, str]:
         return EXIT_INPUT, f"error: {exc.describe()}"
     if is_out_of_memory(exc):
         return EXIT_MEMORY, f"out of memory: {_first_line(exc)} (try --device cpu, --no-tta or fewer --folds)"
+    if isinstance(exc, IncompleteWriteError):  # the disk, not the input: exit 1 like any write failure
+        return EXIT_INTERNAL, f"error: {exc}"
     if isinstance(exc, OSError):
         where = f" {exc.filename}" if exc.filename else ""
         return EXIT_INPUT, f"error: cannot access{where}: {exc.strerror or exc}"
     return EXIT_INTERNAL, f"internal error: {type(exc).__name__}: {_first_line(exc)} (PETCT_KIT_DEBUG=1 shows the traceback)"
 
 
+# What a RuntimeError says when memory ran out: torch's CPU allocator, CUDA itself, and cuDNN / cuBLAS failing to
+# allocate their handles or workspaces (they raise plain RuntimeErrors, not torch's OutOfMemoryError).
+OUT_OF_MEMORY_MARKERS = ("out of memory", "can't allocate memory", "cudnn_status_alloc_failed",
+                         "cublas_status_alloc_failed", "not_enough_workspace")
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
-    """RAM or GPU memory exhausted: MemoryError, torch's OutOfMemoryError, or the CPU allocator's RuntimeError."""
+    """RAM or GPU memory exhausted: MemoryError, torch's OutOfMemoryError, or an allocator's RuntimeError."""
     # torch.OutOfMemoryError is matched by name so that this module does not import torch.
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return True
     text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+    return isinstance(exc, RuntimeError) and any(marker in text for marker in OUT_OF_MEMORY_MARKERS)
 
 
 def _first_line(exc: BaseException) -> str:

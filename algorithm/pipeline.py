@@ -30,6 +30,16 @@ class StudyInputs:
 
 
 @dataclass
+class StudyArrays:
+    """A study as read_study returns it: the PET grid, SUV and CT float32 (z, y, x) on it, and notes."""
+
+    geometry: Geometry
+    pet: np.ndarray | None
+    ct: np.ndarray | None
+    notes: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
 class SegmentationResult:
     """The mask on the PET grid, with what the engine said about how it got there."""
 
@@ -60,7 +70,7 @@ def _single_image(folder: Path, what: str) -> Path:
     raise InputError(f"expected exactly one {what} image, found {len(images)}: {found}{extra}", path=folder)
 
 
-def read_study(*, pet_path: Path, ct_path: Path) -> tuple[Geometry, np.ndarray, np.ndarray, dict[str, object]]:
+def read_study(*, pet_path: Path, ct_path: Path) -> StudyArrays:
     """The PET grid, the SUV and the CT as float32 (z, y, x) arrays on it, and notes on what was done.
 
     Host memory matters at 660x400x400 voxels: each image becomes one array and its image is dropped, and a CT
@@ -82,22 +92,32 @@ def read_study(*, pet_path: Path, ct_path: Path) -> tuple[Geometry, np.ndarray, 
         notes["ct_resampled"] = {"from": mismatches, "coverage": round(coverage, 4)}
     else:
         ct = sitk.GetArrayFromImage(ct_image).astype(np.float32, copy=False)
-    return geometry, pet, ct, notes
+    return StudyArrays(geometry, pet, ct, notes)
 
 
 def segment_study(*, pet_path: Path, ct_path: Path, engine: Engine) -> SegmentationResult:
     """Read and check one study, run the engine, and return its mask on the PET grid."""
     timings: dict[str, float] = {}
     with timed(timings, "read inputs", log):
-        geometry, pet, ct, notes = read_study(pet_path=Path(pet_path), ct_path=Path(ct_path))
-    log.info("study: PET %s, %s voxels at %s mm", Path(pet_path).name, list(geometry.size),
-             [round(s, 4) for s in geometry.spacing])
+        study = read_study(pet_path=Path(pet_path), ct_path=Path(ct_path))
+    log.info("study: PET %s, %s voxels at %s mm", Path(pet_path).name, list(study.geometry.size),
+             [round(s, 4) for s in study.geometry.spacing])
+    return segment_arrays(study, engine=engine, timings=timings)
+
+
+def segment_arrays(study: StudyArrays, *, engine: Engine, timings: dict[str, float] | None = None
+                   ) -> SegmentationResult:
+    """Run the engine on a study from read_study and check its mask; the study's arrays are handed over."""
+    geometry, pet, ct, notes = study.geometry, study.pet, study.ct, study.notes
+    # Dropped from `study` too, so that the caller's reference does not keep them through post-processing.
+    study.pet = study.ct = None
+    timings = {} if timings is None else timings
     with timed(timings, "predict", log):
         prediction = engine.predict(pet=pet, ct=ct, spacing_zyx=geometry.spacing[::-1])
     del pet, ct
     for stage, seconds in prediction.timings.items():
         timings[f"predict/{stage}"] = seconds
-    notes.update(prediction.notes)
+    notes = {**notes, **prediction.notes}
     if notes:
         log.info("engine notes: %s", dumps(notes, indent=None))
     mask = _checked_mask(prediction.mask, geometry, engine.name)

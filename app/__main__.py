@@ -1,10 +1,12 @@
-"""`python -m app`: the kit's service (`serve`, `participants`, `phases`) and the platform dry run (`dry-run`).
+"""`python -m app`: the kit's service (`serve`, `participants`, `phases`), dry run and model packaging.
 
-  serve         read settings -> load the inference engine -> answer HTTP requests until stopped
-  participants  add, list or revoke the service's participants (a new token is printed once)
-  phases        create or list the service's phases (case set, submission budget, ranking)
-  dry-run  lay out studies as grand-challenge does -> run the algorithm on each -> check the
-           outputs -> score them with the evaluation container -> print a table, write reports
+  serve          read settings -> load the inference engine -> answer HTTP requests until stopped
+  participants   add, list or revoke the service's participants (a new token is printed once)
+  phases         create or list the service's phases (case set, submission budget, ranking)
+  dry-run        lay out studies as grand-challenge does -> run the algorithm on each -> check the
+                 outputs -> score them with the evaluation container -> print a table, write reports
+  package-model  check an nnU-Net results folder as the algorithm finds it -> write model.tar.gz -> print
+                 its size and sha256
 """
 from __future__ import annotations
 
@@ -28,8 +30,10 @@ def _size(text: str) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     from app.dryrun.run import DryRunOptions
-    from app.service.settings import (DEFAULT_KEEP_JOBS_FOR_S, DEFAULT_MAX_UPLOAD, DEFAULT_MAX_VOXELS,
+    from app.service.settings import (DEFAULT_KEEP_JOBS_FOR_S, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_RATIO,
+                                      DEFAULT_MAX_REQUEST_IMAGE_BYTES, DEFAULT_MAX_UPLOAD, DEFAULT_MAX_VOXELS,
                                       DEFAULT_SCORE_TIMEOUT_S, TOKEN_ENV)
+    from app.sizes import format_size
 
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,6 +53,15 @@ def _parser() -> argparse.ArgumentParser:
                        help="largest request body, e.g. 2GiB or 500MB (default: 2GiB)")
     serve.add_argument("--max-voxels", type=whole_number(1), default=DEFAULT_MAX_VOXELS,
                        help="largest image accepted, in voxels (default: %(default)s)")
+    serve.add_argument("--max-image-bytes", type=_size, default=DEFAULT_MAX_IMAGE_BYTES, metavar="SIZE",
+                       help="largest image accepted, decoded: voxels x bytes per voxel, from the header before any "
+                            f"voxel is read (default: {format_size(DEFAULT_MAX_IMAGE_BYTES)})")
+    serve.add_argument("--max-request-image-bytes", type=_size, default=DEFAULT_MAX_REQUEST_IMAGE_BYTES,
+                       metavar="SIZE", help="the same, summed over one request's images "
+                                            f"(default: {format_size(DEFAULT_MAX_REQUEST_IMAGE_BYTES)})")
+    serve.add_argument("--max-ratio", type=positive_number, default=DEFAULT_MAX_RATIO, metavar="RATIO",
+                       help="largest decoded size per uploaded byte (default: %(default)g; gzip cannot exceed "
+                            "about 1032)")
     serve.add_argument("--ground-truth", type=Path,
                        help=f"organiser mode: this folder's cases are the hidden test set that phase submissions "
                             f"are scored against, never sent out (needs {TOKEN_ENV}; tokens required on loopback too)")
@@ -99,7 +112,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="per study (default: %(default)g; the platform allows 5 min to 24 h)")
     dry.add_argument("--memory", type=_size, default=defaults.memory_bytes, metavar="SIZE",
                      help="per study, e.g. 16g (default: 16g); Docker gets half of it as /dev/shm")
-    dry.add_argument("--model", type=Path, help="--image: folder mounted read-only at /opt/ml/model")
+    dry.add_argument("--container-engine", choices=("docker", "podman"), default=None,
+                     help="--image: run it with this (default: docker when its daemon answers, else podman)")
+    dry.add_argument("--model", type=Path, help="nnU-Net results folder: with --image mounted read-only at "
+                                                "/opt/ml/model, else passed as --model to the kit's algorithm")
     dry.add_argument("--gpus", action=argparse.BooleanOptionalAction, default=None,
                      help="--image: pass --gpus all (default: when nvidia-smi lists a GPU)")
     dry.add_argument("--workdir", type=Path, help="where the jobs' folders go, kept afterwards "
@@ -107,6 +123,13 @@ def _parser() -> argparse.ArgumentParser:
     dry.add_argument("--output", type=Path, default=defaults.output,
                      help="where metrics.json, dry-run.json and the job logs go (default: %(default)s)")
     dry.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report here")
+
+    package = commands.add_parser("package-model", help="an nnU-Net results folder as the model tarball "
+                                                        "grand-challenge unpacks into /opt/ml/model")
+    package.add_argument("results", type=Path, metavar="RESULTS_FOLDER",
+                         help="the trainer folder (plans.json, dataset.json, fold_K/checkpoint_final.pth) or a "
+                              "folder holding exactly one, at most two levels down")
+    package.add_argument("output", type=Path, metavar="MODEL_TAR_GZ", help="e.g. model.tar.gz")
     return parser
 
 
@@ -123,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             return phases_command(action=args.action, data_dir=args.data_dir, request=PhaseRequest(
                 name=args.name, cases=args.cases, per_day=args.per_day, total=args.total,
                 show_cases=args.show_cases, rank=args.rank))
+        if args.command == "package-model":
+            return _package_model(args)
         return _dry_run(args)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -135,17 +160,30 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = ServiceSettings(data_dir=args.data_dir, host=args.host, port=args.port, token=token_from(args.token),
                                max_upload_bytes=args.max_upload, max_voxels=args.max_voxels,
+                               max_image_bytes=args.max_image_bytes,
+                               max_request_image_bytes=args.max_request_image_bytes, max_ratio=args.max_ratio,
                                ground_truth=args.ground_truth, model=args.model, device=args.device,
                                scoring_workers=args.scoring_workers, score_timeout_s=args.score_timeout,
                                min_free_bytes=args.min_free, keep_jobs_for_s=args.keep_jobs_for * 86400)
     return serve(settings, engine=args.engine, log_level=args.log_level)
 
 
+def _package_model(args: argparse.Namespace) -> int:
+    from app.package_model import package_model
+    from app.sizes import format_size
+
+    packed = package_model(args.results, args.output)
+    print(f"{packed.path}: {format_size(packed.size_bytes)} ({packed.size_bytes} bytes), sha256 {packed.sha256}")
+    where = "/opt/ml/model" if packed.trainer_folder == "." else f"/opt/ml/model/{packed.trainer_folder}"
+    print(f"  unpacked into /opt/ml/model, the algorithm finds {where}: folds {', '.join(map(str, packed.folds))}")
+    return 0
+
+
 def _dry_run(args: argparse.Namespace) -> int:
     from app.dryrun.run import DryRunOptions, run_dry_run
 
     return run_dry_run(DryRunOptions(
-        command=args.command, image=args.image, cases=args.cases, phantoms=args.phantoms,
+        command=args.command, image=args.image, container_engine=args.container_engine, cases=args.cases, phantoms=args.phantoms,
         phantom_size=args.phantom_size, time_limit_s=args.time_limit, memory_bytes=args.memory, model=args.model,
         gpus=args.gpus, workdir=args.workdir, output=args.output, junit=args.junit))
 

@@ -77,6 +77,12 @@ MODELS = {
     "small": dict(features=[8, 16, 32], patch=[32, 48, 48], strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2]]),
 }
 GOALS = {"end_to_end_speedup": 3.0, "tflops": 150.0, "long_study_gpu_gib": 12.0, "host_gib": 4.0}
+STARTED = time.perf_counter()
+
+
+def progress(message: str) -> None:
+    """One line on stderr per stage, so that a run stopped at its time limit shows where it was."""
+    print(f"[bench {time.perf_counter() - STARTED:7.1f} s] {message}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -346,10 +352,11 @@ def kit_end_to_end(engine: NnUNetEngine, study_dir: Path, mask_path: Path) -> Ki
                   mask=sitk.GetArrayFromImage(result.mask), probabilities=probabilities)
 
 
-def load_kit(model_dir: Path, config: Config, *, device: str, compile_: bool) -> tuple[NnUNetEngine, float]:
+def load_kit(model_dir: Path, config: Config, *, device: str, compile_: bool,
+             tile_batch: int | None) -> tuple[NnUNetEngine, float]:
     start = time.perf_counter()
     engine = NnUNetEngine.from_folder(model_dir, options=EngineOptions(
-        device=device, folds=config.folds, use_mirroring=config.mirroring, compile=compile_))
+        device=device, folds=config.folds, use_mirroring=config.mirroring, compile=compile_), tile_batch=tile_batch)
     return engine, time.perf_counter() - start
 
 
@@ -360,19 +367,22 @@ def return_probabilities(engine: NnUNetEngine, wanted: bool) -> None:
 
 
 def measure_kit(workspace: Workspace, config: Config, out_dir: Path, *, device: str, compile_: bool,
-                untimed_run: bool, repeats: int, cudnn_benchmark: bool) -> tuple[KitRun, KitRun | None, dict]:
+                untimed_run: bool, repeats: int, tile_batch: int | None) -> tuple[KitRun, KitRun | None, dict]:
     """Best (shortest end to end) of `repeats` runs as the container makes them (no probability map).
 
     With `untimed_run`, one run first that warms up and returns the probability map for the agreement figures.
     """
-    torch.backends.cudnn.benchmark = cudnn_benchmark  # nnU-Net's predictor sets it for itself in between
-    engine, load_s = load_kit(workspace.model_dir, config, device=device, compile_=compile_)
+    # The engine turns cuDNN autotuning on for CUDA itself, as nnU-Net's predictor does: like for like.
+    progress(f"kit, {config.label}: loading{' and compiling' if compile_ else ''}")
+    engine, load_s = load_kit(workspace.model_dir, config, device=device, compile_=compile_, tile_batch=tile_batch)
     mask_path = out_dir / "kit_mask.mha"
     first = None
     if untimed_run:
+        progress(f"kit, {config.label}: untimed run")
         return_probabilities(engine, True)
         first = kit_end_to_end(engine, workspace.study_dir, mask_path)
     return_probabilities(engine, False)
+    progress(f"kit, {config.label}: {repeats} timed run(s)")
     runs = [kit_end_to_end(engine, workspace.study_dir, mask_path) for _ in range(repeats)]
     best = min(runs, key=lambda r: r.end_to_end_s)
     info = {"load_s": load_s, "describe": engine.describe(), "all_end_to_end_s": [r.end_to_end_s for r in runs]}
@@ -461,8 +471,10 @@ def nnunet_from_files(predictor, workspace: Workspace, out_dir: Path) -> tuple[f
 def measure_nnunet(workspace: Workspace, config: Config, out_dir: Path, *, device: torch.device,
                    repeats: int) -> dict:
     """One untimed in-memory run that returns probabilities (and warms up), then the timed file and array runs."""
+    progress(f"nnU-Net, {config.label}: loading, untimed run")
     predictor = nnunet_predictor(workspace.model_dir, config, device)
     _, seg_first, probs = nnunet_in_memory(predictor, workspace, probabilities=True)
+    progress(f"nnU-Net, {config.label}: timed runs from files, then in memory")
     files_s, mask_path = min(nnunet_from_files(predictor, workspace, out_dir / "nnunet") for _ in range(repeats))
     memory_runs = []
     for _ in range(repeats):
@@ -493,10 +505,11 @@ def agreement(kit_mask: np.ndarray, ref_mask: np.ndarray, kit_prob: np.ndarray |
     return out
 
 
-def memory_probe(model_dir: Path, study_dir: Path, out_dir: Path, *, device: str, compile_: bool) -> dict:
+def memory_probe(model_dir: Path, study_dir: Path, out_dir: Path, *, device: str, compile_: bool,
+                 tile_batch: int | None) -> dict:
     """Peak host (VmHWM) and GPU memory of a fresh process running the kit once, 1 fold without mirroring."""
     spec = {"model_dir": str(model_dir), "study_dir": str(study_dir), "out_dir": str(out_dir), "device": device,
-            "compile": compile_}
+            "compile": compile_, "tile_batch": tile_batch}
     proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--probe", json.dumps(spec)],
                           capture_output=True, text=True)
     lines = proc.stdout.strip().splitlines()
@@ -509,7 +522,7 @@ def run_probe(spec: dict) -> int:
     """The subprocess side of memory_probe: prints one JSON line."""
     rss_after_imports = vmhwm_gib()
     engine, load_s = load_kit(Path(spec["model_dir"]), CONFIGS["1"], device=spec["device"],
-                              compile_=spec["compile"])
+                              compile_=spec["compile"], tile_batch=spec["tile_batch"])
     return_probabilities(engine, False)  # as the container runs by default
     out_dir = Path(spec["out_dir"])
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -635,7 +648,7 @@ def measure_config(workspace: Workspace, config: Config, out_dir: Path, *, args:
     # one before the first configuration in any case (CUDA context, allocator, kernels).
     kit, kit_first, info = measure_kit(workspace, config, out_dir, device=str(device), compile_=args.compile,
                                        untimed_run=compared or first, repeats=args.repeats,
-                                       cudnn_benchmark=args.cudnn_benchmark)
+                                       tile_batch=args.tile_batch)
     row = {"config": config.label, "key": config.key, "kit": {
         **kit.figures(), **info,
         "tflops_effective": kit.notes["forward_passes"] * tflop_per_patch_used / kit.stages["network"]}}
@@ -662,19 +675,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--size", choices=sorted(SIZES), default="full", help="phantom study size")
     parser.add_argument("--seed", type=whole_number(0), default=7, help="phantom study seed")
     parser.add_argument("--device", default="auto", help="auto, cuda or cpu")
-    parser.add_argument("--configs", default="1,1tta,5tta", help="comma-separated subset of 1,1tta,5tta")
+    parser.add_argument("--configs", default="1,1tta,5tta",
+                        help="comma-separated subset of 1,1tta,5tta ('' for none: memory probes only)")
     parser.add_argument("--reference-configs", default=None,
                         help="configurations nnU-Net also runs (default: all of --configs)")
     parser.add_argument("--no-reference", action="store_true", help="skip nnunetv2's predictor")
     parser.add_argument("--repeats", type=whole_number(1), default=1, help="timed runs per configuration (best kept)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the kit engine's network")
-    parser.add_argument("--cudnn-benchmark", action="store_true",
-                        help="let cuDNN autotune for the kit too (the container leaves it off; nnU-Net turns it on)")
+    parser.add_argument("--tile-batch", type=whole_number(1), default=None,
+                        help="tiles per forward pass of the kit (default: the engine's, 4 on CUDA, 1 on CPU)")
     parser.add_argument("--long-slices", type=whole_number(0), default=None,
                         help="also measure memory on a study stacked to this many slices "
                              "(default: 660 with --size full, else none; 0: none)")
     parser.add_argument("--no-memory-probe", action="store_true",
                         help="skip the fresh-process memory measurements")
+    parser.add_argument("--memory-probes", default="study,long_study",
+                        help="which studies the fresh-process memory measurements run on: study, long_study or both")
     parser.add_argument("--json", type=Path, help="write every figure to this JSON file")
     parser.add_argument("--work-dir", type=Path,
                         help="build the study and model here and reuse them next time (default: a temp folder)")
@@ -687,6 +703,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [c for c in args.configs.split(",") + (args.reference_configs or "").split(",") if c and c not in CONFIGS]
     if unknown:
         parser.error(f"unknown configuration(s) {unknown}; choose from {sorted(CONFIGS)}")
+    probes = [p for p in args.memory_probes.split(",") if p]
+    if not set(probes) <= {"study", "long_study"}:
+        parser.error(f"--memory-probes: choose from study, long_study, not {args.memory_probes!r}")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     return args
@@ -709,7 +728,7 @@ def new_report(args: argparse.Namespace, workspace: Workspace, *, device: torch.
                       "spacing_zyx": list(workspace.spacing_zyx), "channels": [n for n, _ in CHANNELS],
                       "tflop_per_patch_counted": counted,
                       "tflop_per_patch_used": TFLOP_PER_AUTOPET_PATCH if args.model == "autoPET" else counted,
-                      "repeats": args.repeats, "compile": args.compile, "cudnn_benchmark_kit": args.cudnn_benchmark,
+                      "repeats": args.repeats, "compile": args.compile, "tile_batch": args.tile_batch,
                       "setup_s": setup_s},
             "memory": {}, "configs": []}
 
@@ -729,7 +748,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_probe(json.loads(args.probe))
     device = resolve_device(args.device)
     long_slices = args.long_slices if args.long_slices is not None else (660 if args.size == "full" else 0)
-    configs = [CONFIGS[c] for c in args.configs.split(",")]
+    configs = [CONFIGS[c] for c in args.configs.split(",") if c]
     reference_keys = set((args.reference_configs or args.configs).split(","))
     have_reference = not args.no_reference and nnunet_available()
 
@@ -737,17 +756,19 @@ def main(argv: list[str] | None = None) -> int:
         root = args.work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench_inference_")))
         workspace, setup_s = build_workspace(root / "inputs", model=args.model, size=args.size, seed=args.seed,
                                              long_slices=long_slices, device=device)
+        progress(f"study and model ready under {root} ({setup_s:.1f} s)")
         out_dir = root / "outputs"
         out_dir.mkdir(parents=True, exist_ok=True)
         report = new_report(args, workspace, device=device, setup_s=setup_s)
 
         # Memory first: it is cheap, and the figures survive a run stopped later at its time limit.
-        studies = {} if args.no_memory_probe else {"study": workspace.study_dir,
-                                                   "long_study": workspace.long_study_dir}
+        studies = {} if args.no_memory_probe else {name: getattr(workspace, f"{name}_dir")
+                                                   for name in args.memory_probes.split(",") if name}
         for name, study_dir in studies.items():
             if study_dir is not None:
+                progress(f"memory probe, {name}: a fresh process")
                 probe = memory_probe(workspace.model_dir, study_dir, out_dir, device=str(device),
-                                     compile_=args.compile)
+                                     compile_=args.compile, tile_batch=args.tile_batch)
                 report["memory"][name] = probe
                 print(f"memory, {name}: {dumps(probe, indent=None)}", flush=True)
                 save_report(report, args.json)
@@ -759,6 +780,7 @@ def main(argv: list[str] | None = None) -> int:
             summary = {k: v for k, v in row.items() if k != "kit"} | {"kit_end_to_end_s": row["kit"]["end_to_end_s"]}
             print(dumps(summary, indent=None), flush=True)
             save_report(report, args.json)
+        save_report(report, args.json)  # also when no configuration ran (setup or memory probes only)
         print_report(report)
     return 0
 

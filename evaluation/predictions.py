@@ -115,12 +115,28 @@ def mask_output(job: Job, relative_path: str) -> tuple[str, list[str]]:
 
 
 def locate_mask(job: Job, *, input_dir: Path, relative_path: str) -> Path:
-    """The job's mask file: the one image in `<input>/<pk>/output/<relative_path>/`."""
+    """The job's mask file: the one image in `<input>/<pk>/output/<relative_path>/`, inside the input folder.
+
+    OSError (a name too long for the file system, a folder that cannot be read) becomes this job's
+    InputError, so one hostile job never costs the others their scores.
+    """
     location = Path(input_dir) / job.pk / "output" / relative_path
+    try:
+        mask = _find_mask(job, location=location, relative_path=relative_path)
+        # A symlink out of the input folder would score any file the evaluation can read (the ground truth).
+        if not mask.resolve().is_relative_to(Path(input_dir).resolve()):
+            raise InputError("prediction resolves outside the input folder (a symlink?); refused",
+                             path=_shortened(mask))
+    except OSError as exc:
+        raise InputError(f"cannot read the prediction: {exc.strerror or exc}", path=_shortened(location)) from None
+    return mask
+
+
+def _find_mask(job: Job, *, location: Path, relative_path: str) -> Path:
     if is_image_file(location):
         return location
     if not location.is_dir():
-        raise InputError("prediction folder does not exist", path=location)
+        raise InputError("prediction folder does not exist", path=_shortened(location))
     images = list_images(location)
     if len(images) == 1:
         return images[0]
@@ -130,3 +146,9 @@ def locate_mask(job: Job, *, input_dir: Path, relative_path: str) -> Path:
     if named and location / named in images:
         return location / named
     raise InputError(f"prediction folder holds {len(images)} image files, expected one", path=location)
+
+
+def _shortened(path: Path, limit: int = 240) -> str:
+    """A path for a one-line message: hostile names can be thousands of characters long."""
+    text = str(path)
+    return text if len(text) <= limit else f"{text[:limit // 2]}...{text[-limit // 2:]}"

@@ -67,16 +67,19 @@ def read_submission(path: Path, *, name: str, subsets: dict[str, str] | None) ->
         if not isinstance(aggregates, dict):
             raise InputError("metrics.json has no 'aggregates'", path=path)
         return Submission(name=name, path=Path(path), studies=studies, means={ALL_STUDIES: {
-            metric: _number((aggregates.get(metric) or {}).get("mean")) for metric in RANKED_METRICS}})
+            metric: _aggregate_mean(aggregates, metric, path=path) for metric in RANKED_METRICS}})
     if not isinstance(cases, dict):
         raise InputError("metrics.json has no 'case' records to split into subsets", path=path)
     values: dict[str, dict[str, list[float]]] = {s: {m: [] for m in RANKED_METRICS} for s in set(subsets.values())}
     for key, record in cases.items():
-        study = _study_name(key, record)
-        if study not in subsets:
+        if not isinstance(record, dict):
+            raise InputError(f"metrics.json case {key!r} must be an object, found {type(record).__name__}", path=path)
+        study = record.get("study", key)
+        if not isinstance(study, str) or study not in subsets:
             raise InputError(f"study {study!r} is in no subset of the subsets file", path=path)
         for metric in RANKED_METRICS:
-            values[subsets[study]][metric].append(_number(record.get(metric)))
+            values[subsets[study]][metric].append(
+                _metric_value(record.get(metric), where=f"case {key!r} '{metric}'", path=path))
     means = {subset: {metric: _mean(v) for metric, v in by_metric.items()} for subset, by_metric in values.items()}
     return Submission(name=name, path=Path(path), means=means, studies=studies)
 
@@ -118,8 +121,21 @@ def read_subsets(path: Path) -> dict[str, str]:
     return mapping
 
 
-def _number(value) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+def _aggregate_mean(aggregates: dict, metric: str, *, path: Path) -> float:
+    """aggregates[metric]["mean"]: a number, or null when undefined; InputError naming the file otherwise."""
+    summary = aggregates.get(metric)
+    if not isinstance(summary, dict) or "mean" not in summary:
+        raise InputError(f"metrics.json 'aggregates' has no '{metric}' object with a 'mean'", path=path)
+    return _metric_value(summary["mean"], where=f"aggregates '{metric}' mean", path=path)
+
+
+def _metric_value(value, *, where: str, path: Path) -> float:
+    """A metric as written by the scorer: a number, or null (NaN) when undefined; anything else is refused."""
+    if value is None:
+        return math.nan
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise InputError(f"metrics.json {where} must be a number or null, found {value!r:.40}", path=path)
 
 
 def _mean(values: list[float]) -> float:

@@ -1,7 +1,10 @@
 """Reading and writing images with SimpleITK, keeping geometry, with errors that name the file."""
 from __future__ import annotations
 
+import functools
 import gzip
+import math
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -10,13 +13,17 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from petct.atomic import atomic_path
+from petct.atomic import IncompleteWriteError, atomic_path, require_size
 from petct.errors import InputError
+from petct.layout import image_suffix
 
 # Grids may differ by floating-point noise from the writer: relative for spacing, mm for origin.
 SPACING_RTOL = 1e-4
 ORIGIN_ATOL_MM = 1e-3
 DIRECTION_ATOL = 1e-4
+# Voxel spacing a PET/CT image can have, in mm; beyond it volumes overflow or vanish and Dice means nothing.
+MIN_SPACING_MM = 1e-3
+MAX_SPACING_MM = 1e3
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,13 @@ def _require_nonempty_file(path: Path) -> None:
         raise InputError("file is empty", path=path)
 
 
+def _require_sane_spacing(path: Path, spacing) -> None:
+    # NaN fails every comparison and infinity the upper bound, so the range test alone refuses both.
+    if not all(MIN_SPACING_MM <= abs(v) <= MAX_SPACING_MM for v in spacing):
+        raise InputError(f"voxel spacing {_fmt(spacing)} is not finite or outside "
+                         f"{MIN_SPACING_MM:g}..{MAX_SPACING_MM:g} mm", path=path)
+
+
 def _require_single_channel_3d(*, path: Path, dimension: int, components: int, size) -> None:
     if dimension != 3:
         raise InputError(f"expected a 3D image, got {dimension}D", path=path)
@@ -94,24 +108,35 @@ def read_image(path: str | Path) -> sitk.Image:
     _require_nonempty_file(path)
     require_complete_nifti(path)
     try:
-        image = sitk.ReadImage(str(path))
+        image = sitk.ReadImage(str(path), imageIO=_image_io(path))
     except RuntimeError as exc:
         reason = _itk_reason(str(exc), path)
         raise InputError(f"not a readable image (truncated or corrupt?): {reason}", path=path) from None
     _require_single_channel_3d(path=path, dimension=image.GetDimension(),
                                components=image.GetNumberOfComponentsPerPixel(), size=image.GetSize())
+    _require_sane_spacing(path, image.GetSpacing())
     return image
 
 
-def read_geometry(path: str | Path) -> Geometry:
-    """The grid of a single-channel 3D image from its header alone (no voxels read), or InputError.
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image's header says, before any voxel is read: its grid and the bytes one voxel takes in memory."""
 
-    Cheap enough to check a file's grid, or its size against a limit, before reading a possibly huge image.
-    """
+    geometry: Geometry
+    bytes_per_voxel: int
+
+    @property
+    def decoded_bytes(self) -> int:
+        """Memory the voxels take once read."""
+        return int(np.prod(self.geometry.size, dtype=np.int64)) * self.bytes_per_voxel
+
+
+def read_header(path: str | Path) -> ImageHeader:
+    """The header of a single-channel 3D image (no voxels read), with read_image's checks, or InputError."""
     path = Path(path)
     _require_nonempty_file(path)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
+    _require_sane_nifti_pixdim(path)
+    reader = _reader(path)
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
@@ -119,7 +144,43 @@ def read_geometry(path: str | Path) -> Geometry:
         raise InputError(f"not a readable image (truncated or corrupt?): {reason}", path=path) from None
     _require_single_channel_3d(path=path, dimension=reader.GetDimension(),
                                components=reader.GetNumberOfComponents(), size=reader.GetSize())
-    return Geometry.of(reader)
+    _require_sane_spacing(path, reader.GetSpacing())
+    return ImageHeader(geometry=Geometry.of(reader), bytes_per_voxel=_bytes_per_voxel(reader.GetPixelID()))
+
+
+def read_geometry(path: str | Path) -> Geometry:
+    """The grid of a single-channel 3D image from its header alone (no voxels read), or InputError.
+
+    Cheap enough to check a file's grid, or its size against a limit, before reading a possibly huge image.
+    """
+    return read_header(path).geometry
+
+
+@functools.lru_cache(maxsize=None)
+def _bytes_per_voxel(pixel_id: int) -> int:
+    return sitk.Image([1, 1, 1], pixel_id).GetSizeOfPixelComponent()
+
+
+# ITK picks a reader by the file name's suffix, case-sensitively for some formats ('S.MHA' fails); the
+# kit matches suffixes in any case, so the reader is named whenever the suffix is not already lower-case.
+_IMAGE_IO = {".mha": "MetaImageIO", ".mhd": "MetaImageIO", ".nii": "NiftiImageIO", ".nii.gz": "NiftiImageIO",
+             ".nrrd": "NrrdImageIO", ".tif": "TIFFImageIO", ".tiff": "TIFFImageIO"}
+
+
+def _image_io(path: Path) -> str:
+    """The ITK reader to name for `path`, or "" to let ITK choose by the (lower-case) suffix."""
+    name = path.name
+    if name.islower() or name.endswith((".mha", ".nii.gz", ".nii", ".nrrd")):
+        return ""
+    suffix = image_suffix(name)
+    return _IMAGE_IO[suffix] if suffix is not None and not name.endswith(suffix) else ""
+
+
+def _reader(path: Path) -> sitk.ImageFileReader:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.SetImageIO(_image_io(path))
+    return reader
 
 
 def _itk_reason(message: str, path: Path) -> str:
@@ -160,45 +221,133 @@ def image_from_array(array: np.ndarray, geometry: Geometry) -> sitk.Image:
 
 
 def write_image_atomic(image: sitk.Image, path: str | Path, *, compress: bool = True) -> Path:
-    """Write an image atomically (see petct.atomic)."""
-    with atomic_path(path) as tmp:
+    """Write an image atomically (see petct.atomic), refusing a file that holds less than its header announces."""
+    with atomic_path(path, verify=lambda tmp: require_image_written(tmp, image, path=path)) as tmp:
         sitk.WriteImage(image, str(tmp), useCompression=compress)
     return Path(path)
 
 
-# ITK's NIfTI reader fills a truncated .nii or .nii.gz with zeros without a word; these checks catch it.
+def require_image_written(tmp: Path, image: sitk.Image, *, path: str | Path) -> None:
+    """IncompleteWriteError unless `tmp` reads back with `image`'s size and holds every byte its header announces.
+
+    ITK does not report a failed final flush, so a full disk can leave a short or empty file behind.
+    """
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(tmp))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        raise IncompleteWriteError("the header does not read back", path=path) from None
+    if tuple(reader.GetSize()) != tuple(image.GetSize()):
+        raise IncompleteWriteError(f"size {list(reader.GetSize())} reads back, {list(image.GetSize())} written",
+                                   path=path)
+    expected = _announced_bytes(tmp, image)
+    if expected is None:
+        return  # a format whose length the header does not tell; the header read back above
+    if tmp.name.lower().endswith(".gz"):
+        # gzip's last 4 bytes hold the decompressed length mod 2**32: a cut-off stream ends in other bytes.
+        with open(tmp, "rb") as fh:
+            fh.seek(-4, 2)
+            announced = struct.unpack("<I", fh.read(4))[0]
+        if announced != expected % 2**32:
+            raise IncompleteWriteError("the gzip stream is cut off", path=path)
+        return
+    require_size(tmp, expected, path=path)
+
+
+def _announced_bytes(tmp: Path, image: sitk.Image) -> int | None:
+    """The file's length (decompressed length for .gz) per its own header, for .mha, .nii and .nii.gz."""
+    name = tmp.name.lower()
+    if _is_nifti(tmp):
+        with _open_nifti(tmp) as fh:
+            fields = _parse_nifti_header(fh.read(540))
+        return None if fields is None else fields.expected_bytes
+    if name.endswith(".mha"):
+        with open(tmp, "rb") as fh:
+            head = fh.read(1 << 16)
+        end = re.search(rb"^ElementDataFile\s*=\s*LOCAL\r?\n", head, re.MULTILINE)
+        if end is None:
+            return None
+        compressed = re.search(rb"^CompressedDataSize\s*=\s*(\d+)", head[:end.start()], re.MULTILINE)
+        if re.search(rb"^CompressedData\s*=\s*True", head[:end.start()], re.MULTILINE):
+            return end.end() + int(compressed.group(1)) if compressed else None
+        return end.end() + int(np.prod(image.GetSize(), dtype=np.int64)) * image.GetNumberOfComponentsPerPixel() \
+            * image.GetSizeOfPixelComponent()
+    return None
+
+
+# ITK's NIfTI reader fills a truncated .nii or .nii.gz with zeros without a word, and reads a NaN pixdim as
+# spacing 1; these checks catch both from the header.
 _NIFTI_HEADER_BYTES = {348: 1, 540: 2}
 
 
-def require_complete_nifti(path: str | Path) -> None:
-    """Raise InputError if a .nii/.nii.gz file holds fewer voxel bytes than its header announces.
+@dataclass(frozen=True)
+class _NiftiHeader:
+    expected_bytes: int  # voxel offset plus voxel bytes
+    spacing: tuple[float, ...]  # pixdim[1..ndim], at most three
 
-    Other formats are left to their readers (ITK reports truncated .mha and .nrrd files itself).
+
+def _is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith((".nii", ".nii.gz"))
+
+
+def require_complete_nifti(path: str | Path) -> None:
+    """Raise InputError if a .nii/.nii.gz file holds fewer or more bytes than its header announces.
+
+    Reading stops one byte past the announced size, so a small file padded with gigabytes of compressed
+    trailing data costs no more than a healthy one. Other formats are left to their readers (ITK reports
+    truncated .mha and .nrrd files itself).
     """
     path = Path(path)
-    name = path.name.lower()
-    if not name.endswith((".nii", ".nii.gz")):
+    if not _is_nifti(path):
         return
     try:
-        if name.endswith(".gz"):
-            with gzip.open(path, "rb") as fh:
-                header = fh.read(540)
-                total = len(header)
-                while chunk := fh.read(1 << 22):
-                    total += len(chunk)
-        else:
-            with open(path, "rb") as fh:
-                header = fh.read(540)
-            total = path.stat().st_size
+        with _open_nifti(path) as fh:
+            header = fh.read(540)
+            fields = _parse_nifti_header(header)
+            if fields is None:
+                return  # not NIfTI: ITK's reader says so
+            _require_sane_spacing(path, fields.spacing)
+            if path.name.lower().endswith(".gz"):
+                total = len(header) + _count_bytes(fh, limit=max(fields.expected_bytes + 1 - len(header), 0))
+            else:
+                total = path.stat().st_size
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(f"not a readable image (truncated or corrupt?): {exc}", path=path) from None
-    expected = _nifti_expected_bytes(header)
-    if expected is not None and total < expected:
-        raise InputError(f"truncated NIfTI file: {total} bytes, header announces {expected}", path=path)
+    if total < fields.expected_bytes:
+        raise InputError(f"truncated NIfTI file: {total} bytes, header announces {fields.expected_bytes}", path=path)
+    if total > fields.expected_bytes:
+        raise InputError(f"NIfTI file has data after the {fields.expected_bytes} bytes its header announces",
+                         path=path)
 
 
-def _nifti_expected_bytes(header: bytes) -> int | None:
-    """Voxel offset plus voxel bytes per the NIfTI-1/2 header; None if it is not one (ITK then complains)."""
+def _require_sane_nifti_pixdim(path: Path) -> None:
+    """InputError if a NIfTI header's voxel spacing is NaN, infinite or absurd (ITK would read NaN as 1)."""
+    if not _is_nifti(path):
+        return
+    try:
+        with _open_nifti(path) as fh:
+            fields = _parse_nifti_header(fh.read(540))
+    except (OSError, EOFError, zlib.error):
+        return  # the reader reports it
+    if fields is not None:
+        _require_sane_spacing(path, fields.spacing)
+
+
+def _open_nifti(path: Path):
+    return gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")
+
+
+def _count_bytes(fh, *, limit: int) -> int:
+    """Bytes read from `fh`, stopping at `limit`."""
+    total = 0
+    while total < limit and (chunk := fh.read(min(1 << 22, limit - total))):
+        total += len(chunk)
+    return total
+
+
+def _parse_nifti_header(header: bytes) -> _NiftiHeader | None:
+    """Announced size and spacing per the NIfTI-1/2 header; None if it is not one (ITK then complains)."""
     for order in ("<", ">"):
         if len(header) < 4:
             return None
@@ -206,10 +355,15 @@ def _nifti_expected_bytes(header: bytes) -> int | None:
         if version == 1 and len(header) >= 348:
             dims = struct.unpack(order + "8h", header[40:56])
             bitpix = struct.unpack(order + "h", header[72:74])[0]
-            offset = int(struct.unpack(order + "f", header[108:112])[0])
+            pixdim = struct.unpack(order + "8f", header[76:108])
+            offset = struct.unpack(order + "f", header[108:112])[0]
+            if not math.isfinite(offset):
+                return None
+            offset = int(offset)
         elif version == 2 and len(header) >= 540:
             bitpix = struct.unpack(order + "h", header[14:16])[0]
             dims = struct.unpack(order + "8q", header[16:80])
+            pixdim = struct.unpack(order + "8d", header[104:168])
             offset = struct.unpack(order + "q", header[168:176])[0]
         else:
             continue
@@ -217,5 +371,6 @@ def _nifti_expected_bytes(header: bytes) -> int | None:
         if not 1 <= ndim <= 7 or bitpix <= 0:
             return None
         voxels = int(np.prod([max(int(d), 1) for d in dims[1:ndim + 1]], dtype=np.int64))
-        return max(offset, 348 if version == 1 else 540) + voxels * bitpix // 8
+        return _NiftiHeader(expected_bytes=max(offset, 348 if version == 1 else 540) + voxels * bitpix // 8,
+                            spacing=tuple(pixdim[1:min(ndim, 3) + 1]))
     return None

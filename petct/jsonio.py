@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from petct.atomic import atomic_path
+from petct.atomic import atomic_path, require_size
 from petct.errors import InputError
 
 
@@ -36,13 +35,11 @@ def dumps(value: Any, *, indent: int | None = 2) -> str:
 
 
 def write_json_atomic(value: Any, path: str | Path) -> Path:
-    """Write strict JSON atomically (see petct.atomic)."""
-    text = dumps(value) + "\n"
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+    """Write strict JSON atomically (see petct.atomic), refusing a file that landed shorter than its text."""
+    data = (dumps(value) + "\n").encode("utf-8")
+    with atomic_path(path, verify=lambda tmp: require_size(tmp, len(data), path=path)) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
     return Path(path)
 
 
@@ -63,3 +60,6 @@ def read_json(path: str | Path, *, what: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"{what} is not readable JSON: {exc}", path=path) from None
+    except RecursionError:
+        raise InputError(f"{what} is not readable JSON: nested too deeply", path=path) from None
+

@@ -27,18 +27,28 @@ SEG_NAME = "SEG"
 CT_NAME = "CT"
 
 
+def image_suffix(name: str) -> str | None:
+    """The image suffix of a file name, lower-case, matched in any case: 'S.MHA' -> '.mha'; None if none."""
+    lower = Path(name).name.lower()
+    return next((suffix for suffix in IMAGE_SUFFIXES if lower.endswith(suffix)), None)
+
+
 def image_stem(name: str) -> str:
-    """File name without its image suffix: 'PETCT_1_SUV.nii.gz' -> 'PETCT_1_SUV'."""
+    """File name without its image suffix (matched in any case): 'PETCT_1_SUV.nii.gz' -> 'PETCT_1_SUV'."""
     base = Path(name).name
-    lower = base.lower()
-    for suffix in IMAGE_SUFFIXES:
-        if lower.endswith(suffix):
-            return base[: -len(suffix)]
-    return base
+    suffix = image_suffix(base)
+    return base[: -len(suffix)] if suffix else base
 
 
 def is_image_file(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES) and not path.name.startswith(".")
+    return path.is_file() and image_suffix(path.name) is not None and not path.name.startswith(".")
+
+
+def find_image(folder: Path, stem: str) -> list[Path]:
+    """Images in `folder` named `stem` plus an image suffix in any case ('SUV.mha', 'SUV.MHA', 'SUV.nii.gz')."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if is_image_file(p) and image_stem(p.name) == stem)
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -149,9 +149,11 @@ FAKE_DOCKER = textwrap.dedent("""\
     # Stands in for the docker CLI: checks the platform's flags, then runs the kit's algorithm on the mounts.
     import json, os, subprocess, sys
     args = sys.argv[1:]
+    if args == ["info"]:
+        sys.exit(0)  # "a daemon answers", so the dry-run picks docker over an installed podman
     with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
         log.write(json.dumps(args) + "\\n")
-    if args[0] == "kill":
+    if args[0] in ("kill", "rm"):
         sys.exit(0)
     if args[:2] == ["image", "inspect"]:
         image = args[-1]
@@ -183,7 +185,8 @@ def test_image_mode_runs_docker_with_the_platform_flags(tmp_path):
                      "--memory", "8g", "--output", str(tmp_path / "out"),
                      env=env)
     assert result.returncode == 0, result.stdout + result.stderr
-    inspect, argv = [json.loads(line) for line in calls.read_text().splitlines()]
+    inspect, argv, remove = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert remove == ["rm", "-f", argv[argv.index("--name") + 1]]  # the container goes, whatever it left running
     assert inspect[:2] == ["image", "inspect"] and inspect[-1] == "team/algo:1"  # checked before any job
     assert argv[-1] == "team/algo:1"
     for flag in ("--memory=8g", "--memory-swap=8g", "--shm-size=4g", "--cap-drop=ALL",
@@ -230,25 +233,32 @@ def test_docker_mounts_refuse_a_colon_in_a_path():
                         memory="4g", shm_size="2g", gpus=False)
 
 
-def test_time_limit_kills_the_whole_process_group(tmp_path):
-    """A job's own children die with it at the time limit (start_new_session + killpg), not only the job."""
+def _wait_gone(pid: int) -> bool:
+    """Whether `pid` ends within 5 s (SIGKILL is delivered asynchronously; an orphan may linger as a zombie)."""
+    for _ in range(100):
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("new_session", [False, True])
+def test_time_limit_kills_the_whole_process_tree(tmp_path, new_session):
+    """A job's children die with it at the time limit, a `setsid` grandchild outside its group included."""
     pid_file = tmp_path / "grandchild.pid"
     script = ("import subprocess, sys, time\n"
-              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], "
+              f"start_new_session={new_session})\n"
               f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
               "time.sleep(120)\n")
     outcome = run_limited([sys.executable, "-c", script], limits=Limits(time_s=3, memory_bytes=2**40),
                           log=tmp_path / "log.txt")
     assert outcome.timed_out and outcome.exit_code is None
     grandchild = int(pid_file.read_text())
-    for _ in range(100):  # SIGKILL is delivered asynchronously; an orphan may linger as a zombie
-        try:
-            if psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE:
-                break
-        except psutil.NoSuchProcess:
-            break
-        time.sleep(0.05)
-    else:
+    if not _wait_gone(grandchild):
         psutil.Process(grandchild).kill()
         raise AssertionError("the job's child process outlived the time limit")
 
@@ -326,3 +336,66 @@ def test_image_that_docker_lacks_or_that_is_not_amd64_is_a_usage_error(tmp_path,
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert image in result.stderr and reason in result.stderr
     assert all(json.loads(line)[0] != "run" for line in calls.read_text().splitlines())  # no job ran
+
+
+@pytest.mark.parametrize("how", ["child", "setsid", "double_fork"])
+def test_a_normal_exit_kills_every_process_the_job_left(tmp_path, how):
+    """Background children, setsid daemons and double-forked orphans all die when the job's main process exits."""
+    pid_file = tmp_path / "straggler.pid"
+    late = tmp_path / "late.txt"
+    straggler = f"import time; time.sleep(2); open({str(late)!r}, 'w').write('late')"
+    starts = {
+        "child": "subprocess.Popen([sys.executable, '-c', STRAGGLER])",
+        "setsid": "subprocess.Popen([sys.executable, '-c', STRAGGLER], start_new_session=True)",
+        # The middle process exits at once: the straggler is reparented and leaves the job's tree and group.
+        "double_fork": "subprocess.Popen([sys.executable, '-c', 'import os, subprocess, sys; "
+                       "p = subprocess.Popen([sys.executable, \"-c\", sys.argv[1]], start_new_session=True); "
+                       "open(sys.argv[2], \"w\").write(str(p.pid))', STRAGGLER, PID_FILE]).wait()",
+    }
+    script = (f"import subprocess, sys, time\nSTRAGGLER = {straggler!r}\nPID_FILE = {str(pid_file)!r}\n"
+              f"p = {starts[how]}\n"
+              "if hasattr(p, 'pid'): open(PID_FILE, 'w').write(str(p.pid))\n"
+              "time.sleep(0.3)\n")
+    outcome = run_limited([sys.executable, "-c", script], limits=Limits(time_s=60, memory_bytes=2**40),
+                          log=tmp_path / "log.txt")
+    assert outcome.exit_code == 0 and not outcome.timed_out, (tmp_path / "log.txt").read_text()
+    pid = int(pid_file.read_text())
+    assert _wait_gone(pid), f"the job's {how} straggler outlived the job"
+    assert len(outcome.left_processes) == 1 and f"pid {pid}" in outcome.left_processes[0]
+    time.sleep(2.5)
+    assert not late.exists()
+
+
+def test_a_clean_job_leaves_nothing_to_report(tmp_path):
+    outcome = run_limited([sys.executable, "-c", "print('ok')"], limits=Limits(time_s=60, memory_bytes=2**40),
+                          log=tmp_path / "log.txt")
+    assert outcome.exit_code == 0 and outcome.left_processes == []
+
+
+LATE_WRITER = textwrap.dedent("""\
+    import os, subprocess, sys
+    import SimpleITK as sitk
+    sys.path.insert(0, {repo!r})
+    from petct.imageio import read_image
+    inp, out = sys.argv[1], sys.argv[2]
+    pet = read_image(next(p for p in __import__("pathlib").Path(inp, "images", "pet").iterdir()))
+    mask = sitk.Image(pet.GetSize(), sitk.sitkUInt8)
+    mask.CopyInformation(pet)
+    folder = os.path.join(out, "images", "automated-petct-lesion-segmentation")
+    os.makedirs(folder)
+    sitk.WriteImage(mask, os.path.join(folder, "mask.mha"))
+    subprocess.Popen([sys.executable, "-c", "import time, sys; time.sleep(1.5); open(sys.argv[1], 'w').write('x')",
+                      os.path.join(folder, "second.mha")], start_new_session=True)
+""")
+
+
+def test_dry_run_kills_a_late_writer_and_reports_it(tmp_path):
+    script = tmp_path / "late_writer.py"
+    script.write_text(LATE_WRITER.format(repo=str(REPO)))
+    out = tmp_path / "out"
+    result = dry_run("--phantoms", "1", "--phantom-size", "tiny", "--command",
+                     f"{sys.executable} {script} {{input}} {{output}}", "--output", str(out),
+                     "--workdir", str(tmp_path / "work"))
+    assert "left 1 process(es) running after it exited" in result.stdout, result.stdout + result.stderr
+    time.sleep(2)
+    assert not list((tmp_path / "work").rglob("second.mha"))

@@ -23,6 +23,7 @@ from app.service.scoring import run_limited, scoring_processes
 from app.service.settings import ServiceSettings
 from app.service.worker import InferenceWorker
 from app_helpers import REPO, files_of, write_phantom
+from petct.atomic import IncompleteWriteError
 from petct.errors import InputError
 
 
@@ -110,6 +111,29 @@ def test_the_worker_loop_survives_a_failing_database_and_records_once_it_recover
     assert store.get(job_id).state == JobState.failed
     assert failures == {"claim": 0, "finish": 0}
     assert "retrying" in caplog.text and "disk I/O error" in caplog.text
+
+
+def test_a_mask_written_short_fails_its_job_as_a_full_disk(tmp_path, monkeypatch):
+    import algorithm.pipeline
+
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    job_id = new_job_id()
+    store.add(job_id, {"pet": "pet.mha", "ct": "ct.mha"})
+    (tmp_path / "jobs" / job_id).mkdir(parents=True)
+    segmented = namedtuple("segmented", "mask timings")
+    monkeypatch.setattr(algorithm.pipeline, "segment_study", lambda **_: segmented(mask=None, timings={}))
+
+    def short_write(image, path):
+        raise IncompleteWriteError("12 bytes on disk, 400 expected", path=path)
+
+    monkeypatch.setattr(worker_module, "write_image_atomic", short_write)
+    worker = InferenceWorker(store=store, engine=IdleEngine(), jobs_dir=tmp_path / "jobs", scoring=None)
+    worker._run(store.claim_next())
+    job = store.get(job_id)
+    assert job.state == JobState.failed
+    assert job.error == ("inference failed: the server's disk is full (the mask came out short: "
+                         "12 bytes on disk, 400 expected)")
+    assert worker_module.disk_full(IncompleteWriteError("0 bytes on disk", path="x"))
 
 
 def test_finished_jobs_expire_with_their_files(tmp_path, monkeypatch):

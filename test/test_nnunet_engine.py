@@ -89,7 +89,7 @@ def test_weights_that_do_not_fit_the_plan_are_an_input_error(model, tmp_path):
 
 
 def test_unsupported_network_class_and_missing_fold_are_input_errors(model, tmp_path):
-    with pytest.raises(InputError, match=r"fold\(s\) \[3\]"):
+    with pytest.raises(InputError, match=r"fold\(s\) 3 requested"):
         NnUNetEngine.from_folder(model, options=EngineOptions(device="cpu", folds=(0, 3)))
     copy = _copy(model, tmp_path)
     plans = json.loads((copy / "plans.json").read_text())

@@ -10,7 +10,10 @@ Model folder (the one `nnUNetv2_train` writes, e.g.
     kit.json                           optional: {"channel_order": ["ct", "pet"]}
 
 The model location may also hold that folder one or two levels down (`Dataset221_autoPETIII/<trainer folder>/`
-or `<trainer folder>/`), as long as there is exactly one.
+or `<trainer folder>/`). Several trainer folders are chosen between
+with the trainer/plans/configuration options (nnUNetv2_predict's -tr/-p/-c); several configurations are
+ensembled (selection.py, ensemble.py). fold_all runs with folds ("all",), another checkpoint file with the
+checkpoint option.
 
 Channels: each network input is the study's PET (SUV) or CT (on the PET grid). By default dataset.json's
 channel_names decide ("CT"/"CTres" -> ct, "PET"/"SUV"/"FDG"/"PSMA" -> pet). autoPET datasets differ (PET
@@ -24,6 +27,8 @@ ZScoreNormalization, NoNormalization, RescaleTo01Normalization. Not supported: 2
 training, custom network classes.
 """
 from algorithm.nnunet.engine import NnUNetEngine
+from algorithm.nnunet.ensemble import EnsembleEngine
 from algorithm.nnunet.folder import is_results_folder
+from algorithm.nnunet.loading import load_model
 
-__all__ = ["NnUNetEngine", "is_results_folder"]
+__all__ = ["EnsembleEngine", "NnUNetEngine", "is_results_folder", "load_model"]

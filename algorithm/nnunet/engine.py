@@ -13,10 +13,12 @@ import torch
 
 from algorithm.engine import EngineOptions, Prediction
 from algorithm.nnunet.budget import Schedule, choose_schedule
+from algorithm.nnunet.compiled import CompiledNetwork
 from algorithm.nnunet.folder import (DATASET_JSON, PLANS_JSON, SETTINGS_JSON, LoadedCheckpoint, channel_roles,
                                      load_checkpoint, read_json_object, read_settings, require_trainer_folder,
                                      select_folds)
 from algorithm.nnunet.network import ArchitectureError, UNet, build_network
+from algorithm.nnunet.oom import on_host_if_out_of_memory, retry_out_of_memory
 from algorithm.nnunet.plans import DEFAULT_RESAMPLING_FN, Plan, read_plan
 from algorithm.nnunet.preprocessing import (pad_to_patch, preprocess, resample_logits_back, to_numpy_grid,
                                             uncrop)
@@ -50,6 +52,14 @@ def keep_caches_in_temp() -> None:
     base = Path(tempfile.gettempdir())
     for name in CACHE_ENVIRONMENT:
         os.environ.setdefault(name, str(base / f"petct-kit-{os.getuid()}" / name.lower()))
+
+
+def tune_backends(device: torch.device) -> None:
+    """On CUDA let cuDNN time its convolution algorithms once per shape and keep the fastest, as nnU-Net's
+    predictor does: tile shapes are fixed, so the timing is paid once and 3D fp16 convolutions get their fast
+    kernels."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
 
 def resolve_device(name: str) -> torch.device:
@@ -136,8 +146,9 @@ class NnUNetEngine:
         plans_path, dataset_path = trainer / PLANS_JSON, trainer / DATASET_JSON
         plans, dataset = read_json_object(plans_path), read_json_object(dataset_path)
         device = resolve_device(options.device)
+        tune_backends(device)
         # The configuration lives in the checkpoints; read the first to know which plan to build.
-        checkpoints = select_folds(trainer, options.folds)
+        checkpoints = select_folds(trainer, options.folds, checkpoint=options.checkpoint)
         first = load_checkpoint(checkpoints[0].path)
         configuration = first.configuration
         plan = read_plan(plans, dataset, configuration, plans_path=plans_path, dataset_path=dataset_path)
@@ -170,17 +181,26 @@ class NnUNetEngine:
         return engine
 
     def _compile(self) -> None:
-        """torch.compile the network and compile it now on one tile batch; stay eager if that fails."""
-        compiled = torch.compile(self.network)
-        x = torch.zeros((self.window.tile_batch, len(self.channel_roles), *self.plan.patch_size), device=self.device)
-        try:
-            with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16,
-                                                        enabled=self.device.type == "cuda"):
-                compiled(x)
-        except Exception as exc:  # noqa: BLE001 - any compiler failure means: run eager
-            self.load_notes.append(f"torch.compile failed, running eager: {type(exc).__name__}: {exc}"[:300])
-            return
-        self.network = compiled
+        """torch.compile the network and compile it now on one full tile batch; stay eager if that fails.
+
+        Every later call falls back to eager as well (CompiledNetwork), and batches are padded to the tile batch,
+        so that predict meets no new shape unless memory runs short.
+        """
+        compiled = CompiledNetwork(self.network, notes=self.load_notes)
+        volume = torch.zeros((len(self.channel_roles), *self.plan.patch_size), device=self.device)
+        one_tile = [(slice(None),) * 3]
+        self.window.pad_batches = True
+        events: list[str] = []
+        with torch.inference_mode():
+            retry_out_of_memory(lambda: self.window.tile_logits(compiled, volume, one_tile, [()]), device=self.device,
+                                give_way=self.window.shrink_tile_batch, events=events)
+        # Memory is at its most free right after loading: a batch that does not fit now never will.
+        self.window.configured_tile_batch = self.window.tile_batch
+        self.load_notes.extend(f"compiling: {e}" for e in events)
+        if compiled.active:
+            self.network = compiled
+        else:
+            self.window.pad_batches = False
 
     def describe(self) -> dict[str, object]:
         return {
@@ -192,6 +212,7 @@ class NnUNetEngine:
             "network_class": self.plan.network_class.rsplit(".", 1)[-1],
             "parameters": sum(p.numel() for p in self.folds[0].tensors) if self.folds else 0,
             "folds": [f.fold for f in self.folds],
+            "checkpoint": self.folds[0].path.name if self.folds else None,
             "patch_size": list(self.plan.patch_size),
             "spacing": list(self.plan.spacing),
             "channels": [f"{role} ({name})" for role, name in zip(self.channel_roles, self.plan.channel_names)],
@@ -199,7 +220,7 @@ class NnUNetEngine:
             "mirroring_axes": list(self.mirroring_axes or ()),
             "use_mirroring": self.options.use_mirroring,
             "step_size": self.options.step_size,
-            "tile_batch": self.window.tile_batch,
+            "tile_batch": self.window.configured_tile_batch,
             "fp16_autocast": self.window.autocast,
             "compile": self.options.compile,
             "time_budget_s": self.options.time_budget_s,
@@ -217,7 +238,7 @@ class NnUNetEngine:
         self._active_fold = index
 
     def _module(self) -> torch.nn.Module:
-        return getattr(self.network, "_orig_mod", self.network)
+        return self.network.module if isinstance(self.network, CompiledNetwork) else self.network
 
     def _upload(self, pet: np.ndarray, ct: np.ndarray) -> torch.Tensor:
         """The network's input channels as one (c, z, y, x) float32 tensor on the device."""
@@ -231,20 +252,27 @@ class NnUNetEngine:
             host[i] = images[role]
         return staging.to(self.device, non_blocking=True)
 
-    def _probe_seconds_per_tile_pass(self, data: torch.Tensor) -> float:
-        """Time one identity pass over one tile batch (after a warm-up call), per tile."""
-        slices = self.window.slices(data.shape[1:])[: self.window.tile_batch]
-        x = torch.stack([data[(slice(None), *s)] for s in slices])
-        self.window._forward(self.network, x, [()])
-        start = seconds(self.device)
-        self.window._forward(self.network, x, [()])
-        return (seconds(self.device) - start) / len(slices)
+    def _probe_seconds_per_tile_pass(self, data: torch.Tensor, events: list[str]) -> float:
+        """Time one identity pass over one tile batch (after a warm-up call), per tile; running out of memory
+        shrinks the tile batch as the sliding window does (and it stays shrunk for this prediction)."""
+        slices = self.window.slices(data.shape[1:])
+
+        def probe() -> float:
+            batch = slices[: self.window.tile_batch]
+            self.window.tile_logits(self.network, data, batch, [()])
+            start = seconds(self.device)
+            self.window.tile_logits(self.network, data, batch, [()])
+            return (seconds(self.device) - start) / len(batch)
+
+        return retry_out_of_memory(probe, device=self.device, give_way=self.window.shrink_tile_batch, events=events)
 
     @torch.inference_mode()
     def predict(self, *, pet: np.ndarray, ct: np.ndarray, spacing_zyx: tuple[float, float, float]) -> Prediction:
         if pet.ndim != 3 or pet.shape != ct.shape:
             raise InputError(f"PET {pet.shape} and CT {ct.shape} must be 3D arrays of the same shape")
         timings: dict[str, float] = {}
+        events: list[str] = []  # out-of-memory fallbacks taken, in order
+        self.window.restore_tile_batch()
         t_start = seconds(self.device)
         data, geometry, unpad = self._prepare(pet, ct, spacing_zyx, timings)
         t_network = seconds(self.device)
@@ -254,13 +282,16 @@ class NnUNetEngine:
                              reserve_s=t_network - t_start, network_start=t_network)
         notes: dict[str, object] = {"folds_selected": [f.fold for f in self.folds],
                                     "tiles": len(self.window.slices(data.shape[1:])), "resampled": geometry.resampled}
-        schedule = self._schedule(data, clock, notes)
-        ensemble, runs, folds_run = self._run_folds(data, schedule, clock, timings)
+        schedule = self._schedule(data, clock, notes, events)
+        ensemble, runs, folds_run = self._run_folds(data, schedule, clock, timings, events)
         del data
         timings["network"] = seconds(self.device) - t_network
 
         t_post = seconds(self.device)
-        mask_full, lesion_full = self._postprocess(ensemble, geometry, unpad)
+        # The full-volume float32 softmax and its companions are the last large allocations on the device.
+        (mask_full, lesion_full), ensemble = on_host_if_out_of_memory(
+            lambda logits: self._postprocess(logits, geometry, unpad), ensemble, events=events,
+            what="post-processing")
         del ensemble
         t_download = seconds(self.device)
         timings["postprocess"] = t_download - t_post
@@ -270,7 +301,7 @@ class NnUNetEngine:
         timings["download"] = t_end - t_download
         timings["total"] = t_end - t_start
         result.timings = timings
-        result.notes = {**notes, **self._run_notes(schedule, runs, folds_run)}
+        result.notes = {**notes, **self._run_notes(schedule, runs, folds_run, events)}
         return result
 
     def _prepare(self, pet: np.ndarray, ct: np.ndarray, spacing_zyx, timings: dict[str, float]):
@@ -294,11 +325,12 @@ class NnUNetEngine:
     def _mirror_axes(self) -> tuple[int, ...]:
         return tuple(self.mirroring_axes or ()) if self.options.use_mirroring else ()
 
-    def _schedule(self, data: torch.Tensor, clock: _BudgetClock, notes: dict[str, object]) -> Schedule:
+    def _schedule(self, data: torch.Tensor, clock: _BudgetClock, notes: dict[str, object],
+                  events: list[str]) -> Schedule:
         """Folds and mirror axes to run: all of them, or what the time budget's estimate says fits."""
         if clock.budget_s is None:
             return Schedule(len(self.folds), self._mirror_axes())
-        per_pass = self._probe_seconds_per_tile_pass(data)
+        per_pass = self._probe_seconds_per_tile_pass(data, events)
         left = clock.seconds_left()
         notes["budget_estimate_s_per_tile_pass"] = per_pass
         notes["budget_s_left_for_network"] = round(left, 3)
@@ -306,8 +338,8 @@ class NnUNetEngine:
                                tiles=len(self.window.slices(data.shape[1:])), folds=len(self.folds),
                                mirror_axes=self._mirror_axes())
 
-    def _run_folds(self, data: torch.Tensor, schedule: Schedule, clock: _BudgetClock, timings: dict[str, float]
-                   ) -> tuple[torch.Tensor, list[WindowRun], list[int]]:
+    def _run_folds(self, data: torch.Tensor, schedule: Schedule, clock: _BudgetClock, timings: dict[str, float],
+                   events: list[str]) -> tuple[torch.Tensor, list[WindowRun], list[int]]:
         """Sliding window per fold, ensembled; stops early when the next fold would overrun the budget."""
         passes = mirror_passes(schedule.mirror_axes)
         tiles = len(self.window.slices(data.shape[1:]))
@@ -333,11 +365,15 @@ class NnUNetEngine:
                 ensemble.add_(fold_logits.to(ensemble.device))
             del fold_logits
             runs.append(run)
+            events.extend(run.events)
             folds_run.append(self.folds[index].fold)
             timings[f"network_fold_{self.folds[index].fold}"] = seconds(self.device) - t_fold
         if len(folds_run) > 1:
             ensemble /= len(folds_run)
-        if not bool(torch.isfinite(ensemble).all()):
+        # isfinite makes a full-volume bool copy: where the device has no room for it, check (and go on) on the host.
+        finite, ensemble = on_host_if_out_of_memory(lambda logits: bool(torch.isfinite(logits).all()), ensemble,
+                                                    events=events, what="finiteness check")
+        if not finite:
             raise RuntimeError(f"the network's logits hold NaN or infinite values (folds {folds_run})")
         return ensemble, runs, folds_run
 
@@ -358,7 +394,8 @@ class NnUNetEngine:
         del lesion, probabilities
         return uncrop(mask, geometry, 0), lesion_full
 
-    def _run_notes(self, schedule: Schedule, runs: list[WindowRun], folds_run: list[int]) -> dict[str, object]:
+    def _run_notes(self, schedule: Schedule, runs: list[WindowRun], folds_run: list[int],
+                   events: list[str]) -> dict[str, object]:
         """What actually ran, and what the time budget dropped."""
         notes: dict[str, object] = {
             "folds_run": folds_run,
@@ -376,9 +413,8 @@ class NnUNetEngine:
             dropped.append(f"mirroring over axes {sorted(set(self._mirror_axes()) - set(schedule.mirror_axes))}")
         if dropped:
             notes["dropped_for_time_budget"] = dropped
-        events = [e for r in runs for e in r.events]
         if events:
-            notes["events"] = events
+            notes["events"] = list(events)
         return notes
 
 

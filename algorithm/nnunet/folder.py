@@ -22,29 +22,57 @@ MAX_NESTING = 2
 CHANNEL_ROLES = ("pet", "ct")
 
 
+# A fold: its number, or "all" for nnU-Net's fold_all (trained on every case; `--folds all` selects it).
+Fold = int | str
+ALL_FOLD = "all"
+
+
 @dataclass(frozen=True)
 class FoldCheckpoint:
-    fold: int
+    fold: Fold
     path: Path
 
 
-def _fold_checkpoints(folder: Path) -> list[FoldCheckpoint]:
-    """fold_K/checkpoint_final.pth (else checkpoint_best.pth) for each numbered fold, in fold order."""
-    found = []
+def fold_folders(folder: Path) -> dict[Fold, Path]:
+    """fold_K (K a number) and fold_all folders of a trainer folder, by fold."""
+    found: dict[Fold, Path] = {}
     for child in folder.iterdir() if folder.is_dir() else ():
-        match = _FOLD_DIR.match(child.name)
-        if not match or not child.is_dir():
+        if not child.is_dir():
             continue
-        for name in CHECKPOINT_NAMES:
+        if child.name == f"fold_{ALL_FOLD}":
+            found[ALL_FOLD] = child
+        elif match := _FOLD_DIR.match(child.name):
+            found[int(match.group(1))] = child
+    return found
+
+
+def checkpoint_files(fold_folder: Path) -> list[str]:
+    """Names of the checkpoint files (*.pth) in one fold folder, sorted."""
+    return sorted(p.name for p in fold_folder.glob("*.pth") if p.is_file())
+
+
+def _fold_checkpoints(folder: Path, checkpoint: str | None = None) -> list[FoldCheckpoint]:
+    """Each fold's checkpoint: `checkpoint` by name, else checkpoint_final.pth, else checkpoint_best.pth.
+
+    Numbered folds in order, then fold_all; folds without that checkpoint are left out.
+    """
+    found = []
+    for fold, child in fold_folders(folder).items():
+        for name in (checkpoint,) if checkpoint else CHECKPOINT_NAMES:
             if (child / name).is_file():
-                found.append(FoldCheckpoint(int(match.group(1)), child / name))
+                found.append(FoldCheckpoint(fold, child / name))
                 break
-    return sorted(found, key=lambda c: c.fold)
+    return sorted(found, key=_fold_order)
+
+
+def _fold_order(c: FoldCheckpoint) -> tuple[int, int]:
+    return (1, 0) if c.fold == ALL_FOLD else (0, int(c.fold))
 
 
 def _is_trainer_folder(folder: Path) -> bool:
+    """plans.json, dataset.json and at least one fold folder holding a checkpoint file."""
     return ((folder / PLANS_JSON).is_file() and (folder / DATASET_JSON).is_file()
-            and bool(_fold_checkpoints(folder)))
+            and any(checkpoint_files(f) for f in fold_folders(folder).values()))
 
 
 def find_trainer_folder(folder: Path) -> Path | None:
@@ -88,7 +116,7 @@ def require_trainer_folder(folder: Path) -> Path:
                          + ", ".join(str(c.relative_to(folder)) for c in complete), path=folder)
     where = candidates[0] if candidates else folder
     missing = [n for n in (PLANS_JSON, DATASET_JSON) if not (where / n).is_file()]
-    if not _fold_checkpoints(where):
+    if not any(checkpoint_files(f) for f in fold_folders(where).values()):
         missing.append("fold_K/" + " or fold_K/".join(CHECKPOINT_NAMES))
     raise InputError(f"not an nnU-Net results folder: missing {', '.join(missing)}", path=where)
 
@@ -105,17 +133,47 @@ def available_folds(folder: Path) -> list[FoldCheckpoint]:
     return _fold_checkpoints(folder)
 
 
-def select_folds(folder: Path, wanted: tuple[int, ...] | None) -> list[FoldCheckpoint]:
-    """The checkpoints of `wanted` folds (all when None), or InputError naming the missing ones."""
-    found = {c.fold: c for c in _fold_checkpoints(folder)}
+def select_folds(folder: Path, wanted: tuple[Fold, ...] | None, *, checkpoint: str | None = None
+                 ) -> list[FoldCheckpoint]:
+    """The checkpoints of `wanted` folds (every numbered fold when None), or InputError saying what to pass.
+
+    As nnUNetv2_predict: fold_all runs only when asked for (`--folds all`); `checkpoint` names the file in
+    each fold folder (default checkpoint_final.pth, else checkpoint_best.pth).
+    """
+    folders = fold_folders(folder)
+    found = {c.fold: c for c in _fold_checkpoints(folder, checkpoint)}
+    what = checkpoint or " or ".join(CHECKPOINT_NAMES)
     if wanted is None:
-        return list(found.values())
-    missing = [f for f in wanted if f not in found]
-    if missing:
-        raise InputError(f"fold(s) {missing} requested but only {sorted(found)} have a checkpoint", path=folder)
+        numbered = [c for f, c in found.items() if f != ALL_FOLD]
+        if numbered:
+            return numbered
+        if ALL_FOLD in found:
+            raise InputError(f"found only fold_{ALL_FOLD} (a model trained on all cases); pass --folds all to use "
+                             "it, as nnUNetv2_predict -f all", path=folder)
+        others = any(checkpoint_files(f) for f in folders.values())
+        hint = ("pass --checkpoint NAME to use another file" if others else
+                "training not finished, or the checkpoints were left out of the upload?")
+        raise InputError(f"trainer folder without usable checkpoints: found {_describe_folds(folders)}, expected "
+                         f"fold_K/{what} ({hint})", path=folder)
     if len(set(wanted)) != len(wanted):
         raise InputError(f"fold list {list(wanted)} repeats a fold", path=folder)
+    missing = [f for f in wanted if f not in found]
+    if missing:
+        have = ", ".join(str(f) for f in sorted(found, key=lambda f: (f == ALL_FOLD, str(f)))) or "none"
+        raise InputError(f"fold(s) {', '.join(map(str, missing))} requested but only fold(s) {have} have "
+                         f"{what} (found {_describe_folds(folders)})", path=folder)
     return [found[f] for f in wanted]
+
+
+def _describe_folds(folders: dict[Fold, Path]) -> str:
+    """e.g. "fold_0 (checkpoint_latest.pth), fold_1 (empty)" or "no fold_K folders"."""
+    if not folders:
+        return "no fold_K folders"
+    parts = []
+    for fold, path in sorted(folders.items(), key=lambda kv: (kv[0] == ALL_FOLD, str(kv[0]))):
+        names = checkpoint_files(path)
+        parts.append(f"{path.name} ({', '.join(names) if names else 'no .pth file'})")
+    return ", ".join(parts)
 
 
 def read_settings(folder: Path) -> dict:

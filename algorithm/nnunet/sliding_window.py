@@ -3,7 +3,8 @@
 Tile positions (compute_steps), the Gaussian importance map and the mirroring passes follow nnU-Net 2.x;
 the differences are for speed: several tiles per forward pass, mirror passes summed in float32 (on CUDA
 nnU-Net sums them in float16), and CUDA out-of-memory handled by smaller tile batches, then by
-accumulating on the host.
+accumulating on the host (algorithm/nnunet/oom.py). For a compiled network every batch is padded to the
+full tile batch, so that the compiler meets one shape.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-from algorithm.failures import is_out_of_memory
+from algorithm.nnunet.oom import attempt, release_cached_memory, retry_out_of_memory
 
 
 def compute_steps(image_size, tile_size, step_size: float) -> list[list[int]]:
@@ -81,16 +82,30 @@ class SlidingWindow:
     """Runs one network over all tiles of a (c, z, y, x) volume and adds Gaussian-weighted logits to a sum."""
 
     def __init__(self, *, patch_size: tuple[int, int, int], step_size: float, device: torch.device,
-                 tile_batch: int, autocast: bool):
+                 tile_batch: int, autocast: bool, pad_batches: bool = False):
         self.patch_size = tuple(patch_size)
         self.step_size = step_size
         self.device = device
-        self.tile_batch = max(1, int(tile_batch))
+        self.configured_tile_batch = max(1, int(tile_batch))
+        self.tile_batch = self.configured_tile_batch  # halved while the device runs out of memory
         self.autocast = autocast
+        # A compiled network recompiles for every new batch shape: feed it full batches only.
+        self.pad_batches = pad_batches
         self._gaussian: dict[str, torch.Tensor] = {}
 
     def slices(self, image_size) -> list[tuple[slice, slice, slice]]:
         return tile_slices(image_size, self.patch_size, self.step_size)
+
+    def restore_tile_batch(self) -> None:
+        """Back to the configured tile batch: memory short once (a transient peak) need not stay short."""
+        self.tile_batch = self.configured_tile_batch
+
+    def shrink_tile_batch(self) -> str | None:
+        """Halve the tile batch after running out of memory; None when it is one tile already."""
+        if self.tile_batch == 1:
+            return None
+        self.tile_batch = max(1, self.tile_batch // 2)
+        return f"tile batch -> {self.tile_batch}"
 
     def _forward(self, network: torch.nn.Module, x: torch.Tensor, passes: list[tuple[int, ...]]) -> torch.Tensor:
         """Mirror-averaged logits of a batch of tiles, float32."""
@@ -106,6 +121,14 @@ class SlidingWindow:
             total /= len(passes)
         return total
 
+    def tile_logits(self, network: torch.nn.Module, data: torch.Tensor, batch: list[tuple[slice, slice, slice]],
+                    passes: list[tuple[int, ...]]) -> torch.Tensor:
+        """Mirror-averaged float32 logits of the tiles `batch` of `data`, (tiles, classes, z, y, x)."""
+        x = torch.stack([data[(slice(None), *s)] for s in batch])
+        if self.pad_batches and len(batch) < self.tile_batch:
+            x = torch.cat([x, x.new_zeros((self.tile_batch - len(batch), *x.shape[1:]))])
+        return self._forward(network, x, passes)[:len(batch)]
+
     def predict_logits(self, network: torch.nn.Module, data: torch.Tensor, passes: list[tuple[int, ...]],
                        run: WindowRun, *, num_classes: int) -> torch.Tensor:
         """One network's Gaussian-weighted average of tile logits over the whole (c, z, y, x) volume, float16.
@@ -117,54 +140,42 @@ class SlidingWindow:
         slices = self.slices(data.shape[1:])
         run.tiles = len(slices)
         target = self.device
-        try:
-            logits_sum, weight_sum = _zero_sums(num_classes, data.shape[1:], target)
-        except RuntimeError as exc:
-            if not is_out_of_memory(exc) or target.type == "cpu":
-                raise
+        sums, error = attempt(lambda: _zero_sums(num_classes, data.shape[1:], target))
+        if error is not None:
+            if target.type == "cpu":
+                raise error
+            release_cached_memory(self.device)
             target = torch.device("cpu")
-            logits_sum, weight_sum = _zero_sums(num_classes, data.shape[1:], target)
+            sums = _zero_sums(num_classes, data.shape[1:], target)
             run.events.append(f"{self.device.type} out of memory: accumulating on the host")
+        logits_sum, weight_sum = sums
         i = 0
+
+        def weighted_batch() -> tuple[torch.Tensor, torch.Tensor]:
+            pred = self.tile_logits(network, data, slices[i:i + self.tile_batch], passes)
+            pred *= self.gaussian(pred.device)
+            # Blocking on purpose: an asynchronous copy to the host would be read before it lands.
+            return pred.to(target), self.gaussian(target)
+
+        def give_way() -> str | None:
+            nonlocal target, logits_sum, weight_sum
+            event = self.shrink_tile_batch()
+            if event is None and target.type != "cpu":
+                target = torch.device("cpu")
+                logits_sum, weight_sum = logits_sum.cpu(), weight_sum.cpu()
+                release_cached_memory(self.device)
+                event = "accumulating on the host"
+            return event  # None: one tile per forward pass, sums on the host: nothing left to give up
+
         while i < len(slices):
-            batch = slices[i:i + self.tile_batch]
-            try:
-                x = torch.stack([data[(slice(None), *s)] for s in batch])
-                pred = self._forward(network, x, passes)
-                gauss = self.gaussian(pred.device)
-                pred *= gauss
-                # Blocking on purpose: an asynchronous copy to the host would be read before it lands.
-                pred = pred.to(target)
-                g = self.gaussian(target)
-                error = None
-            except RuntimeError as exc:
-                if not is_out_of_memory(exc):
-                    raise
-                error = exc.with_traceback(None)
-            if error is not None:
-                # Handled here, not in the except block: the exception's traceback holds the failed forward
-                # pass's activations until the block ends, and the cache cannot be emptied of them before.
-                x = pred = None  # noqa: F841 - drop references so the cache can be freed
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                if self.tile_batch > 1:
-                    self.tile_batch = max(1, self.tile_batch // 2)
-                    run.events.append(f"{self.device.type} out of memory: tile batch -> {self.tile_batch}")
-                elif target.type != "cpu":
-                    target = torch.device("cpu")
-                    logits_sum, weight_sum = logits_sum.cpu(), weight_sum.cpu()
-                    if self.device.type == "cuda":
-                        torch.cuda.empty_cache()
-                    run.events.append(f"{self.device.type} out of memory: accumulating on the host")
-                else:
-                    raise error  # one tile per forward pass, sums on the host: nothing left to give up
-                continue  # retry the same tiles: nothing of this batch has been added yet
+            # Nothing of a batch is added before it has all fitted, so a failed batch is simply run again.
+            pred, g = retry_out_of_memory(weighted_batch, device=self.device, give_way=give_way, events=run.events)
             # In-place additions into preallocated sums allocate nothing, so they stay outside the retry.
-            for k, s in enumerate(batch):
+            for k, s in enumerate(slices[i:i + len(pred)]):
                 logits_sum[(slice(None), *s)] += pred[k]
                 weight_sum[s] += g
-            run.forward_passes += len(batch) * len(passes)
-            i += len(batch)
+            run.forward_passes += len(pred) * len(passes)
+            i += len(pred)
         run.tile_batch = self.tile_batch
         run.accumulated_on = target.type
         torch.div(logits_sum, weight_sum, out=logits_sum)

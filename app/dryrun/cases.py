@@ -6,7 +6,7 @@ from pathlib import Path
 
 from petct.errors import InputError
 from petct.imageio import Geometry, grid_mismatches, read_image
-from petct.layout import CTRES_NAME, IMAGE_SUFFIXES, SEG_NAME, SUV_NAME
+from petct.layout import CTRES_NAME, SEG_NAME, SUV_NAME, find_image
 from petct.phantom import make_study
 from petct.studykey import study_key
 
@@ -82,7 +82,7 @@ def _subfolders(folder: Path) -> list[Path]:
 
 
 def _image(folder: Path, stem: str) -> Path | None:
-    hits = [folder / f"{stem}{suffix}" for suffix in IMAGE_SUFFIXES if (folder / f"{stem}{suffix}").is_file()]
+    hits = find_image(folder, stem)
     if len(hits) > 1:
         raise InputError(f"more than one {stem} image: {', '.join(p.name for p in hits)}", path=folder)
     return hits[0] if hits else None

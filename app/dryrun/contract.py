@@ -49,6 +49,11 @@ def check_run(outcome: RunOutcome, *, limits: Limits, check: JobCheck) -> None:
     elif outcome.exit_code != 0:
         check.violations.append(f"exit status {outcome.exit_code} (the platform marks the job failed and "
                                 "uploads no outputs)")
+    if outcome.left_processes:
+        shown = ", ".join(outcome.left_processes[:5]) + (" ..." if len(outcome.left_processes) > 5 else "")
+        check.warnings.append(f"left {len(outcome.left_processes)} process(es) running after it exited, killed "
+                              f"before its output was checked: {shown} (the platform stops the container with "
+                              "its main process; anything they would write later is lost)")
     if outcome.peak_rss_bytes and outcome.peak_rss_bytes > limits.memory_bytes:
         check.violations.append(f"peak memory {format_size(outcome.peak_rss_bytes)} is over the limit of "
                                 f"{format_size(limits.memory_bytes)}")

@@ -6,6 +6,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from algorithm.runinfo import short
 from app.dryrun.contract import JobCheck
 from app.dryrun.runner import RunOutcome
 from app.sizes import format_size
@@ -22,6 +23,7 @@ class StudyReport:
     log_tail: str = ""
     metrics: dict | None = None
     job: object = None  # app.dryrun.platform.AlgorithmJob
+    ran: dict | None = None  # engine, model, folds and options from the job log's last "ran:" line
 
 
 @dataclass
@@ -43,7 +45,7 @@ def _number(value, digits: int) -> str:
 
 def table(studies: list[StudyReport]) -> str:
     """One row per study; problems listed under the table."""
-    header = ("study", "lesions", "exit", "time s", "peak mem", "dice", "FPV ml", "FNV ml", "result")
+    header = ("study", "lesions", "exit", "time s", "peak mem", "dice", "FPV ml", "FNV ml", "engine", "result")
     rows = []
     for s in studies:
         m = s.metrics or {}
@@ -53,7 +55,7 @@ def table(studies: list[StudyReport]) -> str:
                      "-" if o is None else f"{o.seconds:.1f}",
                      format_size(o.peak_rss_bytes) if o and o.peak_rss_bytes else "-",
                      _number(m.get("dice"), 3), _number(m.get("false_positive_volume"), 2),
-                     _number(m.get("false_negative_volume"), 2), "ok" if s.check.passed else "FAIL"))
+                     _number(m.get("false_negative_volume"), 2), short(s.ran), "ok" if s.check.passed else "FAIL"))
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
              for row in (header, tuple("-" * w for w in widths), *rows)]

@@ -1,6 +1,7 @@
 """The dry run, top to bottom: studies -> one algorithm job each -> contract checks -> evaluation -> report."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -15,9 +16,11 @@ from app.dryrun import platform
 from app.dryrun.cases import DryRunCase, folder_cases, pet_grids, phantom_cases
 from app.dryrun.contract import JobCheck, check_output, check_run, snapshot
 from app.dryrun.report import EvaluationReport, StudyReport, aggregates_line, table, write_junit
+from app.dryrun.engine import detect_engine, engine_env
 from app.dryrun.runner import (KIT_ROOT, Limits, check_docker_image, command_argv, default_command, docker_run_argv,
                                gpu_present, run_limited, tail)
 from app.sizes import docker_size, format_size
+from algorithm.runinfo import parse_ran_line
 from petct.errors import InputError
 from petct.imageio import Geometry
 from petct.jsonio import read_json, write_json_atomic
@@ -31,12 +34,13 @@ EXIT_OK, EXIT_VIOLATION, EXIT_USAGE = 0, 1, 2
 class DryRunOptions:
     command: str | None = None  # local command with {input} and {output}; None: the kit's algorithm
     image: str | None = None  # Docker image to run instead of a command
+    container_engine: str | None = None  # docker or podman; None: detected (app/dryrun/engine.py)
     cases: Path | None = None  # <case>/{SUV,CTres,SEG}.*; None: built-in phantoms
     phantoms: int = 3
     phantom_size: str = "small"
     time_limit_s: float = 300.0
     memory_bytes: int = 16 * 1024**3
-    model: Path | None = None  # mounted read-only at /opt/ml/model (Docker)
+    model: Path | None = None  # mounted read-only at /opt/ml/model (Docker); the kit's algorithm: its --model
     gpus: bool | None = None  # None: --gpus all when nvidia-smi lists a GPU
     workdir: Path | None = None  # kept when given; else a temporary folder, removed at the end
     output: Path = Path("out/dry-run")
@@ -46,6 +50,8 @@ class DryRunOptions:
 def run_dry_run(options: DryRunOptions) -> int:
     """Exit status: 0 all studies met the contract and were scored, 1 a violation (named per study)."""
     started = time.monotonic()
+    if options.image:
+        options = dataclasses.replace(options, container_engine=detect_engine(options.container_engine))
     _check_options(options)
     workdir = options.workdir or Path(tempfile.mkdtemp(prefix="petct-dry-run-"))
     try:
@@ -71,16 +77,18 @@ def run_dry_run(options: DryRunOptions) -> int:
 def _check_options(options: DryRunOptions) -> None:
     if options.command and options.image:
         raise InputError("give --command or --image, not both")
-    if options.image and shutil.which("docker") is None:
-        raise InputError("--image needs the docker command, which is not on PATH")
     if options.image:
-        check_docker_image(options.image)
+        check_docker_image(options.image, docker=options.container_engine,
+                           env=engine_env(options.container_engine))
     if options.command:
         command_argv(options.command, input_dir=Path("in"), output_dir=Path("out"))  # placeholders present
     if options.time_limit_s <= 0:
         raise InputError("--time-limit must be positive")
     if options.model is not None and not options.model.is_dir():
         raise InputError("model folder does not exist", path=options.model)
+    if options.model is not None and options.command:
+        raise InputError("--model goes to the kit's algorithm or, with --image, to /opt/ml/model; with --command "
+                         "put the model in the command itself")
     if options.junit is not None and options.junit.is_dir():
         raise InputError("--junit names a folder; give the report's file name", path=options.junit)
 
@@ -100,7 +108,7 @@ def _make_folders(options: DryRunOptions, workdir: Path) -> None:
 
 def _runner_description(options: DryRunOptions) -> str:
     if options.image:
-        return f"docker image {options.image}"
+        return f"{options.container_engine or 'docker'} image {options.image}"
     return f"command {options.command!r}" if options.command else "the kit's algorithm (python -m algorithm)"
 
 
@@ -115,9 +123,11 @@ def _run_job(case: DryRunCase, options: DryRunOptions, workdir: Path, *, pet: Ge
     job = platform.lay_out_job(case, workdir / "jobs")
     before = snapshot(job.input_dir)
     limits = Limits(time_s=options.time_limit_s, memory_bytes=options.memory_bytes)
-    argv, env, on_timeout = _job_command(job, options)
+    argv, env, on_timeout, after = _job_command(job, options)
     job.started_at = datetime.now(timezone.utc)
-    outcome = run_limited(argv, limits=limits, log=job.input_dir.parent / "log.txt", env=env, on_timeout=on_timeout)
+    # run_limited returns once the job's whole process tree is gone: only then is its output checked.
+    outcome = run_limited(argv, limits=limits, log=job.input_dir.parent / "log.txt", env=env, on_timeout=on_timeout,
+                          after=after)
     job.completed_at = datetime.now(timezone.utc)
     if options.image:
         outcome.peak_rss_bytes = None  # that of the docker client; Docker enforces --memory itself
@@ -127,28 +137,41 @@ def _run_job(case: DryRunCase, options: DryRunOptions, workdir: Path, *, pet: Ge
         check.violations.append("the job changed files in its input folder, which is read-only on the platform")
     if outcome.exit_code == 0:
         check_output(job.output_dir, pet=pet, check=check)
+    ran = parse_ran_line(outcome.log.read_text(errors="replace")) if outcome.log.is_file() else None
     status = "ok" if check.passed else "FAIL"
     print(f"  {case.name}: {status} in {outcome.seconds:.1f} s", flush=True)
     return StudyReport(case=case.name, lesions=case.lesions, outcome=outcome, check=check,
-                       log_tail=tail(outcome.log), job=job)
+                       log_tail=tail(outcome.log), job=job, ran=ran)
 
 
 def _job_command(job: platform.AlgorithmJob, options: DryRunOptions):
-    """argv, environment and timeout hook of one job."""
+    """argv, environment, timeout hook and clean-up hook of one job."""
     if options.image:
         name = f"petct-dry-run-{job.pk[:12]}"
         gpus = gpu_present() if options.gpus is None else options.gpus
         argv = docker_run_argv(image=options.image, input_dir=job.input_dir, output_dir=job.output_dir,
                                tmp_dir=job.tmp_dir, memory=docker_size(options.memory_bytes),
                                shm_size=docker_size(options.memory_bytes // 2), gpus=gpus, model_dir=options.model,
-                               name=name)
-        return argv, None, lambda: subprocess.run(["docker", "kill", name], capture_output=True, timeout=60)
+                               name=name, docker=options.container_engine)
+        env = engine_env(options.container_engine)
+        return (argv, env, lambda: _docker_quietly(options.container_engine, "kill", name, env=env),
+                lambda: _docker_quietly(options.container_engine, "rm", "-f", name, env=env))
     template = options.command or default_command()
+    if options.command is None and options.model is not None:
+        template = [*template, "--model", str(options.model.resolve())]
     argv = command_argv(template, input_dir=job.input_dir, output_dir=job.output_dir)
     env = {**os.environ, "TMPDIR": str(job.tmp_dir)}  # the platform gives every job an empty /tmp
     if options.command is None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(KIT_ROOT), os.environ.get("PYTHONPATH")]))
-    return argv, env, None
+    return argv, env, None, None
+
+
+def _docker_quietly(engine: str, *args: str, env: dict[str, str] | None) -> None:
+    """A clean-up docker/podman command; its failure (the container already gone) changes no verdict."""
+    try:
+        subprocess.run([engine, *args], capture_output=True, env=env, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        pass
 
 
 def _evaluate(studies: list[StudyReport], cases: list[DryRunCase], workdir: Path) -> EvaluationReport:
@@ -202,7 +225,7 @@ def _write_results(options: DryRunOptions, studies: list[StudyReport], evaluatio
         "studies": [{"study": s.case, "job": s.job.pk, "exit_code": s.outcome.exit_code,
                      "timed_out": s.outcome.timed_out, "seconds": round(s.outcome.seconds, 3),
                      "peak_rss_bytes": s.outcome.peak_rss_bytes, "violations": s.check.violations,
-                     "warnings": s.check.warnings, "metrics": s.metrics} for s in studies],
+                     "warnings": s.check.warnings, "engine": s.ran, "metrics": s.metrics} for s in studies],
         "evaluation": {"exit_code": evaluation.exit_code, "problems": evaluation.problems,
                        "aggregates": evaluation.aggregates},
     }, out / "dry-run.json")

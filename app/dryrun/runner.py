@@ -2,19 +2,25 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 from petct.errors import InputError
 
 KIT_ROOT = Path(__file__).resolve().parents[2]
 POLL_S = 0.05
+KILL_WAIT_S = 5.0
+# Every process of a job inherits this variable; one that left the job's group and tree is still found by it.
+JOB_MARK_ENV = "PETCT_DRY_RUN_JOB"
 # The platform's local-test flags (docs/grand-challenge.md, "Running a container locally").
 PIDS_LIMIT = 256
 
@@ -32,6 +38,7 @@ class RunOutcome:
     timed_out: bool
     peak_rss_bytes: int | None  # local commands only (Docker enforces --memory itself)
     log: Path
+    left_processes: list[str] = field(default_factory=list)  # still running when the job's main process exited
 
 
 def default_command() -> list[str]:
@@ -78,7 +85,7 @@ def docker_run_argv(*, image: str, input_dir: Path, output_dir: Path, tmp_dir: P
 PLATFORM_OS_ARCH = "linux/amd64"
 
 
-def check_docker_image(image: str, *, docker: str = "docker") -> None:
+def check_docker_image(image: str, *, docker: str = "docker", env: dict[str, str] | None = None) -> None:
     """Refuse, before any job runs, an image Docker does not have locally or one built for another platform.
 
     Without this, `docker run` would try to pull a missing image, and every study would fail the same way with
@@ -86,13 +93,13 @@ def check_docker_image(image: str, *, docker: str = "docker") -> None:
     """
     try:
         found = subprocess.run([docker, "image", "inspect", "--format", "{{.Os}}/{{.Architecture}}", image],
-                               capture_output=True, text=True, timeout=120)
+                               capture_output=True, text=True, timeout=120, env=env)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise InputError(f"--image {image}: docker image inspect failed: {exc}") from None
+        raise InputError(f"--image {image}: {docker} image inspect failed: {exc}") from None
     if found.returncode != 0:
         reason = (found.stderr.strip().splitlines() or ["unknown error"])[-1]
-        raise InputError(f"--image {image}: not usable: {reason} (build it first: docker build --platform "
-                         f"{PLATFORM_OS_ARCH} -t {image} .)")
+        raise InputError(f"--image {image}: not usable: {reason} (build it first: make images, or {docker} build "
+                         f"--platform {PLATFORM_OS_ARCH} -t {image} .)")
     os_arch = found.stdout.strip()
     if os_arch != PLATFORM_OS_ARCH:
         raise InputError(f"--image {image} is built for {os_arch}; grand-challenge runs {PLATFORM_OS_ARCH} only")
@@ -110,12 +117,18 @@ def gpu_present() -> bool:
 
 
 def run_limited(argv: list[str], *, limits: Limits, log: Path, env: dict[str, str] | None = None,
-                on_timeout=None) -> RunOutcome:
-    """Run `argv` in its own process group, output to `log`; kill the group at the time limit.
+                on_timeout=None, after=None) -> RunOutcome:
+    """Run `argv` in its own session and process group, output to `log`; kill its whole tree when it ends.
 
-    The child is reaped with os.wait4, whose resource usage gives its peak resident memory.
+    At the time limit, and also after a normal exit, every process the job started is killed: its process
+    group, each descendant seen while it ran, and any process still carrying the job's environment mark
+    (a `setsid` daemon that left both the group and the tree). The platform stops a container with its
+    main process, so output a straggler writes later must not count. `after()` runs once the job is over
+    (e.g. `docker rm -f`). The child is reaped with os.wait4, whose resource usage gives its peak memory.
     """
     log.parent.mkdir(parents=True, exist_ok=True)
+    mark = secrets.token_hex(16)
+    env = {**(os.environ if env is None else env), JOB_MARK_ENV: mark}
     started = time.monotonic()
     with open(log, "wb") as out:
         try:
@@ -125,7 +138,9 @@ def run_limited(argv: list[str], *, limits: Limits, log: Path, env: dict[str, st
             raise InputError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from None
         deadline = started + limits.time_s
         timed_out = False
+        seen: dict[int, psutil.Process] = {}
         while True:
+            _note_descendants(proc.pid, seen)
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
@@ -137,16 +152,73 @@ def run_limited(argv: list[str], *, limits: Limits, log: Path, env: dict[str, st
                 pid, status, usage = os.wait4(proc.pid, 0)
                 break
             time.sleep(POLL_S)
+    seconds = time.monotonic() - started
+    left_behind = kill_job_tree(proc.pid, seen=seen.values(), mark=mark)
+    if after is not None:
+        after()
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must not wait again
     exit_code = None if timed_out else _platform_exit_code(proc.returncode)
-    return RunOutcome(exit_code=exit_code, seconds=time.monotonic() - started, timed_out=timed_out,
-                      peak_rss_bytes=usage.ru_maxrss * 1024, log=log)
+    return RunOutcome(exit_code=exit_code, seconds=seconds, timed_out=timed_out,
+                      peak_rss_bytes=usage.ru_maxrss * 1024, log=log,
+                      left_processes=[] if timed_out else left_behind)
+
+
+def _note_descendants(pid: int, seen: dict[int, psutil.Process]) -> None:
+    try:
+        for child in psutil.Process(pid).children(recursive=True):
+            seen.setdefault(child.pid, child)  # psutil.Process remembers its start time: no pid-reuse mix-ups
+    except psutil.Error:
+        pass
+
+
+def kill_job_tree(pid: int, *, seen, mark: str) -> list[str]:
+    """SIGKILL every process of a finished job; 'name (pid N)' of each that was still running."""
+    survivors = {p.pid: p for p in seen if _running(p)}
+    for process in psutil.process_iter():
+        if process.pid not in survivors and process.pid != os.getpid() and _carries_mark(process, mark):
+            survivors[process.pid] = process
+    # Their own children (started after the last poll) die with them: gather those first.
+    for process in list(survivors.values()):
+        try:
+            for child in process.children(recursive=True):
+                survivors.setdefault(child.pid, child)
+        except psutil.Error:
+            pass
+    _kill_group(pid)
+    for process in survivors.values():
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(list(survivors.values()), timeout=KILL_WAIT_S)
+    return [f"{_name(p)} (pid {p.pid})" for p in sorted(survivors.values(), key=lambda p: p.pid)]
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _carries_mark(process: psutil.Process, mark: str) -> bool:
+    try:
+        return process.environ().get(JOB_MARK_ENV) == mark and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:  # gone, or another user's process: not ours to judge
+        return False
+
+
+def _name(process: psutil.Process) -> str:
+    try:
+        return process.name()
+    except psutil.Error:
+        return "?"
 
 
 def _kill_group(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         pass
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from app.service.errors import ApiError, echo_name
-from evaluation.aggregates import aggregate
 from app.service.processes import Died, KillableProcesses, Timeout
+from app.service.settings import UploadLimits
+from evaluation.aggregates import aggregate
 from evaluation.report import case_key
 from evaluation.scoring import StudyResult, score_files
 from petct.errors import InputError
@@ -99,23 +100,24 @@ def run_limited(processes: KillableProcesses, function: Callable, *, timeout_s: 
     return payload
 
 
-def check_and_score(*, files: dict, max_voxels: int, study: str, ground_truth: Path | None = None) -> dict:
-    """Child side of the scoring endpoints: header checks of the uploads, then the scorer.
+def check_and_score(*, files: dict, limits: UploadLimits, study: str, ground_truth: Path | None = None) -> dict:
+    """Child side of the scoring endpoints: header checks of the uploads (each and their total), then the scorer.
 
     `ground_truth` given (organiser mode's case) means nothing about it is returned but metrics.
     """
-    from app.service.upload_checks import check_upload
+    from app.service.upload_checks import check_uploads
 
-    for stored in files.values():
-        check_upload(stored, max_voxels=max_voxels, read_voxels=False)  # the scorer reads them next, naming what fails
+    check_uploads(files, limits=limits, read_voxels=False)  # the scorer reads them next, naming what fails
     names = {field: stored.client_name for field, stored in files.items()}
     return score_uploaded(ground_truth=ground_truth or files["ground_truth"].path, prediction=files["prediction"].path,
                           study=study, names=names, hide_ground_truth=ground_truth is not None)
 
 
-def check_masks(*, files: dict, max_voxels: int) -> None:
-    """Child side of a phase submission's first step: every mask read on its own (nothing about any case)."""
-    from app.service.upload_checks import check_upload
+def check_masks(*, files: dict, limits: UploadLimits) -> None:
+    """Child side of a phase submission's first step: every mask read on its own (nothing about any case).
 
-    for stored in files.values():
-        check_upload(stored, max_voxels=max_voxels)
+    The request's total is over the masks as extracted, so an archive cannot carry more than separate fields.
+    """
+    from app.service.upload_checks import check_uploads
+
+    check_uploads(files, limits=limits)

@@ -17,6 +17,24 @@ DEFAULT_MAX_VOXELS = 2**28
 DEFAULT_MIN_FREE = 2 * 1024**3
 DEFAULT_KEEP_JOBS_FOR_S = 7 * 86400.0
 DEFAULT_SCORE_TIMEOUT_S = 120.0
+# Decoded bytes (voxels x bytes per voxel): the longest scans in float32 are about 440 MiB, a study's three
+# files about 1 GiB; a tiny compressed upload claiming more would only exhaust memory.
+DEFAULT_MAX_IMAGE_BYTES = 1024**3
+DEFAULT_MAX_REQUEST_IMAGE_BYTES = 2 * 1024**3
+# Deflate (gzip, zlib: .nii.gz, compressed .mha/.nrrd) cannot exceed about 1032:1 even on all-zero masks, so
+# healthy files stay below this; a header announcing more per stored byte is lying, and ITK would allocate
+# the whole buffer before noticing.
+DEFAULT_MAX_RATIO = 1100.0
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    """What one request's images may decode to, all checked from the headers before any voxel is read."""
+
+    max_voxels: int = DEFAULT_MAX_VOXELS
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES  # voxels x bytes per voxel, per file
+    max_request_image_bytes: int = DEFAULT_MAX_REQUEST_IMAGE_BYTES  # the same, summed over a request's files
+    max_ratio: float = DEFAULT_MAX_RATIO  # decoded bytes per byte uploaded
 
 
 @dataclass(frozen=True)
@@ -27,6 +45,9 @@ class ServiceSettings:
     token: str | None = None
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD
     max_voxels: int = DEFAULT_MAX_VOXELS
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    max_request_image_bytes: int = DEFAULT_MAX_REQUEST_IMAGE_BYTES
+    max_ratio: float = DEFAULT_MAX_RATIO
     ground_truth: Path | None = None
     model: Path | None = None
     device: str = "auto"
@@ -34,6 +55,11 @@ class ServiceSettings:
     min_free_bytes: int = DEFAULT_MIN_FREE
     keep_jobs_for_s: float | None = DEFAULT_KEEP_JOBS_FOR_S
     score_timeout_s: float = DEFAULT_SCORE_TIMEOUT_S
+
+    @property
+    def upload_limits(self) -> UploadLimits:
+        return UploadLimits(max_voxels=self.max_voxels, max_image_bytes=self.max_image_bytes,
+                            max_request_image_bytes=self.max_request_image_bytes, max_ratio=self.max_ratio)
 
     @property
     def database(self) -> Path:
@@ -63,6 +89,8 @@ class ServiceSettings:
             raise InputError("ground-truth folder does not exist or is not a folder", path=self.ground_truth)
         if self.scoring_workers < 1:
             raise InputError("--scoring-workers must be at least 1")
+        if self.max_request_image_bytes < self.max_image_bytes:
+            raise InputError("--max-request-image-bytes must be at least --max-image-bytes")
 
 
 def is_loopback(host: str) -> bool:

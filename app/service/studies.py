@@ -2,19 +2,21 @@
 from __future__ import annotations
 
 from app.service.errors import ApiError
-from app.service.upload_checks import check_upload
+from app.service.settings import UploadLimits
+from app.service.upload_checks import check_uploads
 from app.service.uploads import ALLOWED_SUFFIXES, StoredFile
 from petct.errors import InputError
 from petct.imageio import grid_mismatches, read_image
 from petct.resample import resample_ct_array
 
 
-def check_study(files: dict[str, StoredFile], *, max_voxels: int) -> None:
-    """Each file a readable image; the label on the PET's grid; a CT on another grid must overlap the PET.
+def check_study(files: dict[str, StoredFile], *, limits: UploadLimits) -> None:
+    """Each file a readable image within the limits (the request's total too); the label on the PET's grid;
+    a CT on another grid must overlap the PET.
 
     The CT itself is resampled by the inference pipeline (petct.resample), as the command line does.
     """
-    grids = {field: check_upload(stored, max_voxels=max_voxels) for field, stored in files.items()}
+    grids = check_uploads(files, limits=limits)
     if "label" in grids:
         mismatches = grid_mismatches(grids["pet"], grids["label"])
         if mismatches:

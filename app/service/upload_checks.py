@@ -1,17 +1,21 @@
 """Checks an uploaded file passes before any work is done with it: a safe, readable, bounded 3D image."""
 from __future__ import annotations
 
+import contextlib
 import gzip
 import re
 import zlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 
 from app.service.errors import ApiError
+from app.service.settings import UploadLimits
 from app.service.uploads import StoredFile
+from app.sizes import format_size
 from petct.errors import InputError
-from petct.imageio import Geometry, read_geometry, read_image
+from petct.imageio import Geometry, ImageHeader, read_header, read_image
 
 HEADER_BYTES = 65536
 # MetaIO ends its header at the first ElementDataFile key (any whitespace around it; "=" or ":" before
@@ -56,26 +60,68 @@ def detached_data_reason(path: Path) -> str | None:
     return None
 
 
-def check_upload(stored: StoredFile, *, max_voxels: int, read_voxels: bool = True) -> Geometry:
-    """The file's grid, or ApiError(422) naming the field, the client's file name and the problem.
+def check_upload(stored: StoredFile, *, limits: UploadLimits, read_voxels: bool = True) -> ImageHeader:
+    """The file's header, or ApiError(422) naming the field, the client's file name and the problem.
 
-    The header is always read (safe, an image, within the voxel limit). `read_voxels=False` leaves the
+    The header is always read (safe, an image, within the per-file limits). `read_voxels=False` leaves the
     full read to a caller that reads the file next anyway and reports its problems itself (scoring).
     """
-    def refuse(reason: str) -> ApiError:
-        return ApiError(422, reason, field=stored.field, file=stored.client_name)
-
+    if stored.path.stat().st_size == 0:
+        raise _refusal(stored, "file is empty")
     reason = detached_data_reason(stored.path)
     if reason:
-        raise refuse(reason)
-    try:
-        geometry = read_geometry(stored.path)
-        voxels = int(np.prod(geometry.size, dtype=np.int64))
-        if voxels > max_voxels:
-            raise refuse(f"image has {voxels} voxels, over the server's limit of {max_voxels}")
-        if read_voxels:
+        raise _refusal(stored, reason)
+    with _refusing(stored):
+        header = read_header(stored.path)
+    reason = _over_limits(header, stored_bytes=stored.path.stat().st_size, limits=limits)
+    if reason:
+        raise _refusal(stored, reason)
+    if read_voxels:
+        with _refusing(stored):
             read_image(stored.path)
+    return header
+
+
+def check_uploads(files: Mapping[str, StoredFile], *, limits: UploadLimits,
+                  read_voxels: bool = True) -> dict[str, Geometry]:
+    """Each file's grid once every header is within the limits, the request's decoded total included.
+
+    All headers are checked before any file's voxels are read, so a request over the total costs no decoding.
+    """
+    headers = {field: check_upload(stored, limits=limits, read_voxels=False) for field, stored in files.items()}
+    total = sum(header.decoded_bytes for header in headers.values())
+    if total > limits.max_request_image_bytes:
+        raise ApiError(422, f"the images of this request decode to {format_size(total)}, over the server's limit "
+                            f"of {format_size(limits.max_request_image_bytes)} per request")
+    if read_voxels:
+        for stored in files.values():
+            with _refusing(stored):
+                read_image(stored.path)
+    return {field: header.geometry for field, header in headers.items()}
+
+
+def _refusal(stored: StoredFile, reason: str) -> ApiError:
+    return ApiError(422, reason, field=stored.field, file=stored.client_name)
+
+
+@contextlib.contextmanager
+def _refusing(stored: StoredFile) -> Iterator[None]:
+    """InputError -> ApiError(422) with exc.problem, not str(exc): messages must not reveal the server's paths."""
+    try:
+        yield
     except InputError as exc:
-        # exc.problem, not str(exc): the message must not reveal the server's own file path.
-        raise refuse(exc.problem) from None
-    return geometry
+        raise _refusal(stored, exc.problem) from None
+
+
+def _over_limits(header: ImageHeader, *, stored_bytes: int, limits: UploadLimits) -> str | None:
+    voxels = int(np.prod(header.geometry.size, dtype=np.int64))
+    if voxels > limits.max_voxels:
+        return f"image has {voxels} voxels, over the server's limit of {limits.max_voxels}"
+    if header.decoded_bytes > limits.max_image_bytes:
+        return (f"image decodes to {format_size(header.decoded_bytes)} ({voxels} voxels x {header.bytes_per_voxel} "
+                f"bytes), over the server's limit of {format_size(limits.max_image_bytes)} per image")
+    ratio = header.decoded_bytes / stored_bytes
+    if ratio > limits.max_ratio:
+        return (f"image decodes to {ratio:.0f} times its {stored_bytes} bytes, over the server's limit of "
+                f"{limits.max_ratio:g} (the header announces more data than the file can hold)")
+    return None

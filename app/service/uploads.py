@@ -20,6 +20,7 @@ from python_multipart.exceptions import FormParserError
 from starlette.requests import ClientDisconnect, Request
 
 from app.service.errors import ApiError
+from petct.atomic import IncompleteWriteError
 from petct.studykey import safe_key
 
 ALLOWED_SUFFIXES = (".nii.gz", ".mha", ".nrrd", ".nii")
@@ -61,7 +62,13 @@ def suffix_for(client_name: str | None, head: bytes) -> str | None:
 
 
 def disk_full(exc: BaseException) -> bool:
-    """Whether an error is the disk (or the user's quota) running out of space."""
+    """Whether an error is the disk (or the user's quota) running out of space.
+
+    A file that came out short (IncompleteWriteError) counts: writers such as ITK do not report a failed
+    final flush, so the short file is all there is to tell a full disk by.
+    """
+    if isinstance(exc, IncompleteWriteError):
+        return True
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 

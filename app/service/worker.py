@@ -17,6 +17,7 @@ from pathlib import Path
 
 from app.service.jobs import Job, JobState, JobStore
 from app.service.uploads import disk_full
+from petct.atomic import IncompleteWriteError
 from petct.errors import InputError
 from petct.imageio import write_image_atomic
 from petct.jsonio import strict
@@ -117,6 +118,8 @@ class InferenceWorker:
             return
         except OSError as exc:
             reason = "the server's disk is full" if disk_full(exc) else f"{type(exc).__name__}: {exc.strerror or exc}"
+            if isinstance(exc, IncompleteWriteError):
+                reason += f" (the mask came out short: {exc.problem})"
             log.error("job %s failed: %s", job.id, exc)
             self._fail(job, f"inference failed: {reason}", timings)
             return

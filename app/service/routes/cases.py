@@ -34,7 +34,7 @@ async def score_case(case: str, request: Request, service: Service = Depends(get
     try:
         files = await receive_files(request, fields=[FileField("prediction")], folder=folder,
                                     max_bytes=service.settings.max_upload_bytes)
-        return await service.score(check_and_score, files=files, max_voxels=service.settings.max_voxels,
+        return await service.score(check_and_score, files=files, limits=service.settings.upload_limits,
                                    study=case, ground_truth=ground_truth)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

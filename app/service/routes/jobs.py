@@ -31,7 +31,7 @@ async def submit_study(request: Request, response: Response, service: Service = 
         files = await receive_files(request, fields=[FileField("pet"), FileField("ct"),
                                                      FileField("label", required=False)],
                                     folder=folder, max_bytes=service.settings.max_upload_bytes)
-        await service.in_pool(check_study, files, max_voxels=service.settings.max_voxels)
+        await service.in_pool(check_study, files, limits=service.settings.upload_limits)
         job = service.store.add(job_id, {field: stored.path.name for field, stored in files.items()},
                                 owner=caller.owner, study=study_name(files["pet"].client_name, default=job_id))
     except BaseException:

@@ -89,7 +89,7 @@ async def submit(phase: str, request: Request, response: Response, service: Serv
                                     folder=folder, max_bytes=service.settings.max_upload_bytes)
         files = await service.in_pool(case_set, files, cases=current.cases, folder=folder,
                                       max_bytes=service.settings.max_upload_bytes)
-        await service.score(check_masks, files=files, max_voxels=service.settings.max_voxels)
+        await service.score(check_masks, files=files, limits=service.settings.upload_limits)
         # From here on the ground truth is involved: the submission counts, whatever comes of it.
         try:
             submission_id = service.phases.reserve(current, caller.participant)

@@ -25,6 +25,7 @@ async def score(request: Request, study: str = Query("upload", max_length=200,
     try:
         files = await receive_files(request, fields=[FileField("prediction"), FileField("ground_truth")],
                                     folder=folder, max_bytes=service.settings.max_upload_bytes)
-        return await service.score(check_and_score, files=files, max_voxels=service.settings.max_voxels, study=study)
+        return await service.score(check_and_score, files=files, limits=service.settings.upload_limits,
+                                   study=study)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
