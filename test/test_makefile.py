@@ -12,7 +12,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIREMENTS = ("requirements.txt", "requirements-dev.txt", "algorithm/requirements.txt",
-                "evaluation/requirements.txt", "app/requirements.txt", "evaluation/report-requirements.txt")
+                "evaluation/requirements.txt", "app/requirements.txt", "evaluation/report-requirements.txt",
+                "dataset/requirements.txt")
 
 
 def planned(clone: Path) -> str:

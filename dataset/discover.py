@@ -1,0 +1,121 @@
+"""Finding studies in a DICOM tree by content: files grouped by study and series, one PT, CT and SEG picked.
+
+Folder names are never trusted: TCIA's `<patient>/<study>/<series>/*.dcm` and one flat folder read alike.
+"""
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from petct.studykey import study_key
+
+HEADER_TAGS = ["StudyInstanceUID", "SeriesInstanceUID", "Modality", "PatientID", "StudyDate",
+               "StudyDescription", "SeriesDescription", "SOPClassUID"]
+
+
+@dataclass
+class SeriesFiles:
+    uid: str
+    modality: str
+    description: str
+    files: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class StudyFiles:
+    """One study's series as found, the picked PT, CT and SEG files, and why it cannot convert (if so)."""
+
+    key: str
+    patient: str
+    study_name: str
+    study_uid: str
+    pet: list[Path] = field(default_factory=list)
+    ct: list[Path] = field(default_factory=list)
+    seg: Path | None = None
+    problem: str | None = None
+
+    def inputs(self) -> list[Path]:
+        return sorted([*self.pet, *self.ct, *([self.seg] if self.seg else [])])
+
+
+@dataclass
+class Discovery:
+    studies: list[StudyFiles]
+    unreadable: list[Path]
+
+
+def study_name(header) -> str:
+    """TCIA's study folder name from the headers: `MM-DD-YYYY-NA-<description>-<last 5 of the UID>`."""
+    date = str(header.get("StudyDate", "") or "")
+    when = f"{date[4:6]}-{date[6:8]}-{date[0:4]}" if len(date) == 8 else "unknown-date"
+    description = " ".join(str(header.get("StudyDescription", "") or "").split()) or "NA"
+    return f"{when}-NA-{description}-{str(header.StudyInstanceUID)[-5:]}"
+
+
+def _files(root: Path) -> list[Path]:
+    found = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(Path(folder) / n for n in sorted(names) if not n.startswith("."))
+    return found
+
+
+def _describe(candidates: list[SeriesFiles]) -> str:
+    return ", ".join(f"'{c.description or c.uid}' ({len(c.files)} files)" for c in candidates)
+
+
+def discover(root: str | Path) -> Discovery:
+    """Every study under `root`, with its PT, CT and SEG picked or the reason none could be."""
+    root = Path(root)
+    series: dict[str, dict[str, SeriesFiles]] = defaultdict(dict)
+    headers: dict[str, object] = {}
+    unreadable = []
+    for path in _files(root):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS)
+            study_uid, series_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
+        except (InvalidDicomError, AttributeError, OSError, ValueError, EOFError, KeyError):
+            unreadable.append(path)
+            continue
+        headers.setdefault(study_uid, ds)
+        entry = series[study_uid].setdefault(series_uid, SeriesFiles(
+            uid=series_uid, modality=str(ds.get("Modality", "")).upper(),
+            description=str(ds.get("SeriesDescription", "") or "")))
+        entry.files.append(path)
+    studies = []
+    for study_uid, by_series in series.items():
+        header = headers[study_uid]
+        patient = str(header.get("PatientID", "") or "unknown-patient")
+        name = study_name(header)
+        study = StudyFiles(key=study_key(patient, name), patient=patient, study_name=name, study_uid=study_uid)
+        by_modality: dict[str, list[SeriesFiles]] = defaultdict(list)
+        for s in by_series.values():
+            by_modality[s.modality].append(s)
+        problems = []
+        for modality, label in (("PT", "PET"), ("CT", "CT"), ("SEG", "SEG")):
+            candidates = by_modality.get(modality, [])
+            if not candidates:
+                problems.append(f"no {label} series")
+            elif len(candidates) > 1:
+                problems.append(f"{len(candidates)} {label} series, cannot choose: {_describe(candidates)}")
+            elif modality == "SEG" and len(candidates[0].files) != 1:
+                problems.append(f"SEG series with {len(candidates[0].files)} files (expected one)")
+        if problems:
+            study.problem = "; ".join(problems)
+        else:
+            study.pet = sorted(by_modality["PT"][0].files)
+            study.ct = sorted(by_modality["CT"][0].files)
+            study.seg = by_modality["SEG"][0].files[0]
+        studies.append(study)
+    studies.sort(key=lambda s: s.key)
+    seen: dict[str, int] = defaultdict(int)
+    for s in studies:  # two studies of one patient on one day with UIDs ending alike: keep keys unique
+        seen[s.key] += 1
+        if seen[s.key] > 1:
+            s.key = f"{s.key}-{seen[s.key]}"
+    return Discovery(studies=studies, unreadable=unreadable)
