@@ -1,6 +1,8 @@
-"""`python -m app`: the kit's service (`serve`) and the platform dry run (`dry-run`); `--help` for options.
+"""`python -m app`: the kit's service (`serve`, `participants`, `phases`), dry run and model packaging.
 
   serve          read settings -> load the inference engine -> answer HTTP requests until stopped
+  participants   add, list or revoke the service's participants (a new token is printed once)
+  phases         create or list the service's phases (case set, submission budget, ranking)
   dry-run        lay out studies as grand-challenge does -> run the algorithm on each -> check the
                  outputs -> score them with the evaluation container -> print a table, write reports
   package-model  check an nnU-Net results folder as the algorithm finds it -> write model.tar.gz -> print
@@ -28,8 +30,9 @@ def _size(text: str) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     from app.dryrun.run import DryRunOptions
-    from app.service.settings import (DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_RATIO, DEFAULT_MAX_REQUEST_IMAGE_BYTES,
-                                      DEFAULT_MAX_UPLOAD, DEFAULT_MAX_VOXELS, TOKEN_ENV)
+    from app.service.settings import (DEFAULT_KEEP_JOBS_FOR_S, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_RATIO,
+                                      DEFAULT_MAX_REQUEST_IMAGE_BYTES, DEFAULT_MAX_UPLOAD, DEFAULT_MAX_VOXELS,
+                                      DEFAULT_SCORE_TIMEOUT_S, TOKEN_ENV)
     from app.sizes import format_size
     from petct.editions import CHALLENGE_CHOICES, default_challenge
 
@@ -44,8 +47,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="TCP port (default: %(default)s)")
     serve.add_argument("--data-dir", type=Path, default=Path("service-data"),
                        help="job database and files (default: %(default)s)")
-    serve.add_argument("--token", help=f"bearer token every endpoint but /healthz requires (better: set {TOKEN_ENV}, "
-                                       "which other users cannot read from the process list)")
+    serve.add_argument("--token", help=f"the organiser's bearer token; every endpoint but /healthz and /login "
+                                       "requires it or a participant's, as a header or the login form's cookie "
+                                       f"(better: set {TOKEN_ENV}, which other users cannot read from the process list)")
     serve.add_argument("--max-upload", type=_size, default=DEFAULT_MAX_UPLOAD, metavar="SIZE",
                        help="largest request body, e.g. 2GiB or 500MB (default: 2GiB)")
     serve.add_argument("--max-voxels", type=whole_number(1), default=DEFAULT_MAX_VOXELS,
@@ -60,12 +64,37 @@ def _parser() -> argparse.ArgumentParser:
                        help="largest decoded size per uploaded byte (default: %(default)g; gzip cannot exceed "
                             "about 1032)")
     serve.add_argument("--ground-truth", type=Path,
-                       help="organiser mode: score predictions against this folder's cases, never sending them out")
+                       help=f"organiser mode: this folder's cases are the hidden test set that phase submissions "
+                            f"are scored against, never sent out (needs {TOKEN_ENV}; tokens required on loopback too)")
     serve.add_argument("--model", type=Path, help="nnU-Net results folder (default: as the algorithm container finds one)")
     serve.add_argument("--engine", choices=("auto", "nnunet", "baseline"), default="auto")
     serve.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     serve.add_argument("--scoring-workers", type=whole_number(1), default=2, help="scoring requests run at once")
+    serve.add_argument("--score-timeout", type=positive_number, default=DEFAULT_SCORE_TIMEOUT_S, metavar="SECONDS",
+                       help="a scoring request's process is killed after this long, answered 504 (default: %(default)g)")
+    serve.add_argument("--min-free", type=_size, default=2 * 1024**3, metavar="SIZE",
+                       help="new submissions get 503 while the data folder has less free space (default: 2GiB)")
+    serve.add_argument("--keep-jobs-for", type=positive_number, default=DEFAULT_KEEP_JOBS_FOR_S / 86400,
+                       metavar="DAYS", help="finished jobs and their files are deleted after this long "
+                                            "(default: %(default)g)")
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+
+    people = commands.add_parser("participants", help="add, list or revoke participants (organiser mode)")
+    people.add_argument("action", choices=("add", "list", "revoke"))
+    people.add_argument("name", nargs="?", help="participant name (add, revoke): letters, digits, - and _")
+    people.add_argument("--data-dir", type=Path, default=Path("service-data"), help="the service's (default: %(default)s)")
+
+    phases = commands.add_parser("phases", help="create or list phases (organiser mode)")
+    phases.add_argument("action", choices=("create", "list"))
+    phases.add_argument("name", nargs="?", help="phase name (create)")
+    phases.add_argument("--cases", type=Path, metavar="FILE", help="case names, one a line (create)")
+    phases.add_argument("--per-day", type=whole_number(1), help="submissions per participant per UTC day (create)")
+    phases.add_argument("--total", type=whole_number(1), help="submissions per participant in all (create)")
+    phases.add_argument("--show-cases", action="store_true",
+                        help="return per-case results (default: aggregates over the case set only)")
+    phases.add_argument("--rank", choices=("best", "latest"), default="best",
+                        help="which submission of each participant the leaderboard ranks (default: %(default)s)")
+    phases.add_argument("--data-dir", type=Path, default=Path("service-data"), help="the service's (default: %(default)s)")
 
     defaults = DryRunOptions()
     dry = commands.add_parser("dry-run", help="check an algorithm as grand-challenge would run and score it")
@@ -113,6 +142,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "participants":
+            from app.service.admin import participants_command
+            return participants_command(action=args.action, name=args.name, data_dir=args.data_dir)
+        if args.command == "phases":
+            from app.service.admin import PhaseRequest, phases_command
+            return phases_command(action=args.action, data_dir=args.data_dir, request=PhaseRequest(
+                name=args.name, cases=args.cases, per_day=args.per_day, total=args.total,
+                show_cases=args.show_cases, rank=args.rank))
         if args.command == "package-model":
             return _package_model(args)
         return _dry_run(args)
@@ -130,7 +167,8 @@ def _serve(args: argparse.Namespace) -> int:
                                max_image_bytes=args.max_image_bytes,
                                max_request_image_bytes=args.max_request_image_bytes, max_ratio=args.max_ratio,
                                ground_truth=args.ground_truth, model=args.model, device=args.device,
-                               scoring_workers=args.scoring_workers)
+                               scoring_workers=args.scoring_workers, score_timeout_s=args.score_timeout,
+                               min_free_bytes=args.min_free, keep_jobs_for_s=args.keep_jobs_for * 86400)
     return serve(settings, engine=args.engine, log_level=args.log_level)
 
 

@@ -78,15 +78,25 @@ def in_process_rate(pairs, *, requests: int) -> float:
 
 
 def rss_while(server: Server, action) -> tuple[int, int]:
-    """(RSS before, peak RSS during) of the server process while `action()` runs."""
+    """(RSS before, peak RSS during) of the server process and its children (scoring processes) while `action()` runs."""
     proc = psutil.Process(server.proc.pid)
-    before = proc.memory_info().rss
+
+    def total() -> int:
+        rss = proc.memory_info().rss
+        for child in proc.children(recursive=True):
+            try:
+                rss += child.memory_info().rss
+            except psutil.Error:  # gone between listing and reading
+                pass
+        return rss
+
+    before = total()
     peak, done = before, threading.Event()
 
     def sample():
         nonlocal peak
         while not done.is_set():
-            peak = max(peak, proc.memory_info().rss)
+            peak = max(peak, total())
             time.sleep(0.02)
 
     sampler = threading.Thread(target=sample)

@@ -36,6 +36,7 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
     port: int = 0
     proc: subprocess.Popen | None = None
+    token: str | None = None  # what client() sends unless told otherwise ("" sends none)
 
     @property
     def url(self) -> str:
@@ -86,6 +87,7 @@ class Server:
         self.stop()
 
     def client(self, token: str | None = None) -> httpx.Client:
+        token = self.token if token is None else token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=120)
 

@@ -1,6 +1,8 @@
 """Decoded-size and compression-ratio limits on uploads, checked from the headers (issue 8, item 4)."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from app.service.errors import ApiError
 from app.service.settings import ServiceSettings, UploadLimits
 from app.service.upload_checks import check_upload, check_uploads
 from app.service.uploads import StoredFile
-from app_helpers import Server, files_of, write_mask, write_phantom
+from app_helpers import REPO, Server, files_of, write_mask, write_phantom
 
 
 def _mha(path: Path, *, size=(1024, 1024, 256), element="MET_DOUBLE", data: bytes | None = None) -> Path:
@@ -123,3 +125,40 @@ def test_serve_refuses_a_request_limit_below_the_image_limit(tmp_path):
     settings = ServiceSettings(data_dir=tmp_path, max_image_bytes=2 << 20, max_request_image_bytes=1 << 20)
     with pytest.raises(Exception, match="--max-request-image-bytes"):
         settings.check()
+
+
+def test_every_upload_path_applies_the_limits(tmp_path):
+    """/v1/studies, /v1/cases/{case}/score and phase submissions: each file's limits and the request's total."""
+    organiser = "organiser-token-for-limit-tests-01"
+    gt, data = tmp_path / "gt", tmp_path / "data"
+    for case in ("CASE_A", "CASE_B"):
+        write_mask(np.ones((6, 6, 6), np.uint8), gt / f"{case}_SEG.mha")
+    (tmp_path / "cases.txt").write_text("CASE_A\nCASE_B\n")
+
+    def app_cli(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "app", *args, "--data-dir", str(data)], cwd=REPO, text=True,
+                              capture_output=True, timeout=60, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    alice = app_cli("participants", "add", "alice")
+    app_cli("phases", "create", "final", "--cases", str(tmp_path / "cases.txt"), "--per-day", "5", "--total", "5")
+    bomb = _mha(tmp_path / "bomb.mha")
+    # 6 x 6 x 6 uint8 masks decode to 216 bytes each: one passes, two together do not
+    masks = {case: write_mask(np.ones((6, 6, 6), np.uint8), tmp_path / f"{case}.mha") for case in ("CASE_A", "CASE_B")}
+    args = ["--ground-truth", str(gt), "--max-image-bytes", "300", "--max-request-image-bytes", "400"]
+    with Server(data_dir=data, args=args, env={"PETCT_KIT_TOKEN": organiser}, token=organiser) as server:
+        with server.client() as client:
+            response = client.post("/v1/studies", files=files_of({"pet": masks["CASE_A"], "ct": bomb}))
+            assert response.status_code == 422, response.text
+            assert response.json()["error"]["field"] == "ct" and "decodes to" in response.json()["error"]["reason"]
+            assert client.get("/v1/jobs").json()["total"] == 0
+            response = client.post("/v1/cases/CASE_A/score", files=files_of({"prediction": bomb}))
+            assert response.status_code == 422 and "decodes to" in response.text, response.text
+            response = client.post("/v1/cases/CASE_A/score", files=files_of({"prediction": masks["CASE_A"]}))
+            assert response.status_code == 200, response.text
+        with server.client(alice) as client:
+            response = client.post("/v1/phases/final/submissions", files=files_of(masks))
+            assert response.status_code == 422, response.text
+            assert "the images of this request decode to 432 B" in response.json()["error"]["reason"]
+            assert client.get("/v1/phases/final").json()["used_total"] == 0  # refused before it counted

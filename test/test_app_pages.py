@@ -2,26 +2,36 @@
 from __future__ import annotations
 
 import re
+import subprocess
+from contextlib import closing
+import sys
+from pathlib import Path
 
 import httpx
 import pytest
 
-from app.service.pages import ANONYMOUS, ORGANISER, PARTICIPANT, TOKEN_COOKIE, page_access
-from app_helpers import Server, files_of, wait_for_job, write_phantom
+from app.service.deps import Caller, Role
+from app.service.jobs import Job, JobState
+from app.service.pages import TOKEN_COOKIE, PageAccess, page_access
+from app_helpers import REPO, Server, files_of, wait_for_job, write_phantom
 from report_helpers import exact, numbers
 
 TOKEN = "page-token-for-tests-0123456789"
 
 
-@pytest.mark.parametrize("own", [False, True])
-@pytest.mark.parametrize("phase", [False, True])
-def test_access_rules(own, phase):
-    organiser = page_access(ORGANISER, own_job=own, per_case_phase=phase)
-    assert organiser.job and organiser.ground_truth and organiser.report
-    participant = page_access(PARTICIPANT, own_job=own, per_case_phase=phase)
-    assert participant.job == own and participant.ground_truth == own and participant.report == phase
-    anonymous = page_access(ANONYMOUS, own_job=own, per_case_phase=phase)
-    assert not (anonymous.job or anonymous.ground_truth or anonymous.report)
+def _job(owner: str | None) -> Job:
+    return Job(id="0" * 32, state=JobState.succeeded, created_at=0.0, files={}, owner=owner)
+
+
+@pytest.mark.parametrize("owner", [None, "alice", "bob"])
+def test_access_rules(owner):
+    alice = Caller(Role.participant, participant="alice")
+    for everyone in (Caller(Role.organiser), Caller(Role.anonymous)):  # anonymous: only on an open loopback server
+        assert page_access(everyone, job=_job(owner)) == PageAccess(job=True, ground_truth=True, report=True)
+        assert page_access(everyone).report
+    own = owner == "alice"
+    assert page_access(alice, job=_job(owner)) == PageAccess(job=own, ground_truth=own, report=False)
+    assert not page_access(alice).report and not page_access(alice).job
 
 
 def test_login_cookie_and_pages_behind_it(tmp_path):
@@ -78,3 +88,113 @@ def test_job_page_report_and_mip_show_the_apis_numbers(tmp_path):
         assert cells["dice"] == job["metrics"]["dice"]
         assert client.get("/report").text == report.text  # cached
         assert client.get("/jobs/not-a-job").status_code == 404
+        # anonymous, on a loopback server that needs no token: everything, and no login form
+        assert job["id"] in client.get("/").text and 'href="/report"' in client.get("/").text
+        assert "without a token" in client.get("/login").text
+        assert client.post("/login", data={"token": "anything"}, follow_redirects=False).status_code == 303
+
+
+def _add_participant(name: str, data: Path) -> str:
+    added = subprocess.run([sys.executable, "-m", "app", "participants", "add", name, "--data-dir", str(data)],
+                           cwd=REPO, text=True, capture_output=True, timeout=60)
+    assert added.returncode == 0, added.stderr
+    return added.stdout.strip()
+
+
+def _logged_in(server: Server, token: str) -> httpx.Client:
+    """A browser that logged in through the form: it sends the cookie, never the Authorization header."""
+    browser = httpx.Client(base_url=server.url, timeout=120)
+    login = browser.post("/login", data={"token": token}, follow_redirects=False)
+    assert login.status_code == 303 and TOKEN_COOKIE in login.headers["set-cookie"], login.text
+    return browser
+
+
+def test_pages_per_caller_organiser_and_participants(tmp_path):
+    data = tmp_path / "data"
+    tokens = {name: _add_participant(name, data) for name in ("alice", "bob")}
+    study = write_phantom(tmp_path / "study", 7, n_lesions=2)
+    with Server(data_dir=data, env={"PETCT_KIT_TOKEN": TOKEN}) as server:
+        with server.client(tokens["alice"]) as api:
+            job = wait_for_job(api, api.post("/v1/studies", files=files_of(study)).json()["id"])
+        assert job["state"] == "succeeded" and job["metrics"]
+        organiser, alice, bob = (_logged_in(server, t) for t in (TOKEN, tokens["alice"], tokens["bob"]))
+        with closing(organiser), closing(alice), closing(bob), httpx.Client(base_url=server.url) as nobody:
+            for owner in (organiser, alice):  # the organiser sees everyone's jobs; alice her own, with its metrics
+                assert job["id"] in owner.get("/").text
+                page = owner.get(f"/jobs/{job['id']}")
+                shown = {c["data-metric"]: exact(v) for c, v, _ in numbers(page.text).found if "data-metric" in c}
+                assert page.status_code == 200 and shown["dice"] == job["metrics"]["dice"]
+                assert owner.get(f"/jobs/{job['id']}/mip.png").content[:4] == b"\x89PNG"
+            assert organiser.get("/report").status_code == 200
+            assert 'href="/report"' in organiser.get("/").text and 'href="/report"' not in alice.get("/").text
+            assert alice.get("/report").status_code == 404
+            # bob: not alice's job anywhere, as if it did not exist; no report
+            assert job["id"] not in bob.get("/").text
+            for path in (f"/jobs/{job['id']}", f"/jobs/{job['id']}/mip.png", "/report"):
+                assert bob.get(path).status_code == 404, path
+            assert bob.get(f"/v1/jobs/{job['id']}").status_code == 404  # the cookie is a token for the API too
+            # nobody: pages go to the login form, the rest is 401
+            for path in ("/", f"/jobs/{job['id']}", "/report"):
+                answer = nobody.get(path, follow_redirects=False)
+                assert answer.status_code == 303 and answer.headers["location"] == "/login", path
+            assert nobody.get(f"/jobs/{job['id']}/mip.png").status_code == 401
+            assert nobody.post("/login", data={"token": "not-a-token-0123456789"}).status_code == 401
+            assert bob.post("/logout", follow_redirects=False).status_code == 303
+            assert bob.get("/", follow_redirects=False).status_code == 303
+
+
+
+def _cell_values(page: str, **context: str) -> list[float | None]:
+    """The exact numbers shown in cells whose data-* context includes `context`."""
+    return [exact(v) for c, v, _ in numbers(page).found if all(c.get(k) == want for k, want in context.items())]
+
+
+def test_phase_pages_follow_the_phases_rules(tmp_path):
+    import numpy as np
+
+    from app_helpers import write_mask
+
+    rng = np.random.default_rng(5)
+    gt = {case: (rng.uniform(size=(6, 6, 6)) < 0.3).astype(np.uint8) for case in ("CASE_A", "CASE_B")}
+    for case, array in gt.items():
+        write_mask(array, tmp_path / "gt" / f"{case}_SEG.mha")
+    data = tmp_path / "data"
+    tokens = {name: _add_participant(name, data) for name in ("alice", "bob")}
+    (tmp_path / "cases.txt").write_text("CASE_A\nCASE_B\n")
+    for name, extra in (("hidden", []), ("open", ["--show-cases"])):
+        created = subprocess.run([sys.executable, "-m", "app", "phases", "create", name, "--cases",
+                                  str(tmp_path / "cases.txt"), "--per-day", "5", "--total", "5", *extra,
+                                  "--data-dir", str(data)], cwd=REPO, text=True, capture_output=True, timeout=60)
+        assert created.returncode == 0, created.stderr
+    with Server(data_dir=data, args=["--ground-truth", str(tmp_path / "gt")], env={"PETCT_KIT_TOKEN": TOKEN}) as server:
+        answers = {}
+        for who in ("alice", "bob"):
+            predictions = {case: (rng.uniform(size=(6, 6, 6)) < 0.3).astype(np.uint8) for case in gt}
+            files = {case: (f"{case}.mha", write_mask(a, tmp_path / who / f"{case}.mha").read_bytes())
+                     for case, a in predictions.items()}
+            with server.client(tokens[who]) as api:
+                for phase in ("hidden", "open"):
+                    answer = api.post(f"/v1/phases/{phase}/submissions", files=files)
+                    assert answer.status_code == 201, answer.text
+                    answers[who, phase] = answer.json()
+        organiser, alice = _logged_in(server, TOKEN), _logged_in(server, tokens["alice"])
+        with closing(organiser), closing(alice):
+            assert 'href="/phases/hidden"' in alice.get("/").text
+            hidden = alice.get("/phases/hidden").text
+            mine, bobs = answers["alice", "hidden"], answers["bob", "hidden"]
+            assert mine["id"] in hidden and bobs["id"] not in hidden and mine["case"] is None
+            # aggregates only, as the API answered them: mean and count, no single case's min or max
+            assert _cell_values(hidden, **{"data-metric": "dice", "data-stat": "mean"}) == \
+                [mine["aggregates"]["dice"]["mean"]]
+            assert not _cell_values(hidden, **{"data-stat": "max"}) and not _cell_values(hidden, **{"data-case": "CASE_A"})
+            shown = alice.get("/phases/open").text
+            mine = answers["alice", "open"]
+            assert _cell_values(shown, **{"data-case": "CASE_A", "data-metric": "dice"}) == \
+                [next(r for r in mine["case"].values() if r["study"] == "CASE_A")["dice"]]
+            assert _cell_values(shown, **{"data-metric": "dice", "data-stat": "max"}) == \
+                [mine["aggregates"]["dice"]["max"]]
+            everyone = organiser.get("/phases/hidden").text  # the organiser: every submission, in full
+            assert bobs["id"] in everyone and _cell_values(everyone, **{"data-stat": "max", "data-metric": "dice"})
+            assert alice.get("/phases/nope").status_code == 404
+        with httpx.Client(base_url=server.url) as nobody:
+            assert nobody.get("/phases/hidden", follow_redirects=False).headers["location"] == "/login"

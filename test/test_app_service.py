@@ -24,6 +24,7 @@ from app_helpers import (REPO, Server, files_of, files_under, random_mask, refer
 from petct.errors import InputError
 
 LIMIT_BYTES = 3 * 1024 * 1024  # the main server's upload limit; tiny phantom studies are < 1 MB
+ORGANISER = "organiser-token-for-tests-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,8 @@ def ground_truth(workspace) -> Path:
 @pytest.fixture(scope="module")
 def server(workspace, ground_truth):
     with Server(data_dir=workspace / "data", args=["--max-upload", str(LIMIT_BYTES),
-                                                   "--ground-truth", str(ground_truth)]) as running:
+                                                   "--ground-truth", str(ground_truth)],
+                env={"PETCT_KIT_TOKEN": ORGANISER}, token=ORGANISER) as running:
         yield running
 
 
@@ -89,6 +91,7 @@ def test_job_lifecycle_with_label(server, study):
         assert done["timings"]["inference_s"] >= 0 and "scoring_s" in done["timings"]
         assert set(done["metrics"]) >= {"dice", "false_positive_volume", "false_negative_volume"}
         assert done["metrics"]["gt_lesions"] == 3
+        assert done["metrics"]["study"] == "SUV"  # the uploaded PET's name, not the job id
 
         mask = client.get(f"/v1/jobs/{job['id']}/mask")
         assert mask.status_code == 200
@@ -141,14 +144,28 @@ def _error(response: httpx.Response, status: int) -> dict:
     return response.json()["error"]
 
 
+def test_a_ct_on_another_grid_is_resampled_as_the_command_line_does(server, study, workspace):
+    other = write_phantom(workspace / "coarse", 5, size=(40, 40, 30))
+    with server.client() as client:
+        response = client.post("/v1/studies", files=files_of({"pet": study["pet"], "ct": other["ct"]}))
+        assert response.status_code == 202, response.text
+        done = wait_for_job(client, response.json()["id"])
+    assert done["state"] == "succeeded", done
+    assert done["notes"]["ct_resampled"]["coverage"] > 0
+
+
 def test_bad_studies_are_refused_before_any_work(server, study, workspace):
     other = write_phantom(workspace / "other", 5, size=(40, 40, 30))
     corrupt = workspace / "corrupt.mha"
     corrupt.write_bytes(study["pet"].read_bytes()[:2000])
     before = set(files_under(server.data_dir / "jobs"))
     with server.client() as client:
-        wrong_grid = _error(client.post("/v1/studies", files=files_of({"pet": study["pet"], "ct": other["ct"]})), 422)
-        assert wrong_grid["field"] == "ct" and "grid" in wrong_grid["reason"]
+        far_ct = sitk.ReadImage(str(other["ct"]))
+        far_ct.SetOrigin((5000.0, 5000.0, 5000.0))
+        sitk.WriteImage(far_ct, str(workspace / "far_ct.mha"))
+        no_overlap = _error(client.post("/v1/studies", files=files_of({"pet": study["pet"],
+                                                                        "ct": workspace / "far_ct.mha"})), 422)
+        assert no_overlap["field"] == "ct" and "overlap" in no_overlap["reason"]
         broken = _error(client.post("/v1/studies", files=files_of({"pet": corrupt, "ct": study["ct"]})), 422)
         assert broken["field"] == "pet" and broken["file"] == "corrupt.mha"
         missing = _error(client.post("/v1/studies", files=files_of({"pet": study["pet"]})), 422)

@@ -1,7 +1,7 @@
 """Errors the API returns: always JSON naming the field, the file and the reason."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field as dataclass_field
 
 from pydantic import BaseModel
 
@@ -28,6 +28,7 @@ class ApiError(Exception):
     reason: str
     field: str | None = None
     file: str | None = None
+    headers: dict[str, str] | None = dataclass_field(default=None, compare=False)
 
     def body(self) -> dict:
         return ErrorBody(error=ErrorDetail(status=self.status, reason=self.reason, field=self.field,
@@ -42,13 +43,20 @@ def echo_name(name: str | None) -> str | None:
     return cleaned[:MAX_ECHOED_NAME]
 
 
-# Documented on every endpoint that can answer with an error.
-ERROR_RESPONSES = {
-    code: {"model": ErrorBody, "description": text}
-    for code, text in {
-        400: "Malformed request", 401: "Missing or wrong bearer token", 404: "No such resource",
-        409: "Not possible in the resource's current state", 413: "Upload larger than the server's limit",
-        415: "Not multipart/form-data, or a file type outside the allow-list",
-        422: "A field or file is missing or not a usable image",
-    }.items()
+ERROR_TEXT = {
+    400: "Malformed request", 401: "Missing or wrong bearer token", 403: "Not allowed with this token",
+    404: "No such resource (or not yours)", 409: "Not possible in the resource's current state",
+    413: "Upload larger than the server's limit", 415: "Not multipart/form-data, or a file type outside the allow-list",
+    422: "A field or file is missing or not a usable image", 429: "Submission budget spent; says when the next is allowed",
+    500: "The server could not read its own data", 503: "Not accepting this now (worker down, disk short, scoring failed)",
+    504: "Scoring ran past the server's --score-timeout and was stopped", 507: "The server's disk filled during the upload",
 }
+
+
+def responses(*codes: int) -> dict:
+    """OpenAPI `responses` for the error codes an endpoint can return, each with its one-line description."""
+    return {code: {"model": ErrorBody, "description": ERROR_TEXT[code]} for code in codes}
+
+
+# Every upload endpoint can answer these, besides its own.
+UPLOAD_ERRORS = (400, 401, 413, 415, 422, 503, 507)

@@ -2,16 +2,12 @@
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
 
-from petct.errors import InputError
+from app.service.db import Database
 
 # A job that was running when the server stopped is run once more; a second interruption fails it.
 MAX_ATTEMPTS = 2
@@ -37,6 +33,9 @@ class Job:
     timings: dict[str, float] = field(default_factory=dict)
     metrics: dict | None = None
     notes: dict = field(default_factory=dict)
+    owner: str | None = None  # the participant who submitted it; None: the organiser (or anonymous)
+    queued_s: float = 0.0  # time spent waiting in the queue, over every attempt (not the interrupted runs)
+    study: str | None = None  # the name its metrics carry: the uploaded PET's
 
     @property
     def has_label(self) -> bool:
@@ -56,11 +55,19 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     timings TEXT NOT NULL DEFAULT '{}',
     metrics TEXT,
-    notes TEXT NOT NULL DEFAULT '{}'
+    notes TEXT NOT NULL DEFAULT '{}',
+    owner TEXT,
+    queued_at REAL,
+    queued_s REAL NOT NULL DEFAULT 0,
+    study TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
 """
-_COLUMNS = "id, state, created_at, files, started_at, finished_at, attempts, error, timings, metrics, notes"
+_COLUMNS = ("id, state, created_at, files, started_at, finished_at, attempts, error, timings, metrics, notes, owner, "
+            "queued_s, study")
+# Added after the first release; older databases get them on open.
+_LATER_COLUMNS = {"owner": "TEXT", "queued_at": "REAL", "queued_s": "REAL NOT NULL DEFAULT 0",
+                  "study": "TEXT"}
 
 
 def new_job_id() -> str:
@@ -72,55 +79,49 @@ def is_job_id(text: str) -> bool:
     return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
 
 
-class JobStore:
-    """All job records; one connection shared by threads under a lock (jobs are few, writes are tiny)."""
+class JobStore(Database):
+    """All job records (jobs are few, writes are tiny)."""
 
-    def __init__(self, path: Path):
-        self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")  # a job acknowledged with 202 survives a power cut
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise InputError(f"cannot open the job database: {exc}", path=path) from None
+    schema = _SCHEMA
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def _transaction(self):
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _migrate(self) -> None:
+        missing = {name: kind for name, kind in _LATER_COLUMNS.items() if name not in self._columns("jobs")}
+        for name, kind in missing.items():
+            self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+        if "queued_at" in missing:
+            self._db.execute("UPDATE jobs SET queued_at = created_at")
 
     @staticmethod
     def _job(row) -> Job:
-        (id_, state, created, files, started, finished, attempts, error, timings, metrics, notes) = row
+        (id_, state, created, files, started, finished, attempts, error, timings, metrics, notes, owner,
+         queued_s, study) = row
         return Job(id=id_, state=JobState(state), created_at=created, files=json.loads(files), started_at=started,
                    finished_at=finished, attempts=attempts, error=error, timings=json.loads(timings),
-                   metrics=json.loads(metrics) if metrics else None, notes=json.loads(notes))
+                   metrics=json.loads(metrics) if metrics else None, notes=json.loads(notes), owner=owner,
+                   queued_s=queued_s, study=study)
 
-    def add(self, job_id: str, files: dict[str, str]) -> Job:
+    def add(self, job_id: str, files: dict[str, str], *, owner: str | None = None, study: str | None = None) -> Job:
+        now = time.time()
         with self._transaction() as db:
-            db.execute("INSERT INTO jobs (id, state, created_at, files) VALUES (?, ?, ?, ?)",
-                       (job_id, JobState.queued.value, time.time(), json.dumps(files)))
+            db.execute("INSERT INTO jobs (id, state, created_at, files, owner, queued_at, study) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (job_id, JobState.queued.value, now, json.dumps(files), owner, now, study))
         return self.get(job_id)
-
     def get(self, job_id: str) -> Job | None:
         with self._lock:
             row = self._db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return self._job(row) if row else None
 
-    def page(self, *, limit: int, offset: int, state: JobState | None = None) -> tuple[list[Job], int]:
-        """Jobs newest first, and how many there are in all."""
-        where, args = ("WHERE state = ?", [state.value]) if state else ("", [])
+    def page(self, *, limit: int, offset: int, state: JobState | None = None,
+             owner: str | None = None, everyone: bool = True) -> tuple[list[Job], int]:
+        """Jobs newest first (everyone's, or `owner`'s only), and how many there are in all."""
+        conditions, args = [], []
+        if state:
+            conditions, args = ["state = ?"], [state.value]
+        if not everyone:
+            conditions.append("owner IS ?")
+            args.append(owner)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         with self._lock:
             rows = self._db.execute(f"SELECT {_COLUMNS} FROM jobs {where} ORDER BY seq DESC LIMIT ? OFFSET ?",
                                     (*args, limit, offset)).fetchall()
@@ -142,8 +143,10 @@ class JobStore:
                              (JobState.queued.value,)).fetchone()
             if row is None:
                 return None
-            db.execute("UPDATE jobs SET state = ?, started_at = ?, attempts = attempts + 1 WHERE id = ?",
-                       (JobState.running.value, time.time(), row[0]))
+            now = time.time()
+            db.execute("UPDATE jobs SET state = ?, started_at = ?, attempts = attempts + 1, "
+                       "queued_s = queued_s + MAX(0, ? - COALESCE(queued_at, created_at)) WHERE id = ?",
+                       (JobState.running.value, now, now, row[0]))
         return self.get(row[0])
 
     def finish(self, job_id: str, *, state: JobState, error: str | None = None, timings: dict | None = None,
@@ -171,10 +174,17 @@ class JobStore:
             requeued = [id_ for id_, attempts in rows if attempts < MAX_ATTEMPTS]
             failed = [id_ for id_, attempts in rows if attempts >= MAX_ATTEMPTS]
             for id_ in requeued:
-                db.execute("UPDATE jobs SET state = ?, started_at = NULL WHERE id = ?", (JobState.queued.value, id_))
+                # Queued again from now: the interrupted run's time is not queueing time.
+                db.execute("UPDATE jobs SET state = ?, started_at = NULL, queued_at = ? WHERE id = ?",
+                           (JobState.queued.value, time.time(), id_))
             for id_ in failed:
                 db.execute("UPDATE jobs SET state = ?, finished_at = ?, error = ? WHERE id = ?",
                            (JobState.failed.value, time.time(),
                             f"the server stopped while this job was running, {MAX_ATTEMPTS} times; not retried again",
                             id_))
         return requeued, failed
+
+    def expired(self, *, finished_before: float) -> list[str]:
+        """Ids of succeeded or failed jobs that finished before `finished_before` (epoch seconds)."""
+        return [r[0] for r in self._all("SELECT id FROM jobs WHERE state IN (?, ?) AND finished_at < ?",
+                                         (JobState.succeeded.value, JobState.failed.value, finished_before))]

@@ -67,6 +67,7 @@ class Health(BaseModel):
 
 class Readiness(BaseModel):
     ready: bool
+    reason: str | None = Field(None, description="why new work is refused now (null when ready)")
     engine: str
     model: str | None
     device: str | None
@@ -82,3 +83,45 @@ class CaseList(BaseModel):
 
 def _time(epoch: float | None) -> datetime | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, tz=timezone.utc)
+
+
+class PhaseView(BaseModel):
+    name: str
+    cases: list[str] = Field(description="one mask per case makes a submission")
+    per_day: int = Field(description="submissions per participant per UTC day")
+    total: int = Field(description="submissions per participant in all")
+    show_cases: bool = Field(description="whether per-case results are returned (else aggregates only)")
+    rank: str = Field(description="which submission of a participant the leaderboard ranks: best or latest")
+    used_today: int | None = Field(None, description="the caller's submissions today (participants only)")
+    used_total: int | None = None
+
+
+class SubmissionView(BaseModel):
+    id: str
+    phase: str
+    participant: str
+    created_at: datetime
+    state: str = Field(description="scoring, scored or failed")
+    error: str | None = None
+    aggregates: dict | None = Field(None, description="metrics.json's aggregates (mean and count only unless "
+                                                      "the phase shows cases)")
+    case: dict | None = Field(None, description="per-case records; only where the phase shows cases")
+
+
+class SubmissionList(BaseModel):
+    submissions: list[SubmissionView]
+
+
+class LeaderboardRow(BaseModel):
+    position: int
+    participant: str
+    submission: str
+    weighted_rank: float
+    rank: dict[str, float]
+    mean: dict[str, float | None] = Field(description="per-metric means over the case set (null: undefined)")
+
+
+class Leaderboard(BaseModel):
+    phase: str
+    rank: str
+    rows: list[LeaderboardRow]

@@ -1,32 +1,29 @@
-"""Server-rendered web pages: the service's state and upload forms, a job, the report, and the login form.
+"""Server-rendered web pages: the service's state and upload forms, a job, the report, a phase, the login form.
 
-Access decisions live in `page_access` alone. Today every caller who gets past the token guard is the
-organiser (the token's holder, or anyone on loopback when the service runs without a token); the
-participant role is for the per-participant tokens of the hardening work.
+Who is calling comes from the Authenticator (app.service.deps), which also accepts the login cookie and
+sends a page GET without credentials to /login; what each caller may see is decided in `page_access` alone.
 """
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from app.service.deps import TOKEN_COOKIE, Caller, Role, caller_for, get_caller, organiser_only
 from app.service.errors import ApiError
 from app.service.jobs import Job, JobState
 from app.service.worker import MASK_NAME
+from evaluation.aggregates import METRICS
 from petct.atomic import atomic_path
 from petct.jsonio import write_json_atomic
 
-TOKEN_COOKIE = "petct_token"
-PAGE_PATHS = ("/", "/report")  # with /jobs/...: a browser without the cookie is sent to the login form
-ORGANISER, PARTICIPANT, ANONYMOUS = "organiser", "participant", "anonymous"
 RECENT_JOBS = 20
 REFRESH_S = 2  # a running job's page reloads itself this often
 MIP_NAME = "mip.png"
@@ -41,19 +38,17 @@ class PageAccess:
     report: bool  # the report over every scored job
 
 
-def page_access(role: str, *, own_job: bool = False, per_case_phase: bool = False) -> PageAccess:
-    """The organiser sees everything; a participant sees their own jobs, with the metrics and outlines of
-    their own uploaded label (it is theirs), and the report only in a phase that shows per-case results."""
-    if role == ORGANISER:
+def page_access(caller: Caller, *, job: Job | None = None) -> PageAccess:
+    """What `caller` may see of `job` (or, without one, of the report).
+
+    The organiser (and anonymous, who exists only on a loopback server needing no token) sees everything.
+    A participant sees their own jobs, with the metrics and outlines of the label they uploaded themselves
+    (it is theirs), nobody else's, and not the report over every scored job.
+    """
+    if caller.sees_everything:
         return PageAccess(job=True, ground_truth=True, report=True)
-    if role == PARTICIPANT:
-        return PageAccess(job=own_job, ground_truth=own_job, report=per_case_phase)
-    return PageAccess(job=False, ground_truth=False, report=False)
-
-
-def caller_role(request: Request) -> str:
-    """Today's auth: the token guard has already turned away every caller without the organiser's token."""
-    return ORGANISER
+    own = job is not None and caller.role == Role.participant and job.owner == caller.participant
+    return PageAccess(job=own, ground_truth=own, report=False)
 
 
 def is_secure(request: Request) -> bool:
@@ -76,22 +71,22 @@ def pages_router(service) -> APIRouter:
     templates = _templates()
 
     def page(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
-        return templates.TemplateResponse(request, name, {"token_required": bool(service.settings.token), **context},
-                                          status_code=status)
+        shared = {"token_required": service.tokens_required(), "can_report": page_access(get_caller(request)).report}
+        return templates.TemplateResponse(request, name, {**shared, **context}, status_code=status)
 
     @router.get("/login", response_class=HTMLResponse)
     async def login_form(request: Request):
-        return page(request, "login.html.j2", error=None)
+        return page(request, "login.html.j2", error=None, can_report=False)
 
     @router.post("/login", response_class=HTMLResponse)
     async def login(request: Request, token: str = Form("")):
-        expected = service.settings.token
-        if expected and not hmac.compare_digest(token.encode(), expected.encode()):
-            return page(request, "login.html.j2", status=401, error="That token is not the service's token.")
+        if not service.tokens_required():
+            return RedirectResponse("/", status_code=303)
+        if caller_for(service, token.encode("utf-8", "surrogateescape")) is None:
+            return page(request, "login.html.j2", status=401, can_report=False,
+                        error="That token is neither the organiser's nor a live participant's.")
         response = RedirectResponse("/", status_code=303)
-        if expected:
-            response.set_cookie(TOKEN_COOKIE, expected, httponly=True, samesite="strict", secure=is_secure(request),
-                                path="/")
+        response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict", secure=is_secure(request), path="/")
         return response
 
     @router.post("/logout")
@@ -101,17 +96,16 @@ def pages_router(service) -> APIRouter:
         return response
 
     @router.get("/", response_class=HTMLResponse)
-    async def index(request: Request):
-        role = caller_role(request)
-        jobs, total = service.store.page(limit=RECENT_JOBS, offset=0)
-        # Participants' own jobs only: job ownership arrives with per-participant tokens.
-        jobs = [j for j in jobs if page_access(role, own_job=False).job]
+    async def index(request: Request, caller: Caller = Depends(get_caller)):
+        jobs, total = service.store.page(limit=RECENT_JOBS, offset=0, owner=caller.owner,
+                                         everyone=caller.sees_everything)
         info = service.engine_info
         state = {"engine": info.get("engine", info.get("name", "unknown")), "model": info.get("model"),
                  "device": info.get("device"), "worker": "running" if service.worker.alive else "stopped",
                  "queued": service.store.count(JobState.queued)}
-        return page(request, "index.html.j2", state=state, jobs=jobs, total=total,
-                    report=page_access(role).report, organiser_mode=service.cases is not None)
+        phases = service.phases.list() if service.cases is not None else []
+        return page(request, "index.html.j2", state=state, jobs=jobs, total=total, phases=phases,
+                    report=page_access(caller).report, organiser_mode=service.cases is not None)
 
     @router.get("/jobs/{job_id}", response_class=HTMLResponse)
     async def job_page(request: Request, job_id: str):
@@ -130,14 +124,30 @@ def pages_router(service) -> APIRouter:
         return FileResponse(path, media_type="image/png")
 
     @router.get("/report", response_class=HTMLResponse)
-    async def report(request: Request):
-        if not page_access(caller_role(request)).report:
-            raise ApiError(403, "the report shows per-case results, which this caller may not see")
+    async def report(request: Request, _: Caller = Depends(organiser_only)):
+        # Over every scored job, everyone's: the organiser's alone (others get 404, as in the API)
         jobs = _scored_jobs(service)
         if not jobs:
             return page(request, "empty_report.html.j2")
         path = await service.in_pool(_report, service, jobs)
         return FileResponse(path, media_type="text/html; charset=utf-8")
+
+    @router.get("/phases/{phase}", response_class=HTMLResponse)
+    async def phase_page(request: Request, phase: str, caller: Caller = Depends(get_caller)):
+        # The API's own decisions (app.service.routes.phases): the caller's submissions (the organiser: all),
+        # aggregates with single cases' statistics left out and per-case records only where the phase shows them.
+        from app.service.leaderboard import phase_leaderboard
+        from app.service.routes.phases import phase_view, view
+
+        current = service.phases.get(phase) if service.cases is not None else None
+        if current is None:
+            raise ApiError(404, "no such phase")
+        everyone = service.phases.of(phase)
+        own = everyone if caller.sees_everything else [s for s in everyone if s.participant == caller.participant]
+        rows = await service.in_pool(phase_leaderboard, current, everyone)
+        return page(request, "phase.html.j2", phase=phase_view(service, current, caller), metrics=METRICS,
+                    submissions=[view(s, current, caller) for s in reversed(own)], leaderboard=rows,
+                    sees_everything=caller.sees_everything)
 
     return router
 
@@ -146,7 +156,7 @@ def _visible_job(service, request: Request, job_id: str) -> tuple[Job, PageAcces
     from app.service.jobs import is_job_id
 
     job = service.store.get(job_id) if is_job_id(job_id) else None
-    access = page_access(caller_role(request), own_job=False)
+    access = page_access(get_caller(request), job=job)
     if job is None or not access.job:
         raise ApiError(404, "no such job")
     return job, access
@@ -219,21 +229,3 @@ def add_offline_docs(app) -> None:
                                    swagger_js_url="/docs-assets/swagger-ui-bundle.js",
                                    swagger_css_url="/docs-assets/swagger-ui.css",
                                    swagger_favicon_url="/docs-assets/favicon.png")
-
-
-def is_page(path: str) -> bool:
-    """Whether `path` is a web page (a browser without the cookie goes to the login form, not a JSON 401)."""
-    return path in PAGE_PATHS or (path.startswith("/jobs/") and not path.endswith(".png"))
-
-
-def token_cookie(header: bytes) -> bytes:
-    """The token cookie's value from a Cookie header (empty when absent)."""
-    from http.cookies import CookieError, SimpleCookie
-
-    cookies = SimpleCookie()
-    try:
-        cookies.load(header.decode("latin-1"))
-    except CookieError:
-        return b""
-    morsel = cookies.get(TOKEN_COOKIE)
-    return morsel.value.encode("latin-1") if morsel else b""

@@ -1,11 +1,28 @@
-"""Scoring uploaded files with the evaluation container's scorer, answering in terms the client knows."""
+"""Scoring uploaded files with the evaluation container's scorer, answering in terms the client knows.
+
+Every scoring request runs in one of the scoring processes (app.service.processes), killed when it
+passes the server's `--score-timeout`, so no upload can hold a scoring slot for longer than that.
+"""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from app.service.errors import ApiError, echo_name
-from evaluation.scoring import score_files
+from app.service.processes import Died, KillableProcesses, Timeout
+from app.service.settings import UploadLimits
+from evaluation.aggregates import aggregate
+from evaluation.report import case_key
+from evaluation.scoring import StudyResult, score_files
 from petct.errors import InputError
+
+# Imported once by the fork server: each scoring process starts with the scorer and the upload checks loaded.
+CHILD_PRELOAD = ["app.service.scoring", "app.service.upload_checks"]
+
+
+def scoring_processes(size: int) -> KillableProcesses:
+    return KillableProcesses(size=size, preload=CHILD_PRELOAD)
 
 
 def score_uploaded(*, ground_truth: Path, prediction: Path, study: str, names: dict[str, str | None],
@@ -22,6 +39,10 @@ def score_uploaded(*, ground_truth: Path, prediction: Path, study: str, names: d
         if hide_ground_truth and field == "ground_truth":
             raise ApiError(500, f"the ground truth of case {study} could not be read; tell the organiser") from None
         raise ApiError(422, exc.problem, field=field, file=names.get(field)) from None
+    return _record(result, study=study, names=names, hide_ground_truth=hide_ground_truth)
+
+
+def _record(result: StudyResult, *, study: str, names: dict[str, str | None], hide_ground_truth: bool) -> dict:
     record = result.to_json()
     record["study"] = study
     record["prediction_file"] = echo_name(names.get("prediction"))
@@ -31,3 +52,72 @@ def score_uploaded(*, ground_truth: Path, prediction: Path, study: str, names: d
     else:
         record["ground_truth_file"] = echo_name(names.get("ground_truth"))
     return record
+
+
+def score_case_set(*, pairs: dict[str, tuple[Path, Path, str | None]], show_cases: bool) -> dict:
+    """metrics.json of a phase submission: {case: (ground truth, prediction, client's name)} scored.
+
+    Problems that involve a case's ground truth are told without detail unless the phase shows cases.
+    """
+    results, case = [], {}
+    for study, (ground_truth, prediction, name) in pairs.items():
+        try:
+            result = score_files(ground_truth=ground_truth, prediction=prediction, study=study)
+        except InputError as exc:
+            if exc.path != str(prediction):
+                raise ApiError(500, f"the ground truth of case {study} could not be read; tell the organiser") \
+                    from None
+            # Grid differences are measured against the ground truth: name them only where cases are shown.
+            reason = exc.problem if show_cases else "prediction is not on the case's grid, or not a usable mask"
+            raise ApiError(422, reason, field=study, file=name) from None
+        results.append(result)
+        case[case_key(study, taken=set(case))] = _record(result, study=study, names={"prediction": name},
+                                                          hide_ground_truth=True)
+    return {"case": case, "aggregates": aggregate(results), "errors": []}
+
+
+def _answer(call: tuple[Callable, dict]) -> tuple[str, Any]:
+    """Child side: ("value", result) or ("error", ApiError fields); exceptions do not cross processes intact."""
+    function, kwargs = call
+    try:
+        return "value", function(**kwargs)
+    except ApiError as exc:
+        return "error", (exc.status, exc.reason, exc.field, exc.file)
+
+
+def run_limited(processes: KillableProcesses, function: Callable, *, timeout_s: float, **kwargs) -> Any:
+    """`function(**kwargs)` in a scoring process; 504 when it passes `timeout_s` (the process is killed then)."""
+    try:
+        kind, payload = processes.call(_answer, timeout_s=timeout_s, call=(function, kwargs))
+    except Timeout:
+        raise ApiError(504, f"scoring took longer than the server's limit of {timeout_s:g} s (--score-timeout); "
+                            "it was stopped") from None
+    except Died:
+        raise ApiError(503, "the scoring process died (out of memory?); try again, or send a smaller file") from None
+    if kind == "error":
+        status, reason, field, file = payload
+        raise ApiError(status, reason, field=field, file=file)
+    return payload
+
+
+def check_and_score(*, files: dict, limits: UploadLimits, study: str, ground_truth: Path | None = None) -> dict:
+    """Child side of the scoring endpoints: header checks of the uploads (each and their total), then the scorer.
+
+    `ground_truth` given (organiser mode's case) means nothing about it is returned but metrics.
+    """
+    from app.service.upload_checks import check_uploads
+
+    check_uploads(files, limits=limits, read_voxels=False)  # the scorer reads them next, naming what fails
+    names = {field: stored.client_name for field, stored in files.items()}
+    return score_uploaded(ground_truth=ground_truth or files["ground_truth"].path, prediction=files["prediction"].path,
+                          study=study, names=names, hide_ground_truth=ground_truth is not None)
+
+
+def check_masks(*, files: dict, limits: UploadLimits) -> None:
+    """Child side of a phase submission's first step: every mask read on its own (nothing about any case).
+
+    The request's total is over the masks as extracted, so an archive cannot carry more than separate fields.
+    """
+    from app.service.upload_checks import check_uploads
+
+    check_uploads(files, limits=limits)

@@ -27,7 +27,7 @@ def serve(settings: ServiceSettings, *, engine: str = "auto", log_level: str = "
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings=settings, engine=load_service_engine(settings, engine=engine))
     log.info("data in %s; uploads up to %d bytes; %s", Path(settings.data_dir).resolve(), settings.max_upload_bytes,
-             "bearer token required" if settings.token else "no token (loopback only)")
+             "organiser token set" if settings.token else "no organiser token (loopback only, unless participants exist)")
     # One process: the inference worker and the job database belong to it.
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level, workers=1,
                 timeout_graceful_shutdown=5)

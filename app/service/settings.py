@@ -14,6 +14,9 @@ DEFAULT_MAX_UPLOAD = 2 * 1024**3
 # A full-size study is 400 x 400 x 326 = 52 M voxels and the longest scans about 110 M; reading
 # a header that claims far more would only exhaust memory.
 DEFAULT_MAX_VOXELS = 2**28
+DEFAULT_MIN_FREE = 2 * 1024**3
+DEFAULT_KEEP_JOBS_FOR_S = 7 * 86400.0
+DEFAULT_SCORE_TIMEOUT_S = 120.0
 # Decoded bytes (voxels x bytes per voxel): the longest scans in float32 are about 440 MiB, a study's three
 # files about 1 GiB; a tiny compressed upload claiming more would only exhaust memory.
 DEFAULT_MAX_IMAGE_BYTES = 1024**3
@@ -49,6 +52,9 @@ class ServiceSettings:
     model: Path | None = None
     device: str = "auto"
     scoring_workers: int = 2
+    min_free_bytes: int = DEFAULT_MIN_FREE
+    keep_jobs_for_s: float | None = DEFAULT_KEEP_JOBS_FOR_S
+    score_timeout_s: float = DEFAULT_SCORE_TIMEOUT_S
 
     @property
     def upload_limits(self) -> UploadLimits:
@@ -69,11 +75,16 @@ class ServiceSettings:
 
     def check(self) -> None:
         """InputError for settings the server must not start with."""
+        if self.token is not None and self.token.strip() != self.token:
+            raise InputError(f"the bearer token starts or ends with white space (or is all spaces), so no request "
+                             f"could send it: fix --token or {TOKEN_ENV}")
         if self.token is not None and len(self.token) < 16:
             raise InputError(f"the bearer token must be at least 16 characters (--token or {TOKEN_ENV})")
         if not is_loopback(self.host) and not self.token:
             raise InputError(f"refusing to listen on {self.host}, which is not a loopback address, without a "
                              f"bearer token: set {TOKEN_ENV} (or --token)")
+        if self.ground_truth is not None and not self.token:
+            raise InputError(f"organiser mode (--ground-truth) needs the organiser's token: set {TOKEN_ENV} (or --token)")
         if self.ground_truth is not None and not self.ground_truth.is_dir():
             raise InputError("ground-truth folder does not exist or is not a folder", path=self.ground_truth)
         if self.scoring_workers < 1:
@@ -92,4 +103,6 @@ def is_loopback(host: str) -> bool:
 
 
 def token_from(cli_value: str | None) -> str | None:
-    return cli_value or os.environ.get(TOKEN_ENV) or None
+    """--token, else the environment's; an empty value counts as none, anything else is checked as given."""
+    value = cli_value if cli_value is not None else os.environ.get(TOKEN_ENV)
+    return value if value else None

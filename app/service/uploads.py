@@ -7,6 +7,7 @@ from the allow-list (SimpleITK chooses its reader by extension). Nothing is ever
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
@@ -19,6 +20,8 @@ from python_multipart.exceptions import FormParserError
 from starlette.requests import ClientDisconnect, Request
 
 from app.service.errors import ApiError
+from petct.atomic import IncompleteWriteError
+from petct.studykey import safe_key
 
 ALLOWED_SUFFIXES = (".nii.gz", ".mha", ".nrrd", ".nii")
 SNIFF_BYTES = 1024
@@ -29,6 +32,7 @@ _METAIO_START = re.compile(rb"^\s*(ObjectType|NDims|ObjectSubType|Comment)\s*=")
 class FileField:
     name: str
     required: bool = True
+    archive: bool = False  # a .zip or .tar(.gz) of images instead of one image
 
 
 @dataclass
@@ -54,6 +58,31 @@ def suffix_for(client_name: str | None, head: bytes) -> str | None:
         return ".nii"
     if _METAIO_START.match(head):
         return ".mha"
+    return None
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether an error is the disk (or the user's quota) running out of space.
+
+    A file that came out short (IncompleteWriteError) counts: writers such as ITK do not report a failed
+    final flush, so the short file is all there is to tell a full disk by.
+    """
+    if isinstance(exc, IncompleteWriteError):
+        return True
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
+
+
+def archive_suffix_for(head: bytes) -> str | None:
+    """.zip or .tar (gzip-wrapped or not) by the file's first bytes; the client's name is not trusted."""
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return ".zip"
+    if head.startswith(b"\x1f\x8b"):
+        return ".tar.gz"  # tarfile checks the rest
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return ".tar"
     return None
 
 
@@ -99,7 +128,7 @@ class _PartWriter:
                            field=field, file=client_name)
         if field in self.stored:
             raise ApiError(422, "field sent more than once", field=field, file=client_name)
-        path = self.folder / f".{field}-{secrets.token_hex(8)}.part"
+        path = self.folder / f".{safe_key(field)}-{secrets.token_hex(8)}.part"
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self.created.append(path)
         self._current = StoredFile(field=field, client_name=client_name, path=path, size=0)
@@ -120,11 +149,14 @@ class _PartWriter:
         os.close(self._fd)
         self._fd = None
         part = self._current
-        suffix = suffix_for(part.client_name, self._head)
+        if self.expected[part.field].archive:
+            suffix, allowed = archive_suffix_for(self._head), ARCHIVE_SUFFIXES
+        else:
+            suffix, allowed = suffix_for(part.client_name, self._head), ALLOWED_SUFFIXES
         if suffix is None:
-            raise ApiError(415, f"not a recognised image file; send one of {', '.join(ALLOWED_SUFFIXES)}",
-                           field=part.field, file=part.client_name)
-        final = self.folder / f"{part.field}-{secrets.token_hex(8)}{suffix}"
+            raise ApiError(415, f"not a recognised {'archive' if allowed is ARCHIVE_SUFFIXES else 'image file'}; "
+                           f"send one of {', '.join(allowed)}", field=part.field, file=part.client_name)
+        final = self.folder / f"{safe_key(part.field)}-{secrets.token_hex(8)}{suffix}"
         os.replace(part.path, final)
         self.created.append(final)
         part.path = final

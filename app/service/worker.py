@@ -1,8 +1,14 @@
-"""The inference worker: one thread runs queued jobs one at a time (one GPU, or the CPU, per server)."""
+"""The inference worker: one thread runs queued jobs one at a time (one GPU, or the CPU, per server).
+
+The thread must outlive any error: a full disk, a locked or failing database, an engine bug. Each job's
+problems fail that job; a failure to record (the database itself failing) is logged and retried with
+backoff until it succeeds, so the queue never stalls with a job marked running forever.
+"""
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import threading
 import time
 import traceback
@@ -10,6 +16,8 @@ from concurrent.futures import Executor
 from pathlib import Path
 
 from app.service.jobs import Job, JobState, JobStore
+from app.service.uploads import disk_full
+from petct.atomic import IncompleteWriteError
 from petct.errors import InputError
 from petct.imageio import write_image_atomic
 from petct.jsonio import strict
@@ -17,18 +25,23 @@ from petct.jsonio import strict
 log = logging.getLogger("app.worker")
 MASK_NAME = "mask.mha"
 IDLE_POLL_S = 2.0  # the queue is also woken on every new job; polling only covers missed wake-ups
+BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # between retries of a failing database write or loop step
+EXPIRY_EVERY_S = 600.0
 
 
 class InferenceWorker:
     """Takes the oldest queued job, segments it with the engine, and hands scoring to the scoring pool."""
 
-    def __init__(self, *, store: JobStore, engine, jobs_dir: Path, scoring: Executor):
+    def __init__(self, *, store: JobStore, engine, jobs_dir: Path, scoring: Executor,
+                 keep_jobs_for_s: float | None = None):
         self.store = store
         self.engine = engine
         self.jobs_dir = jobs_dir
         self.scoring = scoring
+        self.keep_jobs_for_s = keep_jobs_for_s
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._last_expiry = 0.0
         # Daemon: a job running at shutdown stays "running" in the database and is retried on restart.
         self._thread = threading.Thread(target=self._loop, name="inference", daemon=True)
 
@@ -48,19 +61,51 @@ class InferenceWorker:
         return self._thread.is_alive()
 
     def _loop(self) -> None:
+        failures = 0
         while not self._stop.is_set():
-            job = self.store.claim_next()
-            if job is None:
-                self._wake.wait(IDLE_POLL_S)
-                self._wake.clear()
-                continue
-            self._run(job)
+            try:
+                self._expire_old_jobs()
+                job = self.store.claim_next()
+                if job is None:
+                    self._wake.wait(IDLE_POLL_S)
+                    self._wake.clear()
+                else:
+                    self._run(job)
+                failures = 0
+            except Exception:  # noqa: BLE001 - the loop is the one thing that must not die
+                delay = BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]
+                failures += 1
+                log.error("inference worker step failed (retrying in %g s):\n%s", delay, traceback.format_exc())
+                self._stop.wait(delay)
+
+    def _record(self, what: str, action) -> None:
+        """Run a database write until it succeeds (or the server stops), logging each failure."""
+        for attempt in range(10**9):
+            try:
+                action()
+                return
+            except Exception as exc:  # noqa: BLE001 - sqlite3 errors, a full disk under the database
+                delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
+                log.error("could not record %s (%s: %s); retrying in %g s", what, type(exc).__name__, exc, delay)
+                if self._stop.wait(delay):
+                    return
+
+    def _expire_old_jobs(self) -> None:
+        """Delete finished jobs older than --keep-jobs-for, files and record, so the disk does not fill by itself."""
+        now = time.time()
+        if self.keep_jobs_for_s is None or now - self._last_expiry < EXPIRY_EVERY_S:
+            return
+        self._last_expiry = now
+        for job_id in self.store.expired(finished_before=now - self.keep_jobs_for_s):
+            shutil.rmtree(self.jobs_dir / job_id, ignore_errors=True)
+            self.store.delete(job_id)
+            log.info("job %s expired (finished over %g s ago); its files are deleted", job_id, self.keep_jobs_for_s)
 
     def _run(self, job: Job) -> None:
         from algorithm.pipeline import segment_study  # torch and friends load with the worker, not the CLI
 
         folder = self.jobs_dir / job.id
-        timings = {"queued_s": round((job.started_at or time.time()) - job.created_at, 3)}
+        timings = {"queued_s": round(job.queued_s, 3)}
         try:
             started = time.perf_counter()
             result = segment_study(pet_path=folder / job.files["pet"], ct_path=folder / job.files["ct"],
@@ -71,13 +116,21 @@ class InferenceWorker:
         except InputError as exc:
             self._fail(job, exc.problem, timings)
             return
+        except OSError as exc:
+            reason = "the server's disk is full" if disk_full(exc) else f"{type(exc).__name__}: {exc.strerror or exc}"
+            if isinstance(exc, IncompleteWriteError):
+                reason += f" (the mask came out short: {exc.problem})"
+            log.error("job %s failed: %s", job.id, exc)
+            self._fail(job, f"inference failed: {reason}", timings)
+            return
         except Exception as exc:  # an engine bug must fail its job, not the worker
             log.error("job %s failed:\n%s", job.id, traceback.format_exc())
             self._fail(job, f"inference failed: {type(exc).__name__}: {exc}", timings)
             return
         notes = _jsonable(getattr(result, "notes", {}) or {})
         if not job.has_label:
-            self.store.finish(job.id, state=JobState.succeeded, timings=timings, notes=notes)
+            self._record(f"job {job.id}", lambda: self.store.finish(job.id, state=JobState.succeeded,
+                                                                    timings=timings, notes=notes))
             return
         try:
             self.scoring.submit(self._score, job, timings, notes)
@@ -91,14 +144,16 @@ class InferenceWorker:
         started = time.perf_counter()
         try:
             metrics = score_uploaded(ground_truth=folder / job.files["label"], prediction=folder / MASK_NAME,
-                                     study=job.id, names={"ground_truth": "label", "prediction": "mask"})
+                                     study=job.study or job.id, names={"ground_truth": "label", "prediction": "mask"})
         except Exception as exc:  # the mask stands; say why it has no metrics
             metrics, notes = None, {**notes, "scoring_error": getattr(exc, "reason", str(exc))}
         timings["scoring_s"] = round(time.perf_counter() - started, 3)
-        self.store.finish(job.id, state=JobState.succeeded, timings=timings, metrics=metrics, notes=notes)
+        self._record(f"job {job.id}", lambda: self.store.finish(job.id, state=JobState.succeeded, timings=timings,
+                                                                metrics=metrics, notes=notes))
 
     def _fail(self, job: Job, reason: str, timings: dict) -> None:
-        self.store.finish(job.id, state=JobState.failed, error=reason, timings=timings)
+        self._record(f"job {job.id}", lambda: self.store.finish(job.id, state=JobState.failed, error=reason,
+                                                                timings=timings))
 
 
 def _jsonable(value):

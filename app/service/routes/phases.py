@@ -1,0 +1,135 @@
+"""Phases: whole-case-set submissions within a budget, answered with aggregates, and the leaderboard."""
+from __future__ import annotations
+
+import shutil
+import time
+from datetime import datetime, timezone
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from app.service.deps import Caller, Role, Service, get_caller, get_service, participant_only
+from app.service.errors import UPLOAD_ERRORS, ApiError, responses
+from app.service.leaderboard import phase_leaderboard
+from app.service.models import Leaderboard, PhaseView, SubmissionList, SubmissionView
+from app.service.phases import BudgetSpent, Phase, Submission, next_utc_midnight
+from app.service.scoring import check_masks, score_case_set
+from app.service.submissions import case_set
+from app.service.uploads import FileField, receive_files
+
+router = APIRouter(tags=["phases"])
+# Statistics that are one case's value (min, max, percentiles) are left out where cases are hidden.
+HIDDEN_CASE_STATISTICS = ("mean", "count")
+
+
+def phase_or_404(service: Service, name: str) -> Phase:
+    phase = service.phases.get(name)
+    if phase is None:
+        raise ApiError(404, "no such phase")
+    return phase
+
+
+def view(submission: Submission, phase: Phase, caller: Caller) -> SubmissionView:
+    """What the caller may see of a submission: aggregates; per-case records where the phase shows them."""
+    report = submission.report or {}
+    full = phase.show_cases or caller.sees_everything
+    aggregates = report.get("aggregates")
+    if aggregates is not None and not full:
+        aggregates = {metric: ({k: v for k, v in stats.items() if k in HIDDEN_CASE_STATISTICS}
+                               if isinstance(stats, dict) and "mean" in stats else stats)
+                      for metric, stats in aggregates.items()}
+    return SubmissionView(id=submission.id, phase=submission.phase, participant=submission.participant,
+                          created_at=datetime.fromtimestamp(submission.created_at, tz=timezone.utc),
+                          state=submission.state.value, error=submission.error, aggregates=aggregates,
+                          case=report.get("case") if full else None)
+
+
+@router.get("/v1/phases", response_model=list[PhaseView], responses=responses(401), summary="The phases")
+async def list_phases(service: Service = Depends(get_service), caller: Caller = Depends(get_caller)):
+    return [phase_view(service, phase, caller) for phase in service.phases.list()]
+
+
+@router.get("/v1/phases/{phase}", response_model=PhaseView, responses=responses(401, 404),
+            summary="A phase: its cases, budget and what the caller has used of it")
+async def get_phase(phase: str, service: Service = Depends(get_service), caller: Caller = Depends(get_caller)):
+    return phase_view(service, phase_or_404(service, phase), caller)
+
+
+def phase_view(service: Service, phase: Phase, caller: Caller) -> PhaseView:
+    used_today = used_total = None
+    if caller.role == Role.participant:
+        own = service.phases.of(phase.name, caller.participant)
+        since = next_utc_midnight(time.time()) - 86400
+        used_today, used_total = sum(s.created_at >= since for s in own), len(own)
+    return PhaseView(name=phase.name, cases=list(phase.cases), per_day=phase.per_day, total=phase.total,
+                     show_cases=phase.show_cases, rank=phase.rank.value, used_today=used_today, used_total=used_total)
+
+
+@router.post("/v1/phases/{phase}/submissions", status_code=201, response_model=SubmissionView,
+             responses=responses(*UPLOAD_ERRORS, 403, 404, 429, 500, 504),
+             summary="Submit one mask per case (fields named by case, or one .zip/.tar field named archive)",
+             openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+                 "type": "object", "additionalProperties": {"type": "string", "format": "binary"},
+                 "description": "one field per case (<case>: .mha or .nii.gz), or one field `archive`: a .zip "
+                                "or .tar(.gz) of <case>.mha / <case>.nii.gz members at its top level"}}}}})
+async def submit(phase: str, request: Request, response: Response, service: Service = Depends(get_service),
+                 caller: Caller = Depends(participant_only)):
+    current = phase_or_404(service, phase)
+    service.admit()
+    try:
+        service.phases.budget_check(current, caller.participant)  # before reading a byte of the body
+    except BudgetSpent as spent:
+        raise too_many(spent, response) from None
+    ground_truths = {case: (service.cases or {}).get(case) for case in current.cases}
+    if None in ground_truths.values():
+        raise ApiError(500, f"phase {phase} names a case the server has no ground truth for; tell the organiser")
+    folder = service.scratch()
+    try:
+        files = await receive_files(request, fields=[*(FileField(case, required=False) for case in current.cases),
+                                                     FileField("archive", required=False, archive=True)],
+                                    folder=folder, max_bytes=service.settings.max_upload_bytes)
+        files = await service.in_pool(case_set, files, cases=current.cases, folder=folder,
+                                      max_bytes=service.settings.max_upload_bytes)
+        await service.score(check_masks, files=files, limits=service.settings.upload_limits)
+        # From here on the ground truth is involved: the submission counts, whatever comes of it.
+        try:
+            submission_id = service.phases.reserve(current, caller.participant)
+        except BudgetSpent as spent:
+            raise too_many(spent, response) from None
+        try:
+            report = await service.score(score_case_set, show_cases=current.show_cases, pairs={
+                case: (ground_truths[case], files[case].path, files[case].client_name) for case in current.cases})
+            done = service.phases.finish(submission_id, report=report)
+        except ApiError as exc:
+            service.phases.finish(submission_id, error=exc.reason)
+            raise
+        except BaseException:
+            service.phases.finish(submission_id, error="internal error while scoring; see the server log")
+            raise
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return view(done, current, caller)
+
+
+def too_many(spent: BudgetSpent, response: Response) -> ApiError:
+    if spent.next_allowed is None:
+        return ApiError(429, spent.reason + "; no more submissions in this phase")
+    when = datetime.fromtimestamp(spent.next_allowed, tz=timezone.utc).isoformat()
+    error = ApiError(429, f"{spent.reason}; the next is allowed from {when}")
+    error.headers = {"Retry-After": str(max(1, int(spent.next_allowed - time.time())))}
+    return error
+
+
+@router.get("/v1/phases/{phase}/submissions", response_model=SubmissionList, responses=responses(401, 404),
+            summary="Submissions to a phase, oldest first: a participant's own (the organiser: all)")
+async def list_submissions(phase: str, service: Service = Depends(get_service), caller: Caller = Depends(get_caller)):
+    current = phase_or_404(service, phase)
+    own = service.phases.of(phase, None if caller.sees_everything else caller.participant)
+    return SubmissionList(submissions=[view(s, current, caller) for s in own])
+
+
+@router.get("/v1/phases/{phase}/leaderboard", response_model=Leaderboard, responses=responses(401, 404),
+            summary="Each participant's best or latest submission (the phase says which), ranked as `rank` does")
+async def get_leaderboard(phase: str, service: Service = Depends(get_service)):
+    current = phase_or_404(service, phase)
+    rows = await service.in_pool(phase_leaderboard, current, service.phases.of(phase))
+    return Leaderboard(phase=phase, rank=current.rank.value, rows=rows)

@@ -1,0 +1,43 @@
+"""An uploaded study's checks: readable images, the label on the PET's grid, the CT resampled as the CLI does."""
+from __future__ import annotations
+
+from app.service.errors import ApiError
+from app.service.settings import UploadLimits
+from app.service.upload_checks import check_uploads
+from app.service.uploads import ALLOWED_SUFFIXES, StoredFile
+from petct.errors import InputError
+from petct.imageio import grid_mismatches, read_image
+from petct.resample import resample_ct_array
+
+
+def check_study(files: dict[str, StoredFile], *, limits: UploadLimits) -> None:
+    """Each file a readable image within the limits (the request's total too); the label on the PET's grid;
+    a CT on another grid must overlap the PET.
+
+    The CT itself is resampled by the inference pipeline (petct.resample), as the command line does.
+    """
+    grids = check_uploads(files, limits=limits)
+    if "label" in grids:
+        mismatches = grid_mismatches(grids["pet"], grids["label"])
+        if mismatches:
+            raise ApiError(422, f"not on the PET's grid: {'; '.join(mismatches)}", field="label",
+                           file=files["label"].client_name)
+    if grid_mismatches(grids["pet"], grids["ct"]):
+        ct = files["ct"]
+        try:
+            resample_ct_array(read_image(ct.path), grids["pet"], path=ct.path)
+        except InputError as exc:
+            raise ApiError(422, exc.problem, field="ct", file=ct.client_name) from None
+
+
+def study_name(client_name: str | None, *, default: str) -> str:
+    """The study's name in its metrics: the uploaded PET's file name without its image suffix."""
+    if not client_name:
+        return default
+    base = client_name.replace("\\", "/").rsplit("/", 1)[-1]
+    for suffix in ALLOWED_SUFFIXES:
+        if base.lower().endswith(suffix):
+            base = base[: -len(suffix)]
+            break
+    cleaned = "".join(ch for ch in base if ch.isprintable())[:200]
+    return cleaned or default
