@@ -1,18 +1,23 @@
 """An uploaded study's checks: readable images, the label on the PET's grid, the CT resampled as the CLI does."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from app.service.errors import ApiError
 from app.service.settings import UploadLimits
 from app.service.upload_checks import check_uploads
 from app.service.uploads import ALLOWED_SUFFIXES, StoredFile
+from petct.clicks import parse_clicks
 from petct.errors import InputError
-from petct.imageio import grid_mismatches, read_image
+from petct.imageio import Geometry, grid_mismatches, read_image
+from petct.jsonio import write_json_atomic
 from petct.resample import resample_ct_array
 
 
-def check_study(files: dict[str, StoredFile], *, limits: UploadLimits) -> None:
+def check_study(files: dict[str, StoredFile], *, limits: UploadLimits) -> dict[str, Geometry]:
     """Each file a readable image within the limits (the request's total too); the label on the PET's grid;
-    a CT on another grid must overlap the PET.
+    a CT on another grid must overlap the PET. Returns the grids by field.
 
     The CT itself is resampled by the inference pipeline (petct.resample), as the command line does.
     """
@@ -28,6 +33,27 @@ def check_study(files: dict[str, StoredFile], *, limits: UploadLimits) -> None:
             resample_ct_array(read_image(ct.path), grids["pet"], path=ct.path)
         except InputError as exc:
             raise ApiError(422, exc.problem, field="ct", file=ct.client_name) from None
+    return grids
+
+
+# The 2025 interactive track's lesion clicks (petct.clicks): at most 10 + 10 points, so a query parameter suffices.
+CLICKS_MAX_CHARS = 8000
+CLICKS_HELP = ('optional lesion clicks (the 2025 interactive track) as JSON, {"tumor": [[x, y, z], ...], '
+               '"background": [...]} or grand-challenge\'s "Multiple points" form; voxel indices of the PET in '
+               "(x, y, z) order, at most 10 of each kind")
+CLICKS_FILE = "lesion-clicks.json"
+
+
+def store_clicks(text: str, *, folder: Path, size_xyz: tuple[int, int, int]) -> str:
+    """Check the clicks against the PET's size and keep them in the job's folder; a 422 naming `clicks` otherwise."""
+    try:
+        clicks = parse_clicks(json.loads(text), source="clicks", size_xyz=size_xyz)
+    except ValueError as exc:
+        raise ApiError(422, f"not valid JSON: {exc}", field="clicks") from None
+    except InputError as exc:
+        raise ApiError(422, exc.problem, field="clicks") from None
+    write_json_atomic(clicks.to_plain(), folder / CLICKS_FILE)
+    return CLICKS_FILE
 
 
 def study_name(client_name: str | None, *, default: str) -> str:

@@ -108,8 +108,9 @@ class InferenceWorker:
         timings = {"queued_s": round(job.queued_s, 3)}
         try:
             started = time.perf_counter()
+            clicks = folder / job.files["clicks"] if "clicks" in job.files else None  # 2025 track, optional
             result = segment_study(pet_path=folder / job.files["pet"], ct_path=folder / job.files["ct"],
-                                   engine=self.engine)
+                                   engine=self.engine, clicks_path=clicks)
             timings["inference_s"] = round(time.perf_counter() - started, 3)
             timings.update({f"engine_{k}": v for k, v in dict(result.timings).items()})
             write_image_atomic(result.mask, folder / MASK_NAME)

@@ -11,7 +11,7 @@ from app.service.errors import UPLOAD_ERRORS, ApiError, responses
 from app.service.jobs import Job, JobState, is_job_id, new_job_id
 from app.service.models import JobsPage, JobView
 from app.service.openapi import multipart_body
-from app.service.studies import check_study, study_name
+from app.service.studies import CLICKS_HELP, CLICKS_MAX_CHARS, check_study, store_clicks, study_name
 from app.service.uploads import FileField, receive_files
 from app.service.worker import MASK_NAME
 
@@ -22,7 +22,8 @@ router = APIRouter(tags=["jobs"])
              summary="Queue a study (PET in SUV and CT) for segmentation; a CT on another grid is resampled",
              openapi_extra=multipart_body("pet", "ct", optional=("label",)))
 async def submit_study(request: Request, response: Response, service: Service = Depends(get_service),
-                       caller: Caller = Depends(get_caller)):
+                       caller: Caller = Depends(get_caller),
+                       clicks: str | None = Query(None, max_length=CLICKS_MAX_CHARS, description=CLICKS_HELP)):
     service.admit()
     job_id = new_job_id()
     folder = service.settings.jobs_dir / job_id
@@ -31,8 +32,11 @@ async def submit_study(request: Request, response: Response, service: Service = 
         files = await receive_files(request, fields=[FileField("pet"), FileField("ct"),
                                                      FileField("label", required=False)],
                                     folder=folder, max_bytes=service.settings.max_upload_bytes)
-        await service.in_pool(check_study, files, limits=service.settings.upload_limits)
-        job = service.store.add(job_id, {field: stored.path.name for field, stored in files.items()},
+        grids = await service.in_pool(check_study, files, limits=service.settings.upload_limits)
+        names = {field: stored.path.name for field, stored in files.items()}
+        if clicks is not None:
+            names["clicks"] = store_clicks(clicks, folder=folder, size_xyz=tuple(grids["pet"].size))
+        job = service.store.add(job_id, names,
                                 owner=caller.owner, study=study_name(files["pet"].client_name, default=job_id))
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
