@@ -139,7 +139,8 @@ def _report_commands(commands) -> None:
                         help="a submission's metrics.json; NAME defaults to the file's folder name")
     report.add_argument("--output", type=Path, required=True, help="HTML file to write")
     report.add_argument("--studies", type=Path, metavar="CSV",
-                        help="per-study CSV (a 'study' column and e.g. diagnosis, tracer, centre) to break metrics down by")
+                        help="per-study CSV (a 'study' column, or 'key' as in dataset stats' studies.csv, and e.g. "
+                             "diagnosis, tracer, centre) to break metrics down by")
     report.add_argument("--images", type=Path, metavar="DIR",
                         help="folder of studies (<study>/SUV.* or <study>_SUV.*) for the MIPs; masks come from "
                              "metrics.json's file names, else <study>/SEG.* and <study>/PRED.* beside the SUV")

@@ -160,6 +160,22 @@ def test_studies_csv_breaks_metrics_down_by_its_columns(tmp_path):
         assert f'<th scope="row">{group}</th>' in html
 
 
+def test_studies_csv_of_dataset_stats_is_matched_by_its_key_column(tmp_path):
+    """`dataset stats` writes key (the study key the scorer uses), patient and study (the TCIA study folder)."""
+    paths = _three_submissions(tmp_path, studies=12)
+    body = json.loads(paths[0].read_text())
+    studies = sorted(r["study"] for r in body["case"].values())
+    csv = tmp_path / "studies.csv"
+    csv.write_text("key,patient,study,diagnosis\n" + "".join(
+        f"{s},P{i},01-01-2000-NA-PET-CT {i},{('LYMPHOMA', 'MELANOMA', 'NEGATIVE')[i % 3]}\n"
+        for i, s in enumerate(studies)))
+    output, _ = build_report_html(ReportOptions(metrics=[str(paths[0])], output=tmp_path / "r.html", studies=csv))
+    html = output.read_text()
+    assert "(not in the CSV)" not in html
+    for group in ("LYMPHOMA", "MELANOMA", "NEGATIVE"):
+        assert f'<th scope="row">{group}</th>' in html
+
+
 def test_report_command_writes_the_file_and_one_line_per_bad_input(tmp_path):
     paths = _three_submissions(tmp_path, studies=5)
     run = subprocess.run([sys.executable, "-m", "evaluation", "report", *map(str, paths[:2]), "--output",

@@ -13,7 +13,9 @@ from petct.jsonio import read_json
 from petct.layout import SEG_NAME, SUV_NAME, image_stem, list_images
 from petct.studykey import SEPARATOR
 
-STUDY_COLUMNS = ("study", "study_key", "key", "case")  # the CSV column naming the study, first found wins
+# the CSV column naming the study, first found wins; `key` before `study`: `dataset stats` writes both, its
+# `study` being the TCIA study folder and `key` the study key the scorer reports
+STUDY_COLUMNS = ("study_key", "key", "study", "case")
 MAX_GROUPS = 12  # a column with more distinct values is an identifier or a measurement, not a category
 
 
