@@ -202,13 +202,17 @@ def test_scoring_never_imports_the_report_libraries():
     assert run.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("layout", ["folder", "flat", "two-level"])
+@pytest.mark.parametrize("layout", ["folder", "flat", "two-level", "two-level-spaces"])
 def test_study_files_are_found_in_each_layout_the_kit_reads(tmp_path, layout):
     from evaluation.html_report.inputs import find_study_files
 
-    study = "P1__2001-01-01_study" if layout == "two-level" else "PETCT_1"
+    # two-level-spaces: the TCIA study folder as `dataset convert` names it; its study key reads `_` for the spaces
+    study = {"two-level": "P1__2001-01-01_study", "two-level-spaces": "P1__01-01-2001-NA-PET-CT_Ganzkoerper-78672"
+             }.get(layout, "PETCT_1")
     where = {"folder": lambda n: tmp_path / study / f"{n}.mha", "flat": lambda n: tmp_path / f"{study}_{n}.mha",
-             "two-level": lambda n: tmp_path / "P1" / "2001-01-01_study" / f"{n}.mha"}[layout]
+             "two-level": lambda n: tmp_path / "P1" / "2001-01-01_study" / f"{n}.mha",
+             "two-level-spaces": lambda n: tmp_path / "P1" / "01-01-2001-NA-PET-CT Ganzkoerper-78672" / f"{n}.mha",
+             }[layout]
     for name in ("SUV", "SEG", "PRED"):
         where(name).parent.mkdir(parents=True, exist_ok=True)
         where(name).write_bytes(b"x")

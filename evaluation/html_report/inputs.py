@@ -11,7 +11,7 @@ from evaluation.ranking import submission_argument
 from petct.errors import InputError
 from petct.jsonio import read_json
 from petct.layout import SEG_NAME, SUV_NAME, image_stem, list_images
-from petct.studykey import SEPARATOR
+from petct.studykey import SEPARATOR, study_key
 
 # the CSV column naming the study, first found wins; `key` before `study`: `dataset stats` writes both, its
 # `study` being the TCIA study folder and `key` the study key the scorer reports
@@ -114,7 +114,12 @@ def find_study_files(images: Path | None, record: dict, *, suv: Path | None = No
 def _two_level(images: Path, study: str) -> list[Path]:
     """The converted dataset's `<patient>/<study folder>/` holding the study `<patient>__<study folder>`."""
     patient, separator, folder = study.partition(SEPARATOR)
-    return list_images(images / patient / folder) if separator and patient and folder else []
+    if not (separator and patient and folder):
+        return []
+    # the key made the folder's name safe (a space in a TCIA study folder reads `_`): find the folder it came from
+    found = [child for child in sorted((images / patient).iterdir()) if child.is_dir()
+             and study_key(patient, child.name) == study] if (images / patient).is_dir() else []
+    return list_images(images / patient / folder) + [path for child in found for path in list_images(child)]
 
 
 def _existing(text) -> Path | None:
@@ -126,6 +131,7 @@ def _first(paths: list[Path], names: set[str], *, study: str) -> Path | None:
     folder = study.partition(SEPARATOR)[2] or study
     for path in paths:
         stem = image_stem(path.name)
-        if (path.parent.name in (study, folder) and stem in names) or stem in {f"{study}_{n}" for n in names}:
+        in_folder = path.parent.name in (study, folder) or study_key(path.parent.parent.name, path.parent.name) == study
+        if (in_folder and stem in names) or stem in {f"{study}_{n}" for n in names}:
             return path
     return None
