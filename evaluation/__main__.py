@@ -143,15 +143,18 @@ def rank_submissions(args) -> int:
                                     read_submission, read_subsets, study_set_warnings, submission_argument)
     from petct.jsonio import write_json_atomic
     from petct.editions import edition as edition_named
+    # bad options, exit 2 as every mode's (README): checked before any file is read
+    if args.subsets is not None and args.studies is not None:
+        print("error: give --subsets or --studies, not both", file=sys.stderr)
+        return EXIT_USAGE
+    if args.subsets is None and args.studies is None and edition_named(args.challenge).rank_needs_subsets:
+        print(f"error: {args.challenge} ranks per tracer x centre subset: give --subsets JSON or --studies "
+              "CSV (with study, tracer and centre columns); refusing to rank over all studies", file=sys.stderr)
+        return EXIT_USAGE
     try:
         subsets = read_subsets(args.subsets) if args.subsets is not None else None
         if args.studies is not None:
-            if subsets is not None:
-                raise InputError("give --subsets or --studies, not both")
             subsets = read_studies_csv(args.studies)
-        if subsets is None and edition_named(args.challenge).rank_needs_subsets:
-            raise InputError(f"{args.challenge} ranks per tracer x centre subset: give --subsets JSON or --studies "
-                             "CSV (with study, tracer and centre columns); refusing to rank over all studies")
         suffix = "_auc" if edition_named(args.challenge).clicks else ""  # 2025: rank the areas under the curves
         submissions = [read_submission(path, name=name, subsets=subsets, suffix=suffix)
                        for name, path in map(submission_argument, args.submissions)]

@@ -275,7 +275,7 @@ def metrics_file(path, cases):
 def test_rank_2024_refuses_without_subsets_and_takes_a_studies_csv(tmp_path, capsys):
     a = metrics_file(tmp_path / "a/metrics.json", {"s1": 0.9, "s2": 0.1})
     b = metrics_file(tmp_path / "b/metrics.json", {"s1": 0.5, "s2": 0.4})
-    assert evaluation_main(["rank", str(a), str(b), "--challenge", "autopet-2024"]) == 1
+    assert evaluation_main(["rank", str(a), str(b), "--challenge", "autopet-2024"]) == 2  # bad options
     assert "refusing to rank" in capsys.readouterr().err
     studies = tmp_path / "studies.csv"
     studies.write_text("Study,Tracer,Centre\ns1,FDG,LMU\ns2,PSMA,UKT\n")
