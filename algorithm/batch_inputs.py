@@ -15,7 +15,7 @@ from pathlib import Path
 
 from petct.errors import InputError
 from petct.layout import CTRES_NAME, IMAGE_SUFFIXES, SUV_NAME, image_stem, list_images
-from petct.studykey import study_key
+from petct.studykey import study_key, subfolders
 
 _RAW_NAME = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 BASELINE_ROLES = ("ct", "pet")  # autoPET's nnU-Net datasets: 0000 CT, 0001 PET (SUV)
@@ -41,7 +41,7 @@ def find_cases(folder: Path, *, roles: tuple[str, ...]) -> FoundCases:
         raise InputError("input folder does not exist", path=folder)
     found = FoundCases([], [])
     _raw_cases(folder, roles, found)
-    for child in sorted(c for c in folder.iterdir() if c.is_dir() and not c.name.startswith(".")):
+    for child in subfolders(folder):
         _study_cases(child, found)
     _refuse_duplicate_keys(found)
     if not found.cases and not found.problems:
@@ -82,7 +82,7 @@ def _study_cases(folder: Path, found: FoundCases) -> None:
     """`folder` as one study, else its subfolders as the patient's studies."""
     if _add_study(folder, study_key(folder.name), found):
         return
-    for child in sorted(c for c in folder.iterdir() if c.is_dir() and not c.name.startswith(".")):
+    for child in subfolders(folder):
         _add_study(child, study_key(folder.name, child.name), found)
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from petct.errors import InputError
 from petct.layout import IMAGE_SUFFIXES as FILE_SUFFIXES
 from petct.layout import SEG_NAME, image_stem, is_image_file, list_images
-from petct.studykey import safe_key, study_key
+from petct.studykey import safe_key, study_folders
 
 MASK_SUFFIXES = ("_SEG",)
 IMAGE_SUFFIXES = ("_SUV", "_CTres", "_PET", "_CT")
@@ -168,15 +168,9 @@ def _mask_files(folder: Path, naming: MaskNaming) -> list[tuple[str, Path]]:
     name = naming.folder_file
     if name is None:
         return files
-    for patient in _subfolders(folder):
-        files += [(patient.name, p) for p in _named_images(patient, name)]
-        for study in _subfolders(patient):
-            files += [(study_key(patient.name, study.name), p) for p in _named_images(study, name)]
+    for entry in study_folders(folder):
+        files += [(entry.name, p) for p in _named_images(entry.path, name)]
     return files
-
-
-def _subfolders(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def _named_images(folder: Path, name: str) -> list[Path]:

@@ -9,6 +9,8 @@ leaderboard reads (`case.<key>.dice`).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from pathlib import Path
 
 SEPARATOR = "__"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -24,3 +26,25 @@ def study_key(patient: str, study: str | None = None) -> str:
     if study is None or study == "":
         return safe_key(patient)
     return f"{safe_key(patient)}{SEPARATOR}{safe_key(study)}"
+
+
+@dataclass(frozen=True)
+class StudyFolder:
+    """A folder that may hold one study: `<root>/<name>` or the dataset's `<root>/<patient>/<study folder>`."""
+
+    name: str  # the folder's own name one level down; study_key(patient, study folder) two levels down
+    path: Path
+
+
+def subfolders(folder: Path) -> list[Path]:
+    """The visible subfolders of `folder`, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def study_folders(root: Path) -> list[StudyFolder]:
+    """Every folder one level below `root`, each followed by the study folders one level below it."""
+    found = []
+    for patient in subfolders(root):
+        found.append(StudyFolder(name=patient.name, path=patient))
+        found += [StudyFolder(name=study_key(patient.name, study.name), path=study) for study in subfolders(patient)]
+    return found

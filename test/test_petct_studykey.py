@@ -29,3 +29,12 @@ def test_safe_key_keeps_only_safe_characters_and_length(name):
     # Characters that were already safe stay where they were.
     for a, b in zip(name, key):
         assert b == a or b == "_"
+
+
+def test_study_folders_lists_both_levels_and_skips_hidden(tmp_path):
+    from petct.studykey import study_folders
+    for folder in ("PETCT_a/08-12-2005 PET", "PETCT_a/.cache", "PETCT_b", ".hidden/x"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "file.mha").write_text("")
+    assert [(e.name, e.path.relative_to(tmp_path).as_posix()) for e in study_folders(tmp_path)] == [
+        ("PETCT_a", "PETCT_a"), ("PETCT_a__08-12-2005_PET", "PETCT_a/08-12-2005 PET"), ("PETCT_b", "PETCT_b")]

@@ -8,7 +8,7 @@ from petct.errors import InputError
 from petct.imageio import Geometry, grid_mismatches, read_image
 from petct.layout import CTRES_NAME, SEG_NAME, SUV_NAME, find_image
 from petct.phantom import make_study
-from petct.studykey import study_key
+from petct.studykey import study_folders, study_key
 
 # (seed, lesions): two positive studies and a negative one, so an empty ground truth is exercised.
 PHANTOMS = ((11, 3), (12, 0), (13, 2))
@@ -48,7 +48,8 @@ def folder_cases(folder: Path) -> list[DryRunCase]:
     if not folder.is_dir():
         raise InputError("cases folder does not exist or is not a folder", path=folder)
     cases, incomplete, seen = [], [], {}
-    for name, sub in _study_folders(folder):
+    for entry in study_folders(folder):
+        name, sub = entry.name, entry.path
         found = {stem: _image(sub, stem) for stem in (SUV_NAME, CTRES_NAME, SEG_NAME)}
         if all(found.values()):
             key = study_key(name)
@@ -66,19 +67,6 @@ def folder_cases(folder: Path) -> list[DryRunCase]:
         raise InputError(f"no case folders with {SUV_NAME}, {CTRES_NAME} and {SEG_NAME} images "
                          "(<case>/ or <patient>/<study folder>/)", path=folder)
     return cases
-
-
-def _study_folders(folder: Path) -> list[tuple[str, Path]]:
-    """(study name, folder) of every case folder and every study folder one level below it."""
-    found = []
-    for patient in _subfolders(folder):
-        found.append((patient.name, patient))
-        found += [(study_key(patient.name, study.name), study) for study in _subfolders(patient)]
-    return found
-
-
-def _subfolders(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def _image(folder: Path, stem: str) -> Path | None:
