@@ -35,8 +35,12 @@ WORKDIR /opt/app
 COPY algorithm/requirements.txt /opt/app/algorithm/requirements.txt
 RUN python -m pip install --no-cache-dir -r /opt/app/algorithm/requirements.txt \
     && python -c "$PRUNE_TESTS"
+COPY pyproject.toml LICENSE /opt/app/
 COPY petct/ /opt/app/petct/
 COPY algorithm/ /opt/app/algorithm/
+# The kit as an editable install, as `make` installs it locally: its version for the logs, its console scripts.
+# Its dependencies came from the requirements file above (--no-deps).
+RUN python -m pip install --no-cache-dir --no-deps -e /opt/app
 # Root-owned code, readable by everyone whatever the build machine's umask, writable by no one else.
 RUN chmod -R u=rwX,go=rX /opt/app
 # Model weights: grand-challenge unpacks the organiser's model tarball into /opt/ml/model (read-only).
@@ -60,8 +64,10 @@ WORKDIR /opt/app
 COPY evaluation/requirements.txt /opt/app/evaluation/requirements.txt
 RUN python -m pip install --no-cache-dir -r /opt/app/evaluation/requirements.txt \
     && python -c "$PRUNE_TESTS"
+COPY pyproject.toml LICENSE /opt/app/
 COPY petct/ /opt/app/petct/
 COPY evaluation/ /opt/app/evaluation/
+RUN python -m pip install --no-cache-dir --no-deps -e /opt/app
 RUN chmod -R u=rwX,go=rX /opt/app
 USER user
 ENTRYPOINT ["python", "-m", "evaluation"]
@@ -85,6 +91,8 @@ RUN python -m pip install --no-cache-dir -r /opt/app/evaluation/requirements.txt
     && python -c "$PRUNE_TESTS"
 COPY evaluation/ /opt/app/evaluation/
 COPY app/ /opt/app/app/
+# Again, now that the tree holds evaluation/ and app/ too.
+RUN python -m pip install --no-cache-dir --no-deps -e /opt/app
 RUN chmod -R u=rwX,go=rX /opt/app
 USER user
 VOLUME ["/var/lib/petct"]

@@ -2,10 +2,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-REQUIREMENTS := requirements.txt requirements-dev.txt algorithm/requirements.txt evaluation/requirements.txt app/requirements.txt \
-	evaluation/report-requirements.txt dataset/requirements.txt
-# The stamp is named after the requirement files' content, not compared by date: a fresh clone or checkout
-# (every file newer than the stamp) reuses the venv, and only an edited requirement reinstalls.
+# pyproject.toml reads its dependency lists from these files (one home each; the images install them too).
+REQUIREMENTS := pyproject.toml requirements-dev.txt algorithm/requirements.txt evaluation/requirements.txt \
+	app/requirements.txt evaluation/report-requirements.txt dataset/requirements.txt
+# The stamp is named after the package's and the requirement files' content, not compared by date: a fresh clone
+# or checkout (every file newer than the stamp) reuses the venv, and only an edited requirement reinstalls.
 REQUIREMENTS_SHA256 := $(shell $(PYTHON) -c "import hashlib, sys; print(hashlib.sha256(b''.join(open(f, 'rb').read() for f in sys.argv[1:])).hexdigest()[:16])" $(REQUIREMENTS))
 STAMP := $(VENV)/.installed-$(REQUIREMENTS_SHA256)
 
@@ -17,9 +18,8 @@ $(STAMP):
 	# torch first, pinned: a bare `torch` requirement would pull a multi-GB CUDA build, and this pair
 	# is the one whose torchvision imports (nnunetv2, a test dependency, needs it).
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -r requirements-dev.txt
-	# The dataset tool (DICOM conversion): its own list, kept out of the containers' images.
-	$(PY) -m pip install -q -r dataset/requirements.txt
+	# The kit itself, editable (the console scripts and `python -m` work from any folder), with every extra.
+	$(PY) -m pip install -q -e '.[dev]'
 	rm -f $(VENV)/.installed $(VENV)/.installed-*
 	touch $(STAMP)
 

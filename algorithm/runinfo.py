@@ -1,4 +1,4 @@
-"""The one line every run ends its log with: which engine, model, folds and options ran.
+"""The one line every run ends its log with: which kit version, engine, model, folds and options ran.
 
 A participant scored on the wrong model must be able to see it in the job's log; the dry-run reads the
 line back (RAN_PREFIX) and shows it per study.
@@ -9,20 +9,22 @@ import json
 import re
 
 from petct.jsonio import dumps
+from petct.version import kit_version
 
 RAN_PREFIX = "ran: "
 _RAN_LINE = re.compile(r"\b" + re.escape(RAN_PREFIX) + r"(\{.*\})\s*$")
 
 
 def run_summary(description: dict[str, object]) -> dict[str, object]:
-    """engine, model, folds and options from an engine's describe()."""
+    """The kit's version, and engine, model, folds and options from an engine's describe()."""
     if description.get("engine") != "nnunet":
-        return {"engine": description.get("engine"), "model": None, "folds": None,
+        return {"kit_version": kit_version(), "engine": description.get("engine"), "model": None, "folds": None,
                 "options": {"reason": description.get("reason")}}
     members = description.get("members") or [description]
     options = {key: members[0].get(key) for key in ("device", "use_mirroring", "step_size", "checkpoint",
                                                        "time_budget_s", "compile") if key in members[0]}
     return {
+        "kit_version": kit_version(),
         "engine": "nnunet",
         "model": [m.get("model_folder") for m in members] if len(members) > 1 else members[0].get("model_folder"),
         "configurations": [m.get("configuration") for m in members],

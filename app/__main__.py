@@ -158,6 +158,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
 
 
+def serve() -> int:
+    """The `petct-serve` command: `python -m app serve`."""
+    return main(["serve", *sys.argv[1:]])
+
+
+def dry_run() -> int:
+    """The `petct-dry-run` command: `python -m app dry-run`."""
+    return main(["dry-run", *sys.argv[1:]])
+
+
 def _serve(args: argparse.Namespace) -> int:
     from app.service.serve import serve
     from app.service.settings import ServiceSettings, token_from

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,14 +22,15 @@ import numpy as np
 import psutil
 import SimpleITK as sitk
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "test")]
+from evaluation.scoring import score_files
+from petct.argtypes import whole_number
+from petct.imageio import write_image_atomic
+from petct.phantom import make_study
+from suite_helpers import test_helpers
 
-from app_helpers import Server  # noqa: E402
-from evaluation.scoring import score_files  # noqa: E402
-from petct.argtypes import whole_number  # noqa: E402
-from petct.imageio import write_image_atomic  # noqa: E402
-from petct.phantom import make_study  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+
+Server = test_helpers("app_helpers").Server
 
 
 def mask_pair(folder: Path, *, size, seed: int, compress: bool) -> tuple[Path, Path]:

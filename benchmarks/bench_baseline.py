@@ -9,19 +9,17 @@ Markdown table, the FPV ratio, and seconds per study.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from algorithm.baseline import BaselineEngine  # noqa: E402
-from evaluation.metrics import score_arrays  # noqa: E402
-from petct.argtypes import whole_number  # noqa: E402
-from petct.phantom import SIZES, make_study  # noqa: E402
+from algorithm.baseline import BaselineEngine
+from evaluation.metrics import score_arrays
+from petct.argtypes import whole_number
+from petct.phantom import SIZES, make_study
 
 PLAIN_THRESHOLD_SUV = 4.0
 

@@ -28,15 +28,13 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
+from bench_inference import machine, write_model
+from petct.argtypes import whole_number
+from petct.imageio import write_image_atomic
+from petct.jsonio import dumps
+from petct.phantom import make_study
 
-from bench_inference import machine, write_model  # noqa: E402
-from petct.argtypes import whole_number  # noqa: E402
-from petct.imageio import write_image_atomic  # noqa: E402
-from petct.jsonio import dumps  # noqa: E402
-from petct.phantom import make_study  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 GOAL = 2.0  # end-to-end speed-up over nnUNetv2_predict
 

@@ -23,15 +23,14 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from algorithm.baseline import BaselineEngine
+from evaluation.interactive import area_under_curve
+from evaluation.metrics import score_arrays
+from petct.argtypes import whole_number
+from petct.click_simulation import simulate_clicks
+from petct.phantom import SIZES, make_study
 
-from algorithm.baseline import BaselineEngine  # noqa: E402
-from evaluation.interactive import area_under_curve  # noqa: E402
-from evaluation.metrics import score_arrays  # noqa: E402
-from petct.argtypes import whole_number  # noqa: E402
-from petct.click_simulation import simulate_clicks  # noqa: E402
-from petct.phantom import SIZES, make_study  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 METRICS = ("dice", "false_positive_volume", "false_negative_volume")
 

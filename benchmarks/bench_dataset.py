@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 GOAL_FLOOR_RATIO, GOAL_SPEEDUP = 1.5, 3.0
 COLLECTION_STUDIES = 1014

@@ -23,16 +23,14 @@ import cc3d
 import numpy as np
 import SimpleITK as sitk
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from evaluation.batch import score_cases  # noqa: E402
-from evaluation.metrics import CONNECTIVITY, score_arrays  # noqa: E402
-from evaluation.pairing import Case  # noqa: E402
-from evaluation.scoring import score_files  # noqa: E402
-from petct.argtypes import whole_number  # noqa: E402
-from petct.imageio import Geometry, image_from_array, read_array, write_image_atomic  # noqa: E402
-from petct.phantom import make_study  # noqa: E402
+from evaluation.batch import score_cases
+from evaluation.metrics import CONNECTIVITY, score_arrays
+from evaluation.pairing import Case
+from evaluation.scoring import score_files
+from petct.argtypes import whole_number
+from petct.imageio import Geometry, image_from_array, read_array, write_image_atomic
+from petct.phantom import make_study
 
 GOAL_RATIO, GOAL_SPEEDUP, GOAL_PEAK_GB = 1.5, 20.0, 1.5
 
@@ -97,8 +95,7 @@ def peak_memory_gb(gt: Path, pred: Path) -> tuple[float, float]:
     """Peak resident memory (GB) of a fresh process that scores one study, and of one that only imports."""
     # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over exec from the (large) parent.
     def child(code: str) -> float:
-        script = (f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
-                  "from evaluation.scoring import score_files\n"
+        script = ("from evaluation.scoring import score_files\n"
                   f"{code}\n"
                   "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])")
         out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout

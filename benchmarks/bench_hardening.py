@@ -26,14 +26,16 @@ from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "benchmarks"), str(REPO / "test")]
+from bench_app import mask_pair, post_score
+from petct.argtypes import whole_number
+from petct.imageio import write_image_atomic
+from petct.phantom import make_study
+from suite_helpers import test_helpers
 
-from app_helpers import STARTUP_TIMEOUT_S, free_port  # noqa: E402
-from bench_app import mask_pair, post_score  # noqa: E402
-from petct.argtypes import whole_number  # noqa: E402
-from petct.imageio import write_image_atomic  # noqa: E402
-from petct.phantom import make_study  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+
+STARTUP_TIMEOUT_S = test_helpers("app_helpers").STARTUP_TIMEOUT_S
+free_port = test_helpers("app_helpers").free_port
 
 # Run in each tree with its own code: prints {"write_s", "read_nifti_s", "score_s"} as JSON.
 IO_SCRIPT = """

@@ -10,16 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO)]
+from app.dryrun.engine import detect_engine, engine_env
+from images.bases import PYTHON_BASE, TORCH_BASES
+from images.build import image_size_and_platform
 
-from app.dryrun.engine import detect_engine, engine_env  # noqa: E402
-from images.bases import PYTHON_BASE, TORCH_BASES  # noqa: E402
-from images.build import image_size_and_platform  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 IMAGES = {"algorithm (CPU)": ("petct-kit/algorithm:cpu", TORCH_BASES["cpu"]),
           "evaluation": ("petct-kit/evaluation:cpu", PYTHON_BASE),

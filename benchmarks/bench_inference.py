@@ -45,21 +45,20 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from algorithm.engine import EngineOptions  # noqa: E402
-from algorithm.nnunet import NnUNetEngine  # noqa: E402
-from algorithm.nnunet.engine import resolve_device  # noqa: E402
-from algorithm.nnunet.network import build_network  # noqa: E402
-from algorithm.nnunet.plans import Plan, read_plan  # noqa: E402
-from algorithm.nnunet.preprocessing import preprocess  # noqa: E402
-from algorithm.pipeline import segment_study  # noqa: E402
-from petct.argtypes import whole_number  # noqa: E402
-from petct.errors import InputError  # noqa: E402
-from petct.imageio import Geometry, grid_mismatches, image_from_array, read_array, write_image_atomic  # noqa: E402
-from petct.jsonio import dumps, write_json_atomic  # noqa: E402
-from petct.layout import CTRES_NAME, SUV_NAME  # noqa: E402
-from petct.phantom import SIZES, make_study  # noqa: E402
+from algorithm.engine import EngineOptions
+from algorithm.nnunet import NnUNetEngine
+from algorithm.nnunet.engine import resolve_device
+from algorithm.nnunet.network import build_network
+from algorithm.nnunet.plans import Plan, read_plan
+from algorithm.nnunet.preprocessing import preprocess
+from algorithm.pipeline import segment_study
+from petct.argtypes import whole_number
+from petct.errors import InputError
+from petct.imageio import Geometry, grid_mismatches, image_from_array, read_array, write_image_atomic
+from petct.jsonio import dumps, write_json_atomic
+from petct.layout import CTRES_NAME, SUV_NAME
+from petct.phantom import SIZES, make_study
 
 GIB = 2**30
 TFLOP_PER_AUTOPET_PATCH = 1.05  # the convention (1.049 counted) for the autoPET model

@@ -26,14 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "test"))
+from evaluation.mip import VIEWS, overlay_mip, read_study
+from petct.imageio import image_from_array, read_array, write_image_atomic
+from petct.phantom import make_study
+from suite_helpers import test_helpers
 
-from evaluation.mip import VIEWS, overlay_mip, read_study  # noqa: E402
-from petct.imageio import image_from_array, read_array, write_image_atomic  # noqa: E402
-from petct.phantom import make_study  # noqa: E402
-from report_helpers import random_metrics, write_metrics  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+
+random_metrics = test_helpers("report_helpers").random_metrics
+write_metrics = test_helpers("report_helpers").write_metrics
 
 GOAL_MIP_RATIO = 0.5
 PEAK = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True); "

@@ -26,12 +26,11 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from petct.argtypes import whole_number
+from petct.imageio import Geometry, image_from_array, write_image_atomic
+from petct.phantom import make_study
 
-from petct.argtypes import whole_number  # noqa: E402
-from petct.imageio import Geometry, image_from_array, write_image_atomic  # noqa: E402
-from petct.phantom import make_study  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 GOAL_RATIO = 1.3
 READ_BOTH = ("import sys, SimpleITK as sitk\n"

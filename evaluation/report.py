@@ -1,4 +1,4 @@
-"""metrics.json: per-study metrics under `case`, statistics under `aggregates`, and every problem."""
+"""metrics.json: per-study metrics under `case`, statistics under `aggregates`, every problem, the kit's version."""
 from __future__ import annotations
 
 import sys
@@ -11,6 +11,7 @@ from evaluation.problems import Problem
 from evaluation.scoring import StudyResult
 from petct.jsonio import write_json_atomic
 from petct.studykey import safe_key, study_key
+from petct.version import kit_version
 
 
 def build_report(results: list[tuple[Case, StudyResult]], problems: list[Problem]) -> dict:
@@ -47,8 +48,8 @@ def case_key(study: str, *, taken: Collection[str] = ()) -> str:
 
 
 def write_report(report: dict, path: Path) -> Path:
-    """Write metrics.json atomically: readers never see half a file."""
-    return write_json_atomic(report, path)
+    """Write metrics.json atomically (readers never see half a file), with the version of the kit that scored it."""
+    return write_json_atomic({**report, "kit_version": kit_version()}, path)
 
 
 def print_problems(problems: list[Problem]) -> None:

@@ -375,7 +375,6 @@ def test_a_clean_job_leaves_nothing_to_report(tmp_path):
 LATE_WRITER = textwrap.dedent("""\
     import os, subprocess, sys
     import SimpleITK as sitk
-    sys.path.insert(0, {repo!r})
     from petct.imageio import read_image
     inp, out = sys.argv[1], sys.argv[2]
     pet = read_image(next(p for p in __import__("pathlib").Path(inp, "images", "pet").iterdir()))

@@ -1,4 +1,4 @@
-"""The Makefile reinstalls when the requirement files' content changes, never because files are newer."""
+"""The Makefile reinstalls when the package's or the requirement files' content changes, never because files are newer."""
 from __future__ import annotations
 
 import os
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-REQUIREMENTS = ("requirements.txt", "requirements-dev.txt", "algorithm/requirements.txt",
+REQUIREMENTS = ("pyproject.toml", "requirements-dev.txt", "algorithm/requirements.txt",
                 "evaluation/requirements.txt", "app/requirements.txt", "evaluation/report-requirements.txt",
                 "dataset/requirements.txt")
 
