@@ -14,8 +14,7 @@ import SimpleITK as sitk
 
 from petct.imageio import write_image_atomic
 from petct.phantom import Study
-
-REPO = Path(__file__).resolve().parents[1]
+from paths import REPO
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from scipy import ndimage
 
 from petct.imageio import Geometry, image_from_array, write_image_atomic
 from petct.phantom import make_study
+from paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT_S = 90.0
 
 

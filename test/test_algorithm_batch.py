@@ -9,26 +9,23 @@ import SimpleITK as sitk
 
 from algorithm.batch_inputs import find_cases
 from algorithm_helpers import output_files, run_algorithm, write_platform_input
-from nnunet_helpers import make_dataset_json, make_plans, plain_architecture, study_arrays, write_results_folder
+from nnunet_helpers import require_nnunetv2
 from petct.errors import InputError
 from petct.imageio import write_image_atomic
 from petct.phantom import make_study
 from algorithm.runinfo import parse_ran_line
 
-pytest.importorskip("nnunetv2")
+require_nnunetv2()
 
 SIZE = (24, 24, 20)
 SEEDS = (31, 32, 33)
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, nnunet_case):
     root = tmp_path_factory.mktemp("batch")
-    spacing = study_arrays(SEEDS[0], SIZE)[2]
-    plans = make_plans(plain_architecture(), patch_size=(16, 16, 16), spacing=list(spacing))
-    model = write_results_folder(root / "model" / "nnUNetTrainer__nnUNetPlans__3d_fullres", plans=plans,
-                                 dataset=make_dataset_json(("CT", "PET")), folds=(0,),
-                                 calibration_study=study_arrays(SEEDS[0], SIZE))
+    model = nnunet_case.copy_model(root / "model") / "Dataset999_KitTest" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+    shutil.rmtree(model / "fold_1")  # one fold
     studies = [make_study(seed, size=SIZE, n_lesions=3, name=f"PETCT_{seed}") for seed in SEEDS]
     single = {}
     for study in studies:  # the reference: one single-study container run each

@@ -9,11 +9,11 @@ import torch
 
 from algorithm.engine import EngineOptions
 from algorithm.nnunet import EnsembleEngine, NnUNetEngine, load_model
-from nnunet_helpers import (CONFIGURATION, dice, make_dataset_json, make_plans, plain_architecture, reference_prediction,
-                            study_arrays, write_results_folder)
+from nnunet_helpers import (CONFIGURATION, dice, make_dataset_json, make_plans, plain_architecture,
+                            reference_prediction, require_nnunetv2, study_arrays, write_results_folder)
 from petct.errors import InputError
 
-pytest.importorskip("nnunetv2")
+require_nnunetv2()
 torch.set_num_threads(2)
 
 LOWRES = "3d_lowres"
@@ -47,6 +47,7 @@ def setup(tmp_path_factory):
     return {"root": root, "model": root / "model", "full": full, "low": low, "study": study}
 
 
+@pytest.mark.slow
 def test_ensemble_matches_nnunet_mean_of_probabilities(setup):
     pet, ct, spacing = setup["study"]
     options = EngineOptions(device="cpu", use_mirroring=False, configurations=(CONFIGURATION, LOWRES),

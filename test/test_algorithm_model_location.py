@@ -16,23 +16,21 @@ import algorithm.__main__ as container
 from algorithm import engines
 from algorithm.runinfo import parse_ran_line
 from algorithm_helpers import REPO, output_files, run_algorithm, write_platform_input
-from nnunet_helpers import make_dataset_json, make_plans, plain_architecture, study_arrays, write_results_folder
+from nnunet_helpers import require_nnunetv2
 from petct.phantom import make_study
 
-pytest.importorskip("nnunetv2")
+require_nnunetv2()
 
 TRAINER = "nnUNetTrainer__nnUNetPlans__3d_fullres"
 SIZE = (24, 24, 16)
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """A usable model, a fold_all-only one and a two-trainer one (same random network)."""
+def models(tmp_path_factory, nnunet_case):
+    """A usable one-fold model, a fold_all-only one and a two-trainer one (same random network)."""
     root = tmp_path_factory.mktemp("models")
-    calibration = study_arrays(41, SIZE)
-    plans = make_plans(plain_architecture(), patch_size=(16, 16, 16), spacing=list(calibration[2]))
-    good = write_results_folder(root / "good" / "Dataset999_KitTest" / TRAINER, plans=plans,
-                                dataset=make_dataset_json(), folds=(0,), calibration_study=calibration)
+    good = nnunet_case.copy_model(root / "good") / "Dataset999_KitTest" / TRAINER
+    shutil.rmtree(good / "fold_1")
     fold_all = root / "fold_all" / TRAINER
     shutil.copytree(good, fold_all)
     (fold_all / "fold_0").rename(fold_all / "fold_all")

@@ -6,20 +6,21 @@ import pytest
 import SimpleITK as sitk
 
 from algorithm_helpers import output_files, run_algorithm, set_read_only, write_platform_input
-from nnunet_helpers import dice, reference_prediction, small_model_case
+from nnunet_helpers import dice, reference_prediction, require_nnunetv2
 from petct.imageio import Geometry
 
-pytest.importorskip("nnunetv2")
+require_nnunetv2()
 
 
 @pytest.fixture(scope="module")
-def case(tmp_path_factory):
+def case(tmp_path_factory, nnunet_case):
     root = tmp_path_factory.mktemp("nnunet-container")
-    made = small_model_case(root)
-    platform = write_platform_input(root / "input", made["study"])
-    return {"root": root, "input": platform, **made}
+    platform = write_platform_input(root / "input", nnunet_case.study)
+    return {"root": root, "input": platform, "study": nnunet_case.study, "model": nnunet_case.model,
+            "suv": nnunet_case.suv, "ct": nnunet_case.ct, "spacing": nnunet_case.spacing}
 
 
+@pytest.mark.slow
 def test_container_runs_a_results_folder_like_nnunet(case):
     root, study = case["root"], case["study"]
     set_read_only(case["input"].root, True)

@@ -13,8 +13,8 @@ from app.dryrun.cases import folder_cases
 from petct.errors import InputError
 from petct.phantom import make_study
 from petct.studykey import study_key
+from paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = (24, 24, 16)
 DATES = ("08-12-2001-NA-PET-CT Ganzkoerper  primaer mit KM-10445", "11-03-2002-NA-PET-CT Ganzkoerper-77031")
 

@@ -14,6 +14,7 @@ from dataset.convert import ConvertOptions
 from dataset.run import convert_tree
 from dataset_helpers import convert, synth
 from petct.layout import OUTPUT_RELATIVE_PATH
+from nnunet_helpers import require_nnunetv2
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def dicom(tmp_path_factory):
 
 
 def test_nnunet_layout_loads_with_the_kits_nnunet_engine(dicom, tmp_path):
-    pytest.importorskip("nnunetv2")
+    require_nnunetv2()
     from algorithm.engine import EngineOptions
     from algorithm.nnunet import NnUNetEngine
     from nnunet_helpers import make_plans, plain_architecture, write_results_folder

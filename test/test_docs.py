@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from algorithm.pipeline import PROBABILITY_SUFFIXES
+from paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 # Spelled in pieces so that this file does not match itself.
 OUTSIDE_POINTERS = ("../" + "shared/", "/" + "work/")
 DEVELOPMENT_MACHINE_WORDS = ("dev " + "box", "sess" + "ion", "device " + "call", "car" + "ry", "le" + "nt a")

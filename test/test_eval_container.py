@@ -16,8 +16,7 @@ from evaluation.metrics import score_arrays
 from evaluation.studies import index_masks, input_candidates, mask_key
 from petct.imageio import Geometry
 from petct.jsonio import strict
-
-ROOT = Path(__file__).resolve().parents[1]
+from paths import REPO
 
 
 def load_strict(path: Path) -> dict:
@@ -81,7 +80,7 @@ def test_runs_as_a_module_with_the_platform_defaults_overridden(tmp_path):
     study, mask, geometry = sub.add_phantom_study(4, n_lesions=2)
     sub.add_job(pk="only", pet_name=f"{study}_SUV.mha", mask=mask, geometry=geometry)
     sub.write_predictions_json()
-    run = subprocess.run([sys.executable, "-m", "evaluation", *sub.argv()], cwd=ROOT, capture_output=True,
+    run = subprocess.run([sys.executable, "-m", "evaluation", *sub.argv()], cwd=REPO, capture_output=True,
                          text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert sub.metrics()["case"][study]["dice"] == 1.0

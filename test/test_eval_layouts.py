@@ -19,8 +19,8 @@ from evaluation.report import build_report
 from evaluation.scoring import StudyResult
 from evaluation.studies import MaskNaming, index_masks
 from petct.studykey import study_key
+from paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 GRID = geometry_of((12, 16, 16), spacing=(2.0, 2.0, 3.0))
 # A study folder as the organisers' conversion names them: a date, spaces, dots.
 DATE_A = "08-12-2001-NA-PET-CT Ganzkoerper  primaer mit KM-10445"

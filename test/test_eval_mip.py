@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +11,8 @@ from scipy import ndimage
 from evaluation.mip import (FALSE_NEGATIVE, FALSE_POSITIVE, OPACITY, PREDICTED, TRUE_POSITIVE, StudyArrays,
                             overlay_mip)
 from petct.imageio import Geometry, image_from_array, write_image_atomic
+from paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 STRUCTURE_18 = ndimage.generate_binary_structure(3, 2)
 
 

@@ -12,8 +12,8 @@ import pytest
 
 from evaluation.ranking import competition_ranks, leaderboard, read_submission, read_subsets
 from petct.errors import InputError
+from paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = {"dice": 0.5, "false_positive_volume": 0.25, "false_negative_volume": 0.25}
 
 

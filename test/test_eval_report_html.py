@@ -14,11 +14,11 @@ from evaluation.html_report.inputs import read_submission_metrics
 from evaluation.html_report.stability import bootstrap_ranks
 from evaluation.ranking import leaderboard, read_submission
 from report_helpers import exact, numbers, random_metrics, write_metrics
+from paths import REPO
 
 pytest.importorskip("matplotlib", reason="matplotlib is in evaluation/report-requirements.txt")
 pytest.importorskip("jinja2", reason="Jinja2 is in evaluation/report-requirements.txt")
 
-REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 DIGITS = {"dice": 3, "gt_lesions": 0, "detected_lesions": 0, "fp_components": 0}
 
 

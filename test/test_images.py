@@ -23,10 +23,10 @@ import SimpleITK as sitk
 
 from algorithm_helpers import output_files, run_algorithm, write_platform_input
 from app_helpers import REPO, files_of, free_port, wait_for_job, write_phantom
-from nnunet_helpers import dice, small_model_case
+from nnunet_helpers import dice
 
-pytestmark = pytest.mark.skipif(os.environ.get("PETCT_IMAGE_TEST") != "1",
-                                reason="container images: run with `make image-test`")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(os.environ.get("PETCT_IMAGE_TEST") != "1",
+                                                   reason="container images: run with `make image-test`")]
 
 BUILD_TIMEOUT_S = 1800
 RUN_TIMEOUT_S = 600
@@ -97,11 +97,11 @@ def _without_paths(value):
 
 
 @pytest.fixture(scope="module")
-def study_and_model(tmp_path_factory):
+def study_and_model(tmp_path_factory, nnunet_case):
     """A phantom study laid out as the platform does, and a small random-weight nnU-Net results folder."""
     root = tmp_path_factory.mktemp("image-algorithm")
-    study = small_model_case(root)["study"]
-    platform = write_platform_input(root / "input", study)
+    nnunet_case.copy_model(root / "model")  # made read-only for the image's user below
+    platform = write_platform_input(root / "input", nnunet_case.study)
     _read_only_for_others(root)
     return root, platform.root, root / "model"
 

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+from paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 REQUIREMENTS = ("pyproject.toml", "requirements-dev.txt", "algorithm/requirements.txt",
                 "evaluation/requirements.txt", "app/requirements.txt", "evaluation/report-requirements.txt",
                 "dataset/requirements.txt")

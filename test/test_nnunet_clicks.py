@@ -13,11 +13,13 @@ import torch
 
 from algorithm.engine import EngineOptions
 from algorithm.nnunet import NnUNetEngine
-from nnunet_helpers import dice, make_dataset_json, make_plans, plain_architecture, study_arrays, write_results_folder
+from nnunet_helpers import (dice, make_dataset_json, make_plans, plain_architecture, require_nnunetv2, study_arrays,
+                            write_results_folder)
 from petct.clicks import ClickEncoding, Clicks, click_channels
 from petct.errors import InputError
 
-pytest.importorskip("nnunetv2")
+require_nnunetv2()
+pytestmark = pytest.mark.slow  # runs nnunetv2's own predictor as the reference
 torch.set_num_threads(2)
 
 PATCH = (24, 32, 32)

@@ -15,27 +15,24 @@ import torch
 from algorithm.engine import EngineOptions
 from algorithm.nnunet import NnUNetEngine, is_results_folder
 from algorithm.nnunet.budget import Schedule, choose_schedule
-from nnunet_helpers import make_dataset_json, make_plans, plain_architecture, study_arrays, write_results_folder
+from nnunet_helpers import make_dataset_json, require_nnunetv2
 from petct.errors import InputError
 from petct.jsonio import dumps
 
-pytest.importorskip("nnunetv2")
+require_nnunetv2()
 torch.set_num_threads(2)
 
-PATCH = (16, 16, 16)
 CPU = EngineOptions(device="cpu", use_mirroring=False)
 
 
 @pytest.fixture(scope="module")
-def study():
-    return study_arrays(5, (24, 24, 20))
+def study(nnunet_case):
+    return nnunet_case.suv, nnunet_case.ct, nnunet_case.spacing
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory, study):
-    plans = make_plans(plain_architecture(), patch_size=PATCH, spacing=list(study[2]))
-    folder = tmp_path_factory.mktemp("model") / "Dataset999_KitTest" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
-    return write_results_folder(folder, plans=plans, dataset=make_dataset_json(), folds=(0, 1), calibration_study=study)
+def model(nnunet_case):
+    return nnunet_case.trainer_folder
 
 
 def _copy(model, tmp_path, name="copy"):

@@ -13,8 +13,9 @@ from algorithm.nnunet import NnUNetEngine, compiled, engine as engine_module
 from algorithm.nnunet.oom import on_host_if_out_of_memory, retry_out_of_memory
 from algorithm.nnunet.sliding_window import SlidingWindow, WindowRun
 from test_nnunet_engine import model, study  # noqa: F401 - the engine tests' small model and study
+from nnunet_helpers import require_nnunetv2
 
-pytest.importorskip("nnunetv2")
+require_nnunetv2()
 torch.set_num_threads(2)
 
 # What running out of GPU memory looks like besides torch.OutOfMemoryError: cuDNN and cuBLAS failing to

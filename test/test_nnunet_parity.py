@@ -13,9 +13,10 @@ import torch
 from algorithm.engine import EngineOptions
 from algorithm.nnunet import NnUNetEngine
 from nnunet_helpers import (dice, make_dataset_json, make_plans, plain_architecture, reference_prediction,
-                            resenc_architecture, study_arrays, write_results_folder)
+                            require_nnunetv2, resenc_architecture, study_arrays, write_results_folder)
 
-pytest.importorskip("nnunetv2")
+require_nnunetv2()
+pytestmark = pytest.mark.slow  # runs nnunetv2's own predictor as the reference
 torch.set_num_threads(2)
 
 PATCH = (24, 32, 32)

@@ -12,9 +12,9 @@ from algorithm.nnunet.plans import ChannelNorm
 from algorithm.nnunet.preprocessing import nonzero_bbox, normalize_channel, pad_to_patch
 from algorithm.nnunet.resampling import new_shape_for_spacing, resample_to_shape
 from algorithm.nnunet.sliding_window import compute_steps, gaussian_importance, mirror_passes
-from nnunet_helpers import make_dataset_json, make_plans, plain_architecture, resenc_architecture
+from nnunet_helpers import make_dataset_json, make_plans, plain_architecture, require_nnunetv2, resenc_architecture
 
-pytest.importorskip("nnunetv2")
+require_nnunetv2()
 torch.set_num_threads(2)
 
 

@@ -12,8 +12,8 @@ import pytest
 
 from petct.editions import EDITIONS
 from petct.version import kit_version
+from paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
 

@@ -6,7 +6,6 @@ import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +16,7 @@ from petct.argtypes import whole_number
 from petct.atomic import atomic_path
 from petct.errors import InputError
 from petct.imageio import Geometry, grid_mismatches, read_array, read_image, require_finite, write_image_atomic
-
-REPO = Path(__file__).resolve().parents[1]
+from paths import REPO
 
 
 def _image(shape=(4, 5, 6), dtype=np.uint8, spacing=(1.0, 2.0, 3.0)) -> sitk.Image:
