@@ -61,13 +61,13 @@ from petct.layout import CTRES_NAME, SUV_NAME
 from petct.phantom import SIZES, make_study
 
 GIB = 2**30
-TFLOP_PER_AUTOPET_PATCH = 1.05  # the issue's convention (1.049 counted) for the autoPET model
+TFLOP_PER_AUTOPET_PATCH = 1.05  # per patch of the autoPET model (1.049 counted), the goals' convention
 FOLDS = 5
 CONFIGURATION = "3d_fullres"
 # The model's input channels, in order, and the study file each one is (2024/2025 autoPET order: CT first).
 CHANNELS = (("CT", CTRES_NAME), ("PET", SUV_NAME))
 NNUNET_CASE = "case"
-# nnU-Net's parity bar (issue 3): masks must agree wherever nnU-Net's probability is this far from 0.5.
+# nnU-Net's parity bar: masks must agree wherever nnU-Net's probability is this far from 0.5.
 NEAR_TIE = 0.005
 MODELS = {
     # The typical 3d_fullres plan of the autoPET nnU-Net baselines and winners (about 1.05 TFLOP per patch).
@@ -551,7 +551,7 @@ def machine() -> dict:
 
 
 def goals(report: dict) -> dict:
-    """Each goal of issue 3 with the measured value; they apply on a GPU with the full-size autoPET study."""
+    """Each performance goal with the measured value; they apply on a GPU with the full-size autoPET study."""
     rows = report["configs"]
     speedups = [r["ratios"]["end_to_end"] for r in rows if "ratios" in r]
     dices = [r["agreement"]["files"]["dice"] for r in rows if "agreement" in r]
@@ -634,7 +634,7 @@ def print_report(report: dict) -> None:
         for name, g in goal_rows.items():
             print(f"- goal {name}: {g['value']:.2f} vs {g['goal']} -> {'met' if g['met'] else 'NOT met'}")
     else:
-        print("- issue 3's goals apply on a GPU with --model autoPET --size full: not judged here")
+        print("- the goals apply on a GPU with --model autoPET --size full: not judged here")
 
 
 # ---------------------------------------------------------------------------------------------- main

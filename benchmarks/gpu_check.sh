@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU run of the inference benchmark (benchmarks/bench_inference.py), made to stop cleanly, with what it has,
-# well inside one ~10-minute call on a rented GPU machine, so that a second call still fits when the first breaks.
+# well inside a ~10-minute run on a GPU machine, so that a second run still fits when the first breaks.
 #
 # What it needs beside the repository: a python3 with torch (CUDA), numpy and scipy, and, as wheels in .whl/ at
 # the repository root (ignored by git), what that machine may lack: the kit's and nnU-Net's image I/O and what
@@ -21,11 +21,11 @@
 # nnunetv2 the benchmark times the kit alone and says so. The study and the model are generated (petct.phantom,
 # random weights): no data travels.
 #
-# Run: bash benchmarks/gpu_check.sh, in a call of at least GPU_CHECK_BUDGET_S + 30 s. Everything lands in $OUT
+# Run: bash benchmarks/gpu_check.sh, with a time limit of at least GPU_CHECK_BUDGET_S + 30 s. Everything lands in $OUT
 # (default bench-out/gpu): env.log and, per step, <step>.log and <step>.json (the benchmark rewrites the JSON after
 # each configuration, so a step stopped at its limit keeps what it measured).
 #
-# Steps, in the order of issue 12's priorities; each is capped, and gets at most what the budget has left, so
+# Steps, in priority order; each is capped, and gets at most what the budget has left, so
 # the lower priorities are the ones cut when time runs short (H200 estimates from nnU-Net's measured times):
 #   env      install the wheels, nvidia-smi, versions, imports                                   ~15 s
 #   quick    CUDA path end to end, masks vs nnU-Net: small model, 96x128x128 study, 1 fold
@@ -38,7 +38,7 @@
 #   compile  as full1 with torch.compile, kit only (throughput with compile; full1 has it
 #            without)                                                                            ~80 s  (cap 120 s)
 #   tta      1 fold with mirroring (vs nnU-Net) and 5 folds with mirroring (kit only)           ~90 s  (what is left)
-# With the default budget of 300 s the steps up to compile fit; tta runs on what they leave. A second call can
+# With the default budget of 300 s the steps up to compile fit; tta runs on what they leave. A second run can
 # run the rest: GPU_CHECK_STEPS="compile tta" (the work folder, kept on a machine still warm, is reused; on a
 # fresh one the setup step is redone first, automatically).
 #

@@ -77,10 +77,6 @@ def read_bytes(paths: list[Path]) -> tuple[dict[Path, bytes], str]:
     return contents, digest.hexdigest()
 
 
-def input_checksum(paths: list[Path]) -> str:
-    return read_bytes(paths)[1]
-
-
 def _datasets(paths: list[Path], contents: dict[Path, bytes], what: str) -> list:
     """Parse each file's bytes, dropping them once parsed: a full-size CT is ~340 MB of pixel data."""
     out = []

@@ -16,7 +16,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from dataset.convert import ConvertOptions, StudyRecord, convert_study
-from dataset.discover import StudyFiles, discover
+from dataset.discover import discover
 from dataset.outputs import HDF5_NAME, merge_h5, nnunet_dataset_json
 from petct.atomic import atomic_path
 from petct.jsonio import read_json, write_json_atomic
@@ -112,7 +112,3 @@ def _finish(out: Path, options: ConvertOptions, records: list[StudyRecord]) -> N
     if options.fmt == "hdf5" and done:
         with atomic_path(out / HDF5_NAME) as tmp:
             merge_h5(out, done, tmp)
-
-
-def studies_of(dicom_root: str | Path) -> list[StudyFiles]:
-    return discover(dicom_root).studies

@@ -13,16 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cc3d
-import highdicom as hd
 import numpy as np
-import pydicom
 import SimpleITK as sitk
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian, PositronEmissionTomographyImageStorage, CTImageStorage
 
 from dataset.suv import GE_SCAN_DATETIME, PHILIPS_ACTIVITY_SCALE, PHILIPS_SUV_SCALE
+from dataset.segexport import write_seg
+from dataset.uids import uid
 from petct.atomic import atomic_path
 from petct.imageio import Geometry
 from petct.phantom import Study, make_study
@@ -30,7 +29,6 @@ from petct.resample import resample_ct_array
 
 VENDORS = ("siemens", "ge", "philips-bqml", "philips-cnts")
 F18_HALF_LIFE_S = 6586.2
-UID_ROOT = "1.2.826.0.1.3680043.10.1512."  # a private root for the kit's synthetic data
 INT16_MAX = 32767
 
 
@@ -64,12 +62,6 @@ class SynthStudy:
     ct: sitk.Image
     suv_factor: float
     pet_files: list[Path] = field(default_factory=list)
-
-
-def uid(*parts: object) -> str:
-    """A deterministic UID from `parts`: the same study always gets the same UIDs."""
-    digest = int(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest(), 16)
-    return (UID_ROOT + str(digest))[:64].rstrip(".")
 
 
 def ct_grid(pet: Geometry) -> Geometry:
@@ -258,42 +250,6 @@ def _segment_labels(mask: np.ndarray, segments: int) -> np.ndarray:
     return labels
 
 
-def segment_description(number: int, label: str = "lesion") -> hd.seg.SegmentDescription:
-    return hd.seg.SegmentDescription(
-        segment_number=number, segment_label=f"{label} {number}" if number > 1 else label,
-        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-        segmented_property_type=codes.SCT.Neoplasm,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
-
-
-def write_seg(labels: np.ndarray, pet: list[Dataset], path: Path, *, series_uid: str, segments: int,
-              algorithm: bool = False) -> Path:
-    """A BINARY DICOM-SEG of `labels` (z, y, x on the PET grid) over the PET slices; empty frames omitted."""
-    if segments > 1 or labels.max() > 1:
-        count = max(segments, int(labels.max()))
-        pixels = np.stack([labels == s for s in range(1, count + 1)], axis=-1).astype(np.uint8)
-        descriptions = [segment_description(s) for s in range(1, count + 1)]
-    else:
-        pixels = (labels > 0).astype(np.uint8)
-        descriptions = [segment_description(1)]
-    if algorithm:
-        descriptions = [hd.seg.SegmentDescription(
-            segment_number=d.SegmentNumber, segment_label=d.SegmentLabel,
-            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-            segmented_property_type=codes.SCT.Neoplasm, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=hd.AlgorithmIdentificationSequence(
-                name="petct-kit", version="1", family=codes.DCM.ArtificialIntelligence)) for d in descriptions]
-    seg = hd.seg.Segmentation(
-        source_images=pet, pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions, series_instance_uid=series_uid, series_number=300,
-        sop_instance_uid=uid(series_uid, "seg"), instance_number=1, manufacturer="petct-kit",
-        manufacturer_model_name="petct-kit dataset", software_versions="1", device_serial_number="0",
-        omit_empty_frames=True)
-    with atomic_path(path) as tmp:
-        seg.save_as(tmp)
-    return path
-
-
 def write_study(folder: str | Path, *, seed: int, size: str | tuple[int, int, int] = "tiny",
                 n_lesions: int | None = None, options: SynthOptions = SynthOptions()) -> SynthStudy:
     """One phantom study as TCIA lays it out: `<folder>/<patient>/<study>/<series>/*.dcm`."""
@@ -314,7 +270,3 @@ def write_study(folder: str | Path, *, seed: int, size: str | tuple[int, int, in
                          segments=options.segments)
     return SynthStudy(patient=patient, study_uid=study_uid, pet_dir=pet_dir, ct_dir=ct_dir, seg_path=seg_path,
                       phantom=phantom, ct=ct, suv_factor=true_suv_factor(options), pet_files=pet_paths)
-
-
-def read_slices(folder: Path) -> list[Dataset]:
-    return [pydicom.dcmread(p) for p in sorted(folder.glob("*.dcm"))]

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
+from dataset.segexport import write_seg
 from dataset.series import check_and_sort
-from dataset.synth import uid, write_seg
+from dataset.uids import uid
 from petct.errors import InputError
 from petct.imageio import grid_mismatches, read_array
 

@@ -1,4 +1,4 @@
-"""Fixtures shared by the test modules: the small random-weight nnU-Net model, built once per session."""
+"""Fixtures shared by the test modules: the small random-weight nnU-Net model, built once per test run."""
 from __future__ import annotations
 
 import shutil

@@ -1,4 +1,4 @@
-"""Decoded-size and compression-ratio limits on uploads, checked from the headers (issue 8, item 4)."""
+"""Decoded-size and compression-ratio limits on uploads, checked from the headers."""
 from __future__ import annotations
 
 import subprocess

@@ -21,3 +21,13 @@ def test_keep_segments_only_with_the_tcia_layout(tmp_path):
     run = subprocess.run([sys.executable, "-m", "dataset", "convert", str(tmp_path), str(tmp_path / "o"),
                           "--layout", "nnunet", "--keep-segments"], capture_output=True, text=True)
     assert run.returncode == 1 and run.stderr.startswith("error: --keep-segments goes with --layout tcia")
+
+
+def test_real_data_commands_do_not_import_the_synthetic_studies():
+    """DICOM-SEG export, conversion, SUV and statistics work on real data: the synthetic-data module stays out."""
+    code = ("import sys\n"
+            "import dataset.toseg, dataset.run, dataset.suv, dataset.stats\n"
+            "print('dataset.synth' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "False"

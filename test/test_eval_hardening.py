@@ -1,4 +1,4 @@
-"""Attacks on the scoring container (issue 8): hostile job names, nested JSON, symlinks, bad metrics.json."""
+"""Attacks on the scoring container: hostile job names, nested JSON, symlinks, bad metrics.json."""
 from __future__ import annotations
 
 import json

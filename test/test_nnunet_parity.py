@@ -1,7 +1,7 @@
 """The nnU-Net engine against nnunetv2's own nnUNetPredictor on the same results folder and study.
 
 Random-weight models are written in nnU-Net's exact on-disk format with nnunetv2's network classes
-(test/nnunet_helpers.py); nnunetv2 is a test-only dependency. Bars (issue 3): lesion probabilities within
+(test/nnunet_helpers.py); nnunetv2 is a test-only dependency. Bars: lesion probabilities within
 1e-3 everywhere, masks identical wherever nnU-Net's probability is at least 0.005 from 0.5, Dice >= 0.99.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Attacks on the shared image and file helpers (issue 8: trailing gzip data, spacing, short writes, suffixes)."""
+"""Attacks on the shared image and file helpers: trailing gzip data, spacing, short writes, suffixes."""
 from __future__ import annotations
 
 import gzip
