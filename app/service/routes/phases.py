@@ -88,7 +88,7 @@ async def submit(phase: str, request: Request, response: Response, service: Serv
                                                      FileField("archive", required=False, archive=True)],
                                     folder=folder, max_bytes=service.settings.max_upload_bytes)
         files = await service.in_pool(case_set, files, cases=current.cases, folder=folder,
-                                      max_bytes=service.settings.max_upload_bytes)
+                                      max_bytes=service.settings.max_upload_bytes, max_ratio=service.settings.max_ratio)
         await service.score(check_masks, files=files, limits=service.settings.upload_limits)
         # From here on the ground truth is involved: the submission counts, whatever comes of it.
         try:
