@@ -20,7 +20,7 @@ import pydicom
 import SimpleITK as sitk
 
 from dataset.discover import StudyFiles
-from dataset.outputs import Images, planned, write_h5, write_image
+from dataset.outputs import Images, outside, planned, write_h5, write_image
 from dataset.segfile import read_seg_on_grid
 from dataset.series import read_series
 from dataset.suv import suv_factor
@@ -28,6 +28,7 @@ from petct.atomic import FILE_MODE
 from petct.errors import InputError
 from petct.imageio import image_from_array
 from petct.resample import resample_ct_onto
+from petct.studykey import safe_folder_name
 
 log = logging.getLogger(__name__)
 CT_COVERAGE_WARN = 0.999  # below this fraction of the PET grid covered by the CT, the record warns
@@ -165,6 +166,17 @@ def _write_all(images: Images, out: Path, paths: dict[str, str], *, key: str, re
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _named_by(folder: str, study: StudyFiles) -> str:
+    """Which DICOM text named an output folder, for the message that refuses it."""
+    patient = safe_folder_name(study.patient)
+    if folder == patient:
+        return f"the folder named by PatientID {study.patient[:80]!r}"
+    if folder.startswith(patient + "/") or study.key in folder:
+        return (f"the folder named by PatientID {study.patient[:80]!r} with StudyDate, StudyDescription and "
+                f"StudyInstanceUID ({study.study_name[:80]!r})")
+    return "an output folder"
+
+
 def convert_study(study: StudyFiles, out: str | Path, options: ConvertOptions, *,
                   previous: dict | None = None) -> StudyRecord:
     """Convert one study into `out`; never raises for bad input (the record says failed, and why).
@@ -177,8 +189,11 @@ def convert_study(study: StudyFiles, out: str | Path, options: ConvertOptions, *
     if study.problem:
         record.reason = study.problem
         return record
-    paths = planned(key=study.key, patient=study.patient, study=study.study_name, layout=options.layout,
-                    fmt=options.fmt)
+    paths = planned(key=study.key, folder=study.folder, layout=options.layout, fmt=options.fmt)
+    escape = next((part for relative in paths.values() if (part := outside(out, relative))), None)
+    if escape is not None:
+        record.reason = f"{_named_by(escape, study)} resolves outside OUT (a link?): {escape}; nothing written"
+        return record
     try:
         contents, record.checksum = read_bytes(study.inputs())
         if (previous and previous.get("checksum") == record.checksum and previous.get("options") == options.to_json()

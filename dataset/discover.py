@@ -12,7 +12,7 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from petct.studykey import study_key
+from petct.studykey import safe_folder_name, study_key
 
 HEADER_TAGS = ["StudyInstanceUID", "SeriesInstanceUID", "Modality", "PatientID", "StudyDate",
                "StudyDescription", "SeriesDescription", "SOPClassUID"]
@@ -28,12 +28,17 @@ class SeriesFiles:
 
 @dataclass
 class StudyFiles:
-    """One study's series as found, the picked PT, CT and SEG files, and why it cannot convert (if so)."""
+    """One study's series as found, the picked PT, CT and SEG files, and why it cannot convert (if so).
+
+    `key` and `folder` (`<patient>/<study>`, the tcia layout's) are unique among the studies found, and safe
+    whatever the DICOM text they come from says.
+    """
 
     key: str
     patient: str
     study_name: str
     study_uid: str
+    folder: str = ""
     pet: list[Path] = field(default_factory=list)
     ct: list[Path] = field(default_factory=list)
     seg: Path | None = None
@@ -92,7 +97,8 @@ def discover(root: str | Path) -> Discovery:
         header = headers[study_uid]
         patient = str(header.get("PatientID", "") or "unknown-patient")
         name = study_name(header)
-        study = StudyFiles(key=study_key(patient, name), patient=patient, study_name=name, study_uid=study_uid)
+        study = StudyFiles(key=study_key(patient, name), patient=patient, study_name=name, study_uid=study_uid,
+                           folder=f"{safe_folder_name(patient)}/{safe_folder_name(name)}")
         by_modality: dict[str, list[SeriesFiles]] = defaultdict(list)
         for s in by_series.values():
             by_modality[s.modality].append(s)
@@ -112,10 +118,25 @@ def discover(root: str | Path) -> Discovery:
             study.ct = sorted(by_modality["CT"][0].files)
             study.seg = by_modality["SEG"][0].files[0]
         studies.append(study)
-    studies.sort(key=lambda s: s.key)
-    seen: dict[str, int] = defaultdict(int)
-    for s in studies:  # two studies of one patient on one day with UIDs ending alike: keep keys unique
-        seen[s.key] += 1
-        if seen[s.key] > 1:
-            s.key = f"{s.key}-{seen[s.key]}"
+    studies.sort(key=lambda s: (s.key, s.study_uid))
+    _make_unique(studies)
     return Discovery(studies=studies, unreadable=unreadable)
+
+
+def _make_unique(studies: list[StudyFiles]) -> None:
+    """Give studies whose keys collide (one patient, one day, one description, UIDs ending alike) `-2`, `-3`...
+
+    The suffix goes on the key and on the study's folder alike, and skips any key another study has, so no two
+    studies (nor two workers) ever write into one folder.
+    """
+    taken = {s.key for s in studies}
+    first: set[str] = set()
+    for study in studies:  # sorted by key, then UID
+        if study.key not in first:
+            first.add(study.key)
+            continue
+        n = 2
+        while f"{study.key}-{n}" in taken:
+            n += 1
+        study.key, study.folder = f"{study.key}-{n}", f"{study.folder}-{n}"
+        taken.add(study.key)
