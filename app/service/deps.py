@@ -6,7 +6,7 @@ import hmac
 import secrets
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 
 from app.service.errors import ApiError
 from app.service.jobs import JobStore
+from app.service.leaderboard import Leaderboards
 from app.service.participants import ParticipantStore
 from app.service.phases import PhaseStore
 from app.service.processes import KillableProcesses
@@ -65,6 +66,7 @@ class Service:
     processes: KillableProcesses
     engine_info: dict
     cases: dict[str, Path] | None
+    leaderboards: Leaderboards = field(default_factory=Leaderboards)
 
     def scratch(self) -> Path:
         folder = self.settings.scratch_dir / secrets.token_hex(12)

@@ -136,7 +136,6 @@ def pages_router(service) -> APIRouter:
     async def phase_page(request: Request, phase: str, caller: Caller = Depends(get_caller)):
         # The API's own decisions (app.service.routes.phases): the caller's submissions (the organiser: all),
         # aggregates with single cases' statistics left out and per-case records only where the phase shows them.
-        from app.service.leaderboard import phase_leaderboard
         from app.service.routes.phases import phase_view, view
 
         current = service.phases.get(phase) if service.cases is not None else None
@@ -144,7 +143,7 @@ def pages_router(service) -> APIRouter:
             raise ApiError(404, "no such phase")
         everyone = service.phases.of(phase)
         own = everyone if caller.sees_everything else [s for s in everyone if s.participant == caller.participant]
-        rows = await service.in_pool(phase_leaderboard, current, everyone)
+        rows = service.leaderboards.rows(phase)
         return page(request, "phase.html.j2", phase=phase_view(service, current, caller), metrics=METRICS,
                     submissions=[view(s, current, caller) for s in reversed(own)], leaderboard=rows,
                     sees_everything=caller.sees_everything)

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from app.service.deps import Caller, Role, Service, get_caller, get_service, participant_only
 from app.service.errors import UPLOAD_ERRORS, ApiError, responses
-from app.service.leaderboard import phase_leaderboard
 from app.service.models import Leaderboard, PhaseView, SubmissionList, SubmissionView
 from app.service.phases import BudgetSpent, Phase, Submission, next_utc_midnight
 from app.service.scoring import check_masks, score_case_set
@@ -105,6 +104,7 @@ async def submit(phase: str, request: Request, response: Response, service: Serv
         except BaseException:
             service.phases.finish(submission_id, error="internal error while scoring; see the server log")
             raise
+        await service.leaderboards.scored(current, done)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return view(done, current, caller)
@@ -131,5 +131,4 @@ async def list_submissions(phase: str, service: Service = Depends(get_service), 
             summary="Each participant's best or latest submission (the phase says which), ranked as `rank` does")
 async def get_leaderboard(phase: str, service: Service = Depends(get_service)):
     current = phase_or_404(service, phase)
-    rows = await service.in_pool(phase_leaderboard, current, service.phases.of(phase))
-    return Leaderboard(phase=phase, rank=current.rank.value, rows=rows)
+    return Leaderboard(phase=phase, rank=current.rank.value, rows=service.leaderboards.rows(phase))
