@@ -22,6 +22,7 @@ from app.service.phases import PhaseStore
 from app.service.processes import KillableProcesses
 from app.service.scoring import run_limited
 from app.service.settings import ServiceSettings
+from app.service.submissions import InFlight
 from app.service.worker import InferenceWorker
 
 OPEN_PATHS = frozenset({"/healthz", "/login", "/logout"})
@@ -67,6 +68,10 @@ class Service:
     engine_info: dict
     cases: dict[str, Path] | None
     leaderboards: Leaderboards = field(default_factory=Leaderboards)
+    submitting: InFlight = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.submitting = InFlight(self.settings.max_concurrent_submissions)
 
     def scratch(self) -> Path:
         folder = self.settings.scratch_dir / secrets.token_hex(12)

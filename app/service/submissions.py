@@ -11,12 +11,13 @@ read, and sparse members (whose few stored bytes stand for gigabytes of zeros) a
 """
 from __future__ import annotations
 
+import contextlib
 import secrets
 import struct
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -176,6 +177,34 @@ def unpack_case_archive(archive: StoredFile, *, cases: Sequence[str], folder: Pa
         raise ApiError(422, f"not a readable archive: {exc}", field="archive", file=archive.client_name) from None
     archive.path.unlink(missing_ok=True)
     return stored
+
+
+class InFlight:
+    """How many submissions each participant has being received or scored; more than `limit` at once are refused.
+
+    Counted on the event loop, between awaits, so a check and its increment cannot interleave with another's.
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._counts: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def slot(self, participant: str) -> Iterator[None]:
+        if self._counts.get(participant, 0) >= self.limit:
+            raise ApiError(429, f"{self.limit} of your submissions are being received or scored already (the "
+                                f"server's limit at once); send the next when one has been answered",
+                           headers={"Retry-After": "5"})
+        self._counts[participant] = self._counts.get(participant, 0) + 1
+        try:
+            yield
+        finally:
+            self._counts[participant] -= 1
+            if not self._counts[participant]:
+                del self._counts[participant]
+
+    def count(self, participant: str) -> int:
+        return self._counts.get(participant, 0)
 
 
 def case_set(files: dict[str, StoredFile], *, cases: Sequence[str], folder: Path, max_bytes: int,

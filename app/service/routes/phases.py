@@ -81,6 +81,13 @@ async def submit(phase: str, request: Request, response: Response, service: Serv
     ground_truths = {case: (service.cases or {}).get(case) for case in current.cases}
     if None in ground_truths.values():
         raise ApiError(500, f"phase {phase} names a case the server has no ground truth for; tell the organiser")
+    with service.submitting.slot(caller.participant):  # 429 past the server's limit at once, nothing charged
+        done = await _receive_and_score(request, response, service, current, caller.participant, ground_truths)
+    return view(done, current, caller)
+
+
+async def _receive_and_score(request: Request, response: Response, service: Service, current: Phase,
+                             participant: str, ground_truths: dict) -> Submission:
     folder = service.scratch()
     try:
         files = await receive_files(request, fields=[*(FileField(case, required=False) for case in current.cases),
@@ -91,7 +98,7 @@ async def submit(phase: str, request: Request, response: Response, service: Serv
         await service.score(check_masks, files=files, limits=service.settings.upload_limits)
         # From here on the ground truth is involved: the submission counts, whatever comes of it.
         try:
-            submission_id = service.phases.reserve(current, caller.participant)
+            submission_id = service.phases.reserve(current, participant)
         except BudgetSpent as spent:
             raise too_many(spent, response) from None
         try:
@@ -107,7 +114,7 @@ async def submit(phase: str, request: Request, response: Response, service: Serv
         await service.leaderboards.scored(current, done)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    return view(done, current, caller)
+    return done
 
 
 def too_many(spent: BudgetSpent, response: Response) -> ApiError:
