@@ -19,6 +19,7 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 
+from app.sizes import format_size
 from dataset.discover import StudyFiles
 from dataset.outputs import Images, outside, planned, write_h5, write_image
 from dataset.segfile import read_seg_on_grid
@@ -34,14 +35,21 @@ log = logging.getLogger(__name__)
 CT_COVERAGE_WARN = 0.999  # below this fraction of the PET grid covered by the CT, the record warns
 
 
+# A full-size study's PET, CT and SEG decode to about 330 MB, the longest scans to about twice that; a small
+# (deflated) study announcing more would only exhaust memory while it is read (conversion holds a few copies).
+DEFAULT_MAX_DECODED_BYTES = 2 * 1024**3
+
+
 @dataclass(frozen=True)
 class ConvertOptions:
     layout: str = "tcia"
     fmt: str = "nifti"
     keep_segments: bool = False
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES  # per study, by the headers; not part of the outputs
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """The options a study's outputs depend on (a rerun with other ones converts it again)."""
+        return {k: v for k, v in asdict(self).items() if k != "max_decoded_bytes"}
 
 
 @dataclass
@@ -188,6 +196,11 @@ def convert_study(study: StudyFiles, out: str | Path, options: ConvertOptions, *
     record = StudyRecord(key=study.key, patient=study.patient, study=study.study_name, status="failed")
     if study.problem:
         record.reason = study.problem
+        return record
+    if study.decoded_bytes > options.max_decoded_bytes:
+        record.reason = (f"pixel data decodes to {format_size(study.decoded_bytes)} (Rows x Columns x frames x bytes "
+                         f"of its PET, CT and SEG files), over the limit of {format_size(options.max_decoded_bytes)} "
+                         f"(--max-decoded-bytes); nothing decoded")
         return record
     paths = planned(key=study.key, folder=study.folder, layout=options.layout, fmt=options.fmt)
     escape = next((part for relative in paths.values() if (part := outside(out, relative))), None)

@@ -15,7 +15,8 @@ from pydicom.errors import InvalidDicomError
 from petct.studykey import safe_folder_name, study_key
 
 HEADER_TAGS = ["StudyInstanceUID", "SeriesInstanceUID", "Modality", "PatientID", "StudyDate",
-               "StudyDescription", "SeriesDescription", "SOPClassUID"]
+               "StudyDescription", "SeriesDescription", "SOPClassUID",
+               "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel", "BitsAllocated"]
 
 
 @dataclass
@@ -24,6 +25,7 @@ class SeriesFiles:
     modality: str
     description: str
     files: list[Path] = field(default_factory=list)
+    decoded_bytes: int = 0  # what its pixel data decodes to, by the headers
 
 
 @dataclass
@@ -43,6 +45,7 @@ class StudyFiles:
     ct: list[Path] = field(default_factory=list)
     seg: Path | None = None
     problem: str | None = None
+    decoded_bytes: int = 0  # the picked series' pixel data, decoded, by the headers
 
     def inputs(self) -> list[Path]:
         return sorted([*self.pet, *self.ct, *([self.seg] if self.seg else [])])
@@ -60,6 +63,24 @@ def study_name(header) -> str:
     when = f"{date[4:6]}-{date[6:8]}-{date[0:4]}" if len(date) == 8 else "unknown-date"
     description = " ".join(str(header.get("StudyDescription", "") or "").split()) or "NA"
     return f"{when}-NA-{description}-{str(header.StudyInstanceUID)[-5:]}"
+
+
+def decoded_bytes(header) -> int:
+    """Rows x Columns x frames x samples x bytes per sample: what a file's pixel data decodes to (unpacked).
+
+    From the header alone, before any pixel data is read; values that are not numbers count as 0 (reading the
+    file reports them).
+    """
+    try:
+        sizes = [int(header.get(tag, default) or default) for tag, default in
+                 (("Rows", 0), ("Columns", 0), ("NumberOfFrames", 1), ("SamplesPerPixel", 1))]
+        bits = int(header.get("BitsAllocated", 8) or 8)
+    except (TypeError, ValueError):
+        return 0
+    total = max(1, -(-bits // 8))  # bytes per sample once decoded (1-bit SEG frames unpack to a byte each)
+    for size in sizes:
+        total *= max(0, size)
+    return total
 
 
 def _files(root: Path) -> list[Path]:
@@ -92,6 +113,7 @@ def discover(root: str | Path) -> Discovery:
             uid=series_uid, modality=str(ds.get("Modality", "")).upper(),
             description=str(ds.get("SeriesDescription", "") or "")))
         entry.files.append(path)
+        entry.decoded_bytes += decoded_bytes(ds)
     studies = []
     for study_uid, by_series in series.items():
         header = headers[study_uid]
@@ -117,6 +139,7 @@ def discover(root: str | Path) -> Discovery:
             study.pet = sorted(by_modality["PT"][0].files)
             study.ct = sorted(by_modality["CT"][0].files)
             study.seg = by_modality["SEG"][0].files[0]
+            study.decoded_bytes = sum(by_modality[m][0].decoded_bytes for m in ("PT", "CT", "SEG"))
         studies.append(study)
     studies.sort(key=lambda s: (s.key, s.study_uid))
     _make_unique(studies)
