@@ -9,6 +9,7 @@ from app.service.api import create_app
 from app.service.participants import ParticipantStore
 from app.service.phases import Phase, PhaseStore, Rank
 from app.service.settings import ServiceSettings
+from app.service.phases import AGGREGATE_SIGNIFICANT_DIGITS
 from app_helpers import write_mask
 
 TOKEN = "organiser-token-for-submission-rules-01"
@@ -23,9 +24,10 @@ class IdleEngine:
 class Organiser:
     """An organiser-mode service on a one-case ground truth, with participants alice and bob."""
 
-    def __init__(self, tmp_path, **settings):
-        truth = np.zeros(SHAPE, np.uint8)
-        truth[1:4, 1:4, 1:4] = 1
+    def __init__(self, tmp_path, truth: np.ndarray | None = None, **settings):
+        if truth is None:
+            truth = np.zeros(SHAPE, np.uint8)
+            truth[1:4, 1:4, 1:4] = 1
         self.truth = truth
         write_mask(truth, tmp_path / "gt" / "CASE_A_SEG.mha")
         self.settings = ServiceSettings(data_dir=tmp_path / "data", token=TOKEN, ground_truth=tmp_path / "gt",
@@ -53,6 +55,10 @@ class Organiser:
         return self.client.post(f"/v1/phases/{phase}/submissions", files=files,
                                 headers={"Authorization": f"Bearer {self.tokens[who]}"}, **kwargs)
 
+    def get(self, path: str, who: str | None = None):
+        token = self.tokens[who] if who else TOKEN
+        return self.client.get(path, headers={"Authorization": f"Bearer {token}"})
+
     def used(self, who: str, phase: str = "open") -> int:
         return self.client.get(f"/v1/phases/{phase}", headers={"Authorization": f"Bearer {self.tokens[who]}"}
                                ).json()["used_total"]
@@ -79,3 +85,59 @@ def test_a_participant_has_at_most_the_limit_of_submissions_in_flight(organiser)
     assert organiser.service.submitting.count("alice") == 0  # every slot given back, refused or answered
     assert organiser.submit("alice", {"CASE_A": ("a.mha", b"not an image")}).status_code in (415, 422)
     assert organiser.service.submitting.count("alice") == 0
+
+
+PROBE_GRID = (48, 48, 48)
+VOXEL_ML = 2.0 * 3.0 * 4.0 / 1000  # write_mask's spacing
+
+
+def _probe_boxes(count: int) -> list[np.ndarray]:
+    """`count` disjoint, unconnected boxes of 2^i voxels (raster-filled slabs with an empty plane between)."""
+    plane = PROBE_GRID[1] * PROBE_GRID[2]
+    boxes, z = [], 0
+    for i in range(count):
+        flat = np.zeros(int(np.prod(PROBE_GRID)), bool)
+        flat[z * plane: z * plane + 2 ** i] = True
+        boxes.append(flat.reshape(PROBE_GRID))
+        z += -(-2 ** i // plane) + 1
+    assert z <= PROBE_GRID[0]
+    return boxes
+
+
+def _decode(fpv_ml: float, count: int) -> list[bool]:
+    """Which probe boxes the truth touches, read from the false positive volume (the attack)."""
+    untouched = round(fpv_ml / VOXEL_ML)
+    return [not (untouched >> i) & 1 for i in range(count)]
+
+
+def test_hidden_phases_show_rounded_ranked_means_only_and_the_probe_attack_loses_its_low_bits(tmp_path):
+    count = 15  # boxes of 1 .. 16384 voxels, as in the attack on the full-size grid
+    boxes = _probe_boxes(count)
+    touched = [i % 2 == 1 for i in range(count)]
+    truth = np.zeros(PROBE_GRID, np.uint8)
+    for box, touch in zip(boxes, touched):
+        if touch:
+            truth[tuple(np.argwhere(box)[0])] = 1
+    probe = np.any(boxes, axis=0).astype(np.uint8)
+    with Organiser(tmp_path, truth=truth) as server:
+        mask = write_mask(probe, tmp_path / "probe.mha").read_bytes()
+        answer = server.submit("alice", {"CASE_A": ("probe.mha", mask)}, phase="hidden")
+        assert answer.status_code == 201, answer.text
+        shown = answer.json()["aggregates"]
+        raw = server.get("/v1/phases/hidden/submissions").json()["submissions"][0]["aggregates"]
+        board = server.get("/v1/phases/hidden/leaderboard", "bob").json()["rows"]
+        page = server.get("/phases/hidden", "alice").text
+    # The attack is real: the full-precision mean FPV names every box the hidden truth touches.
+    assert _decode(raw["false_positive_volume"]["mean"], count) == touched
+    assert {"studies", "volume_correlation", "detected_lesions", "gt_volume"} <= set(raw)
+    # A participant sees the three ranked means, rounded; nothing else derived from the truth.
+    assert set(shown) == {"dice", "false_positive_volume", "false_negative_volume"}
+    for metric, stats in shown.items():
+        assert set(stats) == {"mean"}
+        value = stats["mean"]
+        assert value == float(f"{value:.{AGGREGATE_SIGNIFICANT_DIGITS - 1}e}")
+        assert value == pytest.approx(raw[metric]["mean"], rel=10 ** (1 - AGGREGATE_SIGNIFICANT_DIGITS))
+    assert _decode(shown["false_positive_volume"]["mean"], count) != touched
+    assert board[0]["mean"] == {m: stats["mean"] for m, stats in shown.items()}
+    fpv = shown["false_positive_volume"]["mean"]
+    assert f"{fpv:.{AGGREGATE_SIGNIFICANT_DIGITS}g}" in page and f"{raw['false_positive_volume']['mean']:.3f}" not in page

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -11,8 +12,15 @@ from pathlib import Path
 
 from app.service.db import Database
 from app.service.participants import check_name
+from evaluation.ranking import RANKED_METRICS
 from petct.errors import InputError
 from petct.jsonio import strict
+
+# What a participant sees of a phase that hides its cases (submissions and leaderboard, in the API and on the
+# pages alike): the ranked metrics' means, each rounded to this many significant digits, and nothing else
+# derived from the truth. Rounding narrows what a submission can learn about the hidden truth but cannot close
+# it (README, "What a submission's answer can tell").
+AGGREGATE_SIGNIFICANT_DIGITS = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS phases (
@@ -76,6 +84,24 @@ class BudgetSpent(Exception):
 
     reason: str
     next_allowed: float | None
+
+
+def rounded(value: float | None) -> float | None:
+    """`value` to AGGREGATE_SIGNIFICANT_DIGITS significant digits (None, 0 and non-finite values unchanged)."""
+    if value is None or not math.isfinite(value) or value == 0:
+        return value
+    return float(f"{value:.{AGGREGATE_SIGNIFICANT_DIGITS - 1}e}")
+
+
+def means_only(aggregates: dict) -> dict:
+    """A hidden phase's aggregates: {metric: {"mean": rounded}} for the ranked metrics only."""
+    shown = {}
+    for metric in RANKED_METRICS:
+        stats = aggregates.get(metric)
+        if isinstance(stats, dict):
+            mean = stats.get("mean")
+            shown[metric] = {"mean": rounded(float(mean)) if isinstance(mean, (int, float)) else None}
+    return shown
 
 
 def read_case_list(path: Path) -> list[str]:

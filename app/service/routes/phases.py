@@ -10,14 +10,12 @@ from fastapi import APIRouter, Depends, Request, Response
 from app.service.deps import Caller, Role, Service, get_caller, get_service, participant_only
 from app.service.errors import UPLOAD_ERRORS, ApiError, responses
 from app.service.models import Leaderboard, PhaseView, SubmissionList, SubmissionView
-from app.service.phases import BudgetSpent, Phase, Submission, next_utc_midnight
+from app.service.phases import BudgetSpent, Phase, Submission, means_only, next_utc_midnight, rounded
 from app.service.scoring import check_masks, score_case_set
 from app.service.submissions import case_set
 from app.service.uploads import FileField, receive_files
 
 router = APIRouter(tags=["phases"])
-# Statistics that are one case's value (min, max, percentiles) are left out where cases are hidden.
-HIDDEN_CASE_STATISTICS = ("mean", "count")
 
 
 def phase_or_404(service: Service, name: str) -> Phase:
@@ -28,18 +26,31 @@ def phase_or_404(service: Service, name: str) -> Phase:
 
 
 def view(submission: Submission, phase: Phase, caller: Caller) -> SubmissionView:
-    """What the caller may see of a submission: aggregates; per-case records where the phase shows them."""
+    """What the caller may see of a submission: aggregates; per-case records where the phase shows them.
+
+    Where the phase hides its cases, a participant sees the ranked metrics' means, rounded (means_only).
+    """
     report = submission.report or {}
-    full = phase.show_cases or caller.sees_everything
+    full = shows_everything(phase, caller)
     aggregates = report.get("aggregates")
     if aggregates is not None and not full:
-        aggregates = {metric: ({k: v for k, v in stats.items() if k in HIDDEN_CASE_STATISTICS}
-                               if isinstance(stats, dict) and "mean" in stats else stats)
-                      for metric, stats in aggregates.items()}
+        aggregates = means_only(aggregates)
     return SubmissionView(id=submission.id, phase=submission.phase, participant=submission.participant,
                           created_at=datetime.fromtimestamp(submission.created_at, tz=timezone.utc),
                           state=submission.state.value, error=submission.error, aggregates=aggregates,
                           case=report.get("case") if full else None)
+
+
+def shows_everything(phase: Phase, caller: Caller) -> bool:
+    return phase.show_cases or caller.sees_everything
+
+
+def board_rows(service: Service, phase: Phase, caller: Caller) -> list[dict]:
+    """The leaderboard's rows as the caller may see them: means rounded where the phase hides its cases."""
+    rows = service.leaderboards.rows(phase.name)
+    if shows_everything(phase, caller):
+        return rows
+    return [{**row, "mean": {m: rounded(v) for m, v in row["mean"].items()}} for row in rows]
 
 
 @router.get("/v1/phases", response_model=list[PhaseView], responses=responses(401), summary="The phases")
@@ -136,6 +147,6 @@ async def list_submissions(phase: str, service: Service = Depends(get_service), 
 
 @router.get("/v1/phases/{phase}/leaderboard", response_model=Leaderboard, responses=responses(401, 404),
             summary="Each participant's best or latest submission (the phase says which), ranked as `rank` does")
-async def get_leaderboard(phase: str, service: Service = Depends(get_service)):
+async def get_leaderboard(phase: str, service: Service = Depends(get_service), caller: Caller = Depends(get_caller)):
     current = phase_or_404(service, phase)
-    return Leaderboard(phase=phase, rank=current.rank.value, rows=service.leaderboards.rows(phase))
+    return Leaderboard(phase=phase, rank=current.rank.value, rows=board_rows(service, current, caller))
