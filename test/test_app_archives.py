@@ -210,3 +210,39 @@ def test_the_entry_count_reads_past_a_comment_and_refuses_a_file_without_an_end_
     (tmp_path / "out").mkdir()
     with pytest.raises(ApiError, match="not a readable archive"):
         unpack_case_archive(_stored(broken), cases=CASES, folder=tmp_path / "out", **LIMITS)
+
+
+def _zip_with_flags(path: Path, *, name: bytes = b"CASE_A.mha", flag: int) -> Path:
+    """A one-member zip whose local and central headers carry `flag` (and `name`, as given)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("CASE_A.mha", b"x" * 100)
+    data = bytearray(buffer.getvalue())
+    for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = data.find(signature)
+        data[at + offset] |= flag & 0xFF
+        data[at + offset + 1] |= flag >> 8
+    data = data.replace(b"CASE_A.mha", name)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("what", ["encrypted zip", "utf-8 flag, invalid name", "tar.gz without end blocks, junk"])
+def test_unreadable_archives_are_refused_with_a_reason_not_an_internal_error(tmp_path, what):
+    if what == "encrypted zip":
+        archive, reason = _zip_with_flags(tmp_path / "a.zip", flag=0x1), "encrypted"
+    elif what.startswith("utf-8"):
+        archive = _zip_with_flags(tmp_path / "a.zip", name=b"\xffASE_A.mha", flag=0x800)
+        reason = "not a readable archive"
+    else:
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w") as tf:
+            info, data = _member("CASE_A.mha", b"abc")
+            tf.addfile(info, io.BytesIO(data))
+        archive = tmp_path / "a.tar.gz"
+        archive.write_bytes(gzip.compress(raw.getvalue()[:1024]) + b"junk after the gzip stream")
+        reason = "not a readable archive"
+    (tmp_path / "out").mkdir()
+    with pytest.raises(ApiError) as caught:
+        unpack_case_archive(_stored(archive), cases=CASES, folder=tmp_path / "out", **LIMITS)
+    assert caught.value.status == 422 and reason in caught.value.reason

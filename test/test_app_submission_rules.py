@@ -141,3 +141,16 @@ def test_hidden_phases_show_rounded_ranked_means_only_and_the_probe_attack_loses
     assert board[0]["mean"] == {m: stats["mean"] for m, stats in shown.items()}
     fpv = shown["false_positive_volume"]["mean"]
     assert f"{fpv:.{AGGREGATE_SIGNIFICANT_DIGITS}g}" in page and f"{raw['false_positive_volume']['mean']:.3f}" not in page
+
+
+def test_a_multipart_boundary_over_256_characters_is_a_400_on_every_upload_route(organiser):
+    boundary = "b" * 300
+    body = f"--{boundary}\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n1\r\n--{boundary}--\r\n".encode()
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    for path, who in (("/v1/score", None), ("/v1/studies", None), ("/v1/cases/CASE_A/score", None),
+                      ("/v1/phases/open/submissions", "alice")):
+        token = organiser.tokens[who] if who else TOKEN
+        response = organiser.client.post(path, content=body, headers={**headers, "Authorization": f"Bearer {token}"})
+        assert response.status_code == 400, (path, response.text)
+        assert "Boundary length 300 exceeds maximum of 256" in response.json()["error"]["reason"]
+    assert organiser.used("alice") == 0

@@ -12,6 +12,7 @@ read, and sparse members (whose few stored bytes stand for gigabytes of zeros) a
 from __future__ import annotations
 
 import contextlib
+import gzip
 import secrets
 import struct
 import tarfile
@@ -152,6 +153,9 @@ def unpack_case_archive(archive: StoredFile, *, cases: Sequence[str], folder: Pa
                 if len(members) > len(cases):  # the end record and the directory disagree
                     raise too_many(len(members))
                 for info in members:
+                    if info.flag_bits & 0x1:  # zipfile would ask for a password (RuntimeError)
+                        raise ApiError(422, "archive member is encrypted; send it without a password",
+                                       field="archive", file=info.filename)
                     mode = info.external_attr >> 16
                     if info.is_dir() or (mode & 0o170000) not in (0, 0o100000):  # S_IFMT: no links, devices
                         raise ApiError(422, "archive member is not a plain file", field="archive",
@@ -173,8 +177,10 @@ def unpack_case_archive(archive: StoredFile, *, cases: Sequence[str], folder: Pa
                     member_case(info.name, cases)
                     source = tf.extractfile(info)
                     take(info.name, source)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, NotImplementedError) as exc:
-        raise ApiError(422, f"not a readable archive: {exc}", field="archive", file=archive.client_name) from None
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, NotImplementedError, gzip.BadGzipFile,
+            UnicodeDecodeError) as exc:  # BadGzipFile: data after the gzip stream; UnicodeDecodeError: a zip's names
+        raise ApiError(422, f"not a readable archive: {str(exc)[:200]}", field="archive",
+                       file=archive.client_name) from None
     archive.path.unlink(missing_ok=True)
     return stored
 
