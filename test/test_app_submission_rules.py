@@ -154,3 +154,48 @@ def test_a_multipart_boundary_over_256_characters_is_a_400_on_every_upload_route
         assert response.status_code == 400, (path, response.text)
         assert "Boundary length 300 exceeds maximum of 256" in response.json()["error"]["reason"]
     assert organiser.used("alice") == 0
+
+
+@pytest.mark.parametrize("values,problem", [
+    ("float 0/1", "holds floating-point values (float32)"), ("0.5", "holds floating-point values (float32)"),
+    ("NaN", "1 NaN or infinite voxel(s)")])
+@pytest.mark.parametrize("phase", ["open", "hidden"])
+def test_a_mask_wrong_without_any_ground_truth_is_told_in_full_and_not_charged(organiser, tmp_path, values,
+                                                                               problem, phase):
+    import SimpleITK as sitk
+
+    array = organiser.truth.astype(np.float32)
+    if values == "0.5":
+        array *= 0.5
+    elif values == "NaN":
+        array[0, 0, 0] = np.nan
+    path = tmp_path / "float.mha"
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(path))
+    answer = organiser.submit("alice", {"CASE_A": ("float.mha", path.read_bytes())}, phase=phase)
+    assert answer.status_code == 422, answer.text
+    error = answer.json()["error"]
+    assert problem in error["reason"] and "a mask must hold integer labels 0 and 1" in error["reason"]
+    assert (error["field"], error["file"]) == ("CASE_A", "float.mha")
+    assert organiser.used("alice", phase) == 0
+
+
+def test_a_submission_cut_off_by_a_server_crash_is_not_counted(tmp_path):
+    with Organiser(tmp_path) as server:
+        assert server.submit("alice", {"CASE_A": ("a.mha", server.good)}).status_code == 201
+        store = server.service.phases
+        # What a kill -9 while scoring leaves: a reserved submission still "scoring".
+        store.reserve(store.get("open"), "alice")
+        assert server.used("alice") == 2
+    with TestClient(create_app(settings=server.settings, engine=IdleEngine())) as client:  # the restart
+        headers = {"Authorization": f"Bearer {server.tokens['alice']}"}
+        assert client.get("/v1/phases/open", headers=headers).json()["used_total"] == 1
+        states = [(s["state"], s["error"]) for s in
+                  client.get("/v1/phases/open/submissions", headers=headers).json()["submissions"]]
+    assert states[0] == ("scored", None)
+    assert states[1][0] == "interrupted" and "does not count against your budget" in states[1][1]
+    store = PhaseStore(server.settings.database)
+    tight = Phase(name="tight", cases=("CASE_A",), per_day=1, total=1, show_cases=False, rank=Rank.best)
+    store.create(tight)
+    store.reserve(tight, "bob")
+    assert store.fail_interrupted() == 1
+    store.reserve(tight, "bob")  # the interrupted one left the budget whole

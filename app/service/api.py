@@ -53,7 +53,7 @@ def create_app(*, settings: ServiceSettings, engine) -> FastAPI:
         if requeued or failed:
             log.warning("after restart: %d interrupted job(s) queued again, %d failed", len(requeued), len(failed))
         if service.phases.fail_interrupted():
-            log.warning("after restart: submissions that were being scored are marked failed")
+            log.warning("after restart: submissions that were being scored are marked interrupted (not counted)")
         if cases_found is not None:
             service.leaderboards.load(service.phases)
         for phase in service.phases.list() if cases_found is not None else ():

@@ -21,6 +21,8 @@ from petct.jsonio import strict
 # derived from the truth. Rounding narrows what a submission can learn about the hidden truth but cannot close
 # it (README, "What a submission's answer can tell").
 AGGREGATE_SIGNIFICANT_DIGITS = 3
+INTERRUPTED = ("the server stopped while scoring this submission; it does not count against your budget: "
+               "send it again")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS phases (
@@ -55,6 +57,7 @@ class SubmissionState(str, Enum):
     scoring = "scoring"
     scored = "scored"
     failed = "failed"
+    interrupted = "interrupted"  # the server stopped while scoring it: the server's failure, not counted
 
 
 @dataclass(frozen=True)
@@ -159,8 +162,9 @@ class PhaseStore(Database):
     @staticmethod
     def _check(db, phase: Phase, participant: str, now: float) -> None:
         total, today = db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(created_at >= ?), 0) FROM submissions WHERE phase = ? AND participant = ?",
-            (next_utc_midnight(now) - 86400, phase.name, participant)).fetchone()
+            "SELECT COUNT(*), COALESCE(SUM(created_at >= ?), 0) FROM submissions "
+            "WHERE phase = ? AND participant = ? AND state != ?",
+            (next_utc_midnight(now) - 86400, phase.name, participant, SubmissionState.interrupted.value)).fetchone()
         if total >= phase.total:
             raise BudgetSpent(f"all {phase.total} submissions of phase {phase.name} are used", None)
         if today >= phase.per_day:
@@ -197,8 +201,8 @@ class PhaseStore(Database):
         return self.submissions(where="phase = ? AND participant = ?", args=(phase, participant))
 
     def fail_interrupted(self) -> int:
-        """After a restart: submissions left scoring failed (they still count against the budget)."""
+        """After a restart: submissions left scoring are marked interrupted, and count against no budget."""
         with self._transaction() as db:
             return db.execute("UPDATE submissions SET state = ?, error = ? WHERE state = ?",
-                              (SubmissionState.failed.value, "the server stopped while scoring this submission",
+                              (SubmissionState.interrupted.value, INTERRUPTED,
                                SubmissionState.scoring.value)).rowcount

@@ -10,7 +10,8 @@ from fastapi import APIRouter, Depends, Request, Response
 from app.service.deps import Caller, Role, Service, get_caller, get_service, participant_only
 from app.service.errors import UPLOAD_ERRORS, ApiError, responses
 from app.service.models import Leaderboard, PhaseView, SubmissionList, SubmissionView
-from app.service.phases import BudgetSpent, Phase, Submission, means_only, next_utc_midnight, rounded
+from app.service.phases import (BudgetSpent, Phase, Submission, SubmissionState, means_only, next_utc_midnight,
+                                rounded)
 from app.service.scoring import check_masks, score_case_set
 from app.service.submissions import case_set
 from app.service.uploads import FileField, receive_files
@@ -67,7 +68,7 @@ async def get_phase(phase: str, service: Service = Depends(get_service), caller:
 def phase_view(service: Service, phase: Phase, caller: Caller) -> PhaseView:
     used_today = used_total = None
     if caller.role == Role.participant:
-        own = service.phases.of(phase.name, caller.participant)
+        own = [s for s in service.phases.of(phase.name, caller.participant) if s.state != SubmissionState.interrupted]
         since = next_utc_midnight(time.time()) - 86400
         used_today, used_total = sum(s.created_at >= since for s in own), len(own)
     return PhaseView(name=phase.name, cases=list(phase.cases), per_day=phase.per_day, total=phase.total,
