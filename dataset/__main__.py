@@ -25,7 +25,8 @@ def convert(args) -> int:
     from dataset.run import REPORT, convert_tree
 
     check_choice(layout=args.layout, fmt=args.fmt, keep_segments=args.keep_segments)
-    options = ConvertOptions(layout=args.layout, fmt=args.fmt, keep_segments=args.keep_segments)
+    options = ConvertOptions(layout=args.layout, fmt=args.fmt, keep_segments=args.keep_segments,
+                             max_decoded_bytes=args.max_decoded_bytes)
     summary = convert_tree(args.dicom_root, args.out, options, workers=args.workers, scheduler=args.scheduler,
                            progress=not args.no_progress)
     for record in summary.records:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from app.sizes import parse_size
+from dataset.convert import DEFAULT_MAX_DECODED_BYTES
 from dataset.outputs import FORMATS, LAYOUTS
 from dataset.synth import VENDORS
 from petct.argtypes import whole_number
@@ -17,6 +19,13 @@ The public autoPET dataset (TCIA FDG-PET-CT-Lesions) as DICOM in; SUV, CTres and
   to-seg       an algorithm's mask as a DICOM-SEG referencing the PET series
   synth-dicom  phantom studies as scanner-like DICOM (the kit's own test data)
 """
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,6 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          help="studies converted at once in worker processes (default 1)")
     convert.add_argument("--scheduler", metavar="ADDRESS",
                          help="run on an existing Dask distributed cluster, e.g. tcp://HOST:8786")
+    convert.add_argument("--max-decoded-bytes", type=_size, default=DEFAULT_MAX_DECODED_BYTES, metavar="SIZE",
+                         help="fail a study whose pixel data would decode to more (Rows x Columns x frames x bytes, "
+                              "from the headers, before any is decoded; default 2GiB)")
     convert.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     suv = commands.add_parser("suv", help="SUV factor of a PET series",

@@ -19,8 +19,9 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 
+from app.sizes import format_size
 from dataset.discover import StudyFiles
-from dataset.outputs import Images, planned, write_h5, write_image
+from dataset.outputs import Images, outside, planned, write_h5, write_image
 from dataset.segfile import read_seg_on_grid
 from dataset.series import read_series
 from dataset.suv import suv_factor
@@ -28,9 +29,15 @@ from petct.atomic import FILE_MODE
 from petct.errors import InputError
 from petct.imageio import image_from_array
 from petct.resample import resample_ct_onto
+from petct.studykey import safe_folder_name
 
 log = logging.getLogger(__name__)
 CT_COVERAGE_WARN = 0.999  # below this fraction of the PET grid covered by the CT, the record warns
+
+
+# A full-size study's PET, CT and SEG decode to about 330 MB, the longest scans to about twice that; a small
+# (deflated) study announcing more would only exhaust memory while it is read (conversion holds a few copies).
+DEFAULT_MAX_DECODED_BYTES = 2 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -38,9 +45,11 @@ class ConvertOptions:
     layout: str = "tcia"
     fmt: str = "nifti"
     keep_segments: bool = False
+    max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES  # per study, by the headers; not part of the outputs
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """The options a study's outputs depend on (a rerun with other ones converts it again)."""
+        return {k: v for k, v in asdict(self).items() if k != "max_decoded_bytes"}
 
 
 @dataclass
@@ -161,6 +170,17 @@ def _write_all(images: Images, out: Path, paths: dict[str, str], *, key: str, re
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _named_by(folder: str, study: StudyFiles) -> str:
+    """Which DICOM text named an output folder, for the message that refuses it."""
+    patient = safe_folder_name(study.patient)
+    if folder == patient:
+        return f"the folder named by PatientID {study.patient[:80]!r}"
+    if folder.startswith(patient + "/") or study.key in folder:
+        return (f"the folder named by PatientID {study.patient[:80]!r} with StudyDate, StudyDescription and "
+                f"StudyInstanceUID ({study.study_name[:80]!r})")
+    return "an output folder"
+
+
 def convert_study(study: StudyFiles, out: str | Path, options: ConvertOptions, *,
                   previous: dict | None = None) -> StudyRecord:
     """Convert one study into `out`; never raises for bad input (the record says failed, and why).
@@ -173,8 +193,16 @@ def convert_study(study: StudyFiles, out: str | Path, options: ConvertOptions, *
     if study.problem:
         record.reason = study.problem
         return record
-    paths = planned(key=study.key, patient=study.patient, study=study.study_name, layout=options.layout,
-                    fmt=options.fmt)
+    if study.decoded_bytes > options.max_decoded_bytes:
+        record.reason = (f"pixel data decodes to {format_size(study.decoded_bytes)} (Rows x Columns x frames x bytes "
+                         f"of its PET, CT and SEG files), over the limit of {format_size(options.max_decoded_bytes)} "
+                         f"(--max-decoded-bytes); nothing decoded")
+        return record
+    paths = planned(key=study.key, folder=study.folder, layout=options.layout, fmt=options.fmt)
+    escape = next((part for relative in paths.values() if (part := outside(out, relative))), None)
+    if escape is not None:
+        record.reason = f"{_named_by(escape, study)} resolves outside OUT (a link?): {escape}; nothing written"
+        return record
     try:
         contents, record.checksum = read_bytes(study.inputs())
         if (previous and previous.get("checksum") == record.checksum and previous.get("options") == options.to_json()

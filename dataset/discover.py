@@ -12,10 +12,11 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from petct.studykey import study_key
+from petct.studykey import safe_folder_name, study_key
 
 HEADER_TAGS = ["StudyInstanceUID", "SeriesInstanceUID", "Modality", "PatientID", "StudyDate",
-               "StudyDescription", "SeriesDescription", "SOPClassUID"]
+               "StudyDescription", "SeriesDescription", "SOPClassUID",
+               "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel", "BitsAllocated"]
 
 
 @dataclass
@@ -24,20 +25,27 @@ class SeriesFiles:
     modality: str
     description: str
     files: list[Path] = field(default_factory=list)
+    decoded_bytes: int = 0  # what its pixel data decodes to, by the headers
 
 
 @dataclass
 class StudyFiles:
-    """One study's series as found, the picked PT, CT and SEG files, and why it cannot convert (if so)."""
+    """One study's series as found, the picked PT, CT and SEG files, and why it cannot convert (if so).
+
+    `key` and `folder` (`<patient>/<study>`, the tcia layout's) are unique among the studies found, and safe
+    whatever the DICOM text they come from says.
+    """
 
     key: str
     patient: str
     study_name: str
     study_uid: str
+    folder: str = ""
     pet: list[Path] = field(default_factory=list)
     ct: list[Path] = field(default_factory=list)
     seg: Path | None = None
     problem: str | None = None
+    decoded_bytes: int = 0  # the picked series' pixel data, decoded, by the headers
 
     def inputs(self) -> list[Path]:
         return sorted([*self.pet, *self.ct, *([self.seg] if self.seg else [])])
@@ -55,6 +63,24 @@ def study_name(header) -> str:
     when = f"{date[4:6]}-{date[6:8]}-{date[0:4]}" if len(date) == 8 else "unknown-date"
     description = " ".join(str(header.get("StudyDescription", "") or "").split()) or "NA"
     return f"{when}-NA-{description}-{str(header.StudyInstanceUID)[-5:]}"
+
+
+def decoded_bytes(header) -> int:
+    """Rows x Columns x frames x samples x bytes per sample: what a file's pixel data decodes to (unpacked).
+
+    From the header alone, before any pixel data is read; values that are not numbers count as 0 (reading the
+    file reports them).
+    """
+    try:
+        sizes = [int(header.get(tag, default) or default) for tag, default in
+                 (("Rows", 0), ("Columns", 0), ("NumberOfFrames", 1), ("SamplesPerPixel", 1))]
+        bits = int(header.get("BitsAllocated", 8) or 8)
+    except (TypeError, ValueError):
+        return 0
+    total = max(1, -(-bits // 8))  # bytes per sample once decoded (1-bit SEG frames unpack to a byte each)
+    for size in sizes:
+        total *= max(0, size)
+    return total
 
 
 def _files(root: Path) -> list[Path]:
@@ -87,12 +113,14 @@ def discover(root: str | Path) -> Discovery:
             uid=series_uid, modality=str(ds.get("Modality", "")).upper(),
             description=str(ds.get("SeriesDescription", "") or "")))
         entry.files.append(path)
+        entry.decoded_bytes += decoded_bytes(ds)
     studies = []
     for study_uid, by_series in series.items():
         header = headers[study_uid]
         patient = str(header.get("PatientID", "") or "unknown-patient")
         name = study_name(header)
-        study = StudyFiles(key=study_key(patient, name), patient=patient, study_name=name, study_uid=study_uid)
+        study = StudyFiles(key=study_key(patient, name), patient=patient, study_name=name, study_uid=study_uid,
+                           folder=f"{safe_folder_name(patient)}/{safe_folder_name(name)}")
         by_modality: dict[str, list[SeriesFiles]] = defaultdict(list)
         for s in by_series.values():
             by_modality[s.modality].append(s)
@@ -111,11 +139,27 @@ def discover(root: str | Path) -> Discovery:
             study.pet = sorted(by_modality["PT"][0].files)
             study.ct = sorted(by_modality["CT"][0].files)
             study.seg = by_modality["SEG"][0].files[0]
+            study.decoded_bytes = sum(by_modality[m][0].decoded_bytes for m in ("PT", "CT", "SEG"))
         studies.append(study)
-    studies.sort(key=lambda s: s.key)
-    seen: dict[str, int] = defaultdict(int)
-    for s in studies:  # two studies of one patient on one day with UIDs ending alike: keep keys unique
-        seen[s.key] += 1
-        if seen[s.key] > 1:
-            s.key = f"{s.key}-{seen[s.key]}"
+    studies.sort(key=lambda s: (s.key, s.study_uid))
+    _make_unique(studies)
     return Discovery(studies=studies, unreadable=unreadable)
+
+
+def _make_unique(studies: list[StudyFiles]) -> None:
+    """Give studies whose keys collide (one patient, one day, one description, UIDs ending alike) `-2`, `-3`...
+
+    The suffix goes on the key and on the study's folder alike, and skips any key another study has, so no two
+    studies (nor two workers) ever write into one folder.
+    """
+    taken = {s.key for s in studies}
+    first: set[str] = set()
+    for study in studies:  # sorted by key, then UID
+        if study.key not in first:
+            first.add(study.key)
+            continue
+        n = 2
+        while f"{study.key}-{n}" in taken:
+            n += 1
+        study.key, study.folder = f"{study.key}-{n}", f"{study.folder}-{n}"
+        taken.add(study.key)

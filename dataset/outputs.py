@@ -1,7 +1,8 @@
 """Where a converted study's images go (layout) and how they are stored (format).
 
 Layouts, per study with key <key> (petct.studykey):
-- tcia: `<patient>/<study>/{CT,PET,SEG,SUV,CTres}.<ext>` (the organisers' converted dataset);
+- tcia: `<patient>/<study>/{CT,PET,SEG,SUV,CTres}.<ext>` (the organisers' converted dataset), both names made
+  safe from their DICOM text (petct.studykey.safe_folder_name);
 - nnunet: `imagesTr/<key>_0000.<ext>` (CTres), `imagesTr/<key>_0001.<ext>` (SUV), `labelsTr/<key>.<ext>`,
   plus `dataset.json`;
 - grand-challenge: `<key>/images/pet/<key>.mha` (SUV), `<key>/images/ct/<key>.mha` (CTres): an algorithm
@@ -63,13 +64,13 @@ def check_choice(*, layout: str, fmt: str, keep_segments: bool = False) -> None:
         raise ValueError("--layout grand-challenge writes .mha, as the platform does: use --format mha")
 
 
-def planned(*, key: str, patient: str, study: str, layout: str, fmt: str) -> dict[str, str]:
-    """Image name -> path relative to OUT, for one study."""
+def planned(*, key: str, folder: str, layout: str, fmt: str) -> dict[str, str]:
+    """Image name -> path relative to OUT, for one study (`folder`: its `<patient>/<study>`, made safe)."""
     if fmt == "hdf5":
         return {"h5": f"{HDF5_STAGING}/{key}.h5"}
     ext = EXTENSIONS[fmt]
     if layout == "tcia":
-        return {name: f"{patient}/{study}/{name}{ext}" for name in (CT_NAME, PET_NAME, SEG_NAME, SUV_NAME, CTRES_NAME)}
+        return {name: f"{folder}/{name}{ext}" for name in (CT_NAME, PET_NAME, SEG_NAME, SUV_NAME, CTRES_NAME)}
     if layout == "nnunet":
         return {CTRES_NAME: f"imagesTr/{key}_0000{ext}", SUV_NAME: f"imagesTr/{key}_0001{ext}",
                 SEG_NAME: f"labelsTr/{key}{ext}"}
@@ -128,3 +129,17 @@ def nnunet_dataset_json(out: Path, *, count: int, fmt: str) -> Path:
     return write_json_atomic({"channel_names": NNUNET_CHANNELS, "labels": {"background": 0, "lesion": 1},
                               "numTraining": count, "file_ending": EXTENSIONS[fmt],
                               "name": "autoPET converted by python -m dataset convert"}, out / "dataset.json")
+
+
+def outside(out: Path, relative: str) -> str | None:
+    """The part of `relative` through which it would resolve outside `out` (a link, say), or None.
+
+    The names are made safe before they are joined; this is checked after joining, on the real folders.
+    """
+    root = out.resolve()
+    parts = Path(relative).parts
+    for depth in range(1, len(parts) + 1):
+        path = (out.joinpath(*parts[:depth])).resolve()
+        if path != root and root not in path.parents:
+            return "/".join(parts[:depth])
+    return None

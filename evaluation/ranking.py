@@ -10,6 +10,7 @@ undefined (no study it could be computed on) ranks last for that metric.
 """
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,10 +49,14 @@ def study_set_warnings(submissions: list[Submission]) -> list[str]:
 
 
 def competition_ranks(values: list[float], *, higher_is_better: bool) -> list[float]:
-    """Rank 1 is best; ties share the best rank of their group; undefined values rank after all others."""
+    """Rank 1 is best; ties share the best rank of their group; undefined values rank after all others.
+
+    One sort, then a binary search per value: a leaderboard of thousands ranks in milliseconds.
+    """
     keyed = [(-v if higher_is_better else v) if math.isfinite(v) else math.inf for v in values]
-    return [float(1 + sum(other < key for other in keyed)) if math.isfinite(key) else
-            float(1 + sum(math.isfinite(other) for other in keyed)) for key in keyed]
+    defined = sorted(key for key in keyed if math.isfinite(key))
+    return [float(1 + bisect.bisect_left(defined, key)) if math.isfinite(key) else float(1 + len(defined))
+            for key in keyed]
 
 
 def read_submission(path: Path, *, name: str, subsets: dict[str, str] | None, suffix: str = "") -> Submission:
@@ -59,7 +64,12 @@ def read_submission(path: Path, *, name: str, subsets: dict[str, str] | None, su
 
     `suffix` names the ranked values after the metric: "_auc" ranks the 2025 track's areas under the curves.
     """
-    report = read_json(path, what="metrics.json")
+    return submission_of(read_json(path, what="metrics.json"), name=name, path=path, subsets=subsets, suffix=suffix)
+
+
+def submission_of(report: object, *, name: str, path: Path, subsets: dict[str, str] | None,
+                  suffix: str = "") -> Submission:
+    """read_submission's Submission from a metrics.json already read (`path` names it in messages)."""
     if not isinstance(report, dict):
         raise InputError("metrics.json must hold a JSON object", path=path)
     cases = report.get("case")
@@ -109,7 +119,8 @@ def leaderboard(submissions: list[Submission]) -> list[dict]:
         rows.append({"submission": s.name, "file": str(s.path), "weighted_rank": score,
                      "rank": {m: ranks[s.name][m] for m in RANKED_METRICS},
                      "mean": {m: _mean([s.means[sub][m] for sub in s.means]) for m in RANKED_METRICS}})
-    # Ties in the weighted rank go to the better (higher) mean Dice; undefined Dice sorts last.
+    # Ties in the weighted rank go to the better (higher) mean Dice; undefined Dice sorts last; ties beyond that
+    # keep the order the submissions were given in (a stable sort).
     rows.sort(key=lambda r: (r["weighted_rank"], -_finite_or(r["mean"]["dice"], -math.inf)))
     for position, row in enumerate(rows, start=1):
         row["position"] = position

@@ -21,6 +21,8 @@ from petct.errors import InputError
 
 KINDS = ("tumor", "background")
 Point = tuple[int, int, int]
+MAX_INDEX = 2**31  # past any image's size; also keeps a 4,000-digit number from reaching float()
+NESTED_TOO_DEEPLY = "clicks JSON is nested too deeply; a click is [x, y, z] in a list"
 
 
 @dataclass(frozen=True)
@@ -92,8 +94,9 @@ def _point(value: object, *, kind: str, number: int, fail, size_xyz) -> Point:
     if not isinstance(value, (list, tuple)) or len(value) != 3:
         raise fail(f"{kind} click {number} is {json.dumps(value)}; expected [x, y, z]")
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value) or \
-            not all(math.isfinite(v) and float(v).is_integer() for v in value):
-        raise fail(f"{kind} click {number} is {json.dumps(value)}; voxel indices must be integers")
+            not all(abs(v) < MAX_INDEX and float(v).is_integer() for v in value):  # NaN fails the comparison
+        raise fail(f"{kind} click {number} is {json.dumps(value)[:80]}; voxel indices must be integers "
+                   f"(of less than {MAX_INDEX})")
     point = tuple(int(v) for v in value)
     if size_xyz is not None and not all(0 <= v < n for v, n in zip(point, size_xyz)):
         raise fail(f"{kind} click {number} {list(point)} lies outside the image of size {list(size_xyz)} (x, y, z)")
@@ -109,6 +112,8 @@ def read_clicks(path: Path, *, size_xyz: tuple[int, int, int] | None = None) -> 
         raise InputError("clicks file does not exist", path=path) from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise InputError(f"clicks file is not readable JSON: {exc}", path=path) from None
+    except RecursionError:
+        raise InputError(NESTED_TOO_DEEPLY, path=path) from None
     return parse_clicks(value, source=str(path), size_xyz=size_xyz)
 
 

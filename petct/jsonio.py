@@ -62,4 +62,6 @@ def read_json(path: str | Path, *, what: str) -> Any:
         raise InputError(f"{what} is not readable JSON: {exc}", path=path) from None
     except RecursionError:
         raise InputError(f"{what} is not readable JSON: nested too deeply", path=path) from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise InputError(f"{what} is not readable JSON: {exc}", path=path) from None
 

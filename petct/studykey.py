@@ -14,11 +14,21 @@ from pathlib import Path
 
 SEPARATOR = "__"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_UNSAFE_IN_FOLDER = re.compile(r"[^A-Za-z0-9 _-]")
 
 
 def safe_key(name: str) -> str:
     """`name` with every character other than letters, digits, `-` and `_` replaced by `_`."""
     return _UNSAFE.sub("_", name)
+
+
+def safe_folder_name(name: str) -> str:
+    """`name` (DICOM text) as one folder name: as `safe_key`, but spaces kept, as TCIA's folder names have them.
+
+    Character for character, so `safe_key(safe_folder_name(n)) == safe_key(n)`: no separator, no `..`, no
+    leading dot (a hidden folder), and the study key read back from the folders is the key it was written under.
+    """
+    return _UNSAFE_IN_FOLDER.sub("_", name)
 
 
 def study_key(patient: str, study: str | None = None) -> str:

@@ -183,7 +183,7 @@ def test_phase_pages_follow_the_phases_rules(tmp_path):
             hidden = alice.get("/phases/hidden").text
             mine, bobs = answers["alice", "hidden"], answers["bob", "hidden"]
             assert mine["id"] in hidden and bobs["id"] not in hidden and mine["case"] is None
-            # aggregates only, as the API answered them: mean and count, no single case's min or max
+            # as the API answered them: the ranked metrics' means, rounded; no single case's min or max
             assert _cell_values(hidden, **{"data-metric": "dice", "data-stat": "mean"}) == \
                 [mine["aggregates"]["dice"]["mean"]]
             assert not _cell_values(hidden, **{"data-stat": "max"}) and not _cell_values(hidden, **{"data-case": "CASE_A"})

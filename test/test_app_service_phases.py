@@ -134,9 +134,10 @@ def test_bisection_through_phase_submissions_gets_aggregates_only_and_hits_the_b
             return None
         body = response.json()
         assert body["case"] is None and body["state"] == "scored"
-        # Statistics that are one case's value are not there; means over the whole set are.
-        for metric in ("dice", "gt_volume", "pred_volume"):
-            assert set(body["aggregates"][metric]) == {"mean", "count"}
+        # The ranked metrics' means over the whole set, nothing else.
+        assert set(body["aggregates"]) == {"dice", "false_positive_volume", "false_negative_volume"}
+        for metric in body["aggregates"]:
+            assert set(body["aggregates"][metric]) == {"mean"}
         return None  # nothing per case to bisect with
 
     with server.client(token=tokens["mallory"]) as attacker:

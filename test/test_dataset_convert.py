@@ -27,7 +27,7 @@ def _only(records: dict):
 
 
 def _study_folder(out: Path, record) -> Path:
-    return out / record.patient / record.study
+    return out / Path(record.outputs["SUV"]).parent
 
 
 def test_siemens_study_converts_back_to_the_phantom(siemens, tmp_path):

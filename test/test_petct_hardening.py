@@ -236,3 +236,36 @@ def test_algorithm_container_reads_an_upper_case_mha_input(tmp_path):
     result = run_algorithm("--input", inputs.root, "--output", tmp_path / "out", "--engine", "baseline")
     assert result.returncode == 0, result.stderr
     assert len(list((tmp_path / "out").rglob("*.mha"))) == 1
+
+
+@pytest.mark.parametrize("text", ["[" * 3000 + "]" * 3000, '{"tumor": [[1' + "0" * 4000 + ', 0, 0]]}',
+                                  '{"tumor": [[1e400, 0, 0]]}', '{"tumor": [[NaN, 0, 0]]}'])
+def test_hostile_clicks_are_one_line_input_errors(tmp_path, text):
+    from app.service.errors import ApiError
+    from app.service.studies import store_clicks
+    from petct.clicks import read_clicks
+
+    path = tmp_path / "lesion-clicks.json"
+    path.write_text(text)
+    with pytest.raises(InputError) as caught:
+        read_clicks(path)
+    assert caught.value.path == str(path) and "\n" not in caught.value.describe()
+    with pytest.raises(ApiError) as refused:
+        store_clicks(text, folder=tmp_path, size_xyz=(8, 8, 8))
+    assert refused.value.status == 422 and refused.value.field == "clicks"
+
+
+def test_clicks_nested_100000_deep_and_a_10_to_the_400_coordinate(tmp_path):
+    from evaluation.interactive import job_step
+    from petct.clicks import read_clicks
+
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(InputError, match="nested too deeply"):
+        read_clicks(deep)
+
+    class Job:
+        pk = "job-1"
+        values = {"lesion-clicks.json": {"tumor": [[10**400, 0, 0]]}}
+    with pytest.raises(InputError, match="voxel indices must be integers"):
+        job_step(Job(), input_dir=tmp_path)

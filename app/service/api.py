@@ -53,7 +53,9 @@ def create_app(*, settings: ServiceSettings, engine) -> FastAPI:
         if requeued or failed:
             log.warning("after restart: %d interrupted job(s) queued again, %d failed", len(requeued), len(failed))
         if service.phases.fail_interrupted():
-            log.warning("after restart: submissions that were being scored are marked failed")
+            log.warning("after restart: submissions that were being scored are marked interrupted (not counted)")
+        if cases_found is not None:
+            service.leaderboards.load(service.phases)
         for phase in service.phases.list() if cases_found is not None else ():
             missing = [case for case in phase.cases if case not in cases_found]
             if missing:
@@ -64,6 +66,7 @@ def create_app(*, settings: ServiceSettings, engine) -> FastAPI:
         worker.stop()
         scoring_pool.shutdown(wait=False, cancel_futures=True)
         service.processes.close()
+        service.leaderboards.close()
 
     app = FastAPI(title="autoPET PET/CT kit service", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Scores lesion masks, runs the kit's inference engine on uploaded studies, and "

@@ -6,7 +6,7 @@ import hmac
 import secrets
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
@@ -16,11 +16,13 @@ from fastapi.responses import JSONResponse, RedirectResponse
 
 from app.service.errors import ApiError
 from app.service.jobs import JobStore
+from app.service.leaderboard import Leaderboards
 from app.service.participants import ParticipantStore
 from app.service.phases import PhaseStore
 from app.service.processes import KillableProcesses
 from app.service.scoring import run_limited
 from app.service.settings import ServiceSettings
+from app.service.submissions import InFlight
 from app.service.worker import InferenceWorker
 
 OPEN_PATHS = frozenset({"/healthz", "/login", "/logout"})
@@ -65,6 +67,11 @@ class Service:
     processes: KillableProcesses
     engine_info: dict
     cases: dict[str, Path] | None
+    leaderboards: Leaderboards = field(default_factory=Leaderboards)
+    submitting: InFlight = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.submitting = InFlight(self.settings.max_concurrent_submissions)
 
     def scratch(self) -> Path:
         folder = self.settings.scratch_dir / secrets.token_hex(12)

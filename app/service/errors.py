@@ -36,11 +36,13 @@ class ApiError(Exception):
 
 
 def echo_name(name: str | None) -> str | None:
-    """A client-given file name made safe to echo: control characters replaced, length capped."""
+    """A client-given file name made safe to echo: length capped, then control characters replaced.
+
+    Cut first: a name may be megabytes long, and cleaning it whole would cost that much on the event loop.
+    """
     if name is None:
         return None
-    cleaned = "".join(ch if ch.isprintable() else "\ufffd" for ch in name)
-    return cleaned[:MAX_ECHOED_NAME]
+    return "".join(ch if ch.isprintable() else "\ufffd" for ch in name[:MAX_ECHOED_NAME])
 
 
 ERROR_TEXT = {

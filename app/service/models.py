@@ -101,7 +101,8 @@ class SubmissionView(BaseModel):
     phase: str
     participant: str
     created_at: datetime
-    state: str = Field(description="scoring, scored or failed")
+    state: str = Field(description="scoring, scored, failed, or interrupted (the server stopped while scoring it; "
+                                   "not counted against the budget)")
     error: str | None = None
     aggregates: dict | None = Field(None, description="metrics.json's aggregates (mean and count only unless "
                                                       "the phase shows cases)")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
+from markupsafe import Markup
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -19,6 +20,7 @@ from fastapi.templating import Jinja2Templates
 from app.service.deps import TOKEN_COOKIE, Caller, Role, caller_for, get_caller, organiser_only
 from app.service.errors import ApiError
 from app.service.jobs import Job, JobState
+from app.service.phases import AGGREGATE_SIGNIFICANT_DIGITS
 from app.service.worker import MASK_NAME
 from evaluation.aggregates import METRICS
 from petct.atomic import atomic_path
@@ -57,11 +59,19 @@ def is_secure(request: Request) -> bool:
     return request.url.scheme == "https" or forwarded == "https"
 
 
+def rounded_cell(value: float | None) -> Markup:
+    """A hidden phase's mean as the API gives it (already rounded): its significant digits, no more."""
+    if value is None or not math.isfinite(value):
+        return Markup('<span class="num" data-value="null">–</span>')
+    return Markup(f'<span class="num" data-value="{value!r}">{value:.{AGGREGATE_SIGNIFICANT_DIGITS}g}</span>')
+
+
 def _templates() -> Jinja2Templates:
     from evaluation.html_report.build import number_cell
 
     environment = jinja2.Environment(loader=jinja2.PackageLoader("app.service", "templates"), autoescape=True)
     environment.globals["num"] = number_cell
+    environment.globals["rounded_cell"] = rounded_cell
     return Jinja2Templates(env=environment)
 
 
@@ -136,15 +146,14 @@ def pages_router(service) -> APIRouter:
     async def phase_page(request: Request, phase: str, caller: Caller = Depends(get_caller)):
         # The API's own decisions (app.service.routes.phases): the caller's submissions (the organiser: all),
         # aggregates with single cases' statistics left out and per-case records only where the phase shows them.
-        from app.service.leaderboard import phase_leaderboard
-        from app.service.routes.phases import phase_view, view
+        from app.service.routes.phases import board_rows, phase_view, view
 
         current = service.phases.get(phase) if service.cases is not None else None
         if current is None:
             raise ApiError(404, "no such phase")
         everyone = service.phases.of(phase)
         own = everyone if caller.sees_everything else [s for s in everyone if s.participant == caller.participant]
-        rows = await service.in_pool(phase_leaderboard, current, everyone)
+        rows = board_rows(service, current, caller)
         return page(request, "phase.html.j2", phase=phase_view(service, current, caller), metrics=METRICS,
                     submissions=[view(s, current, caller) for s in reversed(own)], leaderboard=rows,
                     sees_everything=caller.sees_everything)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -11,8 +12,17 @@ from pathlib import Path
 
 from app.service.db import Database
 from app.service.participants import check_name
+from evaluation.ranking import RANKED_METRICS
 from petct.errors import InputError
 from petct.jsonio import strict
+
+# What a participant sees of a phase that hides its cases (submissions and leaderboard, in the API and on the
+# pages alike): the ranked metrics' means, each rounded to this many significant digits, and nothing else
+# derived from the truth. Rounding narrows what a submission can learn about the hidden truth but cannot close
+# it (README, "What a submission's answer can tell").
+AGGREGATE_SIGNIFICANT_DIGITS = 3
+INTERRUPTED = ("the server stopped while scoring this submission; it does not count against your budget: "
+               "send it again")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS phases (
@@ -47,6 +57,7 @@ class SubmissionState(str, Enum):
     scoring = "scoring"
     scored = "scored"
     failed = "failed"
+    interrupted = "interrupted"  # the server stopped while scoring it: the server's failure, not counted
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,24 @@ class BudgetSpent(Exception):
 
     reason: str
     next_allowed: float | None
+
+
+def rounded(value: float | None) -> float | None:
+    """`value` to AGGREGATE_SIGNIFICANT_DIGITS significant digits (None, 0 and non-finite values unchanged)."""
+    if value is None or not math.isfinite(value) or value == 0:
+        return value
+    return float(f"{value:.{AGGREGATE_SIGNIFICANT_DIGITS - 1}e}")
+
+
+def means_only(aggregates: dict) -> dict:
+    """A hidden phase's aggregates: {metric: {"mean": rounded}} for the ranked metrics only."""
+    shown = {}
+    for metric in RANKED_METRICS:
+        stats = aggregates.get(metric)
+        if isinstance(stats, dict):
+            mean = stats.get("mean")
+            shown[metric] = {"mean": rounded(float(mean)) if isinstance(mean, (int, float)) else None}
+    return shown
 
 
 def read_case_list(path: Path) -> list[str]:
@@ -133,8 +162,9 @@ class PhaseStore(Database):
     @staticmethod
     def _check(db, phase: Phase, participant: str, now: float) -> None:
         total, today = db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(created_at >= ?), 0) FROM submissions WHERE phase = ? AND participant = ?",
-            (next_utc_midnight(now) - 86400, phase.name, participant)).fetchone()
+            "SELECT COUNT(*), COALESCE(SUM(created_at >= ?), 0) FROM submissions "
+            "WHERE phase = ? AND participant = ? AND state != ?",
+            (next_utc_midnight(now) - 86400, phase.name, participant, SubmissionState.interrupted.value)).fetchone()
         if total >= phase.total:
             raise BudgetSpent(f"all {phase.total} submissions of phase {phase.name} are used", None)
         if today >= phase.per_day:
@@ -171,8 +201,8 @@ class PhaseStore(Database):
         return self.submissions(where="phase = ? AND participant = ?", args=(phase, participant))
 
     def fail_interrupted(self) -> int:
-        """After a restart: submissions left scoring failed (they still count against the budget)."""
+        """After a restart: submissions left scoring are marked interrupted, and count against no budget."""
         with self._transaction() as db:
             return db.execute("UPDATE submissions SET state = ?, error = ? WHERE state = ?",
-                              (SubmissionState.failed.value, "the server stopped while scoring this submission",
+                              (SubmissionState.interrupted.value, INTERRUPTED,
                                SubmissionState.scoring.value)).rowcount

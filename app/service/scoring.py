@@ -13,6 +13,7 @@ from app.service.errors import ApiError, echo_name
 from app.service.processes import Died, KillableProcesses, Timeout
 from app.service.settings import UploadLimits
 from evaluation.aggregates import aggregate
+from evaluation.masks import read_mask
 from evaluation.report import case_key
 from evaluation.scoring import StudyResult, score_files
 from petct.errors import InputError
@@ -116,8 +117,15 @@ def check_and_score(*, files: dict, limits: UploadLimits, study: str, ground_tru
 def check_masks(*, files: dict, limits: UploadLimits) -> None:
     """Child side of a phase submission's first step: every mask read on its own (nothing about any case).
 
-    The request's total is over the masks as extracted, so an archive cannot carry more than separate fields.
+    Whatever can be wrong with a mask without its ground truth (unreadable, over a limit, floating-point or
+    NaN values) is found here, before the submission counts against the budget, and told in full. The
+    request's total is over the masks as extracted, so an archive cannot carry more than separate fields.
     """
     from app.service.upload_checks import check_uploads
 
-    check_uploads(files, limits=limits)
+    check_uploads(files, limits=limits, read_voxels=False)  # read_mask reads the voxels, as the scorer will
+    for case, stored in files.items():
+        try:
+            read_mask(stored.path, what="mask", study=case)
+        except InputError as exc:
+            raise ApiError(422, exc.problem, field=case, file=stored.client_name) from None

@@ -25,6 +25,9 @@ DEFAULT_MAX_REQUEST_IMAGE_BYTES = 2 * 1024**3
 # healthy files stay below this; a header announcing more per stored byte is lying, and ITK would allocate
 # the whole buffer before noticing.
 DEFAULT_MAX_RATIO = 1100.0
+# A participant's submissions being received or scored at once: more only queue for the same scoring pool
+# (and fill scratch space) while others wait.
+DEFAULT_MAX_CONCURRENT_SUBMISSIONS = 2
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class ServiceSettings:
     min_free_bytes: int = DEFAULT_MIN_FREE
     keep_jobs_for_s: float | None = DEFAULT_KEEP_JOBS_FOR_S
     score_timeout_s: float = DEFAULT_SCORE_TIMEOUT_S
+    max_concurrent_submissions: int = DEFAULT_MAX_CONCURRENT_SUBMISSIONS  # per participant
 
     @property
     def upload_limits(self) -> UploadLimits:

@@ -8,7 +8,7 @@ from app.service.errors import ApiError
 from app.service.settings import UploadLimits
 from app.service.upload_checks import check_uploads
 from app.service.uploads import ALLOWED_SUFFIXES, StoredFile
-from petct.clicks import parse_clicks
+from petct.clicks import NESTED_TOO_DEEPLY, parse_clicks
 from petct.errors import InputError
 from petct.imageio import Geometry, grid_mismatches, read_image
 from petct.jsonio import write_json_atomic
@@ -50,6 +50,8 @@ def store_clicks(text: str, *, folder: Path, size_xyz: tuple[int, int, int]) -> 
         clicks = parse_clicks(json.loads(text), source="clicks", size_xyz=size_xyz)
     except ValueError as exc:
         raise ApiError(422, f"not valid JSON: {exc}", field="clicks") from None
+    except RecursionError:
+        raise ApiError(422, NESTED_TOO_DEEPLY, field="clicks") from None
     except InputError as exc:
         raise ApiError(422, exc.problem, field="clicks") from None
     write_json_atomic(clicks.to_plain(), folder / CLICKS_FILE)

@@ -194,9 +194,9 @@ async def receive_files(request: Request, *, fields: Sequence[FileField], folder
             raise ApiError(413, f"upload of {int(declared)} bytes is over the limit of {max_bytes} bytes")
     folder.mkdir(parents=True, exist_ok=True)
     writer = _PartWriter(fields=fields, folder=folder)
-    parser = MultipartParser(params[b"boundary"], writer.callbacks())
     received = 0
     try:
+        parser = MultipartParser(params[b"boundary"], writer.callbacks())  # refuses a boundary over 256 bytes
         async for chunk in request.stream():
             received += len(chunk)
             if received > max_bytes:
@@ -209,7 +209,7 @@ async def receive_files(request: Request, *, fields: Sequence[FileField], folder
             raise ApiError(400, "multipart body ended in the middle of a file", field=part.field, file=part.client_name)
     except FormParserError as exc:
         writer.discard()
-        raise ApiError(400, f"malformed multipart body: {exc}") from None
+        raise ApiError(400, f"malformed multipart body: {str(exc)[:200]}") from None
     except ClientDisconnect:  # nobody reads the answer; it only keeps the log free of tracebacks
         writer.discard()
         raise ApiError(400, "the client disconnected before the upload was complete") from None

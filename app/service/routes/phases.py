@@ -9,16 +9,14 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from app.service.deps import Caller, Role, Service, get_caller, get_service, participant_only
 from app.service.errors import UPLOAD_ERRORS, ApiError, responses
-from app.service.leaderboard import phase_leaderboard
 from app.service.models import Leaderboard, PhaseView, SubmissionList, SubmissionView
-from app.service.phases import BudgetSpent, Phase, Submission, next_utc_midnight
+from app.service.phases import (BudgetSpent, Phase, Submission, SubmissionState, means_only, next_utc_midnight,
+                                rounded)
 from app.service.scoring import check_masks, score_case_set
 from app.service.submissions import case_set
 from app.service.uploads import FileField, receive_files
 
 router = APIRouter(tags=["phases"])
-# Statistics that are one case's value (min, max, percentiles) are left out where cases are hidden.
-HIDDEN_CASE_STATISTICS = ("mean", "count")
 
 
 def phase_or_404(service: Service, name: str) -> Phase:
@@ -29,18 +27,31 @@ def phase_or_404(service: Service, name: str) -> Phase:
 
 
 def view(submission: Submission, phase: Phase, caller: Caller) -> SubmissionView:
-    """What the caller may see of a submission: aggregates; per-case records where the phase shows them."""
+    """What the caller may see of a submission: aggregates; per-case records where the phase shows them.
+
+    Where the phase hides its cases, a participant sees the ranked metrics' means, rounded (means_only).
+    """
     report = submission.report or {}
-    full = phase.show_cases or caller.sees_everything
+    full = shows_everything(phase, caller)
     aggregates = report.get("aggregates")
     if aggregates is not None and not full:
-        aggregates = {metric: ({k: v for k, v in stats.items() if k in HIDDEN_CASE_STATISTICS}
-                               if isinstance(stats, dict) and "mean" in stats else stats)
-                      for metric, stats in aggregates.items()}
+        aggregates = means_only(aggregates)
     return SubmissionView(id=submission.id, phase=submission.phase, participant=submission.participant,
                           created_at=datetime.fromtimestamp(submission.created_at, tz=timezone.utc),
                           state=submission.state.value, error=submission.error, aggregates=aggregates,
                           case=report.get("case") if full else None)
+
+
+def shows_everything(phase: Phase, caller: Caller) -> bool:
+    return phase.show_cases or caller.sees_everything
+
+
+def board_rows(service: Service, phase: Phase, caller: Caller) -> list[dict]:
+    """The leaderboard's rows as the caller may see them: means rounded where the phase hides its cases."""
+    rows = service.leaderboards.rows(phase.name)
+    if shows_everything(phase, caller):
+        return rows
+    return [{**row, "mean": {m: rounded(v) for m, v in row["mean"].items()}} for row in rows]
 
 
 @router.get("/v1/phases", response_model=list[PhaseView], responses=responses(401), summary="The phases")
@@ -57,7 +68,7 @@ async def get_phase(phase: str, service: Service = Depends(get_service), caller:
 def phase_view(service: Service, phase: Phase, caller: Caller) -> PhaseView:
     used_today = used_total = None
     if caller.role == Role.participant:
-        own = service.phases.of(phase.name, caller.participant)
+        own = [s for s in service.phases.of(phase.name, caller.participant) if s.state != SubmissionState.interrupted]
         since = next_utc_midnight(time.time()) - 86400
         used_today, used_total = sum(s.created_at >= since for s in own), len(own)
     return PhaseView(name=phase.name, cases=list(phase.cases), per_day=phase.per_day, total=phase.total,
@@ -82,17 +93,24 @@ async def submit(phase: str, request: Request, response: Response, service: Serv
     ground_truths = {case: (service.cases or {}).get(case) for case in current.cases}
     if None in ground_truths.values():
         raise ApiError(500, f"phase {phase} names a case the server has no ground truth for; tell the organiser")
+    with service.submitting.slot(caller.participant):  # 429 past the server's limit at once, nothing charged
+        done = await _receive_and_score(request, response, service, current, caller.participant, ground_truths)
+    return view(done, current, caller)
+
+
+async def _receive_and_score(request: Request, response: Response, service: Service, current: Phase,
+                             participant: str, ground_truths: dict) -> Submission:
     folder = service.scratch()
     try:
         files = await receive_files(request, fields=[*(FileField(case, required=False) for case in current.cases),
                                                      FileField("archive", required=False, archive=True)],
                                     folder=folder, max_bytes=service.settings.max_upload_bytes)
         files = await service.in_pool(case_set, files, cases=current.cases, folder=folder,
-                                      max_bytes=service.settings.max_upload_bytes)
+                                      max_bytes=service.settings.max_upload_bytes, max_ratio=service.settings.max_ratio)
         await service.score(check_masks, files=files, limits=service.settings.upload_limits)
         # From here on the ground truth is involved: the submission counts, whatever comes of it.
         try:
-            submission_id = service.phases.reserve(current, caller.participant)
+            submission_id = service.phases.reserve(current, participant)
         except BudgetSpent as spent:
             raise too_many(spent, response) from None
         try:
@@ -105,9 +123,10 @@ async def submit(phase: str, request: Request, response: Response, service: Serv
         except BaseException:
             service.phases.finish(submission_id, error="internal error while scoring; see the server log")
             raise
+        await service.leaderboards.scored(current, done)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    return view(done, current, caller)
+    return done
 
 
 def too_many(spent: BudgetSpent, response: Response) -> ApiError:
@@ -129,7 +148,6 @@ async def list_submissions(phase: str, service: Service = Depends(get_service), 
 
 @router.get("/v1/phases/{phase}/leaderboard", response_model=Leaderboard, responses=responses(401, 404),
             summary="Each participant's best or latest submission (the phase says which), ranked as `rank` does")
-async def get_leaderboard(phase: str, service: Service = Depends(get_service)):
+async def get_leaderboard(phase: str, service: Service = Depends(get_service), caller: Caller = Depends(get_caller)):
     current = phase_or_404(service, phase)
-    rows = await service.in_pool(phase_leaderboard, current, service.phases.of(phase))
-    return Leaderboard(phase=phase, rank=current.rank.value, rows=rows)
+    return Leaderboard(phase=phase, rank=current.rank.value, rows=board_rows(service, current, caller))
