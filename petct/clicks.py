@@ -115,17 +115,20 @@ def read_clicks(path: Path, *, size_xyz: tuple[int, int, int] | None = None, lim
     return parse_clicks(value, source=str(path), size_xyz=size_xyz, limit=limit, noun=noun)
 
 
+ENCODINGS = ("gaussian", "distance", "impulse")
+
+
 @dataclass(frozen=True)
 class ClickEncoding:
     """How clicks become network input channels; from the model folder, the official baseline's Gaussian by default."""
 
-    kind: str = "gaussian"  # gaussian | distance
+    kind: str = "gaussian"  # gaussian | distance | impulse (1.0 at each point, nothing else: 2026 scribbles)
     sigma: float = 3.0  # gaussian: voxels, as the official nnU-Net baseline's heatmaps
     max_distance: float = 20.0  # distance: voxels; the encoding is 1 at a click falling to 0 at this distance
 
     def __post_init__(self):
-        if self.kind not in ("gaussian", "distance"):
-            raise ValueError(f"click encoding must be 'gaussian' or 'distance', not {self.kind!r}")
+        if self.kind not in ENCODINGS:
+            raise ValueError(f"click encoding must be one of {', '.join(map(repr, ENCODINGS))}, not {self.kind!r}")
 
 
 def click_channels(clicks: Clicks, shape_zyx: tuple[int, int, int], encoding: ClickEncoding = ClickEncoding()
@@ -136,8 +139,14 @@ def click_channels(clicks: Clicks, shape_zyx: tuple[int, int, int], encoding: Cl
 
 def _channel(points: tuple[Point, ...], shape_zyx: tuple[int, int, int], encoding: ClickEncoding) -> np.ndarray:
     seeds = np.zeros(shape_zyx, dtype=np.float32)
-    for x, y, z in points:
+    if points:
+        xyz = np.asarray(points, dtype=np.int64).reshape(-1, 3)
+        # points off the grid are dropped, as the organisers' heatmaps drop them
+        inside = np.all((xyz >= 0) & (xyz < np.asarray(shape_zyx[::-1])), axis=1)
+        x, y, z = xyz[inside].T
         seeds[z, y, x] = 1.0
+    if encoding.kind == "impulse":
+        return seeds
     if encoding.kind == "gaussian":
         # As the official baseline: unit impulses blurred (the peak is not rescaled to 1).
         return ndimage.gaussian_filter(seeds, sigma=encoding.sigma).astype(np.float32, copy=False)

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from petct.clicks import Clicks, Point, parse_clicks, read_clicks
+from petct.clicks import ClickEncoding, Clicks, click_channels, parse_clicks, read_clicks
 
 # Scribbles accumulate over the loop's steps, one slice-long line each (a few to a few hundred voxels);
 # the limit only keeps a hostile file from filling memory.
 MAX_SCRIBBLE_POINTS = 100_000
 NOUN = "scribble point"
+SCRIBBLE_ENCODING = ClickEncoding(kind="impulse")  # what the 2026 profile feeds a model's click channels
 
 
 def read_scribbles(path: Path, *, size_xyz: tuple[int, int, int] | None = None) -> Clicks:
@@ -35,14 +36,4 @@ def scribble_channels(scribbles: Clicks, shape_zyx: tuple[int, int, int]) -> tup
     As the organisers' baseline builds them (their Gaussian with sigma 0 leaves the impulses as they are);
     points outside the grid are dropped, as theirs are.
     """
-    return _impulses(scribbles.tumor, shape_zyx), _impulses(scribbles.background, shape_zyx)
-
-
-def _impulses(points: tuple[Point, ...], shape_zyx: tuple[int, int, int]) -> np.ndarray:
-    channel = np.zeros(shape_zyx, dtype=np.float32)
-    if points:
-        xyz = np.asarray(points, dtype=np.int64).reshape(-1, 3)
-        inside = np.all((xyz >= 0) & (xyz < np.asarray(shape_zyx[::-1])), axis=1)
-        x, y, z = xyz[inside].T
-        channel[z, y, x] = 1.0
-    return channel
+    return click_channels(scribbles, shape_zyx, SCRIBBLE_ENCODING)
