@@ -199,14 +199,18 @@ def next_scribbles(*, ground_truth_zyx: np.ndarray, prediction_zyx: np.ndarray, 
                    strategy: str, rule: str = "kit", seed: int = SEED) -> Step:
     """The scribbles of the next step: the previous ones plus one simulated from this mask's errors.
 
-    Raises SimulationFailed under the published rule when the mask has no false positive or no false
-    negative voxel (the organisers' loop then scores the step 0).
+    Raises SimulationFailed under the published rule when the mask of a study with lesions has no false
+    positive or no false negative voxel (the organisers' loop then scores the step 0); a lesion-free study
+    gets no new scribble under that rule, and a background scribble on its false positives under the kit's.
     """
     if rule not in RULES:
         raise ValueError(f"unknown scribble rule {rule!r}; expected one of {', '.join(RULES)}")
     if ground_truth_zyx.shape != prediction_zyx.shape:
         raise ValueError(f"shapes differ: ground truth {ground_truth_zyx.shape}, prediction {prediction_zyx.shape}")
     box = _union_box(ground_truth_zyx, prediction_zyx)
+    if rule == "published" and (box is None or not ground_truth_zyx[box].any()):
+        # the organisers' loop simulates nothing for a lesion-free study: the algorithm runs again unchanged
+        return Step(kind=None, scribble=None, scribbles=previous)
     over = under = None
     if box is not None:
         gt = ground_truth_zyx[box] != 0

@@ -295,3 +295,13 @@ def test_study_areas_and_the_pooled_curve():
     assert curve[-1] == 2 * 2 / (2 * 2 + 1)
     # a failed step has no counts: only b's false positive is left, and F1 is undefined without a lesion
     assert math.isnan(pooled_dmm_curve({"a": [StepMetrics.failure()] + steps[1:], "b": free})[0])
+
+
+def test_lesion_free_study_gets_nothing_under_the_published_rule_and_its_false_positive_scribbled_under_the_kits():
+    empty = np.zeros((4, 20, 20), np.uint8)
+    fp = empty.copy()
+    fp[2, 5:9, 5:9] = 1
+    assert next_scribbles(ground_truth_zyx=empty, prediction_zyx=fp, previous=Clicks(), strategy="random",
+                          rule="published").kind is None
+    step = next_scribbles(ground_truth_zyx=empty, prediction_zyx=fp, previous=Clicks(), strategy="random")
+    assert step.kind == "background" and all(fp[z, y, x] for x, y, z in step.scribbles.background)
