@@ -6,7 +6,7 @@ from typing import Protocol
 
 import numpy as np
 
-from petct.clicks import Clicks
+from petct.clicks import ClickEncoding, Clicks
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,9 @@ class EngineOptions:
     # Also return the lesion probability map: a full-volume float32 on the device and on the host, so the
     # container asks for it only with --save-probabilities.
     probabilities: bool = True
+    # How a model's click channels encode the points when its kit.json does not say: the edition's rule
+    # (2026 scribbles: impulses); None: the 2025 baseline's Gaussian.
+    click_encoding: ClickEncoding | None = None
 
 
 @dataclass

@@ -12,6 +12,7 @@ import SimpleITK as sitk
 
 from algorithm.engine import Engine
 from petct.clicks import Clicks, read_clicks
+from petct.scribbles import read_scribbles
 from petct.editions import CLICKS_JSON, EDITIONS, DEFAULT_CHALLENGE, Edition
 from algorithm.logs import timed
 from petct.errors import InputError
@@ -98,12 +99,16 @@ def read_study(*, pet_path: Path, ct_path: Path) -> StudyArrays:
 
 
 def segment_study(*, pet_path: Path, ct_path: Path, engine: Engine,
-                  clicks_path: Path | None = None) -> SegmentationResult:
-    """Read and check one study (and its clicks, when given), run the engine, and return its mask on the PET grid."""
+                  clicks_path: Path | None = None, scribbles: bool = False) -> SegmentationResult:
+    """Read and check one study (and its clicks, when given), run the engine, and return its mask on the PET grid.
+
+    `scribbles`: the clicks file holds the 2026 profile's scribbles (any number of points, petct.scribbles).
+    """
     timings: dict[str, float] = {}
     with timed(timings, "read inputs", log):
         study = read_study(pet_path=Path(pet_path), ct_path=Path(ct_path))
-        clicks = None if clicks_path is None else read_clicks(clicks_path, size_xyz=tuple(study.geometry.size))
+        read = read_scribbles if scribbles else read_clicks
+        clicks = None if clicks_path is None else read(clicks_path, size_xyz=tuple(study.geometry.size))
     log.info("study: PET %s, %s voxels at %s mm", Path(pet_path).name, list(study.geometry.size),
              [round(s, 4) for s in study.geometry.spacing])
     return segment_arrays(study, engine=engine, timings=timings, clicks=clicks)
@@ -191,8 +196,9 @@ def run_container(*, input_dir: Path, output_dir: Path, engine: Engine,
     check_probabilities_path(probabilities_path, output_dir=output_dir, input_dir=input_dir)
     inputs = find_study_inputs(Path(input_dir))
     _log_uploaded_names(Path(input_dir))
-    clicks_path = Path(input_dir) / CLICKS_JSON if edition.clicks else None
-    result = segment_study(pet_path=inputs.pet_path, ct_path=inputs.ct_path, engine=engine, clicks_path=clicks_path)
+    clicks_path = Path(input_dir) / CLICKS_JSON if edition.clicks or edition.scribbles else None
+    result = segment_study(pet_path=inputs.pet_path, ct_path=inputs.ct_path, engine=engine, clicks_path=clicks_path,
+                           scribbles=edition.scribbles)
     target = mask_path_for(output_dir=output_dir, pet_path=inputs.pet_path,
                            relative_path=edition.output_relative_path)
     _warn_about_other_outputs(target)

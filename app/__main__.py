@@ -34,7 +34,8 @@ def _parser() -> argparse.ArgumentParser:
                                       DEFAULT_MAX_REQUEST_IMAGE_BYTES, DEFAULT_MAX_UPLOAD, DEFAULT_MAX_VOXELS,
                                       DEFAULT_SCORE_TIMEOUT_S, TOKEN_ENV)
     from app.sizes import format_size
-    from petct.editions import CHALLENGE_CHOICES, default_challenge
+    from petct.editions import (CHALLENGE_CHOICES, PUBLISHED_CODE_SCRIBBLE_STEPS, SCRIBBLE_RULES, SCRIBBLE_STRATEGIES,
+                                default_challenge)
 
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -126,7 +127,22 @@ def _parser() -> argparse.ArgumentParser:
     dry.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report here")
     dry.add_argument("--challenge", choices=CHALLENGE_CHOICES, default=default_challenge(),
                      help="the autoPET edition's contract: outputs checked, 11 click steps per study for "
-                          "autopet-2025-interactive, scoring (README, Editions; default: %(default)s)")
+                          "autopet-2025-interactive, the closed scribble loop for autopet-2026-interactive, "
+                          "scoring (README, Editions; default: %(default)s)")
+    loop = dry.add_argument_group("autopet-2026-interactive (the closed scribble loop)")
+    loop.add_argument("--strategy", choices=(*SCRIBBLE_STRATEGIES, "mixed"), default=defaults.strategy,
+                      help="how scribbles are drawn; mixed: each strategy on a third of the studies, dealt by a "
+                           "fixed seeded rule (default: %(default)s)")
+    loop.add_argument("--scribbles-dir", type=Path, metavar="DIR",
+                      help="replay recorded scribbles instead: DIR/<study>_step<K>.json for K = 1..steps-1")
+    loop.add_argument("--steps", type=whole_number(2), default=defaults.steps,
+                      help=f"steps per study, the first without scribbles (default: %(default)s, the organisers' "
+                           f"web page; their code runs {PUBLISHED_CODE_SCRIBBLE_STEPS})")
+    loop.add_argument("--scribble-rule", choices=SCRIBBLE_RULES, default=defaults.scribble_rule,
+                      help="a mask without false positives or without false negatives: kit scribbles the side "
+                           "with errors, published fails the step as the organisers' loop does "
+                           "(default: %(default)s)")
+    loop.add_argument("--csv", type=Path, metavar="FILE", help="also write one row per study (areas, final values)")
 
     package = commands.add_parser("package-model", help="an nnU-Net results folder as the model tarball "
                                                         "grand-challenge unpacks into /opt/ml/model")
@@ -199,7 +215,9 @@ def _dry_run(args: argparse.Namespace) -> int:
     return run_dry_run(DryRunOptions(
         command=args.command, image=args.image, container_engine=args.container_engine, cases=args.cases, phantoms=args.phantoms,
         phantom_size=args.phantom_size, time_limit_s=args.time_limit, memory_bytes=args.memory, model=args.model,
-        gpus=args.gpus, workdir=args.workdir, output=args.output, junit=args.junit, challenge=args.challenge))
+        gpus=args.gpus, workdir=args.workdir, output=args.output, junit=args.junit, challenge=args.challenge,
+        strategy=args.strategy, scribbles_dir=args.scribbles_dir, steps=args.steps, scribble_rule=args.scribble_rule,
+        csv=args.csv))
 
 
 if __name__ == "__main__":

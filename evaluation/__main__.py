@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         return score_folders(args)
     if args.command == "rank":
         return rank_submissions(args)
+    if args.command == "next-scribbles":
+        return next_scribbles(args)
     if args.command == "simulate-clicks":
         from evaluation.simulate import simulate_folder
         return simulate_folder(ground_truth=args.ground_truth, output=args.output, pet=args.pet, seed=args.seed)
@@ -58,6 +60,11 @@ def score_submission(args) -> int:
     from evaluation.studies import index_masks
     from petct.editions import edition as edition_named
     edition = edition_named(args.challenge)
+    if edition.scribbles:  # a job's step is not in anything the platform hands the evaluation
+        print(f"error: {edition.name} cannot be scored in container mode: the platform does not tell the "
+              "evaluation which loop step each job was; score it with `python -m app dry-run --challenge "
+              f"{edition.name}` (docs/editions.md) (nothing written)", file=sys.stderr)
+        return EXIT_USAGE
     prediction_path = args.prediction_path or edition.output_relative_path
     try:
         jobs, problems = read_jobs(args.input / PREDICTIONS_JSON)
@@ -125,15 +132,63 @@ def score_folders(args) -> int:
 
 
 def score_pair(args) -> int:
-    """One study: its metrics as JSON on stdout."""
-    from evaluation.scoring import score_files
+    """One study: its metrics as JSON on stdout (2026: one loop step's, with the loop's Dice and the DMM)."""
+    from petct.editions import edition as edition_named
     from petct.jsonio import dumps
     try:
-        result = score_files(ground_truth=args.ground_truth, prediction=args.prediction, study=args.study)
+        if edition_named(args.challenge).scribbles:
+            record = _score_step_pair(args)
+        else:
+            from evaluation.scoring import score_files
+            record = score_files(ground_truth=args.ground_truth, prediction=args.prediction,
+                                 study=args.study).to_json()
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(dumps(result.to_json()))
+    print(dumps(record))
+    return EXIT_OK
+
+
+def _score_step_pair(args) -> dict:
+    from evaluation.closed_loop import score_step
+    from evaluation.scoring import read_pair
+    from evaluation.studies import mask_key
+    gt, pred = read_pair(ground_truth=args.ground_truth, prediction=args.prediction,
+                         study=args.study or mask_key(args.ground_truth))
+    step = score_step(ground_truth=gt.array, prediction=pred.array, voxel_volume_ml=gt.geometry.voxel_volume_ml)
+    return {**step.to_json(), "ground_truth_file": str(args.ground_truth), "prediction_file": str(args.prediction),
+            "warnings": gt.warnings + pred.warnings}
+
+
+def next_scribbles(args) -> int:
+    """One step of the 2026 closed loop: the previous scribbles plus one from the mask's errors, written as JSON."""
+    from evaluation.scoring import read_pair
+    from evaluation.scribble_simulation import SimulationFailed, next_scribbles as simulate_step
+    from evaluation.studies import mask_key
+    from petct.clicks import Clicks
+    from petct.jsonio import write_json_atomic
+    from petct.scribbles import read_scribbles
+    try:
+        gt, pred = read_pair(ground_truth=args.ground_truth, prediction=args.prediction,
+                             study=mask_key(args.ground_truth))
+        previous = Clicks() if args.scribbles is None else read_scribbles(args.scribbles,
+                                                                          size_xyz=gt.geometry.size)
+        step = simulate_step(ground_truth_zyx=gt.array, prediction_zyx=pred.array, previous=previous,
+                             strategy=args.strategy, rule=args.rule)
+        value = step.scribbles.to_grand_challenge() if args.gc else step.scribbles.to_plain()
+        write_json_atomic(value, args.output)
+    except SimulationFailed as exc:
+        print(f"error: file {args.prediction}: {exc}; the step scores 0 (nothing written)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        print(f"error: file {args.output}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    added = f"a {step.kind} scribble of {step.scribble.size} point(s)" if step.kind else "no scribble (no errors)"
+    print(f"{added}; {len(step.scribbles.tumor)} tumour and {len(step.scribbles.background)} background points "
+          f"-> {args.output}", file=sys.stderr)
     return EXIT_OK
 
 

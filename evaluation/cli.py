@@ -7,11 +7,12 @@ import os
 from pathlib import Path
 
 from petct.argtypes import positive_number, whole_number
-from petct.editions import CHALLENGE_CHOICES, CHALLENGE_ENV, default_challenge
+from petct.editions import (CHALLENGE_CHOICES, CHALLENGE_ENV, SCRIBBLE_RULES, SCRIBBLE_STRATEGIES,
+                            default_challenge)
 from petct.layout import DEFAULT_GROUND_TRUTH, DEFAULT_INPUT, DEFAULT_OUTPUT, OUTPUT_RELATIVE_PATH
 
 CONTAINER = "container"
-COMMANDS = (CONTAINER, "score-folders", "score-pair", "rank", "simulate-clicks", "report", "mip")
+COMMANDS = (CONTAINER, "score-folders", "score-pair", "rank", "simulate-clicks", "next-scribbles", "report", "mip")
 DEFAULT_TIMEOUT_S = 600.0
 
 EXIT_OK = 0
@@ -97,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     pair.add_argument("ground_truth", type=Path, metavar="GT")
     pair.add_argument("prediction", type=Path, metavar="PRED")
     pair.add_argument("--study", help="study name to report (default: from the ground truth's file name)")
+    _challenge_option(pair)
 
     rank = commands.add_parser("rank", help="rank several submissions' metrics.json as the autoPET leaderboard does")
     rank.add_argument("submissions", nargs="+", metavar="[NAME=]METRICS_JSON",
@@ -118,8 +120,29 @@ def _parser() -> argparse.ArgumentParser:
                           help="folder of SUV images (<study>/SUV.*, <study>_SUV.*); default: the SUV image next "
                                "to each mask, as in the dataset's study folders")
     simulate.add_argument("--seed", type=int, default=42, help="random seed per study (default: %(default)s)")
+    _scribble_command(commands)
     _report_commands(commands)
     return parser
+
+
+def _scribble_command(commands) -> None:
+    step = commands.add_parser(
+        "next-scribbles", help="one step of the autoPET V closed loop: the next scribbles from a mask's errors")
+    step.add_argument("--ground-truth", type=Path, required=True, metavar="GT", help="ground-truth mask")
+    step.add_argument("--prediction", type=Path, required=True, metavar="PRED",
+                      help="the algorithm's mask of the step just run")
+    step.add_argument("--scribbles", type=Path, metavar="PREVIOUS_JSON",
+                      help="the scribbles that step was given, either form (default: none, after step 0)")
+    step.add_argument("--strategy", choices=SCRIBBLE_STRATEGIES, required=True, help="how a scribble is drawn")
+    step.add_argument("--output", type=Path, required=True, metavar="NEXT_JSON",
+                      help="file to write the accumulated scribbles to")
+    step.add_argument("--gc", action="store_true",
+                      help="write grand-challenge's Multiple points value (what the algorithm reads), not the "
+                           "organisers' plain {tumor, background} form")
+    step.add_argument("--rule", choices=SCRIBBLE_RULES, default="kit",
+                      help="a mask with no false positive or no false negative voxel: 'kit' scribbles the side "
+                           "with errors, 'published' fails as the organisers' loop does (exit 1) "
+                           "(default: %(default)s)")
 
 
 def _mip_rule(text: str) -> str:

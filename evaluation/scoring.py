@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evaluation.masks import read_mask
+from evaluation.masks import Mask, read_mask
 from evaluation.metrics import StudyMetrics, score_arrays
 from evaluation.studies import mask_key
 from petct.errors import InputError
@@ -35,13 +35,19 @@ def score_files(*, ground_truth: Path, prediction: Path, study: str | None = Non
     """
     ground_truth, prediction = Path(ground_truth), Path(prediction)
     study = study or mask_key(ground_truth)
+    gt, pred = read_pair(ground_truth=ground_truth, prediction=prediction, study=study)
+    metrics = score_arrays(ground_truth=gt.array, prediction=pred.array,
+                           voxel_volume_ml=gt.geometry.voxel_volume_ml)
+    return StudyResult(study=study, metrics=metrics, warnings=gt.warnings + pred.warnings,
+                       ground_truth_file=str(ground_truth), prediction_file=str(prediction))
+
+
+def read_pair(*, ground_truth: Path, prediction: Path, study: str) -> tuple[Mask, Mask]:
+    """Both masks, the prediction checked to lie on the ground truth's grid; InputError naming the file."""
     gt = read_mask(ground_truth, what="ground truth", study=study, float_labels=True)
     pred = read_mask(prediction, what="prediction", study=study)
     mismatches = grid_mismatches(gt.geometry, pred.geometry)
     if mismatches:
         raise InputError(f"prediction is not on the ground truth's grid: {'; '.join(mismatches)}",
                          path=prediction, study=study)
-    metrics = score_arrays(ground_truth=gt.array, prediction=pred.array,
-                           voxel_volume_ml=gt.geometry.voxel_volume_ml)
-    return StudyResult(study=study, metrics=metrics, warnings=gt.warnings + pred.warnings,
-                       ground_truth_file=str(ground_truth), prediction_file=str(prediction))
+    return gt, pred

@@ -50,16 +50,18 @@ class Clicks:
         return {"version": {"major": 1, "minor": 0}, "type": "Multiple points", "points": points}
 
 
-def parse_clicks(value: object, *, source: str, size_xyz: tuple[int, int, int] | None = None) -> Clicks:
+def parse_clicks(value: object, *, source: str, size_xyz: tuple[int, int, int] | None = None,
+                 limit: int = MAX_CLICKS, noun: str = "click") -> Clicks:
     """Clicks from a decoded JSON value; InputError naming `source` for any malformed click.
 
-    `size_xyz` (the PET's size in ITK order) checks every click lies in the image.
+    `size_xyz` (the PET's size in ITK order) checks every click lies in the image; `limit` is the most points
+    of each kind and `noun` what the messages call a point (the 2026 scribbles: petct.scribbles).
     """
     def fail(problem: str) -> InputError:
         return InputError(problem, path=source)
 
     if not isinstance(value, dict):
-        raise fail(f"expected a JSON object of clicks, found {type(value).__name__}")
+        raise fail(f"expected a JSON object of {noun}s, found {type(value).__name__}")
     found: dict[str, list[object]] = {kind: [] for kind in KINDS}
     if "points" in value:
         points = value["points"]
@@ -79,55 +81,59 @@ def parse_clicks(value: object, *, source: str, size_xyz: tuple[int, int, int] |
         for kind in KINDS:
             points = value.get(kind, [])
             if not isinstance(points, list):
-                raise fail(f"'{kind}' must be a list of [x, y, z] clicks, found {type(points).__name__}")
+                raise fail(f"'{kind}' must be a list of [x, y, z] {noun}s, found {type(points).__name__}")
             found[kind] = list(points)
     clicks = {}
     for kind in KINDS:
-        if len(found[kind]) > MAX_CLICKS:
-            raise fail(f"{len(found[kind])} {kind} clicks; the protocol gives at most {MAX_CLICKS} of each kind")
-        clicks[kind] = tuple(_point(p, kind=kind, number=n, fail=fail, size_xyz=size_xyz)
+        if len(found[kind]) > limit:
+            raise fail(f"{len(found[kind])} {kind} {noun}s; the protocol gives at most {limit} of each kind")
+        clicks[kind] = tuple(_point(p, kind=kind, number=n, fail=fail, size_xyz=size_xyz, noun=noun)
                              for n, p in enumerate(found[kind], start=1))
     return Clicks(**clicks)
 
 
-def _point(value: object, *, kind: str, number: int, fail, size_xyz) -> Point:
+def _point(value: object, *, kind: str, number: int, fail, size_xyz, noun: str) -> Point:
     if not isinstance(value, (list, tuple)) or len(value) != 3:
-        raise fail(f"{kind} click {number} is {json.dumps(value)}; expected [x, y, z]")
+        raise fail(f"{kind} {noun} {number} is {json.dumps(value)}; expected [x, y, z]")
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value) or \
             not all(abs(v) < MAX_INDEX and float(v).is_integer() for v in value):  # NaN fails the comparison
-        raise fail(f"{kind} click {number} is {json.dumps(value)[:80]}; voxel indices must be integers "
+        raise fail(f"{kind} {noun} {number} is {json.dumps(value)[:80]}; voxel indices must be integers "
                    f"(of less than {MAX_INDEX})")
     point = tuple(int(v) for v in value)
     if size_xyz is not None and not all(0 <= v < n for v, n in zip(point, size_xyz)):
-        raise fail(f"{kind} click {number} {list(point)} lies outside the image of size {list(size_xyz)} (x, y, z)")
+        raise fail(f"{kind} {noun} {number} {list(point)} lies outside the image of size {list(size_xyz)} (x, y, z)")
     return point  # type: ignore[return-value]
 
 
-def read_clicks(path: Path, *, size_xyz: tuple[int, int, int] | None = None) -> Clicks:
+def read_clicks(path: Path, *, size_xyz: tuple[int, int, int] | None = None, limit: int = MAX_CLICKS,
+                noun: str = "click") -> Clicks:
     """Clicks from a JSON file; InputError naming the file when it is missing, not JSON, or malformed."""
     path = Path(path)
     try:
         value = json.loads(path.read_text())
     except FileNotFoundError:
-        raise InputError("clicks file does not exist", path=path) from None
+        raise InputError(f"{noun}s file does not exist", path=path) from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InputError(f"clicks file is not readable JSON: {exc}", path=path) from None
+        raise InputError(f"{noun}s file is not readable JSON: {exc}", path=path) from None
     except RecursionError:
         raise InputError(NESTED_TOO_DEEPLY, path=path) from None
-    return parse_clicks(value, source=str(path), size_xyz=size_xyz)
+    return parse_clicks(value, source=str(path), size_xyz=size_xyz, limit=limit, noun=noun)
+
+
+ENCODINGS = ("gaussian", "distance", "impulse")
 
 
 @dataclass(frozen=True)
 class ClickEncoding:
     """How clicks become network input channels; from the model folder, the official baseline's Gaussian by default."""
 
-    kind: str = "gaussian"  # gaussian | distance
+    kind: str = "gaussian"  # gaussian | distance | impulse (1.0 at each point, nothing else: 2026 scribbles)
     sigma: float = 3.0  # gaussian: voxels, as the official nnU-Net baseline's heatmaps
     max_distance: float = 20.0  # distance: voxels; the encoding is 1 at a click falling to 0 at this distance
 
     def __post_init__(self):
-        if self.kind not in ("gaussian", "distance"):
-            raise ValueError(f"click encoding must be 'gaussian' or 'distance', not {self.kind!r}")
+        if self.kind not in ENCODINGS:
+            raise ValueError(f"click encoding must be one of {', '.join(map(repr, ENCODINGS))}, not {self.kind!r}")
 
 
 def click_channels(clicks: Clicks, shape_zyx: tuple[int, int, int], encoding: ClickEncoding = ClickEncoding()
@@ -138,8 +144,14 @@ def click_channels(clicks: Clicks, shape_zyx: tuple[int, int, int], encoding: Cl
 
 def _channel(points: tuple[Point, ...], shape_zyx: tuple[int, int, int], encoding: ClickEncoding) -> np.ndarray:
     seeds = np.zeros(shape_zyx, dtype=np.float32)
-    for x, y, z in points:
+    if points:
+        xyz = np.asarray(points, dtype=np.int64).reshape(-1, 3)
+        # points off the grid are dropped, as the organisers' heatmaps drop them
+        inside = np.all((xyz >= 0) & (xyz < np.asarray(shape_zyx[::-1])), axis=1)
+        x, y, z = xyz[inside].T
         seeds[z, y, x] = 1.0
+    if encoding.kind == "impulse":
+        return seeds
     if encoding.kind == "gaussian":
         # As the official baseline: unit impulses blurred (the peak is not rescaled to 1).
         return ndimage.gaussian_filter(seeds, sigma=encoding.sigma).astype(np.float32, copy=False)

@@ -15,6 +15,14 @@ CHALLENGE_ENV = "PETCT_KIT_CHALLENGE"
 DATA_CENTRIC_JSON = "data-centric-model.json"  # 2024: the algorithm's second output, a bare JSON boolean
 CLICKS_JSON = "lesion-clicks.json"  # 2025 interactive track: the algorithm's click input
 MAX_CLICKS = 10  # per kind (tumour, background), the 2025 protocol's last step
+# 2026 closed loop: one job without scribbles, then corrections. The organisers' web page and
+# interactive/README.md say 6 steps; their interactive_loop.py (--max_iters) and reference run use 5.
+SCRIBBLE_STEPS = 6
+PUBLISHED_CODE_SCRIBBLE_STEPS = 5
+SCRIBBLE_STRATEGIES = ("centerline", "random", "boundary")  # each on a third of the test cases
+# A mask with no false positive or no false negative voxel: "kit" scribbles the side with errors (nothing
+# new for a perfect mask); "published" fails the step, as the organisers' loop does (docs/editions.md).
+SCRIBBLE_RULES = ("kit", "published")
 
 
 @dataclass(frozen=True)
@@ -27,8 +35,12 @@ class Edition:
     data_centric_output: bool = False  # also write /output/data-centric-model.json (a JSON boolean)
     rank_needs_subsets: bool = False  # `rank` averages per tracer x centre subset and refuses without them
     clicks: bool = False  # /input/lesion-clicks.json is read; jobs come in steps of 0..MAX_CLICKS clicks
-    # Dice of a study without lesions: undefined (skipped in the mean) in every edition's published script;
-    # its false positives count through the false positive volume alone.
+    # 2026: /input/lesion-clicks.json holds scribbles (any number of points) simulated in a closed loop
+    # from the algorithm's previous mask (evaluation.scribble_simulation); scored per step and as areas
+    scribbles: bool = False
+    # Dice of a study without lesions: undefined (skipped in the mean) in every edition's published script
+    # up to 2025, its false positives counting through the false positive volume alone; "loop": the 2026
+    # loop's rule, 1 for an empty mask and 0 for any false positive.
     negative_study_dice: str = "undefined"
 
     @property
@@ -49,6 +61,8 @@ EDITIONS: dict[str, Edition] = {edition.name: edition for edition in (
             rank_needs_subsets=True),
     Edition(name="autopet-2025-interactive", title="autoPET IV 2025, task 1 (interactive, lesion clicks)",
             output_slug="tumor-lesion-segmentation", clicks=True),
+    Edition(name="autopet-2026-interactive", title="autoPET V 2026 (interactive, scribbles in a closed loop)",
+            output_slug="tumor-lesion-segmentation", scribbles=True, negative_study_dice="loop"),
 )}
 DEFAULT_CHALLENGE = "autopet-2022"
 CHALLENGE_CHOICES = tuple(EDITIONS)

@@ -30,12 +30,14 @@ TINY = (24, 24, 16)
 
 # --- the table -------------------------------------------------------------------------------------------------
 
-def test_default_profile_is_2022_and_only_2025_moves_the_output():
+def test_default_profile_is_2022_and_only_the_interactive_ones_move_the_output():
     assert edition(None).name == "autopet-2022"
-    assert {e.output_relative_path for e in EDITIONS.values() if not e.clicks} == {
+    assert {e.output_relative_path for e in EDITIONS.values() if not (e.clicks or e.scribbles)} == {
         "images/automated-petct-lesion-segmentation"}
     assert edition("autopet-2025-interactive").output_relative_path == "images/tumor-lesion-segmentation"
     assert edition("autopet-2025-interactive").click_steps == tuple(range(11))
+    assert edition("autopet-2026-interactive").output_relative_path == "images/tumor-lesion-segmentation"
+    assert not edition("autopet-2026-interactive").clicks  # its scribbles are not the 2025 clicks
     with pytest.raises(InputError, match="unknown challenge"):
         edition("autopet-1999")
 

@@ -161,7 +161,10 @@ class NnUNetEngine:
             explicit, source = read_settings(trainer).get("channel_order"), str(trainer / SETTINGS_JSON)
         roles = channel_roles(plan.channel_names, None if explicit is None else tuple(explicit),
                               dataset_path=dataset_path, source=source)
-        encoding = click_encoding(read_settings(trainer), path=trainer / SETTINGS_JSON)
+        settings = read_settings(trainer)
+        # kit.json names the encoding the model was trained with; else the edition's (options), else 2025's
+        encoding = click_encoding(settings, path=trainer / SETTINGS_JSON) if "click_encoding" in settings \
+            else options.click_encoding or ClickEncoding()
         try:
             network = build_network(plan.network_class, plan.arch_kwargs, input_channels=len(plan.channel_names),
                                     num_classes=plan.num_classes)

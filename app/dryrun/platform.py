@@ -51,19 +51,22 @@ def clicks_socket(clicks: Clicks) -> dict:
                           "relative_path": CLICKS_JSON, "title": "Lesion Clicks"}}
 
 
-def lay_out_job(case: DryRunCase, folder: Path, *, clicks: Clicks | None = None, step: int | None = None
-                ) -> AlgorithmJob:
+def lay_out_job(case: DryRunCase, folder: Path, *, clicks: Clicks | None = None, step: int | None = None,
+                image_pks: tuple[str, str] | None = None) -> AlgorithmJob:
     """`<folder>/<pk>/input/images/{pet,ct}/<uuid>.mha` and inputs.json, an empty output, an empty tmp.
 
-    With `clicks` (2025), also `input/lesion-clicks.json` and its socket.
+    With `clicks` (2025 clicks, 2026 scribbles), also `input/lesion-clicks.json` and its socket.
+    `image_pks` (PET, CT) keeps the images' names of an earlier job on the same study (2026: every
+    step of a study's loop gets the same images).
     """
     pk = str(uuid.uuid4())
     root = folder / pk
     job = AlgorithmJob(pk=pk, case=case, input_dir=root / "input", output_dir=root / "output",
                        tmp_dir=root / "tmp", inputs=[], step=step)
-    for source, relative, slug, upload_name in ((case.suv, PET_RELATIVE_PATH, PET_SLUG, f"{case.name}_SUV.mha"),
-                                                 (case.ctres, CT_RELATIVE_PATH, CT_SLUG, f"{case.name}_CTres.mha")):
-        image_pk = str(uuid.uuid4())
+    pks = image_pks or (str(uuid.uuid4()), str(uuid.uuid4()))
+    for source, relative, slug, upload_name, image_pk in (
+            (case.suv, PET_RELATIVE_PATH, PET_SLUG, f"{case.name}_SUV.mha", pks[0]),
+            (case.ctres, CT_RELATIVE_PATH, CT_SLUG, f"{case.name}_CTres.mha", pks[1])):
         _copy_as_mha(source, job.input_dir / relative / f"{image_pk}.mha")
         job.inputs.append(socket_value(slug=slug, relative_path=relative, kind="Image", image_pk=image_pk,
                                        image_name=upload_name))

@@ -22,7 +22,7 @@ from app.dryrun.runner import (KIT_ROOT, Limits, check_docker_image, command_arg
 from app.sizes import docker_size, format_size
 from algorithm.runinfo import parse_ran_line
 from petct.clicks import Clicks
-from petct.editions import CHALLENGE_ENV, DEFAULT_CHALLENGE, Edition, edition as edition_named
+from petct.editions import CHALLENGE_ENV, DEFAULT_CHALLENGE, SCRIBBLE_STEPS, Edition, edition as edition_named
 from petct.errors import InputError
 from petct.imageio import Geometry
 from petct.jsonio import read_json, write_json_atomic
@@ -48,6 +48,16 @@ class DryRunOptions:
     output: Path = Path("out/dry-run")
     junit: Path | None = None
     challenge: str = DEFAULT_CHALLENGE  # petct.editions profile: outputs checked, clicks protocol, scoring
+    # 2026 closed loop (app/dryrun/closed_loop.py)
+    strategy: str = "mixed"  # centerline | random | boundary | mixed (a third each, seeded)
+    scribbles_dir: Path | None = None  # recorded scribbles replayed: <study>_step<K>.json
+    steps: int = SCRIBBLE_STEPS
+    scribble_rule: str = "kit"  # petct.editions.SCRIBBLE_RULES
+    csv: Path | None = None  # per-study CSV of the loop's areas and final values
+
+    @property
+    def challenge_scribbles(self) -> bool:
+        return edition_named(self.challenge).scribbles
 
 
 def run_dry_run(options: DryRunOptions) -> int:
@@ -65,8 +75,9 @@ def run_dry_run(options: DryRunOptions) -> int:
         print(f"dry run: {len(cases)} studies, {_runner_description(options)}, "
               f"time limit {options.time_limit_s:g} s, memory {format_size(options.memory_bytes)}", flush=True)
         edition = edition_named(options.challenge)
+        names = [case.name for case in cases]
         studies = [report for case in cases for report in _run_study(case, options, workdir, pet=grids[case.name],
-                                                                     edition=edition)]
+                                                                     edition=edition, names=names)]
         evaluation = _evaluate(studies, cases, workdir, edition=edition)
         _write_results(options, studies, evaluation)
         report = _write_html_report(options, cases, evaluation)
@@ -94,6 +105,8 @@ def _check_options(options: DryRunOptions) -> None:
     if options.model is not None and options.command:
         raise InputError("--model goes to the kit's algorithm or, with --image, to /opt/ml/model; with --command "
                          "put the model in the command itself")
+    if options.scribbles_dir is not None and not options.scribbles_dir.is_dir():
+        raise InputError("--scribbles-dir does not exist", path=options.scribbles_dir)
     if options.junit is not None and options.junit.is_dir():
         raise InputError("--junit names a folder; give the report's file name", path=options.junit)
 
@@ -124,8 +137,11 @@ def _studies(options: DryRunOptions, workdir: Path) -> list[DryRunCase]:
 
 
 def _run_study(case: DryRunCase, options: DryRunOptions, workdir: Path, *, pet: Geometry,
-               edition: Edition) -> list[StudyReport]:
+               edition: Edition, names: list[str]) -> list[StudyReport]:
     """The jobs of one study: one, or with the interactive track one per click step (0..10), as the platform runs them."""
+    if edition.scribbles:
+        from app.dryrun.closed_loop import run_study_loop
+        return run_study_loop(case, options, workdir, pet=pet, edition=edition, run_job=_run_job, studies=names)
     if not edition.clicks:
         return [_run_job(case, options, workdir, pet=pet, edition=edition)]
     from petct.click_simulation import simulate_clicks
@@ -138,9 +154,16 @@ def _run_study(case: DryRunCase, options: DryRunOptions, workdir: Path, *, pet: 
 
 
 def _run_job(case: DryRunCase, options: DryRunOptions, workdir: Path, *, pet: Geometry, edition: Edition,
-             clicks: Clicks | None = None, step: int | None = None) -> StudyReport:
-    """One algorithm job on one study, as the platform runs it, and the checks of what it left."""
-    job = platform.lay_out_job(case, workdir / "jobs", clicks=clicks, step=step)
+             clicks: Clicks | None = None, step: int | None = None, image_pks: tuple[str, str] | None = None,
+             previous_output: Path | None = None) -> StudyReport:
+    """One algorithm job on one study, as the platform runs it, and the checks of what it left.
+
+    `previous_output`: an earlier job's output folder, copied into this job's before it runs (the 2026
+    loop leaves each step's output in place for the next).
+    """
+    job = platform.lay_out_job(case, workdir / "jobs", clicks=clicks, step=step, image_pks=image_pks)
+    if previous_output is not None:
+        shutil.copytree(previous_output, job.output_dir, dirs_exist_ok=True)
     before = snapshot(job.input_dir)
     limits = Limits(time_s=options.time_limit_s, memory_bytes=options.memory_bytes)
     argv, env, on_timeout, after = _job_command(job, options)
@@ -202,6 +225,9 @@ def _docker_quietly(engine: str, *args: str, env: dict[str, str] | None) -> None
 def _evaluate(studies: list[StudyReport], cases: list[DryRunCase], workdir: Path, *, edition: Edition
               ) -> EvaluationReport:
     """The kit's evaluation container mode on the outputs of the jobs that passed."""
+    if edition.scribbles:  # scored in-process: the platform's evaluation cannot tell a job's step
+        from app.dryrun.closed_loop import evaluate_loops
+        return evaluate_loops(studies, cases)
     passed = [s for s in studies if s.check.passed]
     if not passed:
         return EvaluationReport(exit_code=None, seconds=0.0, problems=["no study met the contract; nothing to score"])
@@ -251,13 +277,21 @@ def _write_results(options: DryRunOptions, studies: list[StudyReport], evaluatio
         write_json_atomic(evaluation.metrics, out / METRICS_JSON)
     for s in studies:
         name = s.case if s.step is None else f"{s.case}_step{s.step:02d}"
-        shutil.copyfile(s.outcome.log, _fresh(out / "logs" / f"{name}.log"))
+        if s.outcome is not None:  # a 2026 step scored 0 without a job has no log
+            shutil.copyfile(s.outcome.log, _fresh(out / "logs" / f"{name}.log"))
+    if options.csv is not None and evaluation.metrics is not None and options.challenge_scribbles:
+        from app.dryrun.closed_loop import CSV_COLUMNS, csv_rows
+        from evaluation.case_csv import write_case_csv
+        write_case_csv(options.csv, columns=CSV_COLUMNS, rows=csv_rows(evaluation.metrics))
     write_json_atomic({
         "passed": all(s.check.passed for s in studies) and evaluation.passed,
         "challenge": options.challenge,
-        "studies": [{"study": s.case, "step": s.step, "job": s.job.pk, "exit_code": s.outcome.exit_code,
-                     "timed_out": s.outcome.timed_out, "seconds": round(s.outcome.seconds, 3),
-                     "peak_rss_bytes": s.outcome.peak_rss_bytes, "violations": s.check.violations,
+        "studies": [{"study": s.case, "step": s.step, "job": s.job.pk if s.job else None,
+                     "exit_code": s.outcome.exit_code if s.outcome else None,
+                     "timed_out": s.outcome.timed_out if s.outcome else None,
+                     "seconds": round(s.outcome.seconds, 3) if s.outcome else None,
+                     "peak_rss_bytes": s.outcome.peak_rss_bytes if s.outcome else None,
+                     "violations": s.check.violations,
                      "warnings": s.check.warnings, "engine": s.ran, "metrics": s.metrics} for s in studies],
         "evaluation": {"exit_code": evaluation.exit_code, "problems": evaluation.problems,
                        "aggregates": evaluation.aggregates},
@@ -269,6 +303,10 @@ def _write_results(options: DryRunOptions, studies: list[StudyReport], evaluatio
 def _write_html_report(options: DryRunOptions, cases: list[DryRunCase], evaluation: EvaluationReport) -> Path | None:
     """report.html beside metrics.json, with the MIP of every study (while the jobs' files still exist)."""
     if evaluation.metrics is None:
+        return None
+    if options.challenge_scribbles:
+        print("  report: the HTML report does not show the 2026 loop's curves yet; metrics.json and the table do",
+              flush=True)
         return None
     from evaluation.html_report.build import ReportOptions, build_report_html
 
@@ -299,7 +337,10 @@ def _summarise(studies: list[StudyReport], evaluation: EvaluationReport, options
     failed = [s.label for s in studies if not s.check.passed]
     ok = not failed and evaluation.passed
     print()
-    if evaluation.aggregates:
+    if evaluation.aggregates and options.challenge_scribbles:
+        from app.dryrun.closed_loop import summary_line
+        print(f"closed loop: {summary_line(evaluation.aggregates)}")
+    elif evaluation.aggregates:
         print(f"evaluation: {aggregates_line(evaluation.aggregates)}")
     verdict = "PASSED" if ok else "FAILED"
     detail = f"{len(studies) - len(failed)}/{len(studies)} {'jobs' if any(s.step is not None for s in studies) else 'studies'} met the contract"

@@ -1,0 +1,117 @@
+"""`python -m app dry-run --challenge autopet-2026-interactive`: the closed scribble loop on phantoms."""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from app.__main__ import main as app_main
+from app.dryrun.closed_loop import recorded_scribbles_path, strategy_for
+from evaluation.closed_loop import score_step
+from evaluation.scribble_simulation import next_scribbles
+from petct.clicks import Clicks
+from petct.scribbles import read_scribbles
+
+CHALLENGE = ("--challenge", "autopet-2026-interactive")
+
+
+def dry_run(tmp_path: Path, *args: str) -> int:
+    return app_main(["dry-run", *CHALLENGE, "--phantoms", "2", "--phantom-size", "tiny", "--steps", "3",
+                     "--workdir", str(tmp_path / "work"), "--output", str(tmp_path / "out"), *args])
+
+
+def jobs_by_step(tmp_path: Path) -> dict[tuple[str, int], Path]:
+    """Each job's folder by (study, step), from dry-run.json."""
+    runs = json.loads((tmp_path / "out" / "dry-run.json").read_text())["studies"]
+    return {(r["study"], r["step"]): tmp_path / "work" / "jobs" / r["job"] for r in runs if r["job"]}
+
+
+def mask_of(job: Path) -> np.ndarray:
+    (mask,) = (job / "output" / "images" / "tumor-lesion-segmentation").iterdir()
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(mask)))
+
+
+def test_each_step_gets_the_scribbles_of_the_last_mask_and_is_scored_as_the_loop_scores(tmp_path):
+    assert dry_run(tmp_path, "--strategy", "random", "--csv", str(tmp_path / "loop.csv"),
+                   "--junit", str(tmp_path / "junit.xml")) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    jobs = jobs_by_step(tmp_path)
+    for record in metrics["case"].values():
+        study = record["study"]
+        seg = sitk.ReadImage(str(tmp_path / "work" / "phantoms" / study / "SEG.mha"))
+        truth = sitk.GetArrayFromImage(seg)
+        scribbles = Clicks()
+        for step in range(3):
+            job = jobs[(study, step)]
+            given = read_scribbles(job / "input" / "lesion-clicks.json")
+            if step:
+                scribbles = next_scribbles(ground_truth_zyx=truth, prediction_zyx=mask_of(jobs[(study, step - 1)]),
+                                           previous=scribbles, strategy="random").scribbles
+            assert given == scribbles
+            expected = score_step(ground_truth=truth, prediction=mask_of(job),
+                                  voxel_volume_ml=float(np.prod(seg.GetSpacing())) / 1000)
+            assert {k: record["steps"][str(step)][k] for k in ("dice", "tp", "fp", "fn")} == \
+                {k: getattr(expected, k) for k in ("dice", "tp", "fp", "fn")}
+    rows = list(csv.DictReader((tmp_path / "loop.csv").open()))
+    assert len(rows) == 2 and {r["strategy"] for r in rows} == {"random"}
+    assert "dmm_pooled" in metrics["aggregates"] and len(metrics["aggregates"]["dmm_pooled"]["per_step"]) == 3
+    assert (tmp_path / "junit.xml").is_file()
+
+
+def test_recorded_scribbles_are_replayed_unchanged(tmp_path):
+    recorded = tmp_path / "recorded"
+    recorded.mkdir()
+    for study in ("PHANTOM_0011", "PHANTOM_0012"):
+        for step in (1, 2):
+            points = {"tumor": [[1, 2, step]] * step, "background": [[3, 4, 5]]}
+            recorded_scribbles_path(recorded, study, step).write_text(json.dumps(points))
+    assert dry_run(tmp_path, "--scribbles-dir", str(recorded)) == 0
+    for (study, step), job in jobs_by_step(tmp_path).items():
+        given = read_scribbles(job / "input" / "lesion-clicks.json")
+        expected = Clicks() if step == 0 else read_scribbles(recorded_scribbles_path(recorded, study, step))
+        assert given == expected
+
+
+EMPTY_MASK_ALGORITHM = """
+import sys
+from pathlib import Path
+import SimpleITK as sitk
+pet = next((Path(sys.argv[1]) / "images" / "pet").iterdir())
+image = sitk.ReadImage(str(pet))
+mask = sitk.Image(image.GetSize(), sitk.sitkUInt8)
+mask.CopyInformation(image)
+out = Path(sys.argv[2]) / "images" / "tumor-lesion-segmentation"
+out.mkdir(parents=True, exist_ok=True)
+sitk.WriteImage(mask, str(out / pet.name), True)
+"""
+
+
+def test_published_rule_scores_a_failed_simulation_zero_without_a_job(tmp_path, capsys):
+    script = tmp_path / "empty_mask.py"
+    script.write_text(EMPTY_MASK_ALGORITHM)
+    command = f"{sys.executable} {script} {{input}} {{output}}"
+    # an empty mask has no false positive voxel: the published simulation fails at every later step
+    assert dry_run(tmp_path / "published", "--command", command, "--scribble-rule", "published") == 0
+    out = capsys.readouterr().out
+    metrics = json.loads((tmp_path / "published" / "out" / "metrics.json").read_text())
+    lesions = metrics["case"]["PHANTOM_0011"]["steps"]
+    assert [lesions[str(k)]["failed"] for k in range(3)] == [False, True, True]
+    assert lesions["1"]["dice"] == 0 and lesions["1"]["dmm"] == 0
+    assert "PHANTOM_0011 @1: not run: step scored 0 without a job" in out and "PHANTOM_0011 @2: not run" in out
+    free = metrics["case"]["PHANTOM_0012"]["steps"]  # lesion-free: run again without scribbles, Dice 1
+    assert [free[str(k)]["dice"] for k in range(3)] == [1.0, 1.0, 1.0]
+    # under the kit's rule the missed lesions get tumour scribbles and every step runs
+    assert dry_run(tmp_path / "kit", "--command", command) == 0
+    steps = json.loads((tmp_path / "kit" / "out" / "metrics.json").read_text())["case"]["PHANTOM_0011"]["steps"]
+    assert not any(steps[str(k)]["failed"] for k in range(3)) and steps["2"]["tumor_points"] > 0
+
+
+def test_mixed_deals_each_strategy_to_a_third_by_name():
+    names = [f"s{i}" for i in range(9)]
+    dealt = [strategy_for(n, names, "mixed") for n in names]
+    assert sorted(dealt) == sorted(["centerline", "random", "boundary"] * 3)
+    assert dealt == [strategy_for(n, list(reversed(names)), "mixed") for n in names]  # by name, not by order
