@@ -78,6 +78,7 @@ def create_app(*, settings: ServiceSettings, engine) -> FastAPI:
         app.include_router(cases.router)
         app.include_router(phases.router)
     pages.add_offline_docs(app)
+    pages.add_static_files(app)
     app.include_router(pages.pages_router(service))
     _only_declared_responses(app)
     return app

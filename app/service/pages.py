@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import jinja2
@@ -19,6 +19,7 @@ from fastapi.templating import Jinja2Templates
 from app.service.deps import TOKEN_COOKIE, Caller, Role, caller_for, get_caller, organiser_only
 from app.service.errors import ApiError
 from app.service.jobs import Job, JobState
+from app.service.viewer import COMPONENT_LABELS, PREDICTION_LABELS, Volume, viewer_volume
 from app.service.worker import MASK_NAME
 from evaluation.aggregates import METRICS
 from petct.atomic import atomic_path
@@ -113,7 +114,7 @@ def pages_router(service) -> APIRouter:
         running = job.state in (JobState.queued, JobState.running)
         metrics = job.metrics if access.ground_truth else None
         return page(request, "job.html.j2", job=job, metrics=metrics, refresh_s=REFRESH_S if running else None,
-                    has_mask=job.state == JobState.succeeded)
+                    has_mask=job.state == JobState.succeeded, viewer=_viewer_context(job, access))
 
     @router.get("/jobs/{job_id}/mip.png")
     async def job_mip(request: Request, job_id: str):
@@ -122,6 +123,18 @@ def pages_router(service) -> APIRouter:
             raise ApiError(409, f"job is {job.state.value}; its MIP exists once it has succeeded")
         path = await service.in_pool(_job_mip, service.settings.jobs_dir / job.id, job, access.ground_truth)
         return FileResponse(path, media_type="image/png")
+
+    @router.get("/jobs/{job_id}/viewer/{volume}.nii.gz")
+    async def job_volume(request: Request, job_id: str, volume: str):
+        # The job page's rules: the job's owner or the organiser; the components (against the label) only
+        # where the page shows the label's metrics.
+        job, access = _visible_job(service, request, job_id)
+        wanted = _viewer_volume_or_404(volume, job=job, access=access)
+        if job.state != JobState.succeeded:
+            raise ApiError(409, f"job is {job.state.value}; its images are shown once it has succeeded")
+        path = await service.in_pool(viewer_volume, folder=service.settings.jobs_dir / job.id, files=job.files,
+                                     mask_name=MASK_NAME, volume=wanted)
+        return FileResponse(path, media_type="application/octet-stream")
 
     @router.get("/report", response_class=HTMLResponse)
     async def report(request: Request, _: Caller = Depends(organiser_only)):
@@ -160,6 +173,28 @@ def _visible_job(service, request: Request, job_id: str) -> tuple[Job, PageAcces
     if job is None or not access.job:
         raise ApiError(404, "no such job")
     return job, access
+
+
+def _viewer_mask(job: Job, access: PageAccess) -> Volume:
+    """The mask volume the viewer shows this caller: components against the label where it may see them."""
+    return Volume.components if access.ground_truth and job.has_label else Volume.prediction
+
+
+def _viewer_volume_or_404(name: str, *, job: Job, access: PageAccess) -> Volume:
+    allowed = {Volume.ct, Volume.suv, _viewer_mask(job, access)}
+    wanted = next((v for v in Volume if v.value == name), None)
+    if wanted not in allowed:
+        raise ApiError(404, "no such image")
+    return wanted
+
+
+def _viewer_context(job: Job, access: PageAccess) -> dict:
+    """What the job page's viewer section needs: its volumes' addresses and the masks' colours and names."""
+    mask = _viewer_mask(job, access)
+    styles = COMPONENT_LABELS if mask == Volume.components else PREDICTION_LABELS
+    base = f"/jobs/{job.id}/viewer"
+    return {"ct": f"{base}/{Volume.ct.value}.nii.gz", "suv": f"{base}/{Volume.suv.value}.nii.gz",
+            "mask": f"{base}/{mask.value}.nii.gz", "labels": [asdict(s) for s in styles]}
 
 
 def _job_mip(folder: Path, job: Job, with_ground_truth: bool) -> Path:
@@ -211,6 +246,13 @@ def _report(service, jobs: list[Job]) -> Path:
         if old.name not in {html.name, source.name}:
             old.unlink(missing_ok=True)
     return html
+
+
+def add_static_files(app) -> None:
+    """/static: the pages' own scripts and the vendored viewer (static/niivue/README.md), served by the service."""
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
 
 
 def add_offline_docs(app) -> None:
