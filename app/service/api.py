@@ -55,10 +55,9 @@ def create_app(*, settings: ServiceSettings, engine) -> FastAPI:
         if service.phases.fail_interrupted():
             log.warning("after restart: submissions that were being scored are marked failed")
         for phase in service.phases.list() if cases_found is not None else ():
-            missing = [case for case in phase.cases if case not in cases_found]
-            if missing:
-                log.warning("phase %s names %d case(s) with no ground truth (%s); its submissions will fail",
-                            phase.name, len(missing), ", ".join(missing[:5]))
+            for case in (case for case in phase.cases if case not in cases_found):
+                log.error("phase %s stays closed: case %s has no ground truth in %s", phase.name, case,
+                          settings.ground_truth)
         worker.start()
         yield
         worker.stop()

@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import jinja2
@@ -151,6 +152,8 @@ def pages_router(service) -> APIRouter:
         # aggregates with single cases' statistics left out and per-case records only where the phase shows them.
         from app.service.leaderboard import phase_leaderboard
         from app.service.routes.phases import phase_view, view
+        from evaluation.html_report.build import TABLE_METRICS
+        from evaluation.ranking import RANKED_METRICS
 
         current = service.phases.get(phase) if service.cases is not None else None
         if current is None:
@@ -158,11 +161,54 @@ def pages_router(service) -> APIRouter:
         everyone = service.phases.of(phase)
         own = everyone if caller.sees_everything else [s for s in everyone if s.participant == caller.participant]
         rows = await service.in_pool(phase_leaderboard, current, everyone)
+        submitted_at = {s.id: _utc(s.created_at) for s in everyone}
         return page(request, "phase.html.j2", phase=phase_view(service, current, caller), metrics=METRICS,
+                    labels=TABLE_METRICS, ranked=RANKED_METRICS, statistics=STATISTIC_LABELS,
                     submissions=[view(s, current, caller) for s in reversed(own)], leaderboard=rows,
-                    sees_everything=caller.sees_everything)
+                    submitted_at=submitted_at, sees_everything=caller.sees_everything,
+                    budget=_budget(service, current, caller), missing=_missing_cases(service, current))
 
     return router
+
+
+STATISTIC_LABELS = {"mean": "mean", "std": "standard deviation", "min": "minimum", "25pc": "25th percentile",
+                    "50pc": "median", "75pc": "75th percentile", "max": "maximum", "count": "cases"}
+
+
+def _utc(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A participant's submissions to a phase: used, allowed, and whether (or from when) the next is taken."""
+
+    used_today: int
+    per_day: int
+    used_total: int
+    total: int
+    next_allowed: str | None  # None: now; "" never again; else when (UTC)
+
+
+def _budget(service, phase, caller: Caller) -> Budget | None:
+    from app.service.phases import BudgetSpent
+    from app.service.routes.phases import phase_view
+
+    if caller.role != Role.participant:
+        return None
+    counts = phase_view(service, phase, caller)
+    try:
+        service.phases.budget_check(phase, caller.participant)
+        next_allowed = None
+    except BudgetSpent as spent:
+        next_allowed = "" if spent.next_allowed is None else _utc(spent.next_allowed)
+    return Budget(used_today=counts.used_today, per_day=phase.per_day, used_total=counts.used_total,
+                  total=phase.total, next_allowed=next_allowed)
+
+
+def _missing_cases(service, phase) -> list[str]:
+    """The phase's cases the server has no ground truth for (the phase takes no submission while any is)."""
+    return [case for case in phase.cases if case not in (service.cases or {})]
 
 
 def _visible_job(service, request: Request, job_id: str) -> tuple[Job, PageAccess]:
