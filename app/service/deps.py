@@ -124,7 +124,7 @@ class Authenticator:
         if scope["type"] == "http":
             caller = self.identify(scope)
             if caller is None and scope["path"] not in OPEN_PATHS:
-                if scope["method"] == "GET" and is_page(scope["path"]):
+                if scope["method"] == "GET" and (is_page(scope["path"]) or is_browser_docs(scope)):
                     await RedirectResponse("/login", status_code=303)(scope, receive, send)
                     return
                 error = ApiError(401, "missing or wrong bearer token (Authorization: Bearer <token>)")
@@ -150,6 +150,12 @@ def is_page(path: str) -> bool:
     if path.startswith("/jobs/"):
         return not path.endswith((".png", ".nii.gz"))  # the MIP and the viewer's images answer 401
     return path in PAGE_PATHS or path.startswith("/phases/")
+
+
+def is_browser_docs(scope) -> bool:
+    """/docs opened by a browser (it accepts text/html): sent to the login form; API clients keep the JSON 401."""
+    accept = dict(scope["headers"]).get(b"accept", b"")
+    return scope["path"] == "/docs" and b"text/html" in accept
 
 
 def token_cookie(header: bytes) -> bytes:

@@ -64,6 +64,7 @@ def _templates() -> Jinja2Templates:
 
     environment = jinja2.Environment(loader=jinja2.PackageLoader("app.service", "templates"), autoescape=True)
     environment.globals["num"] = number_cell
+    environment.globals["utc"] = _utc
     return Jinja2Templates(env=environment)
 
 
@@ -73,7 +74,9 @@ def pages_router(service) -> APIRouter:
     templates = _templates()
 
     def page(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
-        shared = {"token_required": service.tokens_required(), "can_report": page_access(get_caller(request)).report}
+        caller = get_caller(request)
+        shared = {"token_required": service.tokens_required(), "can_report": page_access(caller).report,
+                  "logged_in": service.tokens_required() and caller.role != Role.anonymous}
         return templates.TemplateResponse(request, name, {**shared, **context}, status_code=status)
 
     @router.get("/login", response_class=HTMLResponse)
@@ -115,6 +118,7 @@ def pages_router(service) -> APIRouter:
         running = job.state in (JobState.queued, JobState.running)
         metrics = job.metrics if access.ground_truth else None
         return page(request, "job.html.j2", job=job, metrics=metrics, refresh_s=REFRESH_S if running else None,
+                    timings=[(timing_label(name), seconds) for name, seconds in job.timings.items()],
                     has_mask=job.state == JobState.succeeded, viewer=_viewer_context(job, access))
 
     @router.get("/jobs/{job_id}/mip.png")
@@ -169,6 +173,21 @@ def pages_router(service) -> APIRouter:
                     budget=_budget(service, current, caller), missing=_missing_cases(service, current))
 
     return router
+
+
+# A job's timings (app.service.worker, the engine's stages from algorithm.logs.timed) named in words.
+TIMING_WORDS = {"queued_s": "queued", "inference_s": "inference, in all", "scoring_s": "scoring against the label",
+                "read inputs": "reading inputs", "predict": "predicting", "write mask": "writing the mask"}
+
+
+def timing_label(name: str) -> str:
+    """ "engine_predict/organ_rules" -> "predicting: organ rules"; names it does not know, plainly."""
+    if name in TIMING_WORDS:
+        return TIMING_WORDS[name]
+    stage = name.removeprefix("engine_")
+    head, _, tail = stage.partition("/")
+    words = TIMING_WORDS.get(head, head.replace("_", " "))
+    return f"{words}: {tail.replace('_', ' ').replace('/', ': ')}" if tail else words
 
 
 STATISTIC_LABELS = {"mean": "mean", "std": "standard deviation", "min": "minimum", "25pc": "25th percentile",
@@ -253,7 +272,7 @@ def _job_mip(folder: Path, job: Job, with_ground_truth: bool) -> Path:
         study = read_study(suv=folder / job.files["pet"], prediction=folder / MASK_NAME,
                            ground_truth=folder / label if label else None)
         with atomic_path(path) as tmp:
-            mip_png(study, tmp, title=f"job {job.id}")
+            mip_png(study, tmp, title=job.study or f"job {job.id}")
     return path
 
 
