@@ -93,6 +93,8 @@ def _parser() -> argparse.ArgumentParser:
     phases.add_argument("--total", type=whole_number(1), help="submissions per participant in all (create)")
     phases.add_argument("--show-cases", action="store_true",
                         help="return per-case results (default: aggregates over the case set only)")
+    phases.add_argument("--ground-truth", type=Path, metavar="DIR",
+                        help="the ground-truth folder the server will be given (create): every case must be in it")
     phases.add_argument("--rank", choices=("best", "latest"), default="best",
                         help="which submission of each participant the leaderboard ranks (default: %(default)s)")
     phases.add_argument("--data-dir", type=Path, default=Path("service-data"), help="the service's (default: %(default)s)")
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             from app.service.admin import PhaseRequest, phases_command
             return phases_command(action=args.action, data_dir=args.data_dir, request=PhaseRequest(
                 name=args.name, cases=args.cases, per_day=args.per_day, total=args.total,
-                show_cases=args.show_cases, rank=args.rank))
+                show_cases=args.show_cases, rank=args.rank, ground_truth=args.ground_truth))
         if args.command == "package-model":
             return _package_model(args)
         return _dry_run(args)

@@ -49,9 +49,17 @@ def test_login_cookie_and_pages_behind_it(tmp_path):
             proxied = browser.post("/login", data={"token": TOKEN}, headers={"X-Forwarded-Proto": "https"},
                                    follow_redirects=False)
             assert "Secure" in proxied.headers["set-cookie"]
+        with httpx.Client(base_url=server.url) as nobody:
+            assert "Log out" not in nobody.get("/login").text  # not logged in: nothing to log out of
+            # /docs: a browser is sent to the login form, an API client keeps the JSON 401
+            docs = nobody.get("/docs", headers={"Accept": "text/html,*/*"}, follow_redirects=False)
+            assert docs.status_code == 303 and docs.headers["location"] == "/login"
+            api = nobody.get("/docs", headers={"Accept": "application/json"}, follow_redirects=False)
+            assert api.status_code == 401 and api.json()["error"]["status"] == 401
         with httpx.Client(base_url=server.url, cookies={TOKEN_COOKIE: TOKEN}) as logged_in:
             page = logged_in.get("/")
             assert page.status_code == 200 and 'for="pet"' in page.text and "baseline" in page.text
+            assert "Log out" in page.text and "Log out" in logged_in.get("/login").text
             assert logged_in.get("/v1/jobs").status_code == 200
         with httpx.Client(base_url=server.url, cookies={TOKEN_COOKIE: "wrong-cookie-0123456789"}) as forged:
             assert forged.get("/v1/jobs").status_code == 401
@@ -198,3 +206,35 @@ def test_phase_pages_follow_the_phases_rules(tmp_path):
             assert alice.get("/phases/nope").status_code == 404
         with httpx.Client(base_url=server.url) as nobody:
             assert nobody.get("/phases/hidden", follow_redirects=False).headers["location"] == "/login"
+
+
+@pytest.mark.parametrize("name, words", [
+    ("queued_s", "queued"), ("inference_s", "inference, in all"), ("scoring_s", "scoring against the label"),
+    ("engine_read inputs", "reading inputs"), ("engine_predict", "predicting"),
+    ("engine_predict/organ_rules", "predicting: organ rules"), ("engine_write mask", "writing the mask"),
+    ("engine_network", "network"), ("engine_predict/a/b_c", "predicting: a: b c")])
+def test_timings_are_named_in_words(name, words):
+    from app.service.pages import timing_label
+
+    assert timing_label(name) == words
+
+
+def test_job_pages_and_scores_name_the_study_by_its_file(tmp_path):
+    study = write_phantom(tmp_path / "study", 5, n_lesions=2)
+    named = {"pet": ("PETCT_0af7ffe12a_SUV.mha", study["pet"].read_bytes()),
+             "ct": ("CTres.mha", study["ct"].read_bytes()), "label": ("SEG.mha", study["label"].read_bytes())}
+    with Server(data_dir=tmp_path / "data") as server, server.client() as client:
+        job = wait_for_job(client, client.post("/v1/studies", files=named).json()["id"])
+        page = client.get(f"/jobs/{job['id']}").text
+        assert "<h1>PETCT_0af7ffe12a_SUV</h1>" in page and "<title>PETCT_0af7ffe12a_SUV" in page
+        timings = re.findall(r'<th scope="row">([^<]+)</th><td><span class="num"', page)
+        assert timings[:3] == ["queued", "inference, in all", "reading inputs"] and "scoring against the label" in timings
+        assert not [t for t in timings if "_s" in t or "engine_" in t]
+        index = client.get("/").text
+        assert f'<a href="/jobs/{job["id"]}">PETCT_0af7ffe12a_SUV</a>' in index
+        record = client.post("/v1/score", files={"prediction": ("PETCT_0af7ffe12a.mha", study["label"].read_bytes()),
+                                                 "ground_truth": ("SEG.mha", study["label"].read_bytes())}).json()
+        assert record["study"] == "PETCT_0af7ffe12a"
+        chosen = client.post("/v1/score?study=mine", files={"prediction": ("p.mha", study["label"].read_bytes()),
+                                                             "ground_truth": ("g.mha", study["label"].read_bytes())})
+        assert chosen.json()["study"] == "mine"

@@ -333,3 +333,66 @@ def test_participants_make_tokens_required_on_loopback_without_ground_truth(tmp_
         assert client.get("/v1/jobs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
         assert client.get("/v1/jobs", headers={"Authorization": f"Bearer {token} "}).status_code == 200
         assert client.get("/v1/jobs", headers={"Authorization": f"Basic {token}"}).status_code == 401
+
+
+def test_a_mask_off_its_cases_grid_is_refused_with_both_grids(setup, tmp_path):
+    from petct.imageio import Geometry, image_from_array, write_image_atomic
+
+    server, tokens, truth, _ = setup
+    identity = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    right = Geometry(size=SHAPE[::-1], spacing=(2.0, 3.0, 4.0), origin=(0.0, 0.0, 0.0), direction=identity)
+    wrong_grids = {  # the case's grid (write_mask's) is 6×6×6 at 2.0×3.0×4.0 mm
+        "CASE_B: mask is 6×6×4 at 2.0×3.0×4.0 mm, the case is 6×6×6 at 2.0×3.0×4.0 mm":
+            Geometry(size=(6, 6, 4), spacing=right.spacing, origin=right.origin, direction=identity),
+        "CASE_B: mask is 6×6×6 at 2.04×3.0×4.0 mm, the case is 6×6×6 at 2.0×3.0×4.0 mm":
+            Geometry(size=right.size, spacing=(2.04, 3.0, 4.0), origin=right.origin, direction=identity),
+        "CASE_B: mask is 6×6×6 at 2.0×3.0×4.0 mm, origin (0.0, 1.5, 0.0) mm, direction (1.0, 0.0, 0.0, 0.0, 1.0, "
+        "0.0, 0.0, 0.0, 1.0), the case is 6×6×6 at 2.0×3.0×4.0 mm, origin (0.0, 0.0, 0.0) mm, direction (1.0, "
+        "0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)":
+            Geometry(size=right.size, spacing=right.spacing, origin=(0.0, 1.5, 0.0), direction=identity),
+    }
+    with server.client(token=tokens["bob"]) as bob:  # bob's budget in the hidden phase is untouched elsewhere
+        for phase in ("practice", "final"):  # told alike whether or not the phase shows cases
+            for expected, grid in wrong_grids.items():
+                paths = masks(tmp_path / phase, {case: truth[case] for case in ("CASE_A", "SPARSE")})
+                paths["CASE_B"] = write_image_atomic(
+                    image_from_array(np.zeros(grid.size[::-1], np.uint8), grid), tmp_path / phase / "CASE_B.mha")
+                cases = ("CASE_A", "CASE_B") if phase == "practice" else ("CASE_A", "CASE_B", "SPARSE")
+                answer = bob.post(f"/v1/phases/{phase}/submissions", files=fields({c: paths[c] for c in cases}))
+                assert answer.status_code == 422, answer.text
+                error = answer.json()["error"]
+                assert (error["reason"], error["field"], error["file"]) == (expected, "CASE_B", "CASE_B.mha")
+
+
+def test_a_phase_naming_cases_without_ground_truth_stays_closed(tmp_path):
+    gt = tmp_path / "gt"
+    write_mask(np.ones(SHAPE, np.uint8), gt / "CASE_A_SEG.mha")
+    data = tmp_path / "data"
+    token = app_cli("participants", "add", "alice", data=data).stdout.strip()
+    (tmp_path / "cases.txt").write_text("CASE_A\nCASE_GONE\nCASE_LOST\n")
+    create = ("phases", "create", "final", "--cases", str(tmp_path / "cases.txt"), "--per-day", "2", "--total", "2")
+    refused = app_cli(*create, "--ground-truth", str(gt), data=data)
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
+        f"error: file {gt}: 2 of the 3 cases have no ground truth there: CASE_GONE, CASE_LOST"]
+    assert app_cli("phases", "list", data=data).stdout == ""  # nothing created
+    assert app_cli(*create, data=data).returncode == 0  # without --ground-truth: not checked until the server starts
+    with Server(data_dir=data, args=["--ground-truth", str(gt)], env={"PETCT_KIT_TOKEN": ORGANISER},
+                token=ORGANISER) as server:
+        with server.client(token=token) as alice:
+            for _ in range(3):  # more than the budget: a closed phase charges nothing
+                answer = alice.post("/v1/phases/final/submissions",
+                                    files=fields(masks(tmp_path / "alice", {"CASE_A": np.ones(SHAPE, np.uint8)})))
+                assert answer.status_code == 409, answer.text
+                assert answer.json()["error"]["reason"] == (
+                    "phase final is not open: the server lacks the ground truth of some of its cases; "
+                    "the organiser has been told")
+            assert alice.get("/v1/phases/final").json()["used_total"] == 0
+            page = alice.get("/phases/final")
+            assert page.status_code == 200 and 'id="phase-closed"' in page.text and "submission-form" not in page.text
+            assert "CASE_GONE" not in page.text.split('id="phase-closed"')[1].split("</p>")[0]
+        with server.client() as organiser:
+            closed = organiser.get("/phases/final").text.split('id="phase-closed"')[1].split("</p>")[0]
+            assert "CASE_GONE, CASE_LOST" in closed
+    told = [line for line in server.log.read_text().splitlines() if "stays closed" in line]
+    assert [line.split("stays closed: ")[1] for line in told] == [
+        f"case CASE_GONE has no ground truth in {gt}", f"case CASE_LOST has no ground truth in {gt}"]

@@ -20,6 +20,7 @@ class PhaseRequest:
     total: int | None
     show_cases: bool
     rank: str
+    ground_truth: Path | None = None  # the folder the server will be given; every case must be in it
 
 
 def _database(data_dir: Path) -> Path:
@@ -66,8 +67,24 @@ def phases_command(*, action: str, data_dir: Path, request: PhaseRequest) -> int
     if missing:
         raise InputError(f"phases create needs {', '.join(missing)}")
     cases = read_case_list(request.cases)
+    if request.ground_truth is not None:
+        _require_ground_truth(cases, folder=request.ground_truth)
     store.create(Phase(name=request.name, cases=tuple(cases), per_day=request.per_day, total=request.total,
                        show_cases=request.show_cases, rank=Rank(request.rank)))
     print(f"phase {request.name} created: {len(cases)} cases, {request.per_day} submission(s) a day, "
           f"{request.total} in all", file=sys.stderr)
     return 0
+
+
+def _require_ground_truth(cases: list[str], *, folder: Path) -> None:
+    """InputError naming the cases `folder` has no ground truth for (as the server will index it)."""
+    from app.service.cases import index_cases
+
+    if not folder.is_dir():
+        raise InputError("the ground-truth folder does not exist", path=folder)
+    found = index_cases(folder)
+    missing = [case for case in cases if case not in found]
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        raise InputError(f"{len(missing)} of the {len(cases)} cases have no ground truth there: {shown}",
+                         path=folder)

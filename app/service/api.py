@@ -57,10 +57,9 @@ def create_app(*, settings: ServiceSettings, engine) -> FastAPI:
         if cases_found is not None:
             service.leaderboards.load(service.phases)
         for phase in service.phases.list() if cases_found is not None else ():
-            missing = [case for case in phase.cases if case not in cases_found]
-            if missing:
-                log.warning("phase %s names %d case(s) with no ground truth (%s); its submissions will fail",
-                            phase.name, len(missing), ", ".join(missing[:5]))
+            for case in (case for case in phase.cases if case not in cases_found):
+                log.error("phase %s stays closed: case %s has no ground truth in %s", phase.name, case,
+                          settings.ground_truth)
         worker.start()
         yield
         worker.stop()
@@ -81,6 +80,7 @@ def create_app(*, settings: ServiceSettings, engine) -> FastAPI:
         app.include_router(cases.router)
         app.include_router(phases.router)
     pages.add_offline_docs(app)
+    pages.add_static_files(app)
     app.include_router(pages.pages_router(service))
     _only_declared_responses(app)
     return app

@@ -131,7 +131,7 @@ class Authenticator:
         if scope["type"] == "http":
             caller = self.identify(scope)
             if caller is None and scope["path"] not in OPEN_PATHS:
-                if scope["method"] == "GET" and is_page(scope["path"]):
+                if scope["method"] == "GET" and (is_page(scope["path"]) or is_browser_docs(scope)):
                     await RedirectResponse("/login", status_code=303)(scope, receive, send)
                     return
                 error = ApiError(401, "missing or wrong bearer token (Authorization: Bearer <token>)")
@@ -155,8 +155,14 @@ def caller_for(service: Service, token: bytes) -> Caller | None:
 def is_page(path: str) -> bool:
     """Whether `path` is a web page (a browser without credentials goes to the login form, not a JSON 401)."""
     if path.startswith("/jobs/"):
-        return not path.endswith(".png")
+        return not path.endswith((".png", ".nii.gz"))  # the MIP and the viewer's images answer 401
     return path in PAGE_PATHS or path.startswith("/phases/")
+
+
+def is_browser_docs(scope) -> bool:
+    """/docs opened by a browser (it accepts text/html): sent to the login form; API clients keep the JSON 401."""
+    accept = dict(scope["headers"]).get(b"accept", b"")
+    return scope["path"] == "/docs" and b"text/html" in accept
 
 
 def token_cookie(header: bytes) -> bytes:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import jinja2
@@ -21,6 +22,7 @@ from app.service.deps import TOKEN_COOKIE, Caller, Role, caller_for, get_caller,
 from app.service.errors import ApiError
 from app.service.jobs import Job, JobState
 from app.service.phases import AGGREGATE_SIGNIFICANT_DIGITS
+from app.service.viewer import COMPONENT_LABELS, PREDICTION_LABELS, Volume, viewer_volume
 from app.service.worker import MASK_NAME
 from evaluation.aggregates import METRICS
 from petct.atomic import atomic_path
@@ -72,6 +74,7 @@ def _templates() -> Jinja2Templates:
     environment = jinja2.Environment(loader=jinja2.PackageLoader("app.service", "templates"), autoescape=True)
     environment.globals["num"] = number_cell
     environment.globals["rounded_cell"] = rounded_cell
+    environment.globals["utc"] = _utc
     return Jinja2Templates(env=environment)
 
 
@@ -81,7 +84,9 @@ def pages_router(service) -> APIRouter:
     templates = _templates()
 
     def page(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
-        shared = {"token_required": service.tokens_required(), "can_report": page_access(get_caller(request)).report}
+        caller = get_caller(request)
+        shared = {"token_required": service.tokens_required(), "can_report": page_access(caller).report,
+                  "logged_in": service.tokens_required() and caller.role != Role.anonymous}
         return templates.TemplateResponse(request, name, {**shared, **context}, status_code=status)
 
     @router.get("/login", response_class=HTMLResponse)
@@ -123,7 +128,8 @@ def pages_router(service) -> APIRouter:
         running = job.state in (JobState.queued, JobState.running)
         metrics = job.metrics if access.ground_truth else None
         return page(request, "job.html.j2", job=job, metrics=metrics, refresh_s=REFRESH_S if running else None,
-                    has_mask=job.state == JobState.succeeded)
+                    timings=[(timing_label(name), seconds) for name, seconds in job.timings.items()],
+                    has_mask=job.state == JobState.succeeded, viewer=_viewer_context(job, access))
 
     @router.get("/jobs/{job_id}/mip.png")
     async def job_mip(request: Request, job_id: str):
@@ -132,6 +138,18 @@ def pages_router(service) -> APIRouter:
             raise ApiError(409, f"job is {job.state.value}; its MIP exists once it has succeeded")
         path = await service.in_pool(_job_mip, service.settings.jobs_dir / job.id, job, access.ground_truth)
         return FileResponse(path, media_type="image/png")
+
+    @router.get("/jobs/{job_id}/viewer/{volume}.nii.gz")
+    async def job_volume(request: Request, job_id: str, volume: str):
+        # The job page's rules: the job's owner or the organiser; the components (against the label) only
+        # where the page shows the label's metrics.
+        job, access = _visible_job(service, request, job_id)
+        wanted = _viewer_volume_or_404(volume, job=job, access=access)
+        if job.state != JobState.succeeded:
+            raise ApiError(409, f"job is {job.state.value}; its images are shown once it has succeeded")
+        path = await service.in_pool(viewer_volume, folder=service.settings.jobs_dir / job.id, files=job.files,
+                                     mask_name=MASK_NAME, volume=wanted)
+        return FileResponse(path, media_type="application/octet-stream")
 
     @router.get("/report", response_class=HTMLResponse)
     async def report(request: Request, _: Caller = Depends(organiser_only)):
@@ -147,6 +165,8 @@ def pages_router(service) -> APIRouter:
         # The API's own decisions (app.service.routes.phases): the caller's submissions (the organiser: all),
         # aggregates with single cases' statistics left out and per-case records only where the phase shows them.
         from app.service.routes.phases import board_rows, phase_view, view
+        from evaluation.html_report.build import TABLE_METRICS
+        from evaluation.ranking import RANKED_METRICS
 
         current = service.phases.get(phase) if service.cases is not None else None
         if current is None:
@@ -154,11 +174,69 @@ def pages_router(service) -> APIRouter:
         everyone = service.phases.of(phase)
         own = everyone if caller.sees_everything else [s for s in everyone if s.participant == caller.participant]
         rows = board_rows(service, current, caller)
+        submitted_at = {s.id: _utc(s.created_at) for s in everyone}
         return page(request, "phase.html.j2", phase=phase_view(service, current, caller), metrics=METRICS,
+                    labels=TABLE_METRICS, ranked=RANKED_METRICS, statistics=STATISTIC_LABELS,
                     submissions=[view(s, current, caller) for s in reversed(own)], leaderboard=rows,
-                    sees_everything=caller.sees_everything)
+                    submitted_at=submitted_at, sees_everything=caller.sees_everything,
+                    budget=_budget(service, current, caller), missing=_missing_cases(service, current))
 
     return router
+
+
+# A job's timings (app.service.worker, the engine's stages from algorithm.logs.timed) named in words.
+TIMING_WORDS = {"queued_s": "queued", "inference_s": "inference, in all", "scoring_s": "scoring against the label",
+                "read inputs": "reading inputs", "predict": "predicting", "write mask": "writing the mask"}
+
+
+def timing_label(name: str) -> str:
+    """ "engine_predict/organ_rules" -> "predicting: organ rules"; names it does not know, plainly."""
+    if name in TIMING_WORDS:
+        return TIMING_WORDS[name]
+    stage = name.removeprefix("engine_")
+    head, _, tail = stage.partition("/")
+    words = TIMING_WORDS.get(head, head.replace("_", " "))
+    return f"{words}: {tail.replace('_', ' ').replace('/', ': ')}" if tail else words
+
+
+STATISTIC_LABELS = {"mean": "mean", "std": "standard deviation", "min": "minimum", "25pc": "25th percentile",
+                    "50pc": "median", "75pc": "75th percentile", "max": "maximum", "count": "cases"}
+
+
+def _utc(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A participant's submissions to a phase: used, allowed, and whether (or from when) the next is taken."""
+
+    used_today: int
+    per_day: int
+    used_total: int
+    total: int
+    next_allowed: str | None  # None: now; "" never again; else when (UTC)
+
+
+def _budget(service, phase, caller: Caller) -> Budget | None:
+    from app.service.phases import BudgetSpent
+    from app.service.routes.phases import phase_view
+
+    if caller.role != Role.participant:
+        return None
+    counts = phase_view(service, phase, caller)
+    try:
+        service.phases.budget_check(phase, caller.participant)
+        next_allowed = None
+    except BudgetSpent as spent:
+        next_allowed = "" if spent.next_allowed is None else _utc(spent.next_allowed)
+    return Budget(used_today=counts.used_today, per_day=phase.per_day, used_total=counts.used_total,
+                  total=phase.total, next_allowed=next_allowed)
+
+
+def _missing_cases(service, phase) -> list[str]:
+    """The phase's cases the server has no ground truth for (the phase takes no submission while any is)."""
+    return [case for case in phase.cases if case not in (service.cases or {})]
 
 
 def _visible_job(service, request: Request, job_id: str) -> tuple[Job, PageAccess]:
@@ -171,6 +249,28 @@ def _visible_job(service, request: Request, job_id: str) -> tuple[Job, PageAcces
     return job, access
 
 
+def _viewer_mask(job: Job, access: PageAccess) -> Volume:
+    """The mask volume the viewer shows this caller: components against the label where it may see them."""
+    return Volume.components if access.ground_truth and job.has_label else Volume.prediction
+
+
+def _viewer_volume_or_404(name: str, *, job: Job, access: PageAccess) -> Volume:
+    allowed = {Volume.ct, Volume.suv, _viewer_mask(job, access)}
+    wanted = next((v for v in Volume if v.value == name), None)
+    if wanted not in allowed:
+        raise ApiError(404, "no such image")
+    return wanted
+
+
+def _viewer_context(job: Job, access: PageAccess) -> dict:
+    """What the job page's viewer section needs: its volumes' addresses and the masks' colours and names."""
+    mask = _viewer_mask(job, access)
+    styles = COMPONENT_LABELS if mask == Volume.components else PREDICTION_LABELS
+    base = f"/jobs/{job.id}/viewer"
+    return {"ct": f"{base}/{Volume.ct.value}.nii.gz", "suv": f"{base}/{Volume.suv.value}.nii.gz",
+            "mask": f"{base}/{mask.value}.nii.gz", "labels": [asdict(s) for s in styles]}
+
+
 def _job_mip(folder: Path, job: Job, with_ground_truth: bool) -> Path:
     """The job's overlay MIP, made once and kept in its folder (with and without the label's outlines)."""
     from evaluation.mip import mip_png, read_study
@@ -181,7 +281,7 @@ def _job_mip(folder: Path, job: Job, with_ground_truth: bool) -> Path:
         study = read_study(suv=folder / job.files["pet"], prediction=folder / MASK_NAME,
                            ground_truth=folder / label if label else None)
         with atomic_path(path) as tmp:
-            mip_png(study, tmp, title=f"job {job.id}")
+            mip_png(study, tmp, title=job.study or f"job {job.id}")
     return path
 
 
@@ -220,6 +320,13 @@ def _report(service, jobs: list[Job]) -> Path:
         if old.name not in {html.name, source.name}:
             old.unlink(missing_ok=True)
     return html
+
+
+def add_static_files(app) -> None:
+    """/static: the pages' own scripts and the vendored viewer (static/niivue/README.md), served by the service."""
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
 
 
 def add_offline_docs(app) -> None:

@@ -17,6 +17,7 @@ from evaluation.masks import read_mask
 from evaluation.report import case_key
 from evaluation.scoring import StudyResult, score_files
 from petct.errors import InputError
+from petct.imageio import Geometry, grid_mismatches, read_geometry
 
 # Imported once by the fork server: each scoring process starts with the scorer and the upload checks loaded.
 CHILD_PRELOAD = ["app.service.scoring", "app.service.upload_checks"]
@@ -58,23 +59,56 @@ def _record(result: StudyResult, *, study: str, names: dict[str, str | None], hi
 def score_case_set(*, pairs: dict[str, tuple[Path, Path, str | None]], show_cases: bool) -> dict:
     """metrics.json of a phase submission: {case: (ground truth, prediction, client's name)} scored.
 
-    Problems that involve a case's ground truth are told without detail unless the phase shows cases.
+    Problems that involve a case's ground truth are told without detail unless the phase shows cases, but for
+    one: a mask off the case's grid is told with both grids (the case's grid is its PET's, which the
+    participant was given as input, so it reveals nothing hidden).
     """
     results, case = [], {}
     for study, (ground_truth, prediction, name) in pairs.items():
+        off_grid = off_grid_reason(study=study, ground_truth=ground_truth, prediction=prediction)
+        if off_grid:
+            raise ApiError(422, off_grid, field=study, file=name)
         try:
             result = score_files(ground_truth=ground_truth, prediction=prediction, study=study)
         except InputError as exc:
             if exc.path != str(prediction):
                 raise ApiError(500, f"the ground truth of case {study} could not be read; tell the organiser") \
                     from None
-            # Grid differences are measured against the ground truth: name them only where cases are shown.
-            reason = exc.problem if show_cases else "prediction is not on the case's grid, or not a usable mask"
+            reason = exc.problem if show_cases else "prediction is not a usable mask"
             raise ApiError(422, reason, field=study, file=name) from None
         results.append(result)
         case[case_key(study, taken=set(case))] = _record(result, study=study, names={"prediction": name},
                                                           hide_ground_truth=True)
     return {"case": case, "aggregates": aggregate(results), "errors": []}
+
+
+def off_grid_reason(*, study: str, ground_truth: Path, prediction: Path) -> str | None:
+    """"CASE: mask is 128×128×96 at 2.0×2.0×3.0 mm, the case is 400×400×326 at 2.036×2.036×3.0 mm", or None.
+
+    None as well when either header cannot be read: the scorer's own reading then says what is wrong.
+    """
+    try:
+        case, mask = read_geometry(ground_truth), read_geometry(prediction)
+    except InputError:
+        return None
+    if not grid_mismatches(case, mask):
+        return None
+    # Origin and direction are named only where size and spacing agree (what then differs).
+    same_box = case.size == mask.size and not any("spacing" in m for m in grid_mismatches(case, mask))
+    return f"{study}: mask is {grid_text(mask, placement=same_box)}, the case is {grid_text(case, placement=same_box)}"
+
+
+def grid_text(grid: Geometry, *, placement: bool = False) -> str:
+    """"400×400×326 at 2.036×2.036×3.0 mm" (x, y, z), with the origin and direction where `placement`."""
+    def mm(value: float) -> str:
+        text = f"{value:.3f}".rstrip("0")
+        return text + "0" if text.endswith(".") else text
+
+    text = f"{'×'.join(str(n) for n in grid.size)} at {'×'.join(mm(v) for v in grid.spacing)} mm"
+    if placement:
+        text += (f", origin ({', '.join(mm(v) for v in grid.origin)}) mm, "
+                 f"direction ({', '.join(mm(v) for v in grid.direction)})")
+    return text
 
 
 def _answer(call: tuple[Callable, dict]) -> tuple[str, Any]:

@@ -76,7 +76,7 @@ def phase_view(service: Service, phase: Phase, caller: Caller) -> PhaseView:
 
 
 @router.post("/v1/phases/{phase}/submissions", status_code=201, response_model=SubmissionView,
-             responses=responses(*UPLOAD_ERRORS, 403, 404, 429, 500, 504),
+             responses=responses(*UPLOAD_ERRORS, 403, 404, 409, 429, 500, 504),
              summary="Submit one mask per case (fields named by case, or one .zip/.tar field named archive)",
              openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
                  "type": "object", "additionalProperties": {"type": "string", "format": "binary"},
@@ -85,14 +85,15 @@ def phase_view(service: Service, phase: Phase, caller: Caller) -> PhaseView:
 async def submit(phase: str, request: Request, response: Response, service: Service = Depends(get_service),
                  caller: Caller = Depends(participant_only)):
     current = phase_or_404(service, phase)
+    ground_truths = {case: (service.cases or {}).get(case) for case in current.cases}
+    if None in ground_truths.values():  # the organiser was told at start-up, case by case
+        raise ApiError(409, f"phase {phase} is not open: the server lacks the ground truth of some of its cases; "
+                            "the organiser has been told")
     service.admit()
     try:
         service.phases.budget_check(current, caller.participant)  # before reading a byte of the body
     except BudgetSpent as spent:
         raise too_many(spent, response) from None
-    ground_truths = {case: (service.cases or {}).get(case) for case in current.cases}
-    if None in ground_truths.values():
-        raise ApiError(500, f"phase {phase} names a case the server has no ground truth for; tell the organiser")
     with service.submitting.slot(caller.participant):  # 429 past the server's limit at once, nothing charged
         done = await _receive_and_score(request, response, service, current, caller.participant, ground_truths)
     return view(done, current, caller)
