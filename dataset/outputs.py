@@ -21,7 +21,8 @@ import SimpleITK as sitk
 
 from petct.imageio import Geometry, image_from_array
 from petct.jsonio import write_json_atomic
-from petct.layout import CT_NAME, CT_RELATIVE_PATH, CTRES_NAME, PET_RELATIVE_PATH, SEG_NAME, SUV_NAME
+from petct.editions import CT_RELATIVE_PATH, PET_RELATIVE_PATH
+from petct.layout import CT_NAME, CTRES_NAME, SEG_NAME, SUV_NAME
 
 LAYOUTS = ("tcia", "nnunet", "grand-challenge")
 FORMATS = ("nifti", "mha", "hdf5")

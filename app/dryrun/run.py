@@ -140,7 +140,7 @@ def _run_study(case: DryRunCase, options: DryRunOptions, workdir: Path, *, pet: 
 def _run_job(case: DryRunCase, options: DryRunOptions, workdir: Path, *, pet: Geometry, edition: Edition,
              clicks: Clicks | None = None, step: int | None = None) -> StudyReport:
     """One algorithm job on one study, as the platform runs it, and the checks of what it left."""
-    job = platform.lay_out_job(case, workdir / "jobs", clicks=clicks, step=step)
+    job = platform.lay_out_job(case, workdir / "jobs", edition=edition, clicks=clicks, step=step)
     before = snapshot(job.input_dir)
     limits = Limits(time_s=options.time_limit_s, memory_bytes=options.memory_bytes)
     argv, env, on_timeout, after = _job_command(job, options)
@@ -158,7 +158,7 @@ def _run_job(case: DryRunCase, options: DryRunOptions, workdir: Path, *, pet: Ge
     if snapshot(job.input_dir) != before:
         check.violations.append("the job changed files in its input folder, which is read-only on the platform")
     if outcome.exit_code == 0:
-        check_output(job.output_dir, pet=pet, check=check, relative_path=edition.output_relative_path)
+        check_output(job.output_dir, pet=pet, check=check, edition=edition)
         if edition.data_centric_output:
             check_data_centric(job.output_dir, check=check)
     ran = parse_ran_line(outcome.log.read_text(errors="replace")) if outcome.log.is_file() else None
@@ -207,7 +207,7 @@ def _evaluate(studies: list[StudyReport], cases: list[DryRunCase], workdir: Path
         return EvaluationReport(exit_code=None, seconds=0.0, problems=["no study met the contract; nothing to score"])
     by_name = {c.name: c for c in cases}
     eval_in = platform.lay_out_evaluation([(s.job, s.check.mask) for s in passed], workdir / "evaluation" / "input",
-                                          relative_path=edition.output_relative_path)
+                                          edition=edition)
     studies_passed = list(dict.fromkeys(s.case for s in passed))
     ground_truth = platform.lay_out_ground_truth([by_name[name] for name in studies_passed],
                                                  workdir / "evaluation" / "gt")
