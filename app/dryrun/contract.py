@@ -9,7 +9,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from app.dryrun.runner import Limits, RunOutcome
-from app.sizes import format_size
+from petct.sizes import format_size
 from petct.errors import InputError
 from petct.editions import DATA_CENTRIC_JSON, Edition
 from petct.imageio import Geometry, grid_mismatches, read_image

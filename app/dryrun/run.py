@@ -16,10 +16,10 @@ from app.dryrun import platform
 from app.dryrun.cases import DryRunCase, folder_cases, pet_grids, phantom_cases
 from app.dryrun.contract import JobCheck, check_data_centric, check_output, check_run, snapshot
 from app.dryrun.report import EvaluationReport, StudyReport, aggregates_line, table, write_junit
-from app.dryrun.engine import detect_engine, engine_env
+from images.container_engine import detect_engine, engine_env
 from app.dryrun.runner import (KIT_ROOT, Limits, check_docker_image, command_argv, default_command, docker_run_argv,
                                gpu_present, run_limited, tail)
-from app.sizes import docker_size, format_size
+from petct.sizes import docker_size, format_size
 from algorithm.runinfo import parse_ran_line
 from petct.clicks import Clicks
 from petct.editions import CHALLENGE_ENV, DEFAULT_CHALLENGE, Edition, edition as edition_named
@@ -36,7 +36,7 @@ EXIT_OK, EXIT_VIOLATION, EXIT_USAGE = 0, 1, 2
 class DryRunOptions:
     command: str | None = None  # local command with {input} and {output}; None: the kit's algorithm
     image: str | None = None  # Docker image to run instead of a command
-    container_engine: str | None = None  # docker or podman; None: detected (app/dryrun/engine.py)
+    container_engine: str | None = None  # docker or podman; None: detected (images/container_engine.py)
     cases: Path | None = None  # <case>/{SUV,CTres,SEG}.*; None: built-in phantoms
     phantoms: int = 3
     phantom_size: str = "small"
