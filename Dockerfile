@@ -91,7 +91,9 @@ RUN python -m pip install --no-cache-dir -r /opt/app/evaluation/requirements.txt
     && python -c "$PRUNE_TESTS"
 COPY evaluation/ /opt/app/evaluation/
 COPY app/ /opt/app/app/
-# Again, now that the tree holds evaluation/ and app/ too.
+# The dry run's container-engine settings (docker or podman) and image checks.
+COPY images/ /opt/app/images/
+# Again, now that the tree holds evaluation/, app/ and images/ too.
 RUN python -m pip install --no-cache-dir --no-deps -e /opt/app
 RUN chmod -R u=rwX,go=rX /opt/app
 USER user

@@ -51,6 +51,7 @@ from scipy import ndimage
 from algorithm.click_refinement import refine_with_clicks
 from algorithm.engine import EngineOptions, Prediction
 from petct.clicks import Clicks
+from petct.lesions import LESION_CONNECTIVITY
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ class BaselineEngine:
         timings["candidates"] = time.perf_counter() - t1
 
         t2 = time.perf_counter()
-        labels = cc3d.connected_components(candidates.astype(np.uint8), connectivity=18)
+        labels = cc3d.connected_components(candidates.astype(np.uint8), connectivity=LESION_CONNECTIVITY)
         components = describe_components(labels=labels, pet=pet, spacing=spacing, voxel_ml=voxel_ml,
                                          landmarks=landmarks)
         dropped = classify_physiological(components, landmarks=landmarks, settings=s)
@@ -281,11 +282,11 @@ def liver_reference(*, pet: np.ndarray, ct: np.ndarray, body: np.ndarray, landma
 
 
 def hysteresis(pet: np.ndarray, *, high: float, low: float, within: np.ndarray) -> np.ndarray:
-    """Voxels above `low` connected (18) to a voxel above `high`, inside `within`."""
+    """Voxels above `low` connected (as lesions are) to a voxel above `high`, inside `within`."""
     weak = (pet >= low) & within
     if not weak.any():
         return weak
-    labels = cc3d.connected_components(weak.astype(np.uint8), connectivity=18)
+    labels = cc3d.connected_components(weak.astype(np.uint8), connectivity=LESION_CONNECTIVITY)
     seeded = np.unique(labels[(pet >= high) & weak])
     seeded = seeded[seeded != 0]
     return np.isin(labels, seeded)

@@ -16,6 +16,7 @@ import cc3d
 import numpy as np
 
 from petct.clicks import Clicks
+from petct.lesions import LESION_CONNECTIVITY
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ def refine_with_clicks(mask: np.ndarray, *, pet: np.ndarray, clicks: Clicks, spa
         region = _grow(pet, (z, y, x), spacing_zyx, settings)
         out[region] = 1
         notes["grown"] += 1
-    labels = cc3d.connected_components(out, connectivity=18)
+    labels = cc3d.connected_components(out, connectivity=LESION_CONNECTIVITY)
     protected = {int(labels[z, y, x]) for x, y, z in clicks.tumor if labels[z, y, x]}
     drop = {int(labels[z, y, x]) for x, y, z in clicks.background if labels[z, y, x]} - protected
     if drop:
@@ -62,7 +63,7 @@ def _grow(pet: np.ndarray, seed: tuple[int, int, int], spacing: tuple[float, flo
         above = ((local >= background + fraction * (peak - background))
                  & (local <= settings.hotter_neighbour * peak)).astype(np.uint8)
         above[centre] = 1  # the clicked voxel always belongs to its lesion
-        labels = cc3d.connected_components(above, connectivity=18)
+        labels = cc3d.connected_components(above, connectivity=LESION_CONNECTIVITY)
         region = labels == labels[centre]
         if not _touches_edge(region, box, pet.shape):
             break

@@ -13,13 +13,13 @@ import SimpleITK as sitk
 from algorithm.engine import Engine
 from petct.clicks import Clicks, read_clicks
 from petct.scribbles import read_scribbles
-from petct.editions import CLICKS_JSON, EDITIONS, DEFAULT_CHALLENGE, Edition
+from petct.editions import CLICKS_JSON, Edition
 from algorithm.logs import timed
 from petct.errors import InputError
 from petct.imageio import Geometry, grid_mismatches, image_from_array, read_image, require_finite, write_image_atomic
 from petct.jsonio import dumps
 from petct.resample import CT_OUTSIDE_HU, resample_ct_array
-from petct.layout import CT_RELATIVE_PATH, INPUTS_JSON, OUTPUT_RELATIVE_PATH, PET_RELATIVE_PATH, image_stem, list_images
+from petct.layout import INPUTS_JSON, image_stem, list_images
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +52,13 @@ class SegmentationResult:
     notes: dict[str, object] = field(default_factory=dict)
 
 
-def find_study_inputs(input_dir: Path) -> StudyInputs:
-    """The one PET and one CT image of the platform's layout, or InputError saying what was found."""
+def find_study_inputs(input_dir: Path, *, edition: Edition) -> StudyInputs:
+    """The one PET and one CT image of the edition's layout, or InputError saying what was found."""
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise InputError("input folder does not exist", path=input_dir)
-    return StudyInputs(pet_path=_single_image(input_dir / PET_RELATIVE_PATH, "PET"),
-                       ct_path=_single_image(input_dir / CT_RELATIVE_PATH, "CT"))
+    return StudyInputs(pet_path=_single_image(input_dir / edition.pet_relative_path, "PET"),
+                       ct_path=_single_image(input_dir / edition.ct_relative_path, "CT"))
 
 
 def _single_image(folder: Path, what: str) -> Path:
@@ -185,22 +185,21 @@ def check_probabilities_path(path: Path | None, *, output_dir: Path, input_dir: 
         raise InputError(f"--save-probabilities cannot be written: {existing} is not a writable folder", path=path)
 
 
-def mask_path_for(*, output_dir: Path, pet_path: Path, relative_path: str = OUTPUT_RELATIVE_PATH) -> Path:
-    """<output>/<relative_path>/<PET input's name>.mha (images/automated-petct-lesion-segmentation by default)"""
-    return Path(output_dir) / relative_path / f"{image_stem(Path(pet_path).name)}.mha"
+def mask_path_for(*, output_dir: Path, pet_path: Path, edition: Edition) -> Path:
+    """<output>/<the edition's output path>/<PET input's name>.mha"""
+    return Path(output_dir) / edition.output_relative_path / f"{image_stem(Path(pet_path).name)}.mha"
 
 
 def run_container(*, input_dir: Path, output_dir: Path, engine: Engine,
-                  probabilities_path: Path | None = None, edition: Edition = EDITIONS[DEFAULT_CHALLENGE]) -> Path:
+                  edition: Edition, probabilities_path: Path | None = None) -> Path:
     """The algorithm job: one study from `input_dir` to one mask under `output_dir`; returns the mask's path."""
     check_probabilities_path(probabilities_path, output_dir=output_dir, input_dir=input_dir)
-    inputs = find_study_inputs(Path(input_dir))
+    inputs = find_study_inputs(Path(input_dir), edition=edition)
     _log_uploaded_names(Path(input_dir))
     clicks_path = Path(input_dir) / CLICKS_JSON if edition.clicks or edition.scribbles else None
     result = segment_study(pet_path=inputs.pet_path, ct_path=inputs.ct_path, engine=engine, clicks_path=clicks_path,
                            scribbles=edition.scribbles)
-    target = mask_path_for(output_dir=output_dir, pet_path=inputs.pet_path,
-                           relative_path=edition.output_relative_path)
+    target = mask_path_for(output_dir=output_dir, pet_path=inputs.pet_path, edition=edition)
     _warn_about_other_outputs(target)
     with timed(result.timings, "write mask", log):
         write_image_atomic(result.mask, target, compress=True)

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from app.sizes import parse_size
+from petct.sizes import parse_size
 from petct.argtypes import positive_number, whole_number
 from petct.errors import InputError
 
@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     from app.service.settings import (DEFAULT_KEEP_JOBS_FOR_S, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_RATIO,
                                       DEFAULT_MAX_REQUEST_IMAGE_BYTES, DEFAULT_MAX_UPLOAD, DEFAULT_MAX_VOXELS,
                                       DEFAULT_SCORE_TIMEOUT_S, TOKEN_ENV)
-    from app.sizes import format_size
+    from petct.sizes import format_size
     from petct.editions import (CHALLENGE_CHOICES, PUBLISHED_CODE_SCRIBBLE_STEPS, SCRIBBLE_RULES, SCRIBBLE_STRATEGIES,
                                 default_challenge)
 
@@ -202,7 +202,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _package_model(args: argparse.Namespace) -> int:
     from app.package_model import package_model
-    from app.sizes import format_size
+    from petct.sizes import format_size
 
     packed = package_model(args.results, args.output)
     print(f"{packed.path}: {format_size(packed.size_bytes)} ({packed.size_bytes} bytes), sha256 {packed.sha256}")

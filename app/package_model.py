@@ -2,14 +2,13 @@
 /opt/ml/model, checked first with the same rules the algorithm uses to find its model there."""
 from __future__ import annotations
 
-import hashlib
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from petct.digests import sha256_of
 from petct.errors import InputError
 
-CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -55,12 +54,3 @@ def _plain(info: tarfile.TarInfo) -> tarfile.TarInfo:
     info.uname = info.gname = ""
     info.mode = 0o755 if info.isdir() else 0o644
     return info
-
-
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()

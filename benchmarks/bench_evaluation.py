@@ -25,11 +25,12 @@ import SimpleITK as sitk
 
 
 from evaluation.batch import score_cases
-from evaluation.metrics import CONNECTIVITY, score_arrays
+from evaluation.metrics import score_arrays
 from evaluation.pairing import Case
 from evaluation.scoring import score_files
 from petct.argtypes import whole_number
 from petct.imageio import Geometry, image_from_array, read_array, write_image_atomic
+from petct.lesions import LESION_CONNECTIVITY
 from petct.phantom import make_study
 
 GOAL_RATIO, GOAL_SPEEDUP, GOAL_PEAK_GB = 1.5, 20.0, 1.5
@@ -49,7 +50,7 @@ def noisy_prediction(gt: np.ndarray, region: np.ndarray, *, components: int, see
     """The ground truth shifted by one voxel, its last lesion dropped, plus `components` small false
     positives (1 to 3 voxels) at random voxels of `region`."""
     rng = np.random.default_rng(seed)
-    labels, n = cc3d.connected_components(gt, connectivity=CONNECTIVITY, return_N=True)
+    labels, n = cc3d.connected_components(gt, connectivity=LESION_CONNECTIVITY, return_N=True)
     pred = np.roll(np.where(labels == n, 0, gt), 1, axis=2).astype(np.uint8)
     candidates = np.flatnonzero(region.ravel() & (gt.ravel() == 0))
     # Spread out: drawing many more than needed and keeping every 4th in index order avoids blobs merging.
@@ -68,8 +69,8 @@ def reference_loop(gt: np.ndarray, pred: np.ndarray, voxel_ml: float, *, limit: 
     looped and the time is extrapolated linearly to all of them (the metrics are then partial).
     """
     start = time.perf_counter()
-    gt_labels, n_gt = cc3d.connected_components(gt, connectivity=CONNECTIVITY, return_N=True)
-    pred_labels, n_pred = cc3d.connected_components(pred, connectivity=CONNECTIVITY, return_N=True)
+    gt_labels, n_gt = cc3d.connected_components(gt, connectivity=LESION_CONNECTIVITY, return_N=True)
+    pred_labels, n_pred = cc3d.connected_components(pred, connectivity=LESION_CONNECTIVITY, return_N=True)
     setup = time.perf_counter() - start
     gt_bool, pred_bool = gt.astype(bool), pred.astype(bool)
     fp = fn = 0

@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from app.dryrun.engine import detect_engine, engine_env
+from images.container_engine import detect_engine, engine_env
 from images.bases import PYTHON_BASE, TORCH_BASES
 from images.build import image_size_and_platform
 

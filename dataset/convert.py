@@ -21,13 +21,13 @@ import SimpleITK as sitk
 
 from app.sizes import format_size
 from dataset.discover import StudyFiles
-from dataset.outputs import Images, outside, planned, write_h5, write_image
+from dataset.outputs import Images, outside, planned, write_h5
 from dataset.segfile import read_seg_on_grid
 from dataset.series import read_series
 from dataset.suv import suv_factor
 from petct.atomic import FILE_MODE
 from petct.errors import InputError
-from petct.imageio import image_from_array
+from petct.imageio import image_from_array, write_image_atomic
 from petct.resample import resample_ct_onto
 from petct.studykey import safe_folder_name
 
@@ -159,7 +159,7 @@ def _write_all(images: Images, out: Path, paths: dict[str, str], *, key: str, re
             if name == "h5":
                 write_h5(images, tmp, key=key, attributes={"patient": record.patient, "study": record.study})
             else:
-                write_image(*named[name], tmp)
+                write_image_atomic(image_from_array(*named[name]), tmp, fast_gzip=True)
             os.chmod(tmp, FILE_MODE)
             staged[name] = tmp
         for name, relative in paths.items():

@@ -12,17 +12,15 @@ image, the geometry as attributes.
 """
 from __future__ import annotations
 
-import gzip
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
-from petct.imageio import Geometry, image_from_array
+from petct.imageio import Geometry
 from petct.jsonio import write_json_atomic
-from petct.layout import CT_NAME, CT_RELATIVE_PATH, CTRES_NAME, PET_RELATIVE_PATH, SEG_NAME, SUV_NAME
+from petct.editions import CT_RELATIVE_PATH, PET_RELATIVE_PATH
+from petct.layout import CT_NAME, CTRES_NAME, SEG_NAME, SUV_NAME
 
 LAYOUTS = ("tcia", "nnunet", "grand-challenge")
 FORMATS = ("nifti", "mha", "hdf5")
@@ -30,7 +28,6 @@ EXTENSIONS = {"nifti": ".nii.gz", "mha": ".mha"}
 PET_NAME = "PET"
 HDF5_NAME = "dataset.h5"
 HDF5_STAGING = ".studies-h5"  # one file per study, merged into dataset.h5 at the end of a run
-GZIP_LEVEL = 1  # fastest deflate: see write_image
 NNUNET_CHANNELS = {"0": "CT", "1": "PET"}  # CTres then SUV, as autoPET's nnU-Net datasets since 2024
 
 
@@ -76,26 +73,6 @@ def planned(*, key: str, folder: str, layout: str, fmt: str) -> dict[str, str]:
                 SEG_NAME: f"labelsTr/{key}{ext}"}
     return {SUV_NAME: f"{key}/{PET_RELATIVE_PATH}/{key}{ext}", CTRES_NAME: f"{key}/{CT_RELATIVE_PATH}/{key}{ext}",
             SEG_NAME: f"ground_truth/{key}{ext}"}
-
-
-def write_image(array: np.ndarray, geometry: Geometry, path: Path) -> None:
-    """Write a compressed image (the caller makes it atomic).
-
-    ITK's own .nii.gz writer deflates ~4x slower than zlib at level 1 for files barely (~10 %) smaller, and
-    conversion time is mostly compression; so NIfTI is written plain by SimpleITK and gzipped here.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = image_from_array(array, geometry)
-    if not path.name.endswith(".nii.gz"):
-        sitk.WriteImage(image, str(path), useCompression=True)
-        return
-    plain = path.with_name(path.name[: -len(".gz")])
-    try:
-        sitk.WriteImage(image, str(plain), useCompression=False)
-        with open(plain, "rb") as source, gzip.open(path, "wb", compresslevel=GZIP_LEVEL) as target:
-            shutil.copyfileobj(source, target, 1 << 22)
-    finally:
-        plain.unlink(missing_ok=True)
 
 
 def write_h5(images: Images, path: Path, *, key: str, attributes: dict) -> None:

@@ -20,6 +20,7 @@ from petct.atomic import atomic_path
 from petct.errors import InputError
 from petct.imageio import read_array
 from petct.jsonio import read_json, write_json_atomic
+from petct.lesions import LESION_CONNECTIVITY
 
 PATIENT_COLUMNS = ("subject id", "patient", "patient id", "patientid")
 
@@ -52,7 +53,7 @@ def lesion_figures(suv: np.ndarray, seg: np.ndarray, voxel_ml: float) -> dict:
     mtv = voxels * voxel_ml
     suv_mean = float(suv[inside].mean()) if voxels else None
     suv_max = float(suv[inside].max()) if voxels else None
-    count = int(cc3d.connected_components(inside.astype(np.uint8), connectivity=18).max()) if voxels else 0
+    count = int(cc3d.connected_components(inside.astype(np.uint8), connectivity=LESION_CONNECTIVITY).max()) if voxels else 0
     return {"mtv_ml": mtv, "suv_mean": suv_mean, "suv_max": suv_max, "tlg": mtv * (suv_mean or 0.0),
             "lesion_count": count}
 

@@ -24,6 +24,7 @@ from dataset.segexport import write_seg
 from dataset.uids import uid
 from petct.atomic import atomic_path
 from petct.imageio import Geometry
+from petct.lesions import LESION_CONNECTIVITY
 from petct.phantom import Study, make_study
 from petct.resample import resample_ct_array
 
@@ -243,7 +244,7 @@ def write_ct(ct: sitk.Image, folder: Path, *, patient: str, study_uid: str, opti
 
 def _segment_labels(mask: np.ndarray, segments: int) -> np.ndarray:
     """Lesions (18-connected components) dealt round-robin to segments 1..`segments`."""
-    components = cc3d.connected_components(mask.astype(np.uint8), connectivity=18)
+    components = cc3d.connected_components(mask.astype(np.uint8), connectivity=LESION_CONNECTIVITY)
     labels = np.zeros(mask.shape, dtype=np.uint8)
     for index in range(1, int(components.max()) + 1):
         labels[components == index] = (index - 1) % segments + 1

@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 
 from petct.argtypes import positive_number, whole_number
-from petct.editions import (CHALLENGE_CHOICES, CHALLENGE_ENV, SCRIBBLE_RULES, SCRIBBLE_STRATEGIES,
+from petct.editions import (CHALLENGE_CHOICES, CHALLENGE_ENV, EDITIONS, SCRIBBLE_RULES, SCRIBBLE_STRATEGIES,
                             default_challenge)
-from petct.layout import DEFAULT_GROUND_TRUTH, DEFAULT_INPUT, DEFAULT_OUTPUT, OUTPUT_RELATIVE_PATH
+from petct.layout import DEFAULT_GROUND_TRUTH, DEFAULT_INPUT, DEFAULT_OUTPUT
 
 CONTAINER = "container"
 COMMANDS = (CONTAINER, "score-folders", "score-pair", "rank", "simulate-clicks", "next-scribbles", "report", "mip")
@@ -78,8 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     container.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
                            help="folder to write metrics.json into (default: %(default)s)")
     container.add_argument("--prediction-path", default=None,
-                           help="interface relative_path of the jobs' mask output (default: the edition's, "
-                                f"{OUTPUT_RELATIVE_PATH} before 2025)")
+                           help="interface relative_path of the jobs' mask output (default: the edition's: "
+                                + "; ".join(f"{e.name} {e.output_relative_path}" for e in EDITIONS.values()) + ")")
     _challenge_option(container)
     _batch_options(container)
 

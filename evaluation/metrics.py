@@ -13,8 +13,8 @@ import cc3d
 import numpy as np
 
 from petct.jsonio import strict
+from petct.lesions import LESION_CONNECTIVITY
 
-CONNECTIVITY = 18  # faces and edges, not corners, as the challenge's scripts label components
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ class Labelled:
         if box is None:
             return cls(None, None, np.zeros(0, dtype=np.int64))
         crop = np.ascontiguousarray(mask[box])
-        labels, count = cc3d.connected_components(crop, connectivity=CONNECTIVITY, return_N=True)
+        labels, count = cc3d.connected_components(crop, connectivity=LESION_CONNECTIVITY, return_N=True)
         sizes = np.bincount(labels[crop.view(np.bool_)], minlength=count + 1)[1:]
         return cls(labels, box, sizes)
 

@@ -13,7 +13,8 @@ from evaluation.problems import Problem
 from evaluation.studies import input_candidates
 from petct.errors import InputError
 from petct.jsonio import read_json
-from petct.layout import CT_RELATIVE_PATH, PET_RELATIVE_PATH, is_image_file, list_images
+from petct.editions import CT_RELATIVE_PATH, PET_RELATIVE_PATH
+from petct.layout import is_image_file, list_images
 
 SUCCEEDED = "Succeeded"
 # Image sockets live under this folder of a job's output (`images/<slug>`); value and file sockets do not.

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from images.bases import PYTHON_BASE, TORCH_BASES, image_exists
-from app.dryrun.engine import KIT_ROOT
+from images.container_engine import KIT_ROOT
 from images.pipconf import PipSettings, build_mounts
 
 TARGETS = ("algorithm", "evaluation", "app")

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from app.package_model import sha256_of
+from petct.digests import sha256_of
 from images.build import PLATFORM, image_size_and_platform
 from petct.errors import InputError
 

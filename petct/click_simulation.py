@@ -28,6 +28,9 @@ from petct.editions import MAX_CLICKS
 
 SEED = 42
 BACKGROUND_PERCENTILE = 99.75
+# The organisers' simulation labels the regions it draws clicks from 26-connected (corners too), unlike the
+# metrics' lesions (petct.lesions.LESION_CONNECTIVITY): kept as theirs.
+ORGANISERS_CLICK_CONNECTIVITY = 26
 
 
 def simulate_clicks(*, mask_zyx: np.ndarray, pet_zyx: np.ndarray, seed: int = SEED,
@@ -51,7 +54,7 @@ def simulate_clicks(*, mask_zyx: np.ndarray, pet_zyx: np.ndarray, seed: int = SE
 
 
 def _clicks_in(mask: np.ndarray, rng: np.random.RandomState, *, budget: int, fill: str) -> list[tuple[int, int, int]]:
-    labels = cc3d.connected_components(mask.astype(np.uint8), connectivity=26)
+    labels = cc3d.connected_components(mask.astype(np.uint8), connectivity=ORGANISERS_CLICK_CONNECTIVITY)
     present = np.unique(labels)[1:]
     if present.size == 0:
         return []

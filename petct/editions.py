@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from petct.errors import InputError
 
 CHALLENGE_ENV = "PETCT_KIT_CHALLENGE"
+# The algorithm's image inputs under /input, as every edition so far names them (an edition may name others).
+PET_RELATIVE_PATH = "images/pet"
+CT_RELATIVE_PATH = "images/ct"
 DATA_CENTRIC_JSON = "data-centric-model.json"  # 2024: the algorithm's second output, a bare JSON boolean
 CLICKS_JSON = "lesion-clicks.json"  # 2025 interactive track: the algorithm's click input
 MAX_CLICKS = 10  # per kind (tumour, background), the 2025 protocol's last step
@@ -32,6 +35,8 @@ class Edition:
     name: str
     title: str
     output_slug: str  # the mask goes to /output/images/<output_slug>/
+    pet_relative_path: str = PET_RELATIVE_PATH  # the PET input's folder under /input
+    ct_relative_path: str = CT_RELATIVE_PATH  # the CT input's folder under /input
     data_centric_output: bool = False  # also write /output/data-centric-model.json (a JSON boolean)
     rank_needs_subsets: bool = False  # `rank` averages per tracer x centre subset and refuses without them
     clicks: bool = False  # /input/lesion-clicks.json is read; jobs come in steps of 0..MAX_CLICKS clicks

@@ -5,6 +5,7 @@ import functools
 import gzip
 import math
 import re
+import shutil
 import struct
 import zlib
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ import SimpleITK as sitk
 from petct.atomic import IncompleteWriteError, atomic_path, require_size
 from petct.errors import InputError
 from petct.layout import image_suffix
+
+FAST_GZIP_LEVEL = 1  # zlib's fastest deflate (write_image_atomic's fast_gzip)
 
 # Grids may differ by floating-point noise from the writer: relative for spacing, mm for origin.
 SPACING_RTOL = 1e-4
@@ -220,11 +223,29 @@ def image_from_array(array: np.ndarray, geometry: Geometry) -> sitk.Image:
     return geometry.apply_to(sitk.GetImageFromArray(array))
 
 
-def write_image_atomic(image: sitk.Image, path: str | Path, *, compress: bool = True) -> Path:
-    """Write an image atomically (see petct.atomic), refusing a file that holds less than its header announces."""
+def write_image_atomic(image: sitk.Image, path: str | Path, *, compress: bool = True, fast_gzip: bool = False) -> Path:
+    """Write an image atomically (see petct.atomic), refusing a file that holds less than its header announces.
+
+    `fast_gzip` (.nii.gz only): ITK's own .nii.gz writer deflates ~4x slower than zlib at level 1 for files barely
+    (~10 %) smaller; bulk conversion, whose time is mostly compression, writes the NIfTI plain and gzips it at
+    FAST_GZIP_LEVEL instead.
+    """
     with atomic_path(path, verify=lambda tmp: require_image_written(tmp, image, path=path)) as tmp:
-        sitk.WriteImage(image, str(tmp), useCompression=compress)
+        if fast_gzip and tmp.name.lower().endswith(".nii.gz"):
+            _write_nifti_fast_gzip(image, tmp)
+        else:
+            sitk.WriteImage(image, str(tmp), useCompression=compress)
     return Path(path)
+
+
+def _write_nifti_fast_gzip(image: sitk.Image, target: Path) -> None:
+    plain = target.with_name(target.name[: -len(".gz")])
+    try:
+        sitk.WriteImage(image, str(plain), useCompression=False)
+        with open(plain, "rb") as source, gzip.open(target, "wb", compresslevel=FAST_GZIP_LEVEL) as sink:
+            shutil.copyfileobj(source, sink, 1 << 22)
+    finally:
+        plain.unlink(missing_ok=True)
 
 
 def require_image_written(tmp: Path, image: sitk.Image, *, path: str | Path) -> None:

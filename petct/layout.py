@@ -1,12 +1,7 @@
-"""Grand-challenge folder layout and interface names (docs/grand-challenge.md)."""
+"""Grand-challenge folder layout and file names (docs/grand-challenge.md); each edition's sockets: petct.editions."""
 from __future__ import annotations
 
 from pathlib import Path
-
-PET_RELATIVE_PATH = "images/pet"
-CT_RELATIVE_PATH = "images/ct"
-OUTPUT_SLUG = "automated-petct-lesion-segmentation"
-OUTPUT_RELATIVE_PATH = f"images/{OUTPUT_SLUG}"
 
 DEFAULT_INPUT = Path("/input")
 DEFAULT_OUTPUT = Path("/output")

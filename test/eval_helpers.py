@@ -12,8 +12,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from petct.imageio import Geometry, image_from_array, write_image_atomic
-from petct.layout import CT_RELATIVE_PATH, OUTPUT_RELATIVE_PATH, OUTPUT_SLUG, PET_RELATIVE_PATH
+from petct.editions import CT_RELATIVE_PATH, EDITIONS, PET_RELATIVE_PATH
 from petct.phantom import make_study
+
+OUTPUT_RELATIVE_PATH = EDITIONS["autopet-2022"].output_relative_path  # the submissions these tests build
 
 UNIT_GEOMETRY = Geometry(size=(10, 10, 10), spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0),
                          direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))

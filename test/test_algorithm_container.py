@@ -9,7 +9,7 @@ from algorithm.engines import MODEL_SEARCH_PATH
 from algorithm_helpers import (output_files, run_algorithm, set_read_only, tree_snapshot,
                                write_platform_input)
 from petct.imageio import write_image_atomic
-from petct.layout import OUTPUT_RELATIVE_PATH
+from petct.editions import EDITIONS
 from petct.phantom import make_study
 
 
@@ -42,7 +42,7 @@ def test_contract_on_read_only_input(tmp_path, platform_input, study):
     assert result.returncode == 0, result.stderr
     assert tree_snapshot(platform_input.root) == before
     files = output_files(out)
-    assert files == [out / OUTPUT_RELATIVE_PATH / f"{platform_input.pet.stem}.mha"]
+    assert files == [out / EDITIONS["autopet-2022"].output_relative_path / f"{platform_input.pet.stem}.mha"]
     mask = sitk.ReadImage(str(files[0]))
     pet = sitk.ReadImage(str(platform_input.pet))
     assert mask.GetPixelID() == sitk.sitkUInt8

@@ -13,6 +13,7 @@ from petct.resample import CT_OUTSIDE_HU, resample_ct_onto as resample_onto
 from algorithm.pipeline import (StudyInputs, check_probabilities_path, find_study_inputs,
                                 run_container, segment_study)
 from algorithm_helpers import output_files, write_platform_input
+from petct.editions import EDITIONS
 from petct.errors import InputError
 from petct.phantom import make_study
 
@@ -73,11 +74,12 @@ def test_ct_outside_pet_is_an_error():
 
 def test_find_study_inputs_lists_what_it_found(tmp_path):
     inputs = write_platform_input(tmp_path, make_study(0, size="tiny"))
-    assert find_study_inputs(tmp_path) == StudyInputs(pet_path=inputs.pet, ct_path=inputs.ct)
+    edition = EDITIONS["autopet-2022"]
+    assert find_study_inputs(tmp_path, edition=edition) == StudyInputs(pet_path=inputs.pet, ct_path=inputs.ct)
     (inputs.ct.parent / "notes.txt").write_text("x")
     inputs.ct.rename(inputs.ct.with_suffix(".dcm"))
     with pytest.raises(InputError, match=r"expected exactly one CT image, found 0: none \(other entries: "):
-        find_study_inputs(tmp_path)
+        find_study_inputs(tmp_path, edition=edition)
 
 
 class RecordingEngine:
@@ -132,7 +134,7 @@ def test_run_container_writes_the_mask_and_probabilities_apart(tmp_path):
     inputs = write_platform_input(tmp_path / "in", make_study(2, size="tiny"))
     out, probabilities = tmp_path / "out", tmp_path / "scratch" / "p.mha"
     path = run_container(input_dir=inputs.root, output_dir=out, engine=RecordingEngine(),
-                         probabilities_path=probabilities)
+                         edition=EDITIONS["autopet-2022"], probabilities_path=probabilities)
     assert output_files(out) == [path]
     written = sitk.GetArrayFromImage(sitk.ReadImage(str(probabilities)))
     np.testing.assert_allclose(written, np.clip(sitk.GetArrayFromImage(sitk.ReadImage(str(inputs.pet))) / 10, 0, 1))

@@ -14,7 +14,7 @@ import pytest
 from app_helpers import REPO
 
 TARGETS = {"algorithm": "algorithm", "evaluation": "evaluation", "app": "app"}  # target -> python -m module
-KIT_PACKAGES = ("petct", "algorithm", "evaluation", "app")
+KIT_PACKAGES = ("petct", "algorithm", "evaluation", "app", "images")
 
 
 @dataclass

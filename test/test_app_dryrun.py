@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from app.dryrun.runner import Limits, docker_run_argv, run_limited
-from app.sizes import docker_size, parse_size
+from petct.sizes import docker_size, parse_size
 from app_helpers import REPO
 from evaluation.predictions import read_jobs
 from petct.errors import InputError

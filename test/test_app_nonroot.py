@@ -21,7 +21,7 @@ import pytest
 from app.dryrun.cases import phantom_cases
 from app.dryrun.platform import lay_out_evaluation, lay_out_ground_truth, lay_out_job, make_writable
 from app_helpers import REPO
-from petct.layout import OUTPUT_RELATIVE_PATH
+from petct.editions import EDITIONS
 
 NOBODY = 65534
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start processes as another user (nobody)")
@@ -87,14 +87,14 @@ def _writable_by_nobody(path: Path) -> Path:
 
 def test_algorithm_runs_as_nobody_on_a_read_only_input(nobody_python, sandbox, phantoms):
     exe, env = nobody_python
-    job = lay_out_job(phantoms[0], sandbox / "algorithm-jobs")
+    job = lay_out_job(phantoms[0], sandbox / "algorithm-jobs", edition=EDITIONS["autopet-2022"])
     denied = _as_nobody([exe, "-c", f"open({str(job.input_dir / 'x')!r}, 'w')"], env)
     assert denied.returncode != 0 and "Permission" in denied.stderr  # the input really is read-only
 
     result = _as_nobody([exe, "-m", "algorithm", "--input", str(job.input_dir), "--output", str(job.output_dir)],
                         {**env, "TMPDIR": str(job.tmp_dir)})
     assert result.returncode == 0, result.stderr
-    (mask,) = (job.output_dir / OUTPUT_RELATIVE_PATH).iterdir()
+    (mask,) = (job.output_dir / EDITIONS["autopet-2022"].output_relative_path).iterdir()
     assert mask.suffix == ".mha" and mask.stat().st_uid == NOBODY
 
 
@@ -102,11 +102,11 @@ def test_evaluation_runs_as_nobody_on_a_read_only_input(nobody_python, sandbox, 
     exe, env = nobody_python
     jobs = []
     for case in phantoms:
-        job = lay_out_job(case, sandbox / "eval-jobs")
-        mask = _writable_by_nobody(job.output_dir / OUTPUT_RELATIVE_PATH) / "prediction.mha"
+        job = lay_out_job(case, sandbox / "eval-jobs", edition=EDITIONS["autopet-2022"])
+        mask = _writable_by_nobody(job.output_dir / EDITIONS["autopet-2022"].output_relative_path) / "prediction.mha"
         shutil.copyfile(case.seg, mask)  # a perfect prediction
         jobs.append((job, mask))
-    eval_input = lay_out_evaluation(jobs, sandbox / "eval" / "input")
+    eval_input = lay_out_evaluation(jobs, sandbox / "eval" / "input", edition=EDITIONS["autopet-2022"])
     ground_truth = lay_out_ground_truth(phantoms, sandbox / "eval" / "gt")
     for folder in (eval_input, ground_truth):
         for path in [folder, *folder.rglob("*")]:

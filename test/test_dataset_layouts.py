@@ -13,7 +13,7 @@ import SimpleITK as sitk
 from dataset.convert import ConvertOptions
 from dataset.run import convert_tree
 from dataset_helpers import convert, synth
-from petct.layout import OUTPUT_RELATIVE_PATH
+from petct.editions import EDITIONS
 from nnunet_helpers import require_nnunetv2
 
 
@@ -59,7 +59,7 @@ def test_grand_challenge_layout_runs_through_the_algorithm_and_scoring(dicom, tm
     run = subprocess.run([sys.executable, "-m", "algorithm", "--input", str(job), "--output", str(tmp_path / "pred"),
                           "--engine", "baseline"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
-    (mask,) = (tmp_path / "pred" / OUTPUT_RELATIVE_PATH).glob("*.mha")
+    (mask,) = (tmp_path / "pred" / EDITIONS["autopet-2022"].output_relative_path).glob("*.mha")
     ground_truth = tmp_path / "gc" / "ground_truth" / f"{key}.mha"
     score = subprocess.run([sys.executable, "-m", "evaluation", "score-pair", str(ground_truth), str(mask)],
                            capture_output=True, text=True)

@@ -386,3 +386,18 @@ def test_dry_run_2025_runs_eleven_steps_per_study_and_scores_the_curves(tmp_path
     (record,) = metrics["case"].values()
     assert set(record["steps"]) == {str(k) for k in range(11)}
     assert record["dice_auc"] is not None and record["steps"]["10"]["dice"] >= record["steps"]["0"]["dice"]
+
+
+@pytest.mark.parametrize("call", [
+    "algorithm.pipeline.find_study_inputs", "algorithm.pipeline.mask_path_for", "algorithm.pipeline.run_container",
+    "app.dryrun.contract.check_output", "app.dryrun.platform.lay_out_job", "app.dryrun.platform.lay_out_evaluation",
+    "app.dryrun.platform.output_socket", "app.dryrun.platform.prediction_item",
+])
+def test_what_depends_on_the_edition_has_no_default_edition(call):
+    """A caller that forgets the edition fails instead of silently getting the 2022 contract."""
+    import importlib
+    import inspect
+
+    module, _, name = call.rpartition(".")
+    parameter = inspect.signature(getattr(importlib.import_module(module), name)).parameters["edition"]
+    assert parameter.default is inspect.Parameter.empty and parameter.kind is inspect.Parameter.KEYWORD_ONLY

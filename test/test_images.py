@@ -47,7 +47,7 @@ def _images(*args: str) -> None:
 @pytest.fixture(scope="module")
 def engine():
     """The detected engine and its environment, after the bases and the CPU images are built (cached)."""
-    from app.dryrun.engine import detect_engine, engine_env
+    from images.container_engine import detect_engine, engine_env
 
     name = detect_engine(os.environ.get("CONTAINER_ENGINE") or None)
     env = engine_env(name)

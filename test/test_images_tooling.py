@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.dryrun.engine import CONTAINERS_CONF, detect_engine, engine_env, podman_config
+from images.container_engine import CONTAINERS_CONF, detect_engine, engine_env, podman_config
 from images.bases import host_apt_mirror, torch_requirement
 from images.build import Bases, build_argv, build_options
 from images.pipconf import CONTAINER_PIP_CONF, PipSettings, build_mounts, parse_config_list
@@ -114,7 +114,7 @@ def test_no_engine_or_an_unknown_one_is_one_clear_error(tmp_path, monkeypatch):
 
 
 def test_podman_gets_the_kits_configuration_unless_the_user_chose_one(tmp_path, monkeypatch):
-    monkeypatch.setattr("app.dryrun.engine.PODMAN_CONFIG_DIR", tmp_path)
+    monkeypatch.setattr("images.container_engine.PODMAN_CONFIG_DIR", tmp_path)
     env = podman_config(tmp_path)
     assert Path(env["CONTAINERS_CONF"]).read_text() == CONTAINERS_CONF
     assert 'runtime = "runc"' in CONTAINERS_CONF and "nofile=16384" in CONTAINERS_CONF

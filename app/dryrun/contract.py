@@ -9,11 +9,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from app.dryrun.runner import Limits, RunOutcome
-from app.sizes import format_size
+from petct.sizes import format_size
 from petct.errors import InputError
-from petct.editions import DATA_CENTRIC_JSON
+from petct.editions import DATA_CENTRIC_JSON, Edition
 from petct.imageio import Geometry, grid_mismatches, read_image
-from petct.layout import OUTPUT_RELATIVE_PATH
 
 ALLOWED_OUTPUT_SUFFIX = ".mha"
 ALLOWED_VALUES = {0, 1}
@@ -76,9 +75,9 @@ def check_data_centric(output_dir: Path, *, check: JobCheck) -> None:
         check.violations.append(f"/output/{DATA_CENTRIC_JSON} holds {json.dumps(value)[:40]}; expected true or false")
 
 
-def check_output(output_dir: Path, *, pet: Geometry, check: JobCheck,
-                 relative_path: str = OUTPUT_RELATIVE_PATH) -> None:
-    """Exactly one .mha in the segmentation folder: uint8, values in {0, 1}, on the PET's grid."""
+def check_output(output_dir: Path, *, pet: Geometry, check: JobCheck, edition: Edition) -> None:
+    """Exactly one .mha in the edition's segmentation folder: uint8, values in {0, 1}, on the PET's grid."""
+    relative_path = edition.output_relative_path
     folder = output_dir / relative_path
     _note_extra_outputs(output_dir, check, relative_path=relative_path)
     if not folder.is_dir():

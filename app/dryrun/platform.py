@@ -11,11 +11,10 @@ from pathlib import Path
 
 from app.dryrun.cases import DryRunCase
 from petct.clicks import Clicks
-from petct.editions import CLICKS_JSON
+from petct.editions import CLICKS_JSON, Edition
 from petct.imageio import read_image, write_image_atomic
 from petct.jsonio import write_json_atomic
-from petct.layout import (CT_RELATIVE_PATH, INPUTS_JSON, OUTPUT_RELATIVE_PATH, OUTPUT_SLUG, PET_RELATIVE_PATH,
-                          PREDICTIONS_JSON)
+from petct.layout import INPUTS_JSON, PREDICTIONS_JSON
 
 PET_SLUG = "pet-image"
 CT_SLUG = "ct-image"
@@ -51,9 +50,9 @@ def clicks_socket(clicks: Clicks) -> dict:
                           "relative_path": CLICKS_JSON, "title": "Lesion Clicks"}}
 
 
-def lay_out_job(case: DryRunCase, folder: Path, *, clicks: Clicks | None = None, step: int | None = None,
-                image_pks: tuple[str, str] | None = None) -> AlgorithmJob:
-    """`<folder>/<pk>/input/images/{pet,ct}/<uuid>.mha` and inputs.json, an empty output, an empty tmp.
+def lay_out_job(case: DryRunCase, folder: Path, *, edition: Edition, clicks: Clicks | None = None,
+                step: int | None = None, image_pks: tuple[str, str] | None = None) -> AlgorithmJob:
+    """`<folder>/<pk>/input/<the edition's PET and CT paths>/<uuid>.mha` and inputs.json, empty output and tmp.
 
     With `clicks` (2025 clicks, 2026 scribbles), also `input/lesion-clicks.json` and its socket.
     `image_pks` (PET, CT) keeps the images' names of an earlier job on the same study (2026: every
@@ -65,8 +64,8 @@ def lay_out_job(case: DryRunCase, folder: Path, *, clicks: Clicks | None = None,
                        tmp_dir=root / "tmp", inputs=[], step=step)
     pks = image_pks or (str(uuid.uuid4()), str(uuid.uuid4()))
     for source, relative, slug, upload_name, image_pk in (
-            (case.suv, PET_RELATIVE_PATH, PET_SLUG, f"{case.name}_SUV.mha", pks[0]),
-            (case.ctres, CT_RELATIVE_PATH, CT_SLUG, f"{case.name}_CTres.mha", pks[1])):
+            (case.suv, edition.pet_relative_path, PET_SLUG, f"{case.name}_SUV.mha", pks[0]),
+            (case.ctres, edition.ct_relative_path, CT_SLUG, f"{case.name}_CTres.mha", pks[1])):
         _copy_as_mha(source, job.input_dir / relative / f"{image_pk}.mha")
         job.inputs.append(socket_value(slug=slug, relative_path=relative, kind="Image", image_pk=image_pk,
                                        image_name=upload_name))
@@ -108,13 +107,12 @@ def make_writable(root: Path) -> None:
             os.chmod(path, stat.S_IMODE(path.stat().st_mode) | stat.S_IWUSR | stat.S_IXUSR | stat.S_IRUSR)
 
 
-def output_socket(mask_name: str, image_pk: str, *, relative_path: str = OUTPUT_RELATIVE_PATH) -> dict:
-    slug = OUTPUT_SLUG if relative_path == OUTPUT_RELATIVE_PATH else relative_path.split("/")[-1]
-    return socket_value(slug=slug, relative_path=relative_path, kind="Segmentation",
+def output_socket(mask_name: str, image_pk: str, *, edition: Edition) -> dict:
+    return socket_value(slug=edition.output_slug, relative_path=edition.output_relative_path, kind="Segmentation",
                         image_pk=image_pk, image_name=mask_name)
 
 
-def prediction_item(job: AlgorithmJob, image_pk: str, *, relative_path: str = OUTPUT_RELATIVE_PATH) -> dict:
+def prediction_item(job: AlgorithmJob, image_pk: str, *, edition: Edition) -> dict:
     """One predictions.json item for a successful job, with the extra keys the platform adds."""
     started = job.started_at or datetime.now(timezone.utc)
     completed = job.completed_at or started
@@ -130,13 +128,12 @@ def prediction_item(job: AlgorithmJob, image_pk: str, *, relative_path: str = OU
         "completed": completed.isoformat(),
         "exec_duration": str(completed - started),
         "inputs": job.inputs,
-        "outputs": [output_socket(f"{image_pk}.mha", image_pk, relative_path=relative_path)],
+        "outputs": [output_socket(f"{image_pk}.mha", image_pk, edition=edition)],
     }
 
 
-def lay_out_evaluation(jobs_with_masks: list[tuple[AlgorithmJob, Path]], folder: Path, *,
-                       relative_path: str = OUTPUT_RELATIVE_PATH) -> Path:
-    """The evaluation's /input: predictions.json and `<pk>/output/<relative_path>/<image pk>.mha` per job.
+def lay_out_evaluation(jobs_with_masks: list[tuple[AlgorithmJob, Path]], folder: Path, *, edition: Edition) -> Path:
+    """The evaluation's /input: predictions.json and `<pk>/output/<the edition's output path>/<image pk>.mha`.
 
     The platform stores each output under its own name, not the algorithm's file name.
     """
@@ -144,10 +141,10 @@ def lay_out_evaluation(jobs_with_masks: list[tuple[AlgorithmJob, Path]], folder:
     items = []
     for job, mask in jobs_with_masks:
         image_pk = str(uuid.uuid4())
-        target = folder / job.pk / "output" / relative_path / f"{image_pk}.mha"
+        target = folder / job.pk / "output" / edition.output_relative_path / f"{image_pk}.mha"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(mask, target)
-        items.append(prediction_item(job, image_pk, relative_path=relative_path))
+        items.append(prediction_item(job, image_pk, edition=edition))
     write_json_atomic(items, folder / PREDICTIONS_JSON)
     return folder
 

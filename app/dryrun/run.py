@@ -16,10 +16,10 @@ from app.dryrun import platform
 from app.dryrun.cases import DryRunCase, folder_cases, pet_grids, phantom_cases
 from app.dryrun.contract import JobCheck, check_data_centric, check_output, check_run, snapshot
 from app.dryrun.report import EvaluationReport, StudyReport, aggregates_line, table, write_junit
-from app.dryrun.engine import detect_engine, engine_env
+from images.container_engine import detect_engine, engine_env
 from app.dryrun.runner import (KIT_ROOT, Limits, check_docker_image, command_argv, default_command, docker_run_argv,
                                gpu_present, run_limited, tail)
-from app.sizes import docker_size, format_size
+from petct.sizes import docker_size, format_size
 from algorithm.runinfo import parse_ran_line
 from petct.clicks import Clicks
 from petct.editions import CHALLENGE_ENV, DEFAULT_CHALLENGE, SCRIBBLE_STEPS, Edition, edition as edition_named
@@ -36,7 +36,7 @@ EXIT_OK, EXIT_VIOLATION, EXIT_USAGE = 0, 1, 2
 class DryRunOptions:
     command: str | None = None  # local command with {input} and {output}; None: the kit's algorithm
     image: str | None = None  # Docker image to run instead of a command
-    container_engine: str | None = None  # docker or podman; None: detected (app/dryrun/engine.py)
+    container_engine: str | None = None  # docker or podman; None: detected (images/container_engine.py)
     cases: Path | None = None  # <case>/{SUV,CTres,SEG}.*; None: built-in phantoms
     phantoms: int = 3
     phantom_size: str = "small"
@@ -161,7 +161,7 @@ def _run_job(case: DryRunCase, options: DryRunOptions, workdir: Path, *, pet: Ge
     `previous_output`: an earlier job's output folder, copied into this job's before it runs (the 2026
     loop leaves each step's output in place for the next).
     """
-    job = platform.lay_out_job(case, workdir / "jobs", clicks=clicks, step=step, image_pks=image_pks)
+    job = platform.lay_out_job(case, workdir / "jobs", edition=edition, clicks=clicks, step=step, image_pks=image_pks)
     if previous_output is not None:
         shutil.copytree(previous_output, job.output_dir, dirs_exist_ok=True)
     before = snapshot(job.input_dir)
@@ -181,7 +181,7 @@ def _run_job(case: DryRunCase, options: DryRunOptions, workdir: Path, *, pet: Ge
     if snapshot(job.input_dir) != before:
         check.violations.append("the job changed files in its input folder, which is read-only on the platform")
     if outcome.exit_code == 0:
-        check_output(job.output_dir, pet=pet, check=check, relative_path=edition.output_relative_path)
+        check_output(job.output_dir, pet=pet, check=check, edition=edition)
         if edition.data_centric_output:
             check_data_centric(job.output_dir, check=check)
     ran = parse_ran_line(outcome.log.read_text(errors="replace")) if outcome.log.is_file() else None
@@ -233,7 +233,7 @@ def _evaluate(studies: list[StudyReport], cases: list[DryRunCase], workdir: Path
         return EvaluationReport(exit_code=None, seconds=0.0, problems=["no study met the contract; nothing to score"])
     by_name = {c.name: c for c in cases}
     eval_in = platform.lay_out_evaluation([(s.job, s.check.mask) for s in passed], workdir / "evaluation" / "input",
-                                          relative_path=edition.output_relative_path)
+                                          edition=edition)
     studies_passed = list(dict.fromkeys(s.case for s in passed))
     ground_truth = platform.lay_out_ground_truth([by_name[name] for name in studies_passed],
                                                  workdir / "evaluation" / "gt")

@@ -9,6 +9,7 @@ from app.service.settings import UploadLimits
 from app.service.upload_checks import check_uploads
 from app.service.uploads import ALLOWED_SUFFIXES, StoredFile
 from petct.clicks import NESTED_TOO_DEEPLY, parse_clicks
+from petct.editions import CLICKS_JSON
 from petct.errors import InputError
 from petct.imageio import Geometry, grid_mismatches, read_image
 from petct.jsonio import write_json_atomic
@@ -41,7 +42,6 @@ CLICKS_MAX_CHARS = 8000
 CLICKS_HELP = ('optional lesion clicks (the 2025 interactive track) as JSON, {"tumor": [[x, y, z], ...], '
                '"background": [...]} or grand-challenge\'s "Multiple points" form; voxel indices of the PET in '
                "(x, y, z) order, at most 10 of each kind")
-CLICKS_FILE = "lesion-clicks.json"
 
 
 def store_clicks(text: str, *, folder: Path, size_xyz: tuple[int, int, int]) -> str:
@@ -54,8 +54,8 @@ def store_clicks(text: str, *, folder: Path, size_xyz: tuple[int, int, int]) -> 
         raise ApiError(422, NESTED_TOO_DEEPLY, field="clicks") from None
     except InputError as exc:
         raise ApiError(422, exc.problem, field="clicks") from None
-    write_json_atomic(clicks.to_plain(), folder / CLICKS_FILE)
-    return CLICKS_FILE
+    write_json_atomic(clicks.to_plain(), folder / CLICKS_JSON)
+    return CLICKS_JSON
 
 
 def study_name(client_name: str | None, *, default: str) -> str:

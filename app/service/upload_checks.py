@@ -13,7 +13,7 @@ import numpy as np
 from app.service.errors import ApiError
 from app.service.settings import UploadLimits
 from app.service.uploads import StoredFile
-from app.sizes import format_size
+from petct.sizes import format_size
 from petct.errors import InputError
 from petct.imageio import Geometry, ImageHeader, read_header, read_image
 

@@ -9,13 +9,13 @@ from pathlib import Path
 from petct.errors import InputError
 
 ENGINES = ("docker", "podman")
-KIT_ROOT = Path(__file__).resolve().parents[2]
+KIT_ROOT = Path(__file__).resolve().parents[1]
 PODMAN_CONFIG_DIR = KIT_ROOT / "build" / "podman"
 # Found by trying on a hybrid-cgroup host: crun 1.8 refuses that layout (runc runs it), and root there may not
 # raise its limits, so podman's default ulimits (nofile 1048576) make every run fail with "setrlimit ...
 # Operation not permitted". Storage: the default root store, so images and build caches outlive a clone.
 CONTAINERS_CONF = """\
-# The kit's podman settings (written by app/dryrun/engine.py; passed through CONTAINERS_CONF).
+# The kit's podman settings (written by images/container_engine.py; passed through CONTAINERS_CONF).
 [containers]
 default_ulimits = ["nofile=16384:16384", "nproc=32768:32768"]
 
@@ -23,7 +23,7 @@ default_ulimits = ["nofile=16384:16384", "nproc=32768:32768"]
 runtime = "runc"
 """
 STORAGE_CONF = """\
-# The kit's podman storage (written by app/dryrun/engine.py; passed through CONTAINERS_STORAGE_CONF).
+# The kit's podman storage (written by images/container_engine.py; passed through CONTAINERS_STORAGE_CONF).
 [storage]
 driver = "overlay"
 runroot = "/run/containers/storage"

@@ -1,4 +1,4 @@
-"""Byte sizes written the way people and Docker write them: 2GiB, 1MB, 16g, 512m, 1048576."""
+"""Byte sizes written the way people and Docker write them: 2GiB, 1MB, 16g, 512m, 1048576 (limits, images)."""
 from __future__ import annotations
 
 import re
