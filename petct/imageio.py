@@ -1,10 +1,12 @@
 """Reading and writing images with SimpleITK, keeping geometry, with errors that name the file."""
 from __future__ import annotations
 
+import errno
 import functools
 import gzip
 import math
 import re
+import shutil
 import struct
 import zlib
 from dataclasses import dataclass
@@ -223,8 +225,33 @@ def image_from_array(array: np.ndarray, geometry: Geometry) -> sitk.Image:
 def write_image_atomic(image: sitk.Image, path: str | Path, *, compress: bool = True) -> Path:
     """Write an image atomically (see petct.atomic), refusing a file that holds less than its header announces."""
     with atomic_path(path, verify=lambda tmp: require_image_written(tmp, image, path=path)) as tmp:
-        sitk.WriteImage(image, str(tmp), useCompression=compress)
+        try:
+            sitk.WriteImage(image, str(tmp), useCompression=compress)
+        except RuntimeError as exc:
+            if out_of_space(exc, folder=tmp.parent, needed=image_bytes(image)):
+                raise OSError(errno.ENOSPC, "No space left on device (writing the image)") from None
+            raise
     return Path(path)
+
+
+def image_bytes(image: sitk.Image) -> int:
+    """What an image's voxels take uncompressed."""
+    return image.GetNumberOfPixels() * image.GetNumberOfComponentsPerPixel() * image.GetSizeOfPixelComponent()
+
+
+def out_of_space(exc: BaseException, *, folder: Path, needed: int) -> bool:
+    """Whether ITK's write error (a RuntimeError with its own text) is the disk running out of space.
+
+    ITK's message names the file and, depending on the writer, the system's reason or none; when it gives none,
+    less free space than the image's uncompressed size says it all the same.
+    """
+    text = str(exc)
+    if "No space left on device" in text or "Disk quota exceeded" in text:
+        return True
+    try:
+        return shutil.disk_usage(folder).free < needed
+    except OSError:
+        return False
 
 
 def require_image_written(tmp: Path, image: sitk.Image, *, path: str | Path) -> None:

@@ -20,6 +20,8 @@ from app.service.participants import ParticipantStore
 from app.service.phases import PhaseStore
 from app.service.routes import cases, health, jobs, phases, scoring
 from app.service.scoring import scoring_processes
+from app.service.security import BrowserSafety
+from app.service.sessions import SESSION_COOKIE, SessionStore
 from app.service.settings import ServiceSettings
 from app.service.uploads import disk_full
 from app.service.worker import InferenceWorker
@@ -44,7 +46,8 @@ def create_app(*, settings: ServiceSettings, engine) -> FastAPI:
     service = Service(settings=settings, store=store, participants=ParticipantStore(settings.database),
                       phases=PhaseStore(settings.database), worker=worker, scoring=scoring_pool,
                       processes=scoring_processes(settings.scoring_workers),
-                      engine_info=dict(engine.describe()), cases=cases_found)
+                      engine_info=dict(engine.describe()), cases=cases_found,
+                      sessions=SessionStore(settings.database))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -75,6 +78,7 @@ def create_app(*, settings: ServiceSettings, engine) -> FastAPI:
     app.state.service = service
     _add_error_handlers(app)
     app.add_middleware(Authenticator, service=service)
+    app.add_middleware(BrowserSafety, session_cookie=SESSION_COOKIE)  # outermost: every answer gets its headers
     for router in (health.router, scoring.router, jobs.router):
         app.include_router(router)
     if cases_found is not None:
