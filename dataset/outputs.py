@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from petct.imageio import Geometry, image_from_array
+from petct.imageio import Geometry, image_from_array, require_image_written
 from petct.jsonio import write_json_atomic
 from petct.layout import CT_NAME, CT_RELATIVE_PATH, CTRES_NAME, PET_RELATIVE_PATH, SEG_NAME, SUV_NAME
 
@@ -86,12 +86,15 @@ def write_image(array: np.ndarray, geometry: Geometry, path: Path) -> None:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     image = image_from_array(array, geometry)
+    # ITK does not report a failed final flush (a full disk): each file is read back before it counts.
     if not path.name.endswith(".nii.gz"):
         sitk.WriteImage(image, str(path), useCompression=True)
+        require_image_written(path, image, path=path)
         return
     plain = path.with_name(path.name[: -len(".gz")])
     try:
         sitk.WriteImage(image, str(plain), useCompression=False)
+        require_image_written(plain, image, path=path)
         with open(plain, "rb") as source, gzip.open(path, "wb", compresslevel=GZIP_LEVEL) as target:
             shutil.copyfileobj(source, target, 1 << 22)
     finally:

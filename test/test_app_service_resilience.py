@@ -276,3 +276,37 @@ def test_an_engine_error_naming_a_server_path_is_told_without_it(tmp_path, monke
     worker._run(store.claim_next())
     error = store.get(job_id).error
     assert error == f"inference failed: ValueError: cannot use <jobs>/{job_id}/pet.mha second line"
+
+
+def test_a_killed_server_leaves_no_temporary_files_outside_its_data_dir(tmp_path, request):
+    """multiprocessing's pymp-* folders and every tempfile of the server and its children go to the scratch."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from app_helpers import Server, write_mask
+
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    short = Path(tempfile.mkdtemp(prefix="kit-", dir="/tmp"))  # a socket's path must stay short
+    request.addfinalizer(lambda: shutil.rmtree(short, ignore_errors=True))
+    data = short / "data"
+    truth = np.zeros((6, 6, 6), np.uint8)
+    truth[2:4, 2:4, 2:4] = 1
+    write_mask(truth, tmp_path / "gt.mha")
+    server = Server(data_dir=data, env={"TMPDIR": str(system_tmp)})
+    with server:
+        with server.client() as client:  # the scoring processes start: their forkserver makes a pymp-* folder
+            files = {"prediction": ("p.mha", (tmp_path / "gt.mha").read_bytes()),
+                     "ground_truth": ("g.mha", (tmp_path / "gt.mha").read_bytes())}
+            assert client.post("/v1/score", files=files).status_code == 200
+        assert list((data / "scratch" / "tmp").glob("pymp-*"))
+        server.kill()
+    assert list(system_tmp.iterdir()) == []
+    leftover = list((data / "scratch" / "tmp").glob("pymp-*"))
+    assert leftover  # what kill -9 leaves, in the data dir ...
+    with Server(data_dir=data, env={"TMPDIR": str(system_tmp)}):
+        assert not any(p.exists() for p in leftover)  # ... which the next start removes
+    assert list(system_tmp.iterdir()) == []

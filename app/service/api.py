@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -108,9 +111,44 @@ def _only_declared_responses(app: FastAPI) -> None:
     app.openapi = schema
 
 
+TEMPORARY = "tmp"  # the scratch folder that holds the server's (and its children's) temporary files
+# multiprocessing puts its forkserver's socket at <tmp>/pymp-XXXXXXXX/listener-XXXXXXXX, and a socket's path
+# may hold at most 107 bytes.
+MAX_TEMPORARY_PATH = 70
+
+
+def keep_temporary_files_in_scratch(settings: ServiceSettings) -> Path | None:
+    """Point TMPDIR (tempfile's and multiprocessing's `pymp-*` folders, the children's too) into the scratch.
+
+    What a kill -9 leaves there, the next start removes; nothing is left in the system's /tmp. Called by
+    `serve` before anything else runs; the folder is emptied now, not by the tidying at start-up. A data dir
+    whose path is too long for a socket's keeps the system's temporary folder (with a warning).
+    """
+    folder = (settings.scratch_dir / TEMPORARY).resolve()
+    if len(str(folder)) > MAX_TEMPORARY_PATH:
+        log.warning("temporary files stay in %s: the data dir's path is too long for multiprocessing's sockets "
+                    "under %s (over %d characters)", tempfile.gettempdir(), folder, MAX_TEMPORARY_PATH)
+        return None
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        folder.mkdir(parents=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the data folder: {exc.strerror}", path=folder) from None
+    os.environ["TMPDIR"] = str(folder)
+    tempfile.tempdir = str(folder)
+    return folder
+
+
 def _tidy_data_dir(service: Service) -> None:
     """Drop half-received uploads: scratch folders and job folders with no job record."""
-    shutil.rmtree(service.settings.scratch_dir, ignore_errors=True)
+    scratch, in_use = service.settings.scratch_dir, Path(tempfile.gettempdir())
+    for entry in scratch.iterdir() if scratch.is_dir() else ():
+        if entry == in_use:  # keep_temporary_files_in_scratch emptied it when this server started
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
     service.settings.jobs_dir.mkdir(parents=True, exist_ok=True)
     known = service.store.ids()
     for folder in service.settings.jobs_dir.iterdir():
