@@ -130,6 +130,7 @@ def build_images(study: StudyFiles, contents: dict[Path, bytes], record: StudyRe
     pet = _in_series("PET", study.pet, read_series, _datasets(study.pet, contents, "PET"), dtype=np.float32)
     factor = _in_series("PET", study.pet, suv_factor, pet.slices)
     record.suv = factor.to_json()
+    record.warnings += [f"SUV: {warning}" for warning in factor.warnings]
     ct = _in_series("CT", study.ct, read_series, _datasets(study.ct, contents, "CT"), dtype=np.int16)
     record.headers = _headers(pet.slices, ct.slices)
     pet_for = str(pet.slices[0].get("FrameOfReferenceUID", ""))
