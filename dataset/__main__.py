@@ -67,8 +67,10 @@ def suv(args) -> int:
     else:
         print(f"SUVbw factor {result.factor:.8g} per {result.units} unit  ({len(slices)} slice(s) of {args.pet})")
         for name, value in result.to_json().items():
-            if name != "factor" and value is not None:
+            if name not in ("factor", "warnings") and value is not None:
                 print(f"  {name:30s} {value}")
+    for warning in result.warnings:
+        log.warning("%s: %s", args.pet, warning)
     return 0
 
 

@@ -5,6 +5,7 @@ the run's manifest holds it, so a killed run leaves no study that a rerun would 
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import logging
@@ -25,7 +26,7 @@ from dataset.outputs import Images, outside, planned, write_h5
 from dataset.segfile import read_seg_on_grid
 from dataset.series import read_series
 from dataset.suv import suv_factor
-from petct.atomic import FILE_MODE
+from petct.atomic import FILE_MODE, IncompleteWriteError
 from petct.errors import InputError
 from petct.imageio import image_from_array, write_image_atomic
 from petct.resample import resample_ct_onto
@@ -33,6 +34,7 @@ from petct.studykey import safe_folder_name
 
 log = logging.getLogger(__name__)
 CT_COVERAGE_WARN = 0.999  # below this fraction of the PET grid covered by the CT, the record warns
+STAGING_PREFIX = ".staging-"  # a study's outputs are written here, then renamed into place
 
 
 # A full-size study's PET, CT and SEG decode to about 330 MB, the longest scans to about twice that; a small
@@ -124,6 +126,7 @@ def build_images(study: StudyFiles, contents: dict[Path, bytes], record: StudyRe
     pet = _in_series("PET", study.pet, read_series, _datasets(study.pet, contents, "PET"), dtype=np.float32)
     factor = _in_series("PET", study.pet, suv_factor, pet.slices)
     record.suv = factor.to_json()
+    record.warnings += [f"SUV: {warning}" for warning in factor.warnings]
     ct = _in_series("CT", study.ct, read_series, _datasets(study.ct, contents, "CT"), dtype=np.int16)
     record.headers = _headers(pet.slices, ct.slices)
     pet_for = str(pet.slices[0].get("FrameOfReferenceUID", ""))
@@ -150,7 +153,7 @@ def build_images(study: StudyFiles, contents: dict[Path, bytes], record: StudyRe
 def _write_all(images: Images, out: Path, paths: dict[str, str], *, key: str, record: StudyRecord) -> None:
     """Write every output under a temporary name in a staging folder, then rename them into place."""
     out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".staging-{key}-", dir=out))
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{key}-", dir=out))
     try:
         named = images.named()
         staged = {}
@@ -217,6 +220,11 @@ def convert_study(study: StudyFiles, out: str | Path, options: ConvertOptions, *
         _write_all(images, out, paths, key=study.key, record=record)
     except InputError as exc:
         record.reason = exc.describe()
+        return record
+    except OSError as exc:  # IncompleteWriteError included: an output that came out short
+        full = isinstance(exc, IncompleteWriteError) or exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        record.reason = (f"{'the disk is full' if full else 'cannot write the outputs'} "
+                         f"({getattr(exc, 'problem', None) or exc.strerror or exc}); nothing of this study was kept")
         return record
     except Exception as exc:  # noqa: BLE001 - a malformed file must fail its study, never the run
         record.reason = f"{type(exc).__name__}: {exc}"

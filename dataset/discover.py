@@ -5,6 +5,7 @@ Folder names are never trusted: TCIA's `<patient>/<study>/<series>/*.dcm` and on
 from __future__ import annotations
 
 import os
+import stat
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,7 @@ class StudyFiles:
 class Discovery:
     studies: list[StudyFiles]
     unreadable: list[Path]
+    not_regular: list[Path] = field(default_factory=list)  # FIFOs, sockets, devices: skipped unopened
 
 
 def study_name(header) -> str:
@@ -83,12 +85,19 @@ def decoded_bytes(header) -> int:
     return total
 
 
-def _files(root: Path) -> list[Path]:
-    found = []
+def _files(root: Path) -> tuple[list[Path], list[Path]]:
+    """(regular files, other files) under `root`: opening a FIFO would wait for a writer forever."""
+    found, other = [], []
     for folder, dirs, names in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(Path(folder) / n for n in sorted(names) if not n.startswith("."))
-    return found
+        for name in sorted(n for n in names if not n.startswith(".")):
+            path = Path(folder) / name
+            try:
+                regular = stat.S_ISREG(path.stat().st_mode)
+            except OSError:
+                regular = True  # a broken link: reading it reports it as unreadable
+            (found if regular else other).append(path)
+    return found, other
 
 
 def _describe(candidates: list[SeriesFiles]) -> str:
@@ -101,7 +110,8 @@ def discover(root: str | Path) -> Discovery:
     series: dict[str, dict[str, SeriesFiles]] = defaultdict(dict)
     headers: dict[str, object] = {}
     unreadable = []
-    for path in _files(root):
+    files, not_regular = _files(root)
+    for path in files:
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS)
             study_uid, series_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
@@ -143,7 +153,7 @@ def discover(root: str | Path) -> Discovery:
         studies.append(study)
     studies.sort(key=lambda s: (s.key, s.study_uid))
     _make_unique(studies)
-    return Discovery(studies=studies, unreadable=unreadable)
+    return Discovery(studies=studies, unreadable=unreadable, not_regular=not_regular)
 
 
 def _make_unique(studies: list[StudyFiles]) -> None:

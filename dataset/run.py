@@ -6,19 +6,22 @@ it is rewritten (atomically) after each study, so a rerun skips what is done and
 """
 from __future__ import annotations
 
+import errno
 import logging
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
-from dataset.convert import ConvertOptions, StudyRecord, convert_study
-from dataset.discover import discover
+from dataset.convert import STAGING_PREFIX, ConvertOptions, StudyRecord, convert_study
+from dataset.discover import StudyFiles, discover
 from dataset.outputs import HDF5_NAME, merge_h5, nnunet_dataset_json
-from petct.atomic import atomic_path
+from petct.atomic import IncompleteWriteError, atomic_path
+from petct.errors import InputError
 from petct.jsonio import read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,7 @@ REPORT = "conversion-report.json"
 class RunSummary:
     records: list[StudyRecord]
     unreadable: int
+    not_regular: list[Path] = field(default_factory=list)
 
     @property
     def failed(self) -> list[StudyRecord]:
@@ -46,10 +50,13 @@ def _local(jobs: list[tuple], workers: int) -> Iterator[StudyRecord]:
         for job in jobs:
             yield convert_study(*job[:3], previous=job[3])
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers)
+    try:
         futures = [pool.submit(convert_study, *job[:3], previous=job[3]) for job in jobs]
         for future in as_completed(futures):
             yield future.result()
+    finally:  # a run that stops early (the manifest cannot be written) leaves no study queued
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _dask(jobs: list[tuple], scheduler) -> Iterator[StudyRecord]:
@@ -71,37 +78,57 @@ def convert_tree(dicom_root: str | Path, out: str | Path, options: ConvertOption
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(f"{STAGING_PREFIX}*"):  # left by a run that was killed while writing a study
+        shutil.rmtree(stale, ignore_errors=True)
     found = discover(dicom_root)
+    for path in found.not_regular:
+        log.warning("skipped %s: not a regular file (a FIFO, socket or device)", path)
     manifest = _load_manifest(out)
     jobs = [(study, out, options, manifest.get(study.key)) for study in found.studies]
     results = _dask(jobs, scheduler) if scheduler is not None else _local(jobs, workers)
     records: list[StudyRecord] = []
     started = time.monotonic()
     bar = tqdm(total=len(jobs), unit="study", disable=not progress, dynamic_ncols=True)
-    for record in results:
-        records.append(record)
-        if record.status in ("converted", "skipped"):
-            manifest[record.key] = {"checksum": record.checksum, "options": options.to_json(),
-                                    "outputs": record.outputs, "record": record.to_json()}
-        else:
-            manifest.pop(record.key, None)
-        write_json_atomic(manifest, out / MANIFEST)
-        failed = sum(r.status == "failed" for r in records)
-        bar.set_postfix(done=len(records) - failed, failed=failed, left=len(jobs) - len(records))
-        bar.update(1)
-        if on_record:
-            on_record(record)
-    bar.close()
+    try:
+        for record in results:
+            records.append(record)
+            if record.status in ("converted", "skipped"):
+                manifest[record.key] = {"checksum": record.checksum, "options": options.to_json(),
+                                        "outputs": record.outputs, "record": record.to_json()}
+            else:
+                manifest.pop(record.key, None)
+            _write_record(manifest, out / MANIFEST, what="conversion manifest")
+            failed = sum(r.status == "failed" for r in records)
+            bar.set_postfix(done=len(records) - failed, failed=failed, left=len(jobs) - len(records))
+            bar.update(1)
+            if on_record:
+                on_record(record)
+    finally:
+        bar.close()
+        if hasattr(results, "close"):
+            results.close()
     records.sort(key=lambda r: r.key)
     _finish(out, options, records)
-    write_json_atomic({"dicom_root": str(dicom_root), "options": options.to_json(),
-                       "seconds": round(time.monotonic() - started, 3),
-                       "converted": sum(r.status == "converted" for r in records),
-                       "skipped": sum(r.status == "skipped" for r in records),
-                       "failed": sum(r.status == "failed" for r in records),
-                       "unreadable_files": [str(p) for p in found.unreadable],
-                       "studies": [r.to_json() for r in records]}, out / REPORT)
-    return RunSummary(records=records, unreadable=len(found.unreadable))
+    _write_record({"dicom_root": str(dicom_root), "options": options.to_json(),
+                   "seconds": round(time.monotonic() - started, 3),
+                   "converted": sum(r.status == "converted" for r in records),
+                   "skipped": sum(r.status == "skipped" for r in records),
+                   "failed": sum(r.status == "failed" for r in records),
+                   "unreadable_files": [str(p) for p in found.unreadable],
+                   "not_regular_files": [str(p) for p in found.not_regular],
+                   "studies": [r.to_json() for r in records]}, out / REPORT, what="conversion report")
+    return RunSummary(records=records, unreadable=len(found.unreadable), not_regular=found.not_regular)
+
+
+def _write_record(value: dict, path: Path, *, what: str) -> None:
+    """write_json_atomic, or InputError (one line) when the disk is full or the file cannot be written."""
+    try:
+        write_json_atomic(value, path)
+    except OSError as exc:
+        if isinstance(exc, IncompleteWriteError) or exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InputError(f"the disk is full: cannot write the {what}; free space and run again (studies "
+                             "the manifest does not hold are converted again)", path=path) from None
+        raise InputError(f"cannot write the {what}: {exc.strerror or exc}", path=path) from None
 
 
 def _finish(out: Path, options: ConvertOptions, records: list[StudyRecord]) -> None:

@@ -1,6 +1,7 @@
 """One DICOM image series (CT or PET slices) as a checked (z, y, x) array on its grid."""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,6 +30,8 @@ def orientation(ds: Dataset) -> tuple[np.ndarray, np.ndarray]:
     if iop is None or len(iop) != 6:
         raise InputError("ImageOrientationPatient is missing or malformed")
     values = np.array([float(v) for v in iop])
+    if not np.isfinite(values).all():
+        raise InputError(f"ImageOrientationPatient is {list(iop)}: not finite numbers")
     return values[:3], values[3:]
 
 
@@ -36,7 +39,25 @@ def position(ds: Dataset) -> np.ndarray:
     ipp = ds.get("ImagePositionPatient")
     if ipp is None or len(ipp) != 3:
         raise InputError(f"ImagePositionPatient is missing in instance {ds.get('SOPInstanceUID', '?')}")
-    return np.array([float(v) for v in ipp])
+    values = np.array([float(v) for v in ipp])
+    if not np.isfinite(values).all():
+        raise InputError(f"ImagePositionPatient is {list(ipp)} in instance {ds.get('SOPInstanceUID', '?')}: "
+                         "not finite numbers")
+    return values
+
+
+def pixel_spacing(ds: Dataset) -> tuple[float, float]:
+    """(row, column) spacing in mm; InputError naming the tag unless two finite, positive numbers."""
+    value = ds.get("PixelSpacing")
+    try:
+        row, col = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise InputError(f"PixelSpacing is missing or malformed in instance {ds.get('SOPInstanceUID', '?')}") \
+            from None
+    if not all(math.isfinite(v) and v > 0 for v in (row, col)):
+        raise InputError(f"PixelSpacing is {[row, col]} in instance {ds.get('SOPInstanceUID', '?')}: it must be "
+                         "two positive numbers (mm)")
+    return row, col
 
 
 def check_and_sort(slices: Sequence[Dataset]) -> tuple[list[Dataset], Geometry]:
@@ -50,7 +71,7 @@ def check_and_sort(slices: Sequence[Dataset]) -> tuple[list[Dataset], Geometry]:
             raise InputError("slices with more than one orientation (ImageOrientationPatient differs)")
     normal = np.cross(row, col)
     shapes = {(int(ds.Rows), int(ds.Columns)) for ds in slices}
-    spacings = {tuple(round(float(v), 6) for v in ds.PixelSpacing) for ds in slices}
+    spacings = {tuple(round(v, 6) for v in pixel_spacing(ds)) for ds in slices}
     if len(shapes) != 1 or len(spacings) != 1:
         raise InputError(f"slices differ in size {sorted(shapes)} or pixel spacing {sorted(spacings)}")
     ordered = sorted(slices, key=lambda ds: float(position(ds) @ normal))
@@ -68,7 +89,7 @@ def check_and_sort(slices: Sequence[Dataset]) -> tuple[list[Dataset], Geometry]:
         raise InputError(f"{what}: gap of {steps[i]:.2f} mm between {along[i]:.2f} and {along[i + 1]:.2f} mm "
                          f"along the normal (spacing {step:.2f} mm elsewhere)")
     rows, cols = shapes.pop()
-    row_spacing, col_spacing = (float(v) for v in ordered[0].PixelSpacing)
+    row_spacing, col_spacing = pixel_spacing(ordered[0])
     direction = np.stack([row, col, normal], axis=1)  # columns: the x, y and z axes in patient space
     geometry = Geometry(size=(cols, rows, len(ordered)), spacing=(col_spacing, row_spacing, step),
                         origin=tuple(float(v) for v in position(ordered[0])),

@@ -66,7 +66,7 @@ def read_metadata(path: Path) -> dict[str, dict[str, str]]:
         raise InputError(f"metadata CSV cannot be read: {exc.strerror or exc}", path=path) from None
     rows = list(csv.DictReader(io.StringIO(text)))
     if not rows:
-        return {}
+        raise InputError("metadata CSV has no rows (an empty file, or a header alone)", path=path)
     columns = {name.strip().lower(): name for name in rows[0]}
     patient = next((columns[c] for c in PATIENT_COLUMNS if c in columns), None)
     if patient is None:

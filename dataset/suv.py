@@ -9,7 +9,10 @@ SUVbw = (stored value x RescaleSlope + RescaleIntercept) x factor. The rules, in
   of the series' slices (a post-processed series); then GE's private scan date-time (0009,100D) where
   present, else that earliest acquisition.
 - Injection: RadiopharmaceuticalStartDateTime, else the scan date with RadiopharmaceuticalStartTime; an
-  injection time of day later than the scan's is the day before (injection before midnight).
+  injection time of day later than the scan's is the day before (injection before midnight). Anonymisers
+  shift some dates and not others: when the full date-time lies on another date and gives an impossible
+  interval, its time of day on the scan's date (the day before when later than the scan) is used if that
+  gives a possible one, with a warning — as Z-Rad and the ACR's vendor-neutral code do.
 - Units CNTS (Philips): the private SUV scale factor (7053,1000) when present and positive, else the
   private activity-concentration scale factor (7053,1009) times the BQML factor; with neither, refused.
 - Units GML: the values are SUV already (factor 1).
@@ -59,9 +62,10 @@ class SuvFactor:
     decayed_dose_bq: float | None = None
     philips_suv_scale_factor: float | None = None
     philips_activity_scale_factor: float | None = None
+    warnings: tuple[str, ...] = ()  # inputs used in a way that needs a human look (the injection's date)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "warnings": list(self.warnings)}
 
 
 def _value(ds: Dataset, keyword: str):
@@ -155,23 +159,31 @@ def scan_start(slices: Sequence[Dataset]) -> tuple[dt.datetime, str]:
     return earliest, "earliest AcquisitionDate/AcquisitionTime"
 
 
-def _injection(radiopharm: Dataset, scan: dt.datetime) -> dt.datetime:
+def _injection(radiopharm: Dataset, scan: dt.datetime) -> tuple[dt.datetime, bool]:
+    """The injection's date and time, and whether it came from the full RadiopharmaceuticalStartDateTime."""
     full = _value(radiopharm, "RadiopharmaceuticalStartDateTime")
     if full is not None:
         try:
-            return parse_datetime(full)
+            return parse_datetime(full), True
         except ValueError:
             raise SuvError(f"RadiopharmaceuticalStartDateTime is not a date-time ({full!r})") from None
     time = _value(radiopharm, "RadiopharmaceuticalStartTime")
     if time is None:
         raise SuvError("RadiopharmaceuticalStartDateTime and RadiopharmaceuticalStartTime are missing")
     try:
-        injected = dt.datetime.combine(scan.date(), parse_time(time))
+        return _on_scan_day(scan, parse_time(time)), False
     except ValueError:
         raise SuvError(f"RadiopharmaceuticalStartTime is not a time ({time!r})") from None
-    if injected > scan:  # a time of day after the scan's: injected the evening before
-        injected -= dt.timedelta(days=1)
-    return injected
+
+
+def _on_scan_day(scan: dt.datetime, time: dt.time) -> dt.datetime:
+    """A time of day on the scan's date; the day before when later than the scan (injected before midnight)."""
+    injected = dt.datetime.combine(scan.date(), time)
+    return injected - dt.timedelta(days=1) if injected > scan else injected
+
+
+def _possible(interval_s: float) -> bool:
+    return 0 <= interval_s <= MAX_DECAY_INTERVAL_S
 
 
 def _bqml_factor(slices: Sequence[Dataset]) -> dict:
@@ -198,15 +210,23 @@ def _bqml_factor(slices: Sequence[Dataset]) -> dict:
     if half_life <= 0:
         raise SuvError(f"RadionuclideHalfLife {half_life:g} s is absurd (must be positive)")
     scan, source = scan_start(slices)
-    injected = _injection(radiopharm, scan)
+    injected, full = _injection(radiopharm, scan)
     interval = (scan - injected).total_seconds()
-    if interval < 0 or interval > MAX_DECAY_INTERVAL_S:
+    warnings = []
+    if not _possible(interval) and full and injected.date() != scan.date():
+        by_time = _on_scan_day(scan, injected.time())
+        if _possible((scan - by_time).total_seconds()):
+            warnings.append(f"RadiopharmaceuticalStartDateTime {injected.isoformat()} is {interval / 3600:.1f} h "
+                            f"from the scan ({scan.isoformat()}); its time of day was used on the scan's date, "
+                            f"{by_time.isoformat()} (an anonymiser may have shifted that date alone): check it")
+            injected, interval = by_time, (scan - by_time).total_seconds()
+    if not _possible(interval):
         raise SuvError(f"injection {injected.isoformat()} to scan {scan.isoformat()} is {interval:g} s, "
                        "outside 0 .. 24 h (check RadiopharmaceuticalStartDateTime and the series time)")
     decayed = dose * 2.0 ** (-interval / half_life) if decay == "START" else dose
     return dict(factor=weight * 1000.0 / decayed, decay_correction=decay, weight_kg=weight, injected_dose_bq=dose,
                 half_life_s=half_life, injection_datetime=injected.isoformat(), scan_datetime=scan.isoformat(),
-                scan_time_source=source, decay_interval_s=interval, decayed_dose_bq=decayed)
+                scan_time_source=source, decay_interval_s=interval, decayed_dose_bq=decayed, warnings=tuple(warnings))
 
 
 def suv_factor(slices: Sequence[Dataset]) -> SuvFactor:

@@ -1,6 +1,7 @@
 """Reading and writing images with SimpleITK, keeping geometry, with errors that name the file."""
 from __future__ import annotations
 
+import errno
 import functools
 import gzip
 import math
@@ -231,10 +232,15 @@ def write_image_atomic(image: sitk.Image, path: str | Path, *, compress: bool = 
     FAST_GZIP_LEVEL instead.
     """
     with atomic_path(path, verify=lambda tmp: require_image_written(tmp, image, path=path)) as tmp:
-        if fast_gzip and tmp.name.lower().endswith(".nii.gz"):
-            _write_nifti_fast_gzip(image, tmp)
-        else:
-            sitk.WriteImage(image, str(tmp), useCompression=compress)
+        try:
+            if fast_gzip and tmp.name.lower().endswith(".nii.gz"):
+                _write_nifti_fast_gzip(image, tmp)
+            else:
+                sitk.WriteImage(image, str(tmp), useCompression=compress)
+        except RuntimeError as exc:
+            if out_of_space(exc, folder=tmp.parent, needed=image_bytes(image)):
+                raise OSError(errno.ENOSPC, "No space left on device (writing the image)") from None
+            raise
     return Path(path)
 
 
@@ -246,6 +252,26 @@ def _write_nifti_fast_gzip(image: sitk.Image, target: Path) -> None:
             shutil.copyfileobj(source, sink, 1 << 22)
     finally:
         plain.unlink(missing_ok=True)
+
+
+def image_bytes(image: sitk.Image) -> int:
+    """What an image's voxels take uncompressed."""
+    return image.GetNumberOfPixels() * image.GetNumberOfComponentsPerPixel() * image.GetSizeOfPixelComponent()
+
+
+def out_of_space(exc: BaseException, *, folder: Path, needed: int) -> bool:
+    """Whether ITK's write error (a RuntimeError with its own text) is the disk running out of space.
+
+    ITK's message names the file and, depending on the writer, the system's reason or none; when it gives none,
+    less free space than the image's uncompressed size says it all the same.
+    """
+    text = str(exc)
+    if "No space left on device" in text or "Disk quota exceeded" in text:
+        return True
+    try:
+        return shutil.disk_usage(folder).free < needed
+    except OSError:
+        return False
 
 
 def require_image_written(tmp: Path, image: sitk.Image, *, path: str | Path) -> None:

@@ -338,7 +338,7 @@ def test_image_that_docker_lacks_or_that_is_not_amd64_is_a_usage_error(tmp_path,
     assert all(json.loads(line)[0] != "run" for line in calls.read_text().splitlines())  # no job ran
 
 
-@pytest.mark.parametrize("how", ["child", "setsid", "double_fork"])
+@pytest.mark.parametrize("how", ["child", "setsid", "double_fork", "env_i_setsid_sh"])
 def test_a_normal_exit_kills_every_process_the_job_left(tmp_path, how):
     """Background children, setsid daemons and double-forked orphans all die when the job's main process exits."""
     pid_file = tmp_path / "straggler.pid"
@@ -351,6 +351,9 @@ def test_a_normal_exit_kills_every_process_the_job_left(tmp_path, how):
         "double_fork": "subprocess.Popen([sys.executable, '-c', 'import os, subprocess, sys; "
                        "p = subprocess.Popen([sys.executable, \"-c\", sys.argv[1]], start_new_session=True); "
                        "open(sys.argv[2], \"w\").write(str(p.pid))', STRAGGLER, PID_FILE]).wait()",
+        # No environment (so no job mark), its own session, and its shell exits at once.
+        "env_i_setsid_sh": "subprocess.Popen(['env', '-i', 'setsid', '/bin/sh', '-c', "
+                           "sys.executable + ' -c \"$0\" & echo $! > \"$1\"', STRAGGLER, PID_FILE]).wait()",
     }
     script = (f"import subprocess, sys, time\nSTRAGGLER = {straggler!r}\nPID_FILE = {str(pid_file)!r}\n"
               f"p = {starts[how]}\n"

@@ -12,7 +12,8 @@ import pytest
 
 from app.service.deps import Caller, Role
 from app.service.jobs import Job, JobState
-from app.service.pages import TOKEN_COOKIE, PageAccess, page_access
+from app.service.pages import PageAccess, page_access
+from app.service.sessions import SESSION_COOKIE
 from app_helpers import REPO, Server, files_of, wait_for_job, write_phantom
 from report_helpers import exact, numbers
 
@@ -41,7 +42,7 @@ def test_login_cookie_and_pages_behind_it(tmp_path):
             assert first.status_code == 303 and first.headers["location"] == "/login"
             assert browser.get("/login").status_code == 200
             wrong = browser.post("/login", data={"token": "not-the-token-0123456789"}, follow_redirects=False)
-            assert wrong.status_code == 401 and TOKEN_COOKIE not in wrong.headers.get("set-cookie", "")
+            assert wrong.status_code == 401 and SESSION_COOKIE not in wrong.headers.get("set-cookie", "")
             plain = browser.post("/login", data={"token": TOKEN}, follow_redirects=False)
             cookie = plain.headers["set-cookie"]
             assert plain.status_code == 303 and "HttpOnly" in cookie and "SameSite=strict" in cookie
@@ -49,6 +50,8 @@ def test_login_cookie_and_pages_behind_it(tmp_path):
             proxied = browser.post("/login", data={"token": TOKEN}, headers={"X-Forwarded-Proto": "https"},
                                    follow_redirects=False)
             assert "Secure" in proxied.headers["set-cookie"]
+        session = plain.cookies[SESSION_COOKIE]
+        assert TOKEN not in cookie and session != TOKEN  # the cookie holds a session id, not the token
         with httpx.Client(base_url=server.url) as nobody:
             assert "Log out" not in nobody.get("/login").text  # not logged in: nothing to log out of
             # /docs: a browser is sent to the login form, an API client keeps the JSON 401
@@ -56,20 +59,22 @@ def test_login_cookie_and_pages_behind_it(tmp_path):
             assert docs.status_code == 303 and docs.headers["location"] == "/login"
             api = nobody.get("/docs", headers={"Accept": "application/json"}, follow_redirects=False)
             assert api.status_code == 401 and api.json()["error"]["status"] == 401
-        with httpx.Client(base_url=server.url, cookies={TOKEN_COOKIE: TOKEN}) as logged_in:
+        with httpx.Client(base_url=server.url, cookies={SESSION_COOKIE: session}) as logged_in:
             page = logged_in.get("/")
             assert page.status_code == 200 and 'for="pet"' in page.text and "baseline" in page.text
+            assert "Logged in as the organiser" in page.text
             assert "Log out" in page.text and "Log out" in logged_in.get("/login").text
             assert logged_in.get("/v1/jobs").status_code == 200
-        with httpx.Client(base_url=server.url, cookies={TOKEN_COOKIE: "wrong-cookie-0123456789"}) as forged:
-            assert forged.get("/v1/jobs").status_code == 401
+        for forged_value in ("wrong-cookie-0123456789", TOKEN):  # a bearer token is no session id
+            with httpx.Client(base_url=server.url, cookies={SESSION_COOKIE: forged_value}) as forged:
+                assert forged.get("/v1/jobs").status_code == 401
 
 
 def test_docs_load_their_assets_from_the_service(tmp_path):
     with Server(data_dir=tmp_path / "data") as server, server.client() as client:
         docs = client.get("/docs").text
         sources = re.findall(r'(?:src|href)="([^"]+)"', docs)
-        assert sources and all(s.startswith("/docs-assets/") for s in sources), sources
+        assert sources and all(s.startswith(("/docs-assets/", "/static/")) for s in sources), sources
         assert "https://" not in docs and "http://" not in docs
         for source in sources:
             assert client.get(source).status_code == 200, source
@@ -113,7 +118,7 @@ def _logged_in(server: Server, token: str) -> httpx.Client:
     """A browser that logged in through the form: it sends the cookie, never the Authorization header."""
     browser = httpx.Client(base_url=server.url, timeout=120)
     login = browser.post("/login", data={"token": token}, follow_redirects=False)
-    assert login.status_code == 303 and TOKEN_COOKIE in login.headers["set-cookie"], login.text
+    assert login.status_code == 303 and SESSION_COOKIE in login.headers["set-cookie"], login.text
     return browser
 
 

@@ -227,3 +227,86 @@ def test_a_request_past_the_score_timeout_is_answered_504_over_http(tmp_path, st
         assert "--score-timeout" in response.json()["error"]["reason"]
         assert client.get("/healthz").status_code == 200
     assert not [p for p in (tmp_path / "data" / "scratch").rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("itk_message", [
+    "Exception thrown in SimpleITK ImageFileWriter_Execute: {path}: No space left on device",
+    "Exception thrown in SimpleITK ImageFileWriter_Execute: Could not write {path}"])
+def test_a_mask_itk_could_not_write_on_a_full_disk_fails_as_a_full_disk_without_a_path(tmp_path, monkeypatch,
+                                                                                       itk_message):
+    import algorithm.pipeline
+    import SimpleITK as sitk
+
+    import petct.imageio as imageio
+    from petct.phantom import make_study
+
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    job_id = new_job_id()
+    store.add(job_id, {"pet": "pet.mha", "ct": "ct.mha"})
+    (tmp_path / "jobs" / job_id).mkdir(parents=True)
+    mask = make_study(seed=1, n_lesions=1).seg
+    segmented = namedtuple("segmented", "mask timings")
+    monkeypatch.setattr(algorithm.pipeline, "segment_study", lambda **_: segmented(mask=mask, timings={}))
+
+    def full_disk(image, path, **kwargs):
+        raise RuntimeError(itk_message.format(path=path))
+    monkeypatch.setattr(sitk, "WriteImage", full_disk)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(imageio.shutil, "disk_usage", lambda _: usage(10**9, 10**9 - 100, 100))
+    worker = InferenceWorker(store=store, engine=IdleEngine(), jobs_dir=tmp_path / "jobs", scoring=None)
+    worker._run(store.claim_next())
+    job = store.get(job_id)
+    assert job.state == JobState.failed
+    assert job.error == "inference failed: the server's disk is full"
+    assert str(tmp_path) not in job.error
+
+
+def test_an_engine_error_naming_a_server_path_is_told_without_it(tmp_path, monkeypatch):
+    import algorithm.pipeline
+
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    job_id = new_job_id()
+    store.add(job_id, {"pet": "pet.mha", "ct": "ct.mha"})
+    (tmp_path / "jobs" / job_id).mkdir(parents=True)
+
+    def broken(**kwargs):
+        raise ValueError(f"cannot use {kwargs['pet_path']}\nsecond line")
+    monkeypatch.setattr(algorithm.pipeline, "segment_study", broken)
+    worker = InferenceWorker(store=store, engine=IdleEngine(), jobs_dir=tmp_path / "jobs", scoring=None)
+    worker._run(store.claim_next())
+    error = store.get(job_id).error
+    assert error == f"inference failed: ValueError: cannot use <jobs>/{job_id}/pet.mha second line"
+
+
+def test_a_killed_server_leaves_no_temporary_files_outside_its_data_dir(tmp_path, request):
+    """multiprocessing's pymp-* folders and every tempfile of the server and its children go to the scratch."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from app_helpers import Server, write_mask
+
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    short = Path(tempfile.mkdtemp(prefix="kit-", dir="/tmp"))  # a socket's path must stay short
+    request.addfinalizer(lambda: shutil.rmtree(short, ignore_errors=True))
+    data = short / "data"
+    truth = np.zeros((6, 6, 6), np.uint8)
+    truth[2:4, 2:4, 2:4] = 1
+    write_mask(truth, tmp_path / "gt.mha")
+    server = Server(data_dir=data, env={"TMPDIR": str(system_tmp)})
+    with server:
+        with server.client() as client:  # the scoring processes start: their forkserver makes a pymp-* folder
+            files = {"prediction": ("p.mha", (tmp_path / "gt.mha").read_bytes()),
+                     "ground_truth": ("g.mha", (tmp_path / "gt.mha").read_bytes())}
+            assert client.post("/v1/score", files=files).status_code == 200
+        assert list((data / "scratch" / "tmp").glob("pymp-*"))
+        server.kill()
+    assert list(system_tmp.iterdir()) == []
+    leftover = list((data / "scratch" / "tmp").glob("pymp-*"))
+    assert leftover  # what kill -9 leaves, in the data dir ...
+    with Server(data_dir=data, env={"TMPDIR": str(system_tmp)}):
+        assert not any(p.exists() for p in leftover)  # ... which the next start removes
+    assert list(system_tmp.iterdir()) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -212,3 +213,52 @@ def test_cli_names_the_tag_and_exits_1(tmp_path):
     assert run.returncode == 1
     assert "PatientWeight is missing" in run.stderr and str(path) in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_an_injection_date_shifted_alone_falls_back_to_its_time_of_day_with_a_warning():
+    # The anonymiser moved RadiopharmaceuticalStartDateTime's date by years, not the series date.
+    ds = pet_slice(start_datetime="19000315130100")
+    result = suv_factor([ds])
+    assert result.decay_interval_s == 3600.0
+    assert result.factor == pytest.approx(reference_factor(59.94, 370000000, 3600.0, 6586))
+    assert result.factor == pytest.approx(suv_factor([pet_slice()]).factor)  # as if the date were right
+    (warning,) = result.warnings
+    assert "RadiopharmaceuticalStartDateTime 1900-03-15T13:01:00" in warning and "time of day" in warning
+    evening = suv_factor([pet_slice(start_datetime="20071224233000", date="20080102", series="003000",
+                                    acquisition="003000")])  # the evening before, by the time of day
+    assert evening.decay_interval_s == 3600.0 and evening.injection_datetime == "2008-01-01T23:30:00"
+
+
+def test_neither_the_date_time_nor_a_time_of_day_alone_makes_a_shifted_date_plausible():
+    # The same date as the scan: the time of day is the full date-time, after the scan: refused as before.
+    with pytest.raises(SuvError, match="outside 0 .. 24 h"):
+        suv_factor([pet_slice(start_datetime="20080101150000")])
+    assert suv_factor([pet_slice()]).warnings == ()
+
+
+def test_cli_reports_the_fallback_in_json_and_as_a_warning(tmp_path):
+    path = _save(pet_slice(start_datetime="19000315130100"), tmp_path / "slice.dcm")
+    run = _cli(path, "--json")
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report["decay_interval_s"] == 3600.0 and len(report["warnings"]) == 1
+    plain = _cli(path)
+    assert plain.returncode == 0 and "time of day was used" in plain.stderr
+
+
+def test_convert_records_the_fallback_as_a_warning_of_the_study(tmp_path):
+    from dataset_helpers import check_against_phantom, convert, copy_study, rewrite, synth
+
+    study = synth(tmp_path / "synth", seed=61, n_lesions=1)
+    folder = copy_study(study, tmp_path / "in")
+
+    def shift_injection_date(ds):
+        item = ds.RadiopharmaceuticalInformationSequence[0]
+        if "RadiopharmaceuticalStartDateTime" in item:
+            item.RadiopharmaceuticalStartDateTime = "1901" + item.RadiopharmaceuticalStartDateTime[4:]
+    rewrite(sorted((folder / "PET").glob("*.dcm")), shift_injection_date)
+    (record,) = convert(tmp_path / "in", tmp_path / "out").values()
+    assert record.status == "converted", record.reason
+    assert any(w.startswith("SUV: RadiopharmaceuticalStartDateTime 1901") for w in record.warnings), record.warnings
+    assert record.suv["warnings"] and record.suv["factor"] == pytest.approx(study.suv_factor, rel=1e-9)
+    check_against_phantom(study, tmp_path / "out" / Path(record.outputs["SUV"]).parent)

@@ -1,6 +1,7 @@
 """Running one algorithm job: a local command or `docker run` with the platform's flags, under a time limit."""
 from __future__ import annotations
 
+import ctypes
 import os
 import secrets
 import shlex
@@ -23,6 +24,7 @@ KILL_WAIT_S = 5.0
 JOB_MARK_ENV = "PETCT_DRY_RUN_JOB"
 # The platform's local-test flags (docs/grand-challenge.md, "Running a container locally").
 PIDS_LIMIT = 256
+PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 
 
 @dataclass(frozen=True)
@@ -121,14 +123,17 @@ def run_limited(argv: list[str], *, limits: Limits, log: Path, env: dict[str, st
     """Run `argv` in its own session and process group, output to `log`; kill its whole tree when it ends.
 
     At the time limit, and also after a normal exit, every process the job started is killed: its process
-    group, each descendant seen while it ran, and any process still carrying the job's environment mark
-    (a `setsid` daemon that left both the group and the tree). The platform stops a container with its
+    group, each descendant seen while it ran, any process still carrying the job's environment mark
+    (a `setsid` daemon that left both the group and the tree), and any orphan re-parented to this process
+    (one that also dropped the environment: see become_subreaper). The platform stops a container with its
     main process, so output a straggler writes later must not count. `after()` runs once the job is over
     (e.g. `docker rm -f`). The child is reaped with os.wait4, whose resource usage gives its peak memory.
     """
     log.parent.mkdir(parents=True, exist_ok=True)
     mark = secrets.token_hex(16)
     env = {**(os.environ if env is None else env), JOB_MARK_ENV: mark}
+    become_subreaper()
+    ours = {p.pid for p in _own_descendants()}  # this process's own, not the job's
     started = time.monotonic()
     with open(log, "wb") as out:
         try:
@@ -153,7 +158,8 @@ def run_limited(argv: list[str], *, limits: Limits, log: Path, env: dict[str, st
                 break
             time.sleep(POLL_S)
     seconds = time.monotonic() - started
-    left_behind = kill_job_tree(proc.pid, seen=seen.values(), mark=mark)
+    orphans = [p for p in _own_descendants() if p.pid not in ours and p.pid != proc.pid]
+    left_behind = kill_job_tree(proc.pid, seen=[*seen.values(), *orphans], mark=mark)
     if after is not None:
         after()
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must not wait again
@@ -161,6 +167,26 @@ def run_limited(argv: list[str], *, limits: Limits, log: Path, env: dict[str, st
     return RunOutcome(exit_code=exit_code, seconds=seconds, timed_out=timed_out,
                       peak_rss_bytes=usage.ru_maxrss * 1024, log=log,
                       left_processes=[] if timed_out else left_behind)
+
+
+def become_subreaper() -> bool:
+    """Have orphans of this process's descendants re-parented here, not to init (Linux's PR_SET_CHILD_SUBREAPER).
+
+    A job's daemon that left its tree, its process group and its environment (`env -i setsid sh -c '(...)&'`)
+    then stays a descendant of the dry run, where it is found and killed when the job ends.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):  # not Linux: the group, the tree and the mark still find the rest
+        return False
+
+
+def _own_descendants() -> list[psutil.Process]:
+    try:
+        return psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return []
 
 
 def _note_descendants(pid: int, seen: dict[int, psutil.Process]) -> None:

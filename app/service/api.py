@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,6 +23,8 @@ from app.service.participants import ParticipantStore
 from app.service.phases import PhaseStore
 from app.service.routes import cases, health, jobs, phases, scoring
 from app.service.scoring import scoring_processes
+from app.service.security import BrowserSafety
+from app.service.sessions import SESSION_COOKIE, SessionStore
 from app.service.settings import ServiceSettings
 from app.service.uploads import disk_full
 from app.service.worker import InferenceWorker
@@ -44,7 +49,8 @@ def create_app(*, settings: ServiceSettings, engine) -> FastAPI:
     service = Service(settings=settings, store=store, participants=ParticipantStore(settings.database),
                       phases=PhaseStore(settings.database), worker=worker, scoring=scoring_pool,
                       processes=scoring_processes(settings.scoring_workers),
-                      engine_info=dict(engine.describe()), cases=cases_found)
+                      engine_info=dict(engine.describe()), cases=cases_found,
+                      sessions=SessionStore(settings.database))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -74,13 +80,13 @@ def create_app(*, settings: ServiceSettings, engine) -> FastAPI:
     app.state.service = service
     _add_error_handlers(app)
     app.add_middleware(Authenticator, service=service)
+    app.add_middleware(BrowserSafety, session_cookie=SESSION_COOKIE)  # outermost: every answer gets its headers
     for router in (health.router, scoring.router, jobs.router):
         app.include_router(router)
     if cases_found is not None:
         app.include_router(cases.router)
         app.include_router(phases.router)
     pages.add_offline_docs(app)
-    pages.add_static_files(app)
     app.include_router(pages.pages_router(service))
     _only_declared_responses(app)
     return app
@@ -104,9 +110,44 @@ def _only_declared_responses(app: FastAPI) -> None:
     app.openapi = schema
 
 
+TEMPORARY = "tmp"  # the scratch folder that holds the server's (and its children's) temporary files
+# multiprocessing puts its forkserver's socket at <tmp>/pymp-XXXXXXXX/listener-XXXXXXXX, and a socket's path
+# may hold at most 107 bytes.
+MAX_TEMPORARY_PATH = 70
+
+
+def keep_temporary_files_in_scratch(settings: ServiceSettings) -> Path | None:
+    """Point TMPDIR (tempfile's and multiprocessing's `pymp-*` folders, the children's too) into the scratch.
+
+    What a kill -9 leaves there, the next start removes; nothing is left in the system's /tmp. Called by
+    `serve` before anything else runs; the folder is emptied now, not by the tidying at start-up. A data dir
+    whose path is too long for a socket's keeps the system's temporary folder (with a warning).
+    """
+    folder = (settings.scratch_dir / TEMPORARY).resolve()
+    if len(str(folder)) > MAX_TEMPORARY_PATH:
+        log.warning("temporary files stay in %s: the data dir's path is too long for multiprocessing's sockets "
+                    "under %s (over %d characters)", tempfile.gettempdir(), folder, MAX_TEMPORARY_PATH)
+        return None
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        folder.mkdir(parents=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the data folder: {exc.strerror}", path=folder) from None
+    os.environ["TMPDIR"] = str(folder)
+    tempfile.tempdir = str(folder)
+    return folder
+
+
 def _tidy_data_dir(service: Service) -> None:
     """Drop half-received uploads: scratch folders and job folders with no job record."""
-    shutil.rmtree(service.settings.scratch_dir, ignore_errors=True)
+    scratch, in_use = service.settings.scratch_dir, Path(tempfile.gettempdir())
+    for entry in scratch.iterdir() if scratch.is_dir() else ():
+        if entry == in_use:  # keep_temporary_files_in_scratch emptied it when this server started
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
     service.settings.jobs_dir.mkdir(parents=True, exist_ok=True)
     known = service.store.ids()
     for folder in service.settings.jobs_dir.iterdir():

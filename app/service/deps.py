@@ -17,16 +17,17 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from app.service.errors import ApiError
 from app.service.jobs import JobStore
 from app.service.leaderboard import Leaderboards
-from app.service.participants import ParticipantStore
+from app.service.participants import ParticipantStore, token_digest
 from app.service.phases import PhaseStore
 from app.service.processes import KillableProcesses
 from app.service.scoring import run_limited
+from app.service.sessions import SESSION_COOKIE, SessionStore
 from app.service.settings import ServiceSettings
 from app.service.submissions import InFlight
 from app.service.worker import InferenceWorker
 
 OPEN_PATHS = frozenset({"/healthz", "/login", "/logout"})
-TOKEN_COOKIE = "petct_token"  # the web pages' login form keeps the token here (HttpOnly, SameSite=Strict)
+OPEN_PREFIXES = ("/static/",)  # the pages' script and style files: the login form needs them, and they are public
 PAGE_PATHS = ("/", "/report")  # with /jobs/... and /phases/...: a browser without credentials is sent to the login form
 
 
@@ -68,6 +69,7 @@ class Service:
     engine_info: dict
     cases: dict[str, Path] | None
     leaderboards: Leaderboards = field(default_factory=Leaderboards)
+    sessions: SessionStore | None = None  # the pages' logins
     submitting: InFlight = field(init=False)
 
     def __post_init__(self) -> None:
@@ -125,12 +127,12 @@ class Authenticator:
         headers = dict(scope["headers"])
         scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
         by_header = caller_for(self.service, given.strip()) if scheme.lower() == b"bearer" else None
-        return by_header or caller_for(self.service, token_cookie(headers.get(b"cookie", b"")))
+        return by_header or caller_for_session(self.service, session_cookie(headers.get(b"cookie", b"")))
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
             caller = self.identify(scope)
-            if caller is None and scope["path"] not in OPEN_PATHS:
+            if caller is None and scope["path"] not in OPEN_PATHS and not scope["path"].startswith(OPEN_PREFIXES):
                 if scope["method"] == "GET" and (is_page(scope["path"]) or is_browser_docs(scope)):
                     await RedirectResponse("/login", status_code=303)(scope, receive, send)
                     return
@@ -165,15 +167,27 @@ def is_browser_docs(scope) -> bool:
     return scope["path"] == "/docs" and b"text/html" in accept
 
 
-def token_cookie(header: bytes) -> bytes:
-    """The token cookie's value from a Cookie header (empty when absent or unreadable)."""
+def caller_for_session(service: Service, session_id: str) -> Caller | None:
+    """The caller a login session belongs to while its token is still live, or None."""
+    digest = service.sessions.token_digest(session_id) if service.sessions is not None else None
+    if digest is None:
+        return None
+    organiser = token_digest(service.settings.token) if service.settings.token else ""
+    if organiser and hmac.compare_digest(digest, organiser):
+        return Caller(Role.organiser)
+    name = service.participants.name_for_digest(digest)
+    return Caller(Role.participant, participant=name) if name else None
+
+
+def session_cookie(header: bytes) -> str:
+    """The session cookie's value from a Cookie header (empty when absent or unreadable)."""
     cookies = SimpleCookie()
     try:
         cookies.load(header.decode("latin-1"))
     except CookieError:
-        return b""
-    morsel = cookies.get(TOKEN_COOKIE)
-    return morsel.value.encode("latin-1") if morsel else b""
+        return ""
+    morsel = cookies.get(SESSION_COOKIE)
+    return morsel.value if morsel else ""
 
 
 def get_service(request: Request) -> Service:

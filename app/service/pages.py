@@ -18,10 +18,12 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from app.service.deps import TOKEN_COOKIE, Caller, Role, caller_for, get_caller, organiser_only
+from app.service.deps import Caller, Role, caller_for, get_caller, organiser_only, session_cookie
 from app.service.errors import ApiError
 from app.service.jobs import Job, JobState
 from app.service.phases import AGGREGATE_SIGNIFICANT_DIGITS
+from app.service.security import inline_hashes, policy
+from app.service.sessions import SESSION_COOKIE
 from app.service.viewer import COMPONENT_LABELS, PREDICTION_LABELS, Volume, viewer_volume
 from app.service.worker import MASK_NAME
 from evaluation.aggregates import METRICS
@@ -55,6 +57,13 @@ def page_access(caller: Caller, *, job: Job | None = None) -> PageAccess:
     return PageAccess(job=own, ground_truth=own, report=False)
 
 
+def who(caller: Caller | None) -> str | None:
+    """Who the pages say is logged in: a participant's name, "the organiser", or None (no login)."""
+    if caller is None or caller.role == Role.anonymous:
+        return None
+    return caller.participant if caller.role == Role.participant else "the organiser"
+
+
 def is_secure(request: Request) -> bool:
     """Whether the browser reached us over https, directly or through a proxy that says so."""
     forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
@@ -84,9 +93,9 @@ def pages_router(service) -> APIRouter:
     templates = _templates()
 
     def page(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
-        caller = get_caller(request)
-        shared = {"token_required": service.tokens_required(), "can_report": page_access(caller).report,
-                  "logged_in": service.tokens_required() and caller.role != Role.anonymous}
+        caller = getattr(request.state, "caller", None)
+        shared = {"token_required": service.tokens_required(), "who": who(caller),
+                  "can_report": page_access(caller).report if caller else False}
         return templates.TemplateResponse(request, name, {**shared, **context}, status_code=status)
 
     @router.get("/login", response_class=HTMLResponse)
@@ -101,13 +110,17 @@ def pages_router(service) -> APIRouter:
             return page(request, "login.html.j2", status=401, can_report=False,
                         error="That token is neither the organiser's nor a live participant's.")
         response = RedirectResponse("/", status_code=303)
-        response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict", secure=is_secure(request), path="/")
+        response.set_cookie(SESSION_COOKIE, service.sessions.open(token), httponly=True, samesite="strict",
+                            secure=is_secure(request), path="/")
         return response
 
     @router.post("/logout")
-    async def logout():
+    async def logout(request: Request):
+        session = session_cookie(request.headers.get("cookie", "").encode("latin-1"))
+        if session:
+            service.sessions.close_session(session)
         response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(TOKEN_COOKIE, path="/")
+        response.delete_cookie(SESSION_COOKIE, path="/")
         return response
 
     @router.get("/", response_class=HTMLResponse)
@@ -158,7 +171,10 @@ def pages_router(service) -> APIRouter:
         if not jobs:
             return page(request, "empty_report.html.j2")
         path = await service.in_pool(_report, service, jobs)
-        return FileResponse(path, media_type="text/html; charset=utf-8")
+        # A standalone file with its own inline script and style: allowed by their hashes, nothing else.
+        hashes = inline_hashes(path.read_text(encoding="utf-8"))
+        return FileResponse(path, media_type="text/html; charset=utf-8", headers={
+            "Content-Security-Policy": policy(script_hashes=hashes["script"], style_hashes=hashes["style"])})
 
     @router.get("/phases/{phase}", response_class=HTMLResponse)
     async def phase_page(request: Request, phase: str, caller: Caller = Depends(get_caller)):
@@ -322,26 +338,25 @@ def _report(service, jobs: list[Job]) -> Path:
     return html
 
 
-def add_static_files(app) -> None:
-    """/static: the pages' own scripts and the vendored viewer (static/niivue/README.md), served by the service."""
-    from fastapi.staticfiles import StaticFiles
-
-    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+STATIC = Path(__file__).parent / "static"
 
 
 def add_offline_docs(app) -> None:
-    """/docs with Swagger UI's JavaScript and CSS served from the installed fastapi-offline package, not a CDN."""
+    """/docs with Swagger UI's JavaScript and CSS served from the installed fastapi-offline package, not a CDN.
+
+    Swagger UI is started by a script file (static/docs.js), not FastAPI's inline one: the pages' CSP allows
+    no inline script. /static/ serves the pages' own script and style files.
+    """
     from importlib.resources import files
 
-    from fastapi.openapi.docs import get_swagger_ui_html
     from fastapi.staticfiles import StaticFiles
 
     assets = Path(str(files("fastapi_offline") / "static"))
     app.mount("/docs-assets", StaticFiles(directory=assets), name="docs-assets")
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    html = _templates().get_template("docs.html.j2").render(title=f"{app.title} – API docs",
+                                                            openapi_url=app.openapi_url)
 
     @app.get("/docs", include_in_schema=False)
     async def docs():
-        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} – API docs",
-                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
-                                   swagger_css_url="/docs-assets/swagger-ui.css",
-                                   swagger_favicon_url="/docs-assets/favicon.png")
+        return HTMLResponse(html)

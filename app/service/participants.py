@@ -73,8 +73,11 @@ class ParticipantStore(Database):
 
     def name_for(self, token: str) -> str | None:
         """The live participant this token belongs to, or None."""
-        row = self._one("SELECT name FROM participants WHERE token_sha256 = ? AND revoked_at IS NULL",
-                        (token_digest(token),))
+        return self.name_for_digest(token_digest(token))
+
+    def name_for_digest(self, digest: str) -> str | None:
+        """The live participant whose token has this SHA-256, or None."""
+        row = self._one("SELECT name FROM participants WHERE token_sha256 = ? AND revoked_at IS NULL", (digest,))
         return row[0] if row else None
 
     def any(self) -> bool:

@@ -21,9 +21,10 @@ def load_service_engine(settings: ServiceSettings, *, engine: str = "auto"):
 def serve(settings: ServiceSettings, *, engine: str = "auto", log_level: str = "info") -> int:
     import uvicorn
 
-    from app.service.api import create_app
+    from app.service.api import create_app, keep_temporary_files_in_scratch
 
     settings.check()
+    keep_temporary_files_in_scratch(settings)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings=settings, engine=load_service_engine(settings, engine=engine))
     log.info("data in %s; uploads up to %d bytes; %s", Path(settings.data_dir).resolve(), settings.max_upload_bytes,

@@ -126,7 +126,7 @@ class InferenceWorker:
             return
         except Exception as exc:  # an engine bug must fail its job, not the worker
             log.error("job %s failed:\n%s", job.id, traceback.format_exc())
-            self._fail(job, f"inference failed: {type(exc).__name__}: {exc}", timings)
+            self._fail(job, f"inference failed: {type(exc).__name__}: {self._without_paths(str(exc))}", timings)
             return
         notes = _jsonable(getattr(result, "notes", {}) or {})
         if not job.has_label:
@@ -151,6 +151,12 @@ class InferenceWorker:
         timings["scoring_s"] = round(time.perf_counter() - started, 3)
         self._record(f"job {job.id}", lambda: self.store.finish(job.id, state=JobState.succeeded, timings=timings,
                                                                 metrics=metrics, notes=notes))
+
+    def _without_paths(self, text: str) -> str:
+        """An error's text as a participant may read it: the server's folders replaced, one line, short."""
+        for folder in {str(self.jobs_dir.resolve()), str(self.jobs_dir)}:
+            text = text.replace(folder, "<jobs>")
+        return " ".join(text.split())[:300]
 
     def _fail(self, job: Job, reason: str, timings: dict) -> None:
         self._record(f"job {job.id}", lambda: self.store.finish(job.id, state=JobState.failed, error=reason,
