@@ -6,7 +6,8 @@ clicks too) -> predict -> write the mask (2024: and data-centric-model.json) -> 
 (engine, model, folds, options). Any failure ends in one line on stderr and a non-zero exit code.
 
 `python -m algorithm predict-folder IN OUT` is the batch mode (algorithm/batch.py): the model loaded
-once for a whole folder of studies.
+once for a whole folder of studies. `python -m algorithm loop` runs the autoPET V interactive loop on one
+study in one process (algorithm/closed_loop.py).
 """
 from __future__ import annotations
 
@@ -34,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         from algorithm.batch import main as predict_folder
 
         return predict_folder(argv[1:])
+    if argv[:1] == ["loop"]:
+        from algorithm.closed_loop import main as closed_loop
+
+        return closed_loop(argv[1:])
     args = parse_args(argv)
     configure_logging()
     try:

@@ -5,7 +5,7 @@ import itertools
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +21,8 @@ from algorithm.nnunet.folder import (CLICK_ROLES, DATASET_JSON, PLANS_JSON, SETT
 from algorithm.nnunet.network import ArchitectureError, UNet, build_network
 from algorithm.nnunet.oom import on_host_if_out_of_memory, retry_out_of_memory
 from algorithm.nnunet.plans import DEFAULT_RESAMPLING_FN, Plan, read_plan
-from algorithm.nnunet.preprocessing import (pad_to_patch, preprocess, resample_logits_back, to_numpy_grid,
-                                            uncrop)
+from algorithm.nnunet.preprocessing import (nonzero_bbox, pad_to_patch, preprocess, resample_logits_back,
+                                            to_numpy_grid, uncrop)
 from algorithm.nnunet.sliding_window import SlidingWindow, WindowRun, mirror_passes, seconds
 from petct.clicks import ClickEncoding, Clicks, click_channels
 from petct.errors import InputError
@@ -136,6 +136,7 @@ class NnUNetEngine:
         self.safe_load = safe_load
         self.load_notes = load_notes
         self._active_fold: int | None = None  # loading left the last fold in the network; copy on first use
+        self._kept: _KeptStudy | None = None  # keep_study's preprocessed CT and PET
         self.window = SlidingWindow(patch_size=plan.patch_size, step_size=options.step_size, device=device,
                                     tile_batch=tile_batch, autocast=device.type == "cuda")
 
@@ -316,10 +317,68 @@ class NnUNetEngine:
         result.notes = {**notes, **self._run_notes(schedule, runs, folds_run, events)}
         return result
 
+    def keep_study(self, *, pet: np.ndarray, ct: np.ndarray, spacing_zyx) -> bool:
+        """Preprocess a study's CT and PET once, for predictions that differ in their clicks only.
+
+        Later predict() calls on these same arrays preprocess the click channels alone and reuse the rest:
+        nnU-Net's normalisation and resampling treat each channel on its own, and the crop box stays the CT
+        and PET's while the click channels lie inside it (else that call preprocesses everything). False,
+        and nothing kept, when the model has no click channels or normalises with the non-zero mask, which
+        ties the channels together.
+        """
+        self.release_study()
+        roles = self.channel_roles
+        if not any(r in CLICK_ROLES for r in roles) or any(
+                c.use_mask and c.scheme == "ZScoreNormalization" for c in self.plan.channels):
+            return False
+        static = [i for i, r in enumerate(roles) if r not in CLICK_ROLES]
+        images = {"pet": pet, "ct": ct}
+        tensor = torch.from_numpy(np.stack([np.asarray(images[roles[i]], dtype=np.float32) for i in static]))
+        tensor = tensor.to(self.device)
+        box = nonzero_bbox(tensor.permute(0, *[a + 1 for a in self.plan.transpose_forward]))
+        data, geometry = preprocess(tensor, spacing_zyx, _channel_subset(self.plan, static), bbox=box)
+        if not bool(torch.isfinite(data).all()):
+            return False  # predict() preprocesses everything and reports the bad input
+        self._kept = _KeptStudy(pet=pet, ct=ct, spacing=tuple(float(v) for v in spacing_zyx), static=static,
+                                bbox=box, data=data, geometry=geometry)
+        return True
+
+    def release_study(self) -> None:
+        """Forget the study keep_study prepared."""
+        self._kept = None
+
+    def _prepare_kept(self, pet: np.ndarray, ct: np.ndarray, spacing_zyx, clicks: Clicks | None):
+        """(data, geometry) from the kept CT and PET and freshly preprocessed click channels; None when the
+        kept study does not apply (other arrays, or click channels reaching outside its crop box)."""
+        kept = getattr(self, "_kept", None)
+        if kept is None or kept.pet is not pet or kept.ct is not ct or \
+                kept.spacing != tuple(float(v) for v in spacing_zyx):
+            return None
+        roles = self.channel_roles
+        moving = [i for i, r in enumerate(roles) if r in CLICK_ROLES]
+        channels = dict(zip(CLICK_ROLES, click_channels(clicks or Clicks(), pet.shape, self.click_encoding)))
+        tensor = torch.from_numpy(np.stack([channels[roles[i]] for i in moving])).to(self.device)
+        permuted = tensor.permute(0, *[a + 1 for a in self.plan.transpose_forward])
+        if bool((permuted != 0).any()):
+            box = nonzero_bbox(permuted)
+            if any(a < k[0] or b > k[1] for (a, b), k in zip(box, kept.bbox)):
+                return None
+        data, _ = preprocess(tensor, spacing_zyx, _channel_subset(self.plan, moving), bbox=kept.bbox)
+        merged = torch.empty((len(roles), *data.shape[1:]), dtype=data.dtype, device=data.device)
+        merged[kept.static] = kept.data
+        merged[moving] = data
+        return merged, kept.geometry
+
     def _prepare(self, pet: np.ndarray, ct: np.ndarray, spacing_zyx, timings: dict[str, float],
                  clicks: Clicks | None = None):
         """Upload, preprocess as nnU-Net does, pad to at least one patch: (data, geometry, unpad slices)."""
         t_start = seconds(self.device)
+        reused = self._prepare_kept(pet, ct, spacing_zyx, clicks)
+        if reused is not None:
+            data, geometry = reused
+            data, unpad = pad_to_patch(data, self.plan.patch_size)
+            timings["upload"], timings["preprocess"] = 0.0, seconds(self.device) - t_start
+            return data, geometry, unpad
         tensor = self._upload(pet, ct, clicks)
         t = seconds(self.device)  # the asynchronous upload has landed: its pinned staging buffer is free
         _release_pinned_memory(self.device)
@@ -446,3 +505,22 @@ class _BudgetClock:
 
     def seconds_since_network_start(self) -> float:
         return seconds(self.device) - self.network_start
+
+
+@dataclass
+class _KeptStudy:
+    """A study's CT and PET channels preprocessed once (NnUNetEngine.keep_study)."""
+
+    pet: np.ndarray
+    ct: np.ndarray
+    spacing: tuple[float, ...]
+    static: list[int]  # their indices among the network's channels
+    bbox: tuple[tuple[int, int], ...]  # the crop box (after transpose) of these channels
+    data: torch.Tensor
+    geometry: object
+
+
+def _channel_subset(plan: Plan, indices: list[int]) -> Plan:
+    """The plan with only some of its channels' normalisations (preprocessing treats channels apart)."""
+    return replace(plan, channels=tuple(plan.channels[i] for i in indices),
+                   channel_names=tuple(plan.channel_names[i] for i in indices))

@@ -72,13 +72,17 @@ def normalize_channel(image: torch.Tensor, norm: ChannelNorm, mask: torch.Tensor
     return image  # NoNormalization
 
 
-def preprocess(data: torch.Tensor, spacing_zyx: tuple[float, float, float], plan: Plan
-               ) -> tuple[torch.Tensor, Geometry3]:
-    """(c, z, y, x) float32 channels in network order -> the network's input at the plan's spacing."""
+def preprocess(data: torch.Tensor, spacing_zyx: tuple[float, float, float], plan: Plan,
+               bbox: tuple[tuple[int, int], ...] | None = None) -> tuple[torch.Tensor, Geometry3]:
+    """(c, z, y, x) float32 channels in network order -> the network's input at the plan's spacing.
+
+    `bbox` (after transpose) replaces the channels' own non-zero box: a subset of a study's channels
+    preprocessed apart (algorithm.closed_loop keeps CT and PET) is cropped to the whole study's box.
+    """
     data = data.permute(0, *[a + 1 for a in plan.transpose_forward])
     spacing = tuple(float(spacing_zyx[a]) for a in plan.transpose_forward)
     shape_before = tuple(int(s) for s in data.shape[1:])
-    bbox = nonzero_bbox(data)
+    bbox = nonzero_bbox(data) if bbox is None else bbox
     data = data[(slice(None), *[slice(a, b) for a, b in bbox])]
     shape_after = tuple(int(s) for s in data.shape[1:])
     mask = _filled_nonzero_mask(data) if any(c.use_mask and c.scheme == "ZScoreNormalization"
