@@ -1,6 +1,7 @@
 """Reading and writing images with SimpleITK, keeping geometry, with errors that name the file."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import math
@@ -21,6 +22,9 @@ from petct.layout import image_suffix
 SPACING_RTOL = 1e-4
 ORIGIN_ATOL_MM = 1e-3
 DIRECTION_ATOL = 1e-4
+# Header items SimpleITK keeps from a NIfTI file that MetaImageIO cannot write (each would warn once per write).
+NIFTI_HEADER_ITEMS = frozenset({"ITK_FileNotes", "aux_file", "descrip", "intent_name", "qto_xyz", "sto_xyz",
+                                "qform_code_name", "sform_code_name"})
 # Voxel spacing a PET/CT image can have, in mm; beyond it volumes overflow or vanish and Dice means nothing.
 MIN_SPACING_MM = 1e-3
 MAX_SPACING_MM = 1e3
@@ -223,8 +227,28 @@ def image_from_array(array: np.ndarray, geometry: Geometry) -> sitk.Image:
 def write_image_atomic(image: sitk.Image, path: str | Path, *, compress: bool = True) -> Path:
     """Write an image atomically (see petct.atomic), refusing a file that holds less than its header announces."""
     with atomic_path(path, verify=lambda tmp: require_image_written(tmp, image, path=path)) as tmp:
-        sitk.WriteImage(image, str(tmp), useCompression=compress)
+        with _quiet_metaimage_items(image, path):
+            sitk.WriteImage(image, str(tmp), useCompression=compress)
     return Path(path)
+
+
+@contextlib.contextmanager
+def _quiet_metaimage_items(image: sitk.Image, path: str | Path):
+    """No ITK warning per NIfTI header item (qto_xyz, descrip, ...) a MetaImage cannot hold, for an image read
+    from NIfTI and written as .mha: the items are dropped either way, and the geometry is written in full.
+
+    ITK's warning switch is process-wide; it is off only while such an image is written.
+    """
+    unwritable = str(path).lower().endswith((".mha", ".mhd")) and any(
+        key in NIFTI_HEADER_ITEMS for key in image.GetMetaDataKeys())
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    if unwritable and shown:
+        sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        if unwritable and shown:
+            sitk.ProcessObject.SetGlobalWarningDisplay(True)
 
 
 def require_image_written(tmp: Path, image: sitk.Image, *, path: str | Path) -> None:
