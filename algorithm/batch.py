@@ -21,12 +21,11 @@ from algorithm.cli import add_model_arguments, check_engine_choice, engine_optio
 from algorithm.engine import Engine
 from algorithm.engines import load_engine
 from algorithm.failures import EXIT_INPUT, describe_failure, report_failure
-from algorithm.logs import configure_logging, timed
+from algorithm.logs import configure_logging, log_engine, timed
 from algorithm.pipeline import StudyArrays, read_study, segment_arrays
 from algorithm.runinfo import ran_line
 from petct.errors import InputError
 from petct.imageio import write_image_atomic
-from petct.jsonio import dumps
 
 log = logging.getLogger("algorithm")
 
@@ -61,13 +60,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    configure_logging()
+    configure_logging(verbose=args.debug)
     try:
         if Path(args.output).resolve() == Path(args.input).resolve():
             raise InputError("OUT must differ from IN", path=args.output)
         with timed({}, "load engine", log):
             engine = load_engine(model=args.model, options=engine_options(args), engine=args.engine)
-        log.info("engine: %s", dumps(engine.describe(), indent=None))
+        log_engine(engine.describe(), log)
         found = find_cases(args.input, roles=input_roles(engine))
         Path(args.output).mkdir(parents=True, exist_ok=True)
     except Exception as exc:  # noqa: BLE001 - every failure becomes one line and an exit code
