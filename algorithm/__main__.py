@@ -19,7 +19,7 @@ from algorithm.cli import engine_options, parse_args
 from algorithm.data_centric import data_centric_answer, write_data_centric
 from algorithm.engines import MODEL_SEARCH_PATH, load_engine
 from algorithm.failures import report_failure
-from algorithm.logs import configure_logging, timed
+from algorithm.logs import configure_logging, log_engine, timed
 from algorithm.pipeline import check_probabilities_path, run_container
 from algorithm.runinfo import ran_line
 from petct.editions import edition as edition_named
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return closed_loop(argv[1:])
     args = parse_args(argv)
-    configure_logging()
+    configure_logging(verbose=args.debug)
     try:
         # Checked before the (slow) model load: a probability map in /output breaks "exactly one output".
         check_probabilities_path(args.save_probabilities, output_dir=args.output, input_dir=args.input)
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         with timed({}, "load engine", log):
             engine = load_engine(model=args.model, options=engine_options(args, clock_start=started),
                                  engine=args.engine)
-        log.info("engine: %s", dumps(engine.describe(), indent=None))
+        log_engine(engine.describe(), log)
         # Reading, prediction and writing, each logged with its time.
         mask_path = run_container(input_dir=args.input, output_dir=args.output, engine=engine,
                                   probabilities_path=args.save_probabilities, edition=edition)

@@ -27,13 +27,12 @@ from algorithm.cli import add_model_arguments, check_engine_choice, engine_optio
 from algorithm.engine import Engine
 from algorithm.failures import EXIT_INPUT, EXIT_INTERNAL, describe_failure, report_failure
 from algorithm.loaded_engines import EngineSpec
-from algorithm.logs import configure_logging, timed
+from algorithm.logs import configure_logging, log_engine, timed
 from algorithm.pipeline import StudyArrays, read_study, segment_arrays
 from algorithm.runinfo import ran_line
 from petct.argtypes import whole_number
 from petct.errors import InputError
 from petct.imageio import write_image_atomic
-from petct.jsonio import dumps
 
 log = logging.getLogger("algorithm")
 
@@ -87,7 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    configure_logging()
+    configure_logging(verbose=args.debug)
     spec = EngineSpec(model=args.model, engine=args.engine, options=engine_options(args))
     on_cluster = args.workers is not None or args.scheduler is not None
     try:
@@ -97,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         with timed({}, "load engine", log):
             # On a cluster the workers load it; here it is only checked, on the CPU (this machine may have no GPU).
             engine = cluster.checking_spec(spec).load() if cluster else spec.load()
-        log.info("engine: %s", dumps(engine.describe(), indent=None))
+        log_engine(engine.describe(), log)
         found = find_cases(args.input, roles=input_roles(engine))
         cases, problems = _this_part(found, num_parts=args.num_parts, part_id=args.part_id)
         Path(args.output).mkdir(parents=True, exist_ok=True)

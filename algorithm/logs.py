@@ -25,3 +25,12 @@ def timed(timings: dict[str, float], stage: str, log: logging.Logger) -> Iterato
     finally:
         timings[stage] = time.perf_counter() - start
     log.info("%s: %.2f s", stage, timings[stage])
+
+
+def log_engine(description: dict, log: logging.Logger) -> None:
+    """The engine in one short INFO line; its settings (a kilobyte for the baseline) at DEBUG (--debug)."""
+    from petct.jsonio import dumps
+
+    log.info("engine: %s", dumps({k: v for k, v in description.items() if k != "settings"}, indent=None))
+    if "settings" in description:
+        log.debug("engine settings: %s", dumps(description["settings"], indent=None))

@@ -111,7 +111,9 @@ def _parser() -> argparse.ArgumentParser:
                                                 "<patient>/<study folder>/{SUV,CTres,SEG} (study <patient>__<study "
                                                 "folder>) (default: built-in phantom studies)")
     dry.add_argument("--phantoms", type=whole_number(1), default=defaults.phantoms, help="phantom studies (default: %(default)s)")
-    dry.add_argument("--phantom-size", choices=("tiny", "small"), default=defaults.phantom_size)
+    dry.add_argument("--phantom-size", choices=("tiny", "small"), default=defaults.phantom_size,
+                     help="grid of the phantom studies: tiny 64x64x48 voxels (seconds), small 128x128x96 "
+                          "(default: %(default)s)")
     dry.add_argument("--time-limit", type=positive_number, default=defaults.time_limit_s, metavar="SECONDS",
                      help="per study (default: %(default)g; the platform allows 5 min to 24 h)")
     dry.add_argument("--memory", type=_size, default=defaults.memory_bytes, metavar="SIZE",

@@ -79,6 +79,7 @@ def stats(args) -> int:
 
     summary = write_stats(args.out, metadata=args.metadata)
     print_summary(summary)
+    print(f"wrote {Path(args.out) / 'studies.csv'} (one row per study) and {Path(args.out) / 'summary.json'}")
     return 0
 
 

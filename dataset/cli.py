@@ -10,15 +10,7 @@ from dataset.outputs import FORMATS, LAYOUTS
 from dataset.synth import VENDORS
 from petct.argtypes import whole_number
 
-DESCRIPTION = """\
-The public autoPET dataset (TCIA FDG-PET-CT-Lesions) as DICOM in; SUV, CTres and SEG images out.
-
-  convert      DICOM studies -> CT, PET, SUV, CTres and SEG images (tcia, nnunet or grand-challenge layout)
-  suv          the body-weight SUV factor of a PET series or slice, with every input it used
-  stats        per-study statistics (studies.csv) and a summary per diagnosis
-  to-seg       an algorithm's mask as a DICOM-SEG referencing the PET series
-  synth-dicom  phantom studies as scanner-like DICOM (the kit's own test data)
-"""
+DESCRIPTION = "The public autoPET dataset (TCIA FDG-PET-CT-Lesions) as DICOM in; SUV, CTres and SEG images out."
 
 
 def _size(text: str) -> int:
@@ -31,9 +23,10 @@ def _size(text: str) -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m dataset", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, title="commands")
 
-    convert = commands.add_parser("convert", help="DICOM studies to images",
+    convert = commands.add_parser("convert", help="DICOM studies -> CT, PET, SUV, CTres and SEG images (tcia, "
+                                                       "nnunet or grand-challenge layout)",
                                   description="Find every study under DICOM_ROOT by content (PT, CT and SEG series) "
                                               "and convert it into OUT. Exit 1 if any study failed; "
                                               "OUT/conversion-report.json says why.")
@@ -56,28 +49,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                               "from the headers, before any is decoded; default 2GiB)")
     convert.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    suv = commands.add_parser("suv", help="SUV factor of a PET series",
+    suv = commands.add_parser("suv", help="the body-weight SUV factor of a PET series or slice, with every "
+                                                   "input it used",
                               description="Print the body-weight SUV factor (SUV per rescaled stored unit) of a "
                                           "PET series folder or one slice, and every input it used. Exit 1, "
                                           "naming the tag, when the headers do not allow a safe factor.")
     suv.add_argument("pet", type=Path, metavar="PET_SERIES_DIR_OR_FILE")
     suv.add_argument("--json", action="store_true", help="print JSON")
 
-    stats = commands.add_parser("stats", help="statistics of a converted set",
+    stats = commands.add_parser("stats", help="per-study statistics (studies.csv) and a summary per diagnosis",
                                 description="Write OUT/studies.csv (one row per study) and OUT/summary.json "
                                             "(per diagnosis), and print the summary table.")
     stats.add_argument("out", type=Path, metavar="OUT", help="a folder `convert --layout tcia` wrote")
     stats.add_argument("--metadata", type=Path, metavar="CSV",
                        help="clinical metadata CSV (columns: Subject ID or patient, diagnosis, age, sex)")
 
-    to_seg = commands.add_parser("to-seg", help="mask to DICOM-SEG",
+    to_seg = commands.add_parser("to-seg", help="an algorithm's mask as a DICOM-SEG referencing the PET series",
                                  description="Write MASK (an image on the PET grid) as a DICOM-SEG referencing "
                                              "the PET series in PET_DICOM_DIR.")
     to_seg.add_argument("mask", type=Path, metavar="MASK")
     to_seg.add_argument("pet_dir", type=Path, metavar="PET_DICOM_DIR")
     to_seg.add_argument("output", type=Path, metavar="OUT.dcm")
 
-    synth = commands.add_parser("synth-dicom", help="synthetic DICOM studies",
+    synth = commands.add_parser("synth-dicom", help="phantom studies as scanner-like DICOM (the kit's own test "
+                                                           "data)",
                                 description="Write phantom studies as DICOM in TCIA's layout "
                                             "(<patient>/<study>/{PET,CT,SEG}/).")
     synth.add_argument("out", type=Path, metavar="OUT")

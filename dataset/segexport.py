@@ -40,6 +40,7 @@ def write_seg(labels: np.ndarray, pet: list[Dataset], path: Path, *, series_uid:
     seg = hd.seg.Segmentation(
         source_images=pet, pixel_array=pixels, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions, series_instance_uid=series_uid, series_number=300,
+        series_description="lesions (petct-kit)" if algorithm else "lesions",  # what viewers name the series by
         sop_instance_uid=uid(series_uid, "seg"), instance_number=1, manufacturer="petct-kit",
         manufacturer_model_name="petct-kit dataset", software_versions="1", device_serial_number="0",
         omit_empty_frames=True)

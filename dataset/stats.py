@@ -111,7 +111,8 @@ def _mean_sd(values: list[float]) -> dict:
     values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
         return {"n": 0, "mean": None, "sd": None}
-    return {"n": len(values), "mean": float(np.mean(values)), "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
+    # One value has no spread: its SD is undefined (null), not 0
+    return {"n": len(values), "mean": float(np.mean(values)), "sd": float(np.std(values, ddof=1)) if len(values) > 1 else None}
 
 
 def summarise(rows: list[StudyStats]) -> dict:
@@ -153,7 +154,10 @@ def write_stats(out: str | Path, *, metadata: Path | None = None) -> dict:
 
 
 def _fmt(stat: dict, digits: int = 1) -> str:
-    return "-" if stat["mean"] is None else f"{stat['mean']:.{digits}f} ± {stat['sd']:.{digits}f}"
+    if stat["mean"] is None:
+        return "-"
+    mean = f"{stat['mean']:.{digits}f}"
+    return mean if stat["sd"] is None else f"{mean} ± {stat['sd']:.{digits}f}"
 
 
 def print_summary(summary: dict) -> None:

@@ -127,8 +127,17 @@ def score_folders(args) -> int:
         return finish([], [Problem.of(exc)], output=args.output, allow_partial=False, csv=args.csv)
     cases, unmatched = match_folders(ground_truth, predictions)
     results, failed = score_cases(cases, workers=args.workers, timeout_s=args.timeout)
-    return finish(results, unmatched + failed, output=args.output, allow_partial=args.allow_partial, summary=True,
-                  csv=args.csv)
+    status = finish(results, unmatched + failed, output=args.output, allow_partial=args.allow_partial, summary=True,
+                    csv=args.csv)
+    if args.nnunet_summary is not None:
+        from evaluation.nnunet_summary import write_nnunet_summary
+        try:
+            write_nnunet_summary([result for _, result in results], args.nnunet_summary)
+        except OSError as exc:
+            print(f"error: file {args.nnunet_summary}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        print(f"wrote {args.nnunet_summary} (nnU-Net's summary.json shape)", file=sys.stderr)
+    return status
 
 
 def score_pair(args) -> int:

@@ -92,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
                               "'_pred' reads <study>_pred.nii.gz, '/PRED' reads <study>/PRED.nii.gz (the 2024 "
                               "data-centric baseline's names; default: the ground truth's naming rules)")
     folders.add_argument("--output", type=Path, required=True, help="metrics.json file to write")
+    folders.add_argument("--nnunet-summary", type=Path, metavar="FILE",
+                         help="also write the metrics in the shape of nnU-Net's summary.json (metric_per_case, "
+                              "mean, foreground_mean) for tools that read nnUNetv2_evaluate_folder's output")
     _batch_options(folders)
 
     pair = commands.add_parser("score-pair", help="print one study's metrics as JSON")

@@ -1,6 +1,7 @@
 """Reading and writing images with SimpleITK, keeping geometry, with errors that name the file."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import gzip
@@ -25,6 +26,9 @@ FAST_GZIP_LEVEL = 1  # zlib's fastest deflate (write_image_atomic's fast_gzip)
 SPACING_RTOL = 1e-4
 ORIGIN_ATOL_MM = 1e-3
 DIRECTION_ATOL = 1e-4
+# Header items SimpleITK keeps from a NIfTI file that MetaImageIO cannot write (each would warn once per write).
+NIFTI_HEADER_ITEMS = frozenset({"ITK_FileNotes", "aux_file", "descrip", "intent_name", "qto_xyz", "sto_xyz",
+                                "qform_code_name", "sform_code_name"})
 # Voxel spacing a PET/CT image can have, in mm; beyond it volumes overflow or vanish and Dice means nothing.
 MIN_SPACING_MM = 1e-3
 MAX_SPACING_MM = 1e3
@@ -233,15 +237,35 @@ def write_image_atomic(image: sitk.Image, path: str | Path, *, compress: bool = 
     """
     with atomic_path(path, verify=lambda tmp: require_image_written(tmp, image, path=path)) as tmp:
         try:
-            if fast_gzip and tmp.name.lower().endswith(".nii.gz"):
-                _write_nifti_fast_gzip(image, tmp)
-            else:
-                sitk.WriteImage(image, str(tmp), useCompression=compress)
+            with _quiet_metaimage_items(image, path):
+                if fast_gzip and tmp.name.lower().endswith(".nii.gz"):
+                    _write_nifti_fast_gzip(image, tmp)
+                else:
+                    sitk.WriteImage(image, str(tmp), useCompression=compress)
         except RuntimeError as exc:
             if out_of_space(exc, folder=tmp.parent, needed=image_bytes(image)):
                 raise OSError(errno.ENOSPC, "No space left on device (writing the image)") from None
             raise
     return Path(path)
+
+
+@contextlib.contextmanager
+def _quiet_metaimage_items(image: sitk.Image, path: str | Path):
+    """No ITK warning per NIfTI header item (qto_xyz, descrip, ...) a MetaImage cannot hold, for an image read
+    from NIfTI and written as .mha: the items are dropped either way, and the geometry is written in full.
+
+    ITK's warning switch is process-wide; it is off only while such an image is written.
+    """
+    unwritable = str(path).lower().endswith((".mha", ".mhd")) and any(
+        key in NIFTI_HEADER_ITEMS for key in image.GetMetaDataKeys())
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    if unwritable and shown:
+        sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        if unwritable and shown:
+            sitk.ProcessObject.SetGlobalWarningDisplay(True)
 
 
 def _write_nifti_fast_gzip(image: sitk.Image, target: Path) -> None:

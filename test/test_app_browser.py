@@ -111,7 +111,8 @@ def test_upload_through_the_form_then_job_page_and_report(browser, tmp_path):
 
         browser.get(f"{server.url}/report")
         _wait(lambda: browser.execute_script("return document.readyState") == "complete", "the report")
-        assert browser.find_elements(By.CSS_SELECTOR, f'tr[data-study="{job_id}"]')
+        assert browser.find_elements(By.CSS_SELECTOR, 'tr[data-study="SUV"]')  # named by the uploaded PET's file
+        assert browser.find_elements(By.CSS_SELECTOR, 'a[href="/"]')  # back to the service
         assert len(browser.find_elements(By.TAG_NAME, "img")) >= 2  # Figure 4 and the job's MIP
         assert not _broken_images(browser) and not _console_errors(browser)
         browser.save_screenshot(str(tmp_path / "report-1280.png"))

@@ -75,7 +75,7 @@ def test_trainer_folder_itself_is_packed_at_the_top(tmp_path):
 
 
 @pytest.mark.parametrize("make,needle", [
-    (lambda root: results_folder(root / "nnUNet_results" / "extra"), "not an nnU-Net results folder"),  # too deep
+    (lambda root: results_folder(root / "nnUNet_results" / "extra"), "holds no nnU-Net results folder"),
     (lambda root: results_folder(root, folds=()), "fold_K/checkpoint_final.pth"),
     (lambda root: results_folder(root, files=("plans.json",)), "dataset.json"),
 ])
@@ -107,3 +107,46 @@ def test_output_inside_the_folder_or_not_a_tar_gz_is_refused(tmp_path, name):
     result = package(tmp_path / "results", tmp_path / name)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert not (tmp_path / name).exists()
+
+
+def test_hints_are_the_algorithms_for_the_same_folder(tmp_path):
+    from algorithm.nnunet.selection import ModelChoice, resolve
+    from petct.errors import InputError
+
+    trainer = results_folder(tmp_path / "results")
+    fold = trainer / "fold_1"
+    deep = results_folder(tmp_path / "deep" / "nnUNet_results")
+    for location, package_hint, algorithm_hint in (
+            (fold, f"package {trainer} instead (the algorithm then runs this fold alone with --folds 1)",
+             f"pass --model {trainer} --folds 1"),
+            (tmp_path / "deep", f"repack the model or package {deep} instead",
+             f"repack the model or pass --model {deep}")):
+        with pytest.raises(InputError) as algorithm:
+            resolve(location, ModelChoice())
+        result = package(location, tmp_path / "model.tar.gz")
+        assert result.returncode == 2
+        [line] = result.stderr.strip().splitlines()
+        assert line.endswith(package_hint) and str(algorithm.value).endswith(algorithm_hint)
+        # the same diagnosis, word for word, up to the hint
+        assert line.removeprefix("error: ").removesuffix(package_hint) == \
+            str(algorithm.value).removesuffix(algorithm_hint)
+
+
+def test_the_tarball_is_reproducible(tmp_path):
+    import gzip
+    import os
+
+    trainer = results_folder(tmp_path / "results")
+    first = package(tmp_path / "results", tmp_path / "first.tar.gz")
+    for path in trainer.rglob("*"):  # touched later: other times, same contents
+        os.utime(path, (1_900_000_000, 1_900_000_000))
+    second = package(tmp_path / "results", tmp_path / "second.tar.gz")
+    assert first.returncode == second.returncode == 0
+    assert (tmp_path / "first.tar.gz").read_bytes() == (tmp_path / "second.tar.gz").read_bytes()
+    with gzip.open(tmp_path / "first.tar.gz") as gz:
+        gz.read(1)
+        assert gz.mtime == 0
+    with tarfile.open(tmp_path / "first.tar.gz") as archive:
+        members = archive.getmembers()
+    assert [m.name for m in members] == sorted((m.name for m in members), key=lambda n: n.split("/"))
+    assert all(m.mtime == 0 and m.uid == m.gid == 0 and not m.uname and not m.gname for m in members)

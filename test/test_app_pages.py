@@ -209,8 +209,18 @@ def test_phase_pages_follow_the_phases_rules(tmp_path):
             everyone = organiser.get("/phases/hidden").text  # the organiser: every submission, in full
             assert bobs["id"] in everyone and _cell_values(everyone, **{"data-stat": "max", "data-metric": "dice"})
             assert alice.get("/phases/nope").status_code == 404
+            # the phase's report: the organiser's alone, a section per participant from the stored metrics
+            report = organiser.get("/report/phases/open")
+            assert report.status_code == 200 and 'href="/phases/open"' in report.text and 'href="/"' in report.text
+            assert "alice (" in report.text and "bob (" in report.text
+            assert 'href="/report/phases/open"' in organiser.get("/phases/open").text
+            assert 'href="/report/phases/open"' not in alice.get("/phases/open").text
+            assert 'href="/report/phases/hidden"' in organiser.get("/report").text  # no jobs: the phases' reports
+            assert alice.get("/report/phases/open").status_code == 404
+            assert organiser.get("/report/phases/nope").status_code == 404
         with httpx.Client(base_url=server.url) as nobody:
             assert nobody.get("/phases/hidden", follow_redirects=False).headers["location"] == "/login"
+            assert nobody.get("/report/phases/open", follow_redirects=False).headers["location"] == "/login"
 
 
 @pytest.mark.parametrize("name, words", [
@@ -237,6 +247,11 @@ def test_job_pages_and_scores_name_the_study_by_its_file(tmp_path):
         assert not [t for t in timings if "_s" in t or "engine_" in t]
         index = client.get("/").text
         assert f'<a href="/jobs/{job["id"]}">PETCT_0af7ffe12a_SUV</a>' in index
+        twice = wait_for_job(client, client.post("/v1/studies", files=named).json()["id"])  # the same file again
+        report = client.get("/report").text
+        for one in (job, twice):  # named by the file, told apart by their job ids
+            assert f'data-study="PETCT_0af7ffe12a_SUV (job {one["id"][:8]})"' in report
+        assert f'data-study="{job["id"]}"' not in report
         record = client.post("/v1/score", files={"prediction": ("PETCT_0af7ffe12a.mha", study["label"].read_bytes()),
                                                  "ground_truth": ("SEG.mha", study["label"].read_bytes())}).json()
         assert record["study"] == "PETCT_0af7ffe12a"

@@ -43,6 +43,10 @@ def test_stats_rows_and_summary_per_diagnosis(tmp_path):
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "LYMPHOMA" in run.stdout and "NEGATIVE" in run.stdout
+    assert run.stdout.strip().splitlines()[-1] == (f"wrote {tmp_path / 'out' / 'studies.csv'} (one row per study) "
+                                                   f"and {tmp_path / 'out' / 'summary.json'}")
+    lymphoma = next(line for line in run.stdout.splitlines() if line.startswith("LYMPHOMA"))
+    assert "61.0" in lymphoma and "±" not in lymphoma  # one study: a mean, no spread
     rows = {r["patient"]: r for r in csv.DictReader(open(tmp_path / "out" / "studies.csv"))}
     geometry = Geometry.of(a.phantom.seg)
     seg = sitk.GetArrayFromImage(a.phantom.seg)
@@ -54,6 +58,8 @@ def test_stats_rows_and_summary_per_diagnosis(tmp_path):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["LYMPHOMA"]["sex"] == {"M": 1} and summary["all"]["studies"] == 2
     assert summary["NEGATIVE"]["positive_studies"] == 0 and summary["all"]["age"]["mean"] == 54.0
+    assert summary["LYMPHOMA"]["age"] == {"n": 1, "mean": 61.0, "sd": None}
+    assert summary["all"]["age"]["sd"] == pytest.approx(np.std([61, 47], ddof=1))
 
 
 def test_stats_without_a_conversion_is_one_line(tmp_path):
@@ -71,6 +77,7 @@ def test_to_seg_round_trips_a_mask_through_dicom(tmp_path):
     import pydicom
     seg = pydicom.dcmread(tmp_path / "pred.dcm")
     assert seg.Modality == "SEG"
+    assert seg.SeriesDescription == "lesions (petct-kit)" and seg.SeriesNumber == 300  # how viewers list it
     referenced = {r.ReferencedSOPInstanceUID for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
     pet_uids = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in study.pet_files}
     assert referenced <= pet_uids and referenced

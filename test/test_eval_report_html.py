@@ -234,3 +234,28 @@ def test_hostile_study_names_are_text_not_markup(tmp_path):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     studies = {c["data-study"] for c, _, _ in numbers(html).found if "data-study" in c}
     assert studies == set(hostile)  # the parser reads back exactly the names metrics.json holds
+
+
+def test_figure4_counts_studies_in_whole_numbers_and_never_goes_below_zero():
+    from evaluation.html_report.figures import figure4_figure
+
+    figure = figure4_figure(true_mtv=[42.0], predicted_mtv=[30.0], dice=[0.48], fnv=[12.0], fpv=[0.0],
+                            titles={"mtv": "", "dice": "", "fnv": "", "fpv": ""})
+    figure.canvas.draw()
+    scatter, *histograms = figure.axes
+    assert scatter.get_xlim()[0] == 0.0 and scatter.get_ylim()[0] == 0.0
+    for ax in histograms:  # one study: counts 0 and 1, no 0.2 steps; a lone FPV of 0 gives no axis below 0
+        assert ax.get_xlim()[0] == 0.0
+        assert all(float(t).is_integer() for t in ax.get_yticks())
+        assert sum(p.get_height() for p in ax.patches) == 1
+
+
+def test_box_plots_order_numeric_groups_by_value():
+    from evaluation.html_report.figures import box_plots_figure, natural_key
+
+    names = ["10", "2", "age 40-60", "age 9-40", "1.5", "b", "A"]
+    assert sorted(names, key=natural_key) == ["1.5", "2", "10", "A", "age 9-40", "age 40-60", "b"]
+    groups = {name: {"dice": [0.5, 0.6]} for name in ("10", "2", "30")}
+    figure = box_plots_figure(groups, metrics={"dice": "Dice"})
+    figure.canvas.draw()
+    assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["2", "10", "30"]

@@ -269,3 +269,26 @@ def test_clicks_nested_100000_deep_and_a_10_to_the_400_coordinate(tmp_path):
         values = {"lesion-clicks.json": {"tumor": [[10**400, 0, 0]]}}
     with pytest.raises(InputError, match="voxel indices must be integers"):
         job_step(Job(), input_dir=tmp_path)
+
+
+def test_an_image_read_from_nifti_is_written_as_mha_without_itk_warnings(tmp_path, capfd):
+    import numpy as np
+    import SimpleITK as sitk
+
+    from petct.imageio import read_array, read_image, write_image_atomic
+
+    array = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    source = sitk.GetImageFromArray(array)
+    source.SetSpacing((2.0, 2.5, 3.0))
+    sitk.WriteImage(source, str(tmp_path / "pet.nii.gz"))
+    image = read_image(tmp_path / "pet.nii.gz")
+    assert "qto_xyz" in image.GetMetaDataKeys()  # what made MetaImageIO warn once per item
+    capfd.readouterr()
+    write_image_atomic(image, tmp_path / "pet.mha")
+    assert "MetaImageIO" not in capfd.readouterr().err
+    assert sitk.ProcessObject.GetGlobalWarningDisplay()  # ITK's other warnings still show
+    written, geometry = read_array(tmp_path / "pet.mha")
+    np.testing.assert_array_equal(written, array)
+    assert geometry.spacing == (2.0, 2.5, 3.0)
+    sitk.WriteImage(image, str(tmp_path / "plain.mha"))  # without the kit's writer: the warnings it hides
+    assert "MetaImageIO" in capfd.readouterr().err

@@ -8,6 +8,7 @@ the weight-free baseline instead would rank a participant on a model they never 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,25 +60,35 @@ def resolve(location: Path, choice: ModelChoice) -> list[TrainerFolder]:
         raise InputError("model folder does not exist", path=location)
     if not location.is_dir():
         raise InputError("model must be a folder (an nnU-Net results folder), not a file", path=location)
-    _refuse_fold_folder(location)
-    candidates = _candidates(location)
-    if not candidates:
-        raise InputError(_nothing_usable(location), path=location)
+    candidates = require_findable(location)
     chosen = _choose(location, candidates, choice)
     return [TrainerFolder(path, tuple(_checked_folds(path, choice))) for path in chosen]
 
 
-def _refuse_fold_folder(location: Path) -> None:
+def pass_model(folder: Path, fold: str | None) -> str:
+    """The algorithm's hint: the --model (and --folds) to pass instead."""
+    return f"pass --model {folder}" + (f" --folds {fold}" if fold else "")
+
+
+def require_findable(location: Path, *, hint: Callable[[Path, str | None], str] = pass_model) -> list[Path]:
+    """The folders holding plans.json where the algorithm looks in `location`; else InputError saying what it
+    holds (a fold folder, results nested too deep, checkpoints without plans) with `hint(folder, fold)`."""
+    _refuse_fold_folder(location, hint)
+    candidates = _candidates(location)
+    if not candidates:
+        raise InputError(_nothing_usable(location, hint), path=location)
+    return candidates
+
+
+def _refuse_fold_folder(location: Path, hint: Callable[[Path, str | None], str]) -> None:
     """`--model .../fold_0`: one level too deep; say which folder and which --folds to pass instead."""
     checkpoints = checkpoint_files(location)
     if (location / PLANS_JSON).is_file() or not checkpoints:
         return
     match = _FOLD_NAME.match(location.name)
     fold = match.group(1) if match else None
-    parent = location.parent
-    hint = f"pass --model {parent}" + (f" --folds {fold}" if fold else "")
     raise InputError(f"this is a fold folder (holds {', '.join(checkpoints)}), "
-                     f"not a trainer folder: {hint}", path=location)
+                     f"not a trainer folder: {hint(location.parent, fold)}", path=location)
 
 
 def _subfolders(folder: Path) -> list[Path]:
@@ -95,15 +106,15 @@ def _candidates(location: Path) -> list[Path]:
     return found
 
 
-def _nothing_usable(location: Path) -> str:
+def _nothing_usable(location: Path, hint: Callable[[Path, str | None], str]) -> str:
     """What a non-empty location without a trainer folder holds, and what was expected."""
     deep = sorted(p.parent for p in _walk(location, SEARCH_DEPTH_FOR_HINTS) if p.name == PLANS_JSON)
     expected = (f"expected {PLANS_JSON}, {DATASET_JSON} and fold_K/checkpoint_final.pth in it or up to "
                 f"{MAX_NESTING} levels down (Dataset*/<trainer>__<plans>__<configuration>/)")
     if deep:
         where = ", ".join(str(p.relative_to(location)) for p in deep[:SHOWN])
-        return f"nnU-Net results folder(s) nested too deep: {where}; {expected}; repack the model or pass --model " \
-               f"{deep[0]}"
+        return f"nnU-Net results folder(s) nested too deep: {where}; {expected}; repack the model or " \
+               f"{hint(deep[0], None)}"
     checkpoints = [p for p in _walk(location, SEARCH_DEPTH_FOR_HINTS) if p.suffix == ".pth"]
     if checkpoints:
         where = ", ".join(str(p.relative_to(location)) for p in checkpoints[:SHOWN])

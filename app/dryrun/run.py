@@ -72,7 +72,7 @@ def run_dry_run(options: DryRunOptions) -> int:
         os.chmod(workdir, 0o755)  # a container's non-root user must reach the mounted folders
         cases = _studies(options, workdir)
         grids = pet_grids(cases)
-        print(f"dry run: {len(cases)} studies, {_runner_description(options)}, "
+        print(f"dry run: {len(cases)} stud{'y' if len(cases) == 1 else 'ies'}, {_runner_description(options)}, "
               f"time limit {options.time_limit_s:g} s, memory {format_size(options.memory_bytes)}", flush=True)
         edition = edition_named(options.challenge)
         names = [case.name for case in cases]

@@ -158,7 +158,7 @@ def is_page(path: str) -> bool:
     """Whether `path` is a web page (a browser without credentials goes to the login form, not a JSON 401)."""
     if path.startswith("/jobs/"):
         return not path.endswith((".png", ".nii.gz"))  # the MIP and the viewer's images answer 401
-    return path in PAGE_PATHS or path.startswith("/phases/")
+    return path in PAGE_PATHS or path.startswith(("/phases/", "/report/"))
 
 
 def is_browser_docs(scope) -> bool:

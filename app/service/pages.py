@@ -168,13 +168,24 @@ def pages_router(service) -> APIRouter:
     async def report(request: Request, _: Caller = Depends(organiser_only)):
         # Over every scored job, everyone's: the organiser's alone (others get 404, as in the API)
         jobs = _scored_jobs(service)
+        phases = _phases_with_scores(service)
         if not jobs:
-            return page(request, "empty_report.html.j2")
-        path = await service.in_pool(_report, service, jobs)
-        # A standalone file with its own inline script and style: allowed by their hashes, nothing else.
-        hashes = inline_hashes(path.read_text(encoding="utf-8"))
-        return FileResponse(path, media_type="text/html; charset=utf-8", headers={
-            "Content-Security-Policy": policy(script_hashes=hashes["script"], style_hashes=hashes["style"])})
+            return page(request, "empty_report.html.j2", phases=phases)
+        path = await service.in_pool(_report, service, jobs, phases)
+        return _report_response(path)
+
+    @router.get("/report/phases/{phase}", response_class=HTMLResponse)
+    async def phase_report(request: Request, phase: str, _: Caller = Depends(organiser_only)):
+        # Each participant's ranked submission (the leaderboard's), from the metrics stored when it was scored.
+        current = service.phases.get(phase) if service.cases is not None else None
+        if current is None:
+            raise ApiError(404, "no such phase")
+        rows = service.leaderboards.rows(phase)
+        if not rows:
+            return page(request, "empty_report.html.j2", phases=[], phase=phase)
+        ranked = {s.id: s for s in service.phases.of(phase)}
+        path = await service.in_pool(_phase_report, service, phase, [ranked[r["submission"]] for r in rows])
+        return _report_response(path)
 
     @router.get("/phases/{phase}", response_class=HTMLResponse)
     async def phase_page(request: Request, phase: str, caller: Caller = Depends(get_caller)):
@@ -311,34 +322,84 @@ def _scored_jobs(service) -> list[Job]:
             return sorted(jobs, key=lambda j: j.id)
 
 
-def _report(service, jobs: list[Job]) -> Path:
+def _phases_with_scores(service) -> list[str]:
+    """Names of the phases with at least one scored submission (each has a report of its own)."""
+    from app.service.phases import SubmissionState
+
+    if service.cases is None:
+        return []
+    return [p.name for p in service.phases.list()
+            if any(s.state == SubmissionState.scored for s in service.phases.of(p.name))]
+
+
+def _study_names(jobs: list[Job]) -> dict[str, str]:
+    """Job id -> the name its study goes by in the report: its PET's file name, with the job id where shared."""
+    names = {j.id: j.study or j.id for j in jobs}
+    shared = {n for n in names.values() if list(names.values()).count(n) > 1}
+    return {i: f"{n} (job {i[:8]})" if n in shared else n for i, n in names.items()}
+
+
+def _cached(folder: Path, key_parts) -> tuple[Path, str]:
+    key = hashlib.sha256(json.dumps(key_parts).encode()).hexdigest()[:16]
+    return folder / f"report-{key}.html", key
+
+
+def _keep_only(folder: Path, *names: str) -> None:
+    for old in folder.glob("*"):  # one cached report per folder: the latest
+        if old.name not in names:
+            old.unlink(missing_ok=True)
+
+
+def _report(service, jobs: list[Job], phases: list[str]) -> Path:
     """The report over these jobs, cached under a name made from their ids and finishing times."""
     from evaluation.aggregates import aggregate
     from evaluation.html_report.build import ReportOptions, build_report_html
     from evaluation.metrics import StudyMetrics
 
-    folder = service.settings.data_dir / "report"
-    key = hashlib.sha256(json.dumps([(j.id, j.finished_at) for j in jobs]).encode()).hexdigest()[:16]
-    html = folder / f"report-{key}.html"
+    folder = service.settings.data_dir / "report" / "jobs"
+    html, key = _cached(folder, [[(j.id, j.finished_at) for j in jobs], phases])
     if html.is_file():
         return html
     jobs_dir = service.settings.jobs_dir
     fields = list(StudyMetrics.__dataclass_fields__)
-    cases = {j.id: {**{f: j.metrics.get(f) for f in fields}, "study": j.id,
-                    "ground_truth_file": str(jobs_dir / j.id / j.files["label"]),
-                    "prediction_file": str(jobs_dir / j.id / MASK_NAME)} for j in jobs}
+    names = _study_names(jobs)
+    cases = {names[j.id]: {**{f: j.metrics.get(f) for f in fields}, "study": names[j.id],
+                           "ground_truth_file": str(jobs_dir / j.id / j.files["label"]),
+                           "prediction_file": str(jobs_dir / j.id / MASK_NAME)} for j in jobs}
     metrics = [StudyMetrics(**{f: math.nan if c[f] is None else c[f] for f in fields}) for c in cases.values()]
     source = write_json_atomic({"case": cases, "aggregates": aggregate(metrics), "errors": []},
                                folder / f"metrics-{key}.json")
-    build_report_html(ReportOptions(metrics=[f"jobs={source}"], output=html, mip="all",
-                                    suv_files={j.id: jobs_dir / j.id / j.files["pet"] for j in jobs}))
-    for old in folder.glob("*"):  # one cached report: the latest
-        if old.name not in {html.name, source.name}:
-            old.unlink(missing_ok=True)
+    links = (("/", "the service"), *((f"/report/phases/{p}", f"phase {p}'s report") for p in phases))
+    build_report_html(ReportOptions(metrics=[f"jobs={source}"], output=html, mip="all", links=links,
+                                    suv_files={names[j.id]: jobs_dir / j.id / j.files["pet"] for j in jobs}))
+    _keep_only(folder, html.name, source.name)
+    return html
+
+
+def _phase_report(service, phase: str, submissions) -> Path:
+    """The report over a phase's ranked submissions, one section per participant, from their stored metrics."""
+    from evaluation.html_report.build import ReportOptions, build_report_html
+
+    folder = service.settings.data_dir / "report" / "phases" / hashlib.sha256(phase.encode()).hexdigest()[:16]
+    html, key = _cached(folder, [s.id for s in submissions])
+    if html.is_file():
+        return html
+    sources = [write_json_atomic(s.report, folder / f"metrics-{key}-{i}.json") for i, s in enumerate(submissions)]
+    build_report_html(ReportOptions(
+        metrics=[f"{s.participant} ({_utc(s.created_at)})={path}" for s, path in zip(submissions, sources)],
+        output=html, links=(("/", "the service"), (f"/phases/{phase}", f"phase {phase}"), ("/report", "jobs' report"))))
+    _keep_only(folder, html.name, *(p.name for p in sources))
     return html
 
 
 STATIC = Path(__file__).parent / "static"
+
+
+def _report_response(path: Path) -> FileResponse:
+    """A standalone report file with its own inline script and style: allowed by their hashes, nothing else."""
+    hashes = inline_hashes(path.read_text(encoding="utf-8"))
+    return FileResponse(path, media_type="text/html; charset=utf-8", headers={
+        "Content-Security-Policy": policy(script_hashes=hashes["script"], style_hashes=hashes["style"])})
 
 
 def add_offline_docs(app) -> None:

@@ -34,6 +34,7 @@ class ReportOptions:
     resamples: int = DEFAULT_RESAMPLES
     log_axes: bool = False
     suv_files: dict[str, Path] | None = None  # study -> SUV file, for callers that know where each one is
+    links: tuple[tuple[str, str], ...] = ()  # (href, text) shown at the top, e.g. back to the service that made it
 
 
 @dataclass
@@ -84,6 +85,7 @@ def build_report_html(options: ReportOptions) -> tuple[Path, list[str]]:
         "images": options.images,
         "mip_rule": options.mip if options.images is not None or options.suv_files else None,
         "problems": problems,
+        "links": options.links,
         **_ranking(submissions, resamples=options.resamples),
     }
     html = render(context)
@@ -158,7 +160,8 @@ def _breakdown(submission: SubmissionMetrics, studies: dict[str, dict[str, str]]
         for metric in SUMMARY_METRICS:
             values[metric].append(number(case.get(metric)))
     rows = [{"group": g, "studies": len(v["false_positive_volume"]),
-             **{m: _stats(v[m]) for m in SUMMARY_METRICS}} for g, v in sorted(groups.items())]
+             **{m: _stats(v[m]) for m in SUMMARY_METRICS}}
+            for g, v in sorted(groups.items(), key=lambda item: figures.natural_key(item[0]))]  # as the box plots
     return {"column": column, "rows": rows, "image": figures.box_plots(groups, metrics=SUMMARY_METRICS)}
 
 

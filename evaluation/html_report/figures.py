@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import re
 
 import numpy as np
 
@@ -37,10 +38,17 @@ def _finite(values) -> np.ndarray:
     return array[np.isfinite(array)]
 
 
-def figure4(*, true_mtv: list[float], predicted_mtv: list[float], dice: list[float], fnv: list[float],
-            fpv: list[float], titles: dict[str, str], log_axes: bool = False) -> str:
+def figure4(**kwargs) -> str:
+    """The seed's Figure 4 as a PNG data URI (see figure4_figure)."""
+    return png_data_uri(figure4_figure(**kwargs))
+
+
+def figure4_figure(*, true_mtv: list[float], predicted_mtv: list[float], dice: list[float], fnv: list[float],
+                   fpv: list[float], titles: dict[str, str], log_axes: bool = False):
     """The seed's Figure 4: predicted vs true MTV, and the Dice, FNV and FPV distributions (`titles` by panel:
-    mtv, dice, fnv, fpv)."""
+    mtv, dice, fnv, fpv). Study counts on whole numbers; volumes and Dice from 0, never below."""
+    from matplotlib.ticker import MaxNLocator
+
     figure, axes = _figure(13.0, 3.3, columns=4)
     x, y = np.asarray(true_mtv, dtype=float), np.asarray(predicted_mtv, dtype=float)
     keep = np.isfinite(x) & np.isfinite(y) & ((x > 0) & (y > 0) if log_axes else True)
@@ -54,6 +62,9 @@ def figure4(*, true_mtv: list[float], predicted_mtv: list[float], dice: list[flo
     if log_axes:
         ax.set_xscale("log")
         ax.set_yscale("log")
+    else:
+        ax.set_xlim(left=0.0)
+        ax.set_ylim(bottom=0.0)
     ax.set_xlabel("true MTV (ml)")
     ax.set_ylabel("predicted MTV (ml)")
     ax.set_title(titles["mtv"], fontsize=9)
@@ -61,17 +72,31 @@ def figure4(*, true_mtv: list[float], predicted_mtv: list[float], dice: list[flo
                                      (axes[2], fnv, "FNV ml (positive studies)", "fnv"),
                                      (axes[3], fpv, "FPV ml (all studies)", "fpv")):
         data = _finite(values)
-        ax.hist(data, bins=20, color=MARKER, alpha=0.85)
+        # From 0 (a lone value would get an axis around it, below 0); Dice up to 1, volumes to the largest
+        top = 1.0 if panel == "dice" else max(float(data.max()) if data.size else 0.0, 1.0)
+        ax.hist(data, bins=20, range=(0.0, top), color=MARKER, alpha=0.85)
+        ax.set_xlim(0.0, top)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(titles[panel], fontsize=9)
         ax.set_xlabel(label)
         ax.set_ylabel("studies")
-    return png_data_uri(figure)
+    return figure
 
 
 def box_plots(groups: dict[str, dict[str, list[float]]], *, metrics: dict[str, str]) -> str:
-    """One panel per metric, one box per group (group -> metric -> values)."""
+    return png_data_uri(box_plots_figure(groups, metrics=metrics))
+
+
+def natural_key(name: str) -> list[tuple[int, float | str]]:
+    """Sort key that orders numbers inside names by value: "2" before "10", "age 9-40" before "age 40-60"."""
+    parts = re.split(r"(\d+(?:\.\d+)?)", name)
+    return [(0, float(p)) if i % 2 else (1, p.lower()) for i, p in enumerate(parts) if p]
+
+
+def box_plots_figure(groups: dict[str, dict[str, list[float]]], *, metrics: dict[str, str]):
+    """One panel per metric, one box per group (group -> metric -> values), groups in natural order."""
     figure, axes = _figure(4.0 * len(metrics), 3.2, columns=len(metrics))
-    names = list(groups)
+    names = sorted(groups, key=natural_key)
     for ax, (metric, label) in zip(axes, metrics.items()):
         data = [_finite(groups[g][metric]) for g in names]
         shown = [(n, d) for n, d in zip(names, data) if d.size]
@@ -79,7 +104,7 @@ def box_plots(groups: dict[str, dict[str, list[float]]], *, metrics: dict[str, s
             ax.boxplot([d for _, d in shown], tick_labels=[n for n, _ in shown], showmeans=True)
         ax.set_title(label, fontsize=9)
         ax.tick_params(axis="x", labelrotation=30, labelsize=7)
-    return png_data_uri(figure)
+    return figure
 
 
 def blob_plot(*, submissions: list[str], rank_counts: np.ndarray, resamples: int) -> str:
