@@ -22,7 +22,8 @@ from app.dryrun.runner import (KIT_ROOT, Limits, check_docker_image, command_arg
 from petct.sizes import docker_size, format_size
 from algorithm.runinfo import parse_ran_line
 from petct.clicks import Clicks
-from petct.editions import CHALLENGE_ENV, DEFAULT_CHALLENGE, Edition, edition as edition_named
+from petct.editions import DEFAULT_CHALLENGE, Edition, edition as edition_named
+from petct.environment import CHALLENGE
 from petct.errors import InputError
 from petct.imageio import Geometry
 from petct.jsonio import read_json, write_json_atomic
@@ -145,7 +146,7 @@ def _run_job(case: DryRunCase, options: DryRunOptions, workdir: Path, *, pet: Ge
     limits = Limits(time_s=options.time_limit_s, memory_bytes=options.memory_bytes)
     argv, env, on_timeout, after = _job_command(job, options)
     if not options.image:  # an image's own settings choose its profile (docs/editions.md)
-        env[CHALLENGE_ENV] = edition.name  # the kit's algorithm (and any command reading it) follows the profile
+        env[CHALLENGE.name] = edition.name  # the kit's algorithm (and any command reading it) follows the profile
     job.started_at = datetime.now(timezone.utc)
     # run_limited returns once the job's whole process tree is gone: only then is its output checked.
     outcome = run_limited(argv, limits=limits, log=job.input_dir.parent / "log.txt", env=env, on_timeout=on_timeout,
