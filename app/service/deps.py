@@ -18,10 +18,10 @@ from app.service.errors import ApiError
 from app.service.jobs import JobStore
 from app.service.participants import ParticipantStore
 from app.service.phases import PhaseStore
-from app.service.processes import KillableProcesses
-from app.service.scoring import run_limited
+from app.service.scoring import call_killable
 from app.service.settings import ServiceSettings
 from app.service.worker import InferenceWorker
+from petct.processes import KillableProcesses
 
 OPEN_PATHS = frozenset({"/healthz", "/login", "/logout"})
 TOKEN_COOKIE = "petct_token"  # the web pages' login form keeps the token here (HttpOnly, SameSite=Strict)
@@ -77,7 +77,7 @@ class Service:
 
     async def score(self, function, **kwargs):
         """`function(**kwargs)` in the scoring pool, in a process of its own killed at --score-timeout."""
-        return await self.in_pool(run_limited, self.processes, function, timeout_s=self.settings.score_timeout_s,
+        return await self.in_pool(call_killable, self.processes, function, timeout_s=self.settings.score_timeout_s,
                                   **kwargs)
 
     def tokens_required(self) -> bool:
