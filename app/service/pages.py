@@ -1,22 +1,22 @@
 """Server-rendered web pages: the service's state and upload forms, a job, the report, a phase, the login form.
 
 Who is calling comes from the Authenticator (app.service.deps), which also accepts the login cookie and
-sends a page GET without credentials to /login; what each caller may see is decided in `page_access` alone.
+sends a page GET without credentials to /login; what each caller may see is decided in app.service.access alone.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 from fastapi import APIRouter, Depends, Form, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
-from app.service.deps import TOKEN_COOKIE, Caller, Role, caller_for, get_caller, organiser_only
+from app.service.access import JobAccess, job_access, submissions_of
+from app.service.deps import TOKEN_COOKIE, Caller, caller_for, get_caller, organiser_only
 from app.service.errors import ApiError
 from app.service.jobs import Job, JobState
 from app.service.worker import MASK_NAME
@@ -27,28 +27,6 @@ from petct.jsonio import write_json_atomic
 RECENT_JOBS = 20
 REFRESH_S = 2  # a running job's page reloads itself this often
 MIP_NAME = "mip.png"
-
-
-@dataclass(frozen=True)
-class PageAccess:
-    """What a caller may see of one job, or of the report."""
-
-    job: bool  # the job's page at all
-    ground_truth: bool  # ground-truth outlines in MIPs and metrics against the ground truth
-    report: bool  # the report over every scored job
-
-
-def page_access(caller: Caller, *, job: Job | None = None) -> PageAccess:
-    """What `caller` may see of `job` (or, without one, of the report).
-
-    The organiser (and anonymous, who exists only on a loopback server needing no token) sees everything.
-    A participant sees their own jobs, with the metrics and outlines of the label they uploaded themselves
-    (it is theirs), nobody else's, and not the report over every scored job.
-    """
-    if caller.sees_everything:
-        return PageAccess(job=True, ground_truth=True, report=True)
-    own = job is not None and caller.role == Role.participant and job.owner == caller.participant
-    return PageAccess(job=own, ground_truth=own, report=False)
 
 
 def is_secure(request: Request) -> bool:
@@ -71,7 +49,7 @@ def pages_router(service) -> APIRouter:
     templates = _templates()
 
     def page(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
-        shared = {"token_required": service.tokens_required(), "can_report": page_access(get_caller(request)).report}
+        shared = {"token_required": service.tokens_required(), "can_report": job_access(get_caller(request)).report}
         return templates.TemplateResponse(request, name, {**shared, **context}, status_code=status)
 
     @router.get("/login", response_class=HTMLResponse)
@@ -105,7 +83,7 @@ def pages_router(service) -> APIRouter:
                  "queued": service.store.count(JobState.queued)}
         phases = service.phases.list() if service.cases is not None else []
         return page(request, "index.html.j2", state=state, jobs=jobs, total=total, phases=phases,
-                    report=page_access(caller).report, organiser_mode=service.cases is not None)
+                    report=job_access(caller).report, organiser_mode=service.cases is not None)
 
     @router.get("/jobs/{job_id}", response_class=HTMLResponse)
     async def job_page(request: Request, job_id: str):
@@ -143,7 +121,8 @@ def pages_router(service) -> APIRouter:
         if current is None:
             raise ApiError(404, "no such phase")
         everyone = service.phases.of(phase)
-        own = everyone if caller.sees_everything else [s for s in everyone if s.participant == caller.participant]
+        whose = submissions_of(caller)
+        own = [s for s in everyone if whose is None or s.participant == whose]
         rows = await service.in_pool(phase_leaderboard, current, everyone)
         return page(request, "phase.html.j2", phase=phase_view(service, current, caller), metrics=METRICS,
                     submissions=[view(s, current, caller) for s in reversed(own)], leaderboard=rows,
@@ -152,11 +131,11 @@ def pages_router(service) -> APIRouter:
     return router
 
 
-def _visible_job(service, request: Request, job_id: str) -> tuple[Job, PageAccess]:
+def _visible_job(service, request: Request, job_id: str) -> tuple[Job, JobAccess]:
     from app.service.jobs import is_job_id
 
     job = service.store.get(job_id) if is_job_id(job_id) else None
-    access = page_access(get_caller(request), job=job)
+    access = job_access(get_caller(request), job=job)
     if job is None or not access.job:
         raise ApiError(404, "no such job")
     return job, access

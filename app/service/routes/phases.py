@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 from fastapi import APIRouter, Depends, Request, Response
 
+from app.service.access import sees_case_results, submissions_of
 from app.service.deps import Caller, Role, Service, get_caller, get_service, participant_only
 from app.service.errors import UPLOAD_ERRORS, ApiError, responses
 from app.service.leaderboard import phase_leaderboard
@@ -31,7 +32,7 @@ def phase_or_404(service: Service, name: str) -> Phase:
 def view(submission: Submission, phase: Phase, caller: Caller) -> SubmissionView:
     """What the caller may see of a submission: aggregates; per-case records where the phase shows them."""
     report = submission.report or {}
-    full = phase.show_cases or caller.sees_everything
+    full = sees_case_results(caller, show_cases=phase.show_cases)
     aggregates = report.get("aggregates")
     if aggregates is not None and not full:
         aggregates = {metric: ({k: v for k, v in stats.items() if k in HIDDEN_CASE_STATISTICS}
@@ -123,7 +124,7 @@ def too_many(spent: BudgetSpent, response: Response) -> ApiError:
             summary="Submissions to a phase, oldest first: a participant's own (the organiser: all)")
 async def list_submissions(phase: str, service: Service = Depends(get_service), caller: Caller = Depends(get_caller)):
     current = phase_or_404(service, phase)
-    own = service.phases.of(phase, None if caller.sees_everything else caller.participant)
+    own = service.phases.of(phase, submissions_of(caller))
     return SubmissionList(submissions=[view(s, current, caller) for s in own])
 
 
