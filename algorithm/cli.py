@@ -6,8 +6,8 @@ from pathlib import Path
 
 from algorithm.engine import EngineOptions
 from algorithm.engines import BAKED_MODEL, ENGINE_CHOICES
-from petct.argtypes import positive_number
 from petct import environment
+from petct.argtypes import positive_number
 from petct.editions import CHALLENGE_CHOICES, default_challenge
 from petct.layout import DEFAULT_INPUT, DEFAULT_MODEL, DEFAULT_OUTPUT
 

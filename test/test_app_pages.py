@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import re
 import subprocess
-from contextlib import closing
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import httpx
 import pytest
 
+from app.service.access import JobAccess, job_access
 from app.service.deps import Caller, Role
 from app.service.jobs import Job, JobState
-from app.service.access import JobAccess, job_access
 from app.service.pages import TOKEN_COOKIE
 from app_helpers import REPO, Server, files_of, wait_for_job, write_phantom
 from report_helpers import exact, numbers

@@ -17,8 +17,8 @@ import app.service.jobs as jobs_module
 import app.service.uploads as uploads
 import app.service.worker as worker_module
 from app.service.api import create_app
-from app.service.jobs import JobState, JobStore, new_job_id
 from app.service.errors import ApiError
+from app.service.jobs import JobState, JobStore, new_job_id
 from app.service.scoring import call_killable, scoring_processes
 from app.service.settings import ServiceSettings
 from app.service.worker import InferenceWorker

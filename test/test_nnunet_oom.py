@@ -9,7 +9,8 @@ import torch
 
 from algorithm import failures
 from algorithm.engine import EngineOptions
-from algorithm.nnunet import NnUNetEngine, compiled, engine as engine_module
+from algorithm.nnunet import NnUNetEngine, compiled
+from algorithm.nnunet import engine as engine_module
 from algorithm.nnunet.oom import on_host_if_out_of_memory, retry_out_of_memory
 from algorithm.nnunet.sliding_window import SlidingWindow, WindowRun
 from nnunet_helpers import require_nnunetv2

@@ -10,8 +10,15 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.html_report import figures
-from evaluation.html_report.inputs import (SubmissionMetrics, find_study_files, group_columns, number, parse_mip,
-                                           read_studies_csv, read_submission_metrics)
+from evaluation.html_report.inputs import (
+    SubmissionMetrics,
+    find_study_files,
+    group_columns,
+    number,
+    parse_mip,
+    read_studies_csv,
+    read_submission_metrics,
+)
 from evaluation.html_report.stability import DEFAULT_RESAMPLES, bootstrap_ranks
 from evaluation.ranking import RANKED_METRICS, Submission, leaderboard
 from petct.atomic import atomic_path
