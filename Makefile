@@ -10,7 +10,7 @@ REQUIREMENTS := pyproject.toml requirements-dev.txt algorithm/requirements.txt e
 REQUIREMENTS_SHA256 := $(shell $(PYTHON) -c "import hashlib, sys; print(hashlib.sha256(b''.join(open(f, 'rb').read() for f in sys.argv[1:])).hexdigest()[:16])" $(REQUIREMENTS))
 STAMP := $(VENV)/.installed-$(REQUIREMENTS_SHA256)
 
-.PHONY: demo test test-fast bench venv clean
+.PHONY: demo test test-fast lint bench venv clean
 
 $(STAMP):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q test
+
+# Lint and import order, as CI checks them (.ci/run): ruff, configured in pyproject.toml.
+lint: $(STAMP)
+	$(PY) -m ruff check .
 
 # Everything but the slow tests (nnU-Net parity against nnunetv2, container images): for the edit-test loop.
 test-fast: $(STAMP)

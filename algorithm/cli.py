@@ -2,17 +2,15 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from algorithm.engine import EngineOptions
 from algorithm.engines import BAKED_MODEL, ENGINE_CHOICES
+from petct import environment
 from petct.argtypes import positive_number
-from petct.editions import CHALLENGE_CHOICES, CHALLENGE_ENV, default_challenge
+from petct.editions import CHALLENGE_CHOICES, default_challenge
 from petct.layout import DEFAULT_INPUT, DEFAULT_MODEL, DEFAULT_OUTPUT
 
-# Settings from the environment use this prefix: grand-challenge strips GRAND_CHALLENGE_* variables.
-ENV_PREFIX = "PETCT_KIT_"
 CHANNELS = ("pet", "ct")
 
 
@@ -37,13 +35,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also write the lesion probability map here (.mha, .nii.gz, .nii or .nrrd), outside both the "
                              "input and the output folder; checked before any work")
     parser.add_argument("--challenge", choices=CHALLENGE_CHOICES, default=default_challenge(),
-                        help=f"the autoPET edition's contract (README, Editions; or set {CHALLENGE_ENV}; "
+                        help=f"the autoPET edition's contract (README, Editions; or set {environment.CHALLENGE.name}; "
                              "default %(default)s)")
     parser.add_argument("--data-centric", action=argparse.BooleanOptionalAction, default=None,
                         help="autopet-2024: the answer written to /output/data-centric-model.json (default: "
                              "PETCT_KIT_DATA_CENTRIC, else data-centric-model.json in the model folder)")
-    parser.add_argument("--debug", action="store_true", default=_env("DEBUG", "") not in ("", "0"),
-                        help="print the traceback on failure (or set PETCT_KIT_DEBUG=1)")
+    parser.add_argument("--debug", action="store_true", default=environment.DEBUG.get("") not in ("", "0"),
+                        help=f"print the traceback on failure (or set {environment.DEBUG.name}=1)")
     args = parser.parse_args(argv)
     check_engine_choice(parser, args)
     return args
@@ -55,10 +53,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"nnU-Net results folder (default: {DEFAULT_MODEL}, then {BAKED_MODEL}; the first that "
                              "exists and is not empty must hold a usable model; only when none does, the "
                              "weight-free baseline runs)")
-    parser.add_argument("--engine", default=_env("ENGINE", "auto"),
+    parser.add_argument("--engine", default=environment.ENGINE.get("auto"),
                         help=f"one of {', '.join(ENGINE_CHOICES)}; auto: nnU-Net when a model location is not "
                              "empty, else the baseline (default %(default)s, from PETCT_KIT_ENGINE when set)")
-    parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default=_env("DEVICE", "auto"))
+    parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default=environment.DEVICE.get("auto"))
     parser.add_argument("--folds", type=_folds, default=None,
                         help="comma-separated folds, e.g. 0,1,2, or all for fold_all (default: every numbered "
                              "fold in the model), as nnUNetv2_predict -f")
@@ -84,7 +82,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def check_engine_choice(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """--engine (or PETCT_KIT_ENGINE) must name an engine."""
     if args.engine not in ENGINE_CHOICES:
-        source = "PETCT_KIT_ENGINE" if os.environ.get(ENV_PREFIX + "ENGINE") == args.engine else "--engine"
+        source = environment.ENGINE.name if environment.ENGINE.get() == args.engine else "--engine"
         parser.error(f"{source}: expected one of {', '.join(ENGINE_CHOICES)}, got {args.engine!r}")
 
 
@@ -113,10 +111,6 @@ def _click_encoding(challenge: str | None):
     from petct.editions import edition
     from petct.scribbles import SCRIBBLE_ENCODING
     return SCRIBBLE_ENCODING if edition(challenge).scribbles else None
-
-
-def _env(name: str, default: str) -> str:
-    return os.environ.get(ENV_PREFIX + name, default)
 
 
 def _folds(text: str) -> tuple[int | str, ...]:

@@ -8,15 +8,14 @@ kit never guesses it: a 2024 run without an answer stops before any work, saying
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from petct.atomic import atomic_path
 from petct.editions import DATA_CENTRIC_JSON
+from petct.environment import DATA_CENTRIC
 from petct.errors import InputError
 
-DATA_CENTRIC_ENV = "PETCT_KIT_DATA_CENTRIC"
 _WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -24,12 +23,12 @@ def data_centric_answer(*, option: bool | None, model_folders: Sequence[Path]) -
     """(answer, where it came from); InputError when no source gives one or a source is malformed."""
     if option is not None:
         return option, "the command line"
-    text = os.environ.get(DATA_CENTRIC_ENV)
+    text = DATA_CENTRIC.get()
     if text is not None and text.strip() != "":
         value = _WORDS.get(text.strip().lower())
         if value is None:
-            raise InputError(f"{DATA_CENTRIC_ENV}={text!r}: expected true or false")
-        return value, DATA_CENTRIC_ENV
+            raise InputError(f"{DATA_CENTRIC.name}={text!r}: expected true or false")
+        return value, DATA_CENTRIC.name
     for folder in model_folders:
         path = Path(folder) / DATA_CENTRIC_JSON
         if path.is_file():
@@ -37,7 +36,7 @@ def data_centric_answer(*, option: bool | None, model_folders: Sequence[Path]) -
     looked = ", ".join(str(Path(f) / DATA_CENTRIC_JSON) for f in model_folders) or "no model folder"
     raise InputError("the 2024 profile writes data-centric-model.json, but nothing says whether the model was "
                      f"trained on the challenge data only: pass --data-centric or --no-data-centric, set "
-                     f"{DATA_CENTRIC_ENV}=true|false, or put true/false in {looked}")
+                     f"{DATA_CENTRIC.name}=true|false, or put true/false in {looked}")
 
 
 def read_data_centric(path: Path) -> bool:

@@ -5,6 +5,7 @@ import logging
 import traceback
 
 from petct.atomic import IncompleteWriteError
+from petct.environment import DEBUG
 from petct.errors import InputError
 
 log = logging.getLogger("algorithm")
@@ -33,7 +34,8 @@ def describe_failure(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, OSError):
         where = f" {exc.filename}" if exc.filename else ""
         return EXIT_INPUT, f"error: cannot access{where}: {exc.strerror or exc}"
-    return EXIT_INTERNAL, f"internal error: {type(exc).__name__}: {_first_line(exc)} (PETCT_KIT_DEBUG=1 shows the traceback)"
+    return EXIT_INTERNAL, (f"internal error: {type(exc).__name__}: {_first_line(exc)} "
+                           f"({DEBUG.name}=1 shows the traceback)")
 
 
 # What a RuntimeError says when memory ran out: torch's CPU allocator, CUDA itself, and cuDNN / cuBLAS failing to

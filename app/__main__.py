@@ -14,26 +14,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from petct.sizes import parse_size
-from petct.argtypes import positive_number, whole_number
+from petct.argtypes import byte_size, positive_number, whole_number
 from petct.errors import InputError
 
 EXIT_USAGE = 2
 
 
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _parser() -> argparse.ArgumentParser:
     from app.dryrun.run import DryRunOptions
-    from app.service.settings import (DEFAULT_KEEP_JOBS_FOR_S, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_RATIO,
-                                      DEFAULT_MAX_REQUEST_IMAGE_BYTES, DEFAULT_MAX_UPLOAD, DEFAULT_MAX_VOXELS,
-                                      DEFAULT_SCORE_TIMEOUT_S, TOKEN_ENV)
-    from petct.sizes import format_size
+    from app.service.settings import DEFAULT_DATA_DIR, add_options
     from petct.editions import (CHALLENGE_CHOICES, PUBLISHED_CODE_SCRIBBLE_STEPS, SCRIBBLE_RULES, SCRIBBLE_STRATEGIES,
                                 default_challenge)
 
@@ -42,48 +31,15 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the HTTP API (OpenAPI docs at /docs)")
-    serve.add_argument("--host", default="127.0.0.1",
-                       help=f"address to listen on (default: %(default)s; any other than loopback needs {TOKEN_ENV})")
-    serve.add_argument("--port", type=whole_number(1, maximum=65535), default=8000,
-                       help="TCP port (default: %(default)s)")
-    serve.add_argument("--data-dir", type=Path, default=Path("service-data"),
-                       help="job database and files (default: %(default)s)")
-    serve.add_argument("--token", help=f"the organiser's bearer token; every endpoint but /healthz and /login "
-                                       "requires it or a participant's, as a header or the login form's cookie "
-                                       f"(better: set {TOKEN_ENV}, which other users cannot read from the process list)")
-    serve.add_argument("--max-upload", type=_size, default=DEFAULT_MAX_UPLOAD, metavar="SIZE",
-                       help="largest request body, e.g. 2GiB or 500MB (default: 2GiB)")
-    serve.add_argument("--max-voxels", type=whole_number(1), default=DEFAULT_MAX_VOXELS,
-                       help="largest image accepted, in voxels (default: %(default)s)")
-    serve.add_argument("--max-image-bytes", type=_size, default=DEFAULT_MAX_IMAGE_BYTES, metavar="SIZE",
-                       help="largest image accepted, decoded: voxels x bytes per voxel, from the header before any "
-                            f"voxel is read (default: {format_size(DEFAULT_MAX_IMAGE_BYTES)})")
-    serve.add_argument("--max-request-image-bytes", type=_size, default=DEFAULT_MAX_REQUEST_IMAGE_BYTES,
-                       metavar="SIZE", help="the same, summed over one request's images "
-                                            f"(default: {format_size(DEFAULT_MAX_REQUEST_IMAGE_BYTES)})")
-    serve.add_argument("--max-ratio", type=positive_number, default=DEFAULT_MAX_RATIO, metavar="RATIO",
-                       help="largest decoded size per uploaded byte (default: %(default)g; gzip cannot exceed "
-                            "about 1032)")
-    serve.add_argument("--ground-truth", type=Path,
-                       help=f"organiser mode: this folder's cases are the hidden test set that phase submissions "
-                            f"are scored against, never sent out (needs {TOKEN_ENV}; tokens required on loopback too)")
-    serve.add_argument("--model", type=Path, help="nnU-Net results folder (default: as the algorithm container finds one)")
-    serve.add_argument("--engine", choices=("auto", "nnunet", "baseline"), default="auto")
-    serve.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
-    serve.add_argument("--scoring-workers", type=whole_number(1), default=2, help="scoring requests run at once")
-    serve.add_argument("--score-timeout", type=positive_number, default=DEFAULT_SCORE_TIMEOUT_S, metavar="SECONDS",
-                       help="a scoring request's process is killed after this long, answered 504 (default: %(default)g)")
-    serve.add_argument("--min-free", type=_size, default=2 * 1024**3, metavar="SIZE",
-                       help="new submissions get 503 while the data folder has less free space (default: 2GiB)")
-    serve.add_argument("--keep-jobs-for", type=positive_number, default=DEFAULT_KEEP_JOBS_FOR_S / 86400,
-                       metavar="DAYS", help="finished jobs and their files are deleted after this long "
-                                            "(default: %(default)g)")
+    add_options(serve)
+    serve.add_argument("--engine", choices=("auto", "nnunet", "baseline"), default="auto",
+                       help="inference engine (default: %(default)s)")
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
     people = commands.add_parser("participants", help="add, list or revoke participants (organiser mode)")
     people.add_argument("action", choices=("add", "list", "revoke"))
     people.add_argument("name", nargs="?", help="participant name (add, revoke): letters, digits, - and _")
-    people.add_argument("--data-dir", type=Path, default=Path("service-data"), help="the service's (default: %(default)s)")
+    people.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="the service's (default: %(default)s)")
 
     phases = commands.add_parser("phases", help="create or list phases (organiser mode)")
     phases.add_argument("action", choices=("create", "list"))
@@ -97,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="the ground-truth folder the server will be given (create): every case must be in it")
     phases.add_argument("--rank", choices=("best", "latest"), default="best",
                         help="which submission of each participant the leaderboard ranks (default: %(default)s)")
-    phases.add_argument("--data-dir", type=Path, default=Path("service-data"), help="the service's (default: %(default)s)")
+    phases.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="the service's (default: %(default)s)")
 
     defaults = DryRunOptions()
     dry = commands.add_parser("dry-run", help="check an algorithm as grand-challenge would run and score it")
@@ -116,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
                           "(default: %(default)s)")
     dry.add_argument("--time-limit", type=positive_number, default=defaults.time_limit_s, metavar="SECONDS",
                      help="per study (default: %(default)g; the platform allows 5 min to 24 h)")
-    dry.add_argument("--memory", type=_size, default=defaults.memory_bytes, metavar="SIZE",
+    dry.add_argument("--memory", type=byte_size, default=defaults.memory_bytes, metavar="SIZE",
                      help="per study, e.g. 16g (default: 16g); Docker gets half of it as /dev/shm")
     dry.add_argument("--container-engine", choices=("docker", "podman"), default=None,
                      help="--image: run it with this (default: docker when its daemon answers, else podman)")
@@ -190,16 +146,9 @@ def dry_run() -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from app.service.serve import serve
-    from app.service.settings import ServiceSettings, token_from
+    from app.service.settings import ServiceSettings
 
-    settings = ServiceSettings(data_dir=args.data_dir, host=args.host, port=args.port, token=token_from(args.token),
-                               max_upload_bytes=args.max_upload, max_voxels=args.max_voxels,
-                               max_image_bytes=args.max_image_bytes,
-                               max_request_image_bytes=args.max_request_image_bytes, max_ratio=args.max_ratio,
-                               ground_truth=args.ground_truth, model=args.model, device=args.device,
-                               scoring_workers=args.scoring_workers, score_timeout_s=args.score_timeout,
-                               min_free_bytes=args.min_free, keep_jobs_for_s=args.keep_jobs_for * 86400)
-    return serve(settings, engine=args.engine, log_level=args.log_level)
+    return serve(ServiceSettings.from_options(args), engine=args.engine, log_level=args.log_level)
 
 
 def _package_model(args: argparse.Namespace) -> int:

@@ -12,7 +12,6 @@ from petct.digests import sha256_of
 from petct.errors import InputError
 
 
-
 @dataclass(frozen=True)
 class PackagedModel:
     path: Path

@@ -14,7 +14,6 @@ import time
 import numpy as np
 import SimpleITK as sitk
 
-
 from algorithm.baseline import BaselineEngine
 from evaluation.metrics import score_arrays
 from petct.argtypes import whole_number

@@ -79,7 +79,7 @@ def run_floor(root: Path, out: Path, kit_out: Path) -> dict:
     ct = [pydicom.dcmread(p) for p in study.ct]
     pet_array = np.stack([d.pixel_array * np.float32(d.RescaleSlope) for d in pet]).astype(np.float32)
     ct_array = np.stack([d.pixel_array.astype(np.int16) + np.int16(d.RescaleIntercept) for d in ct])
-    pydicom.dcmread(study.seg).pixel_array
+    _ = pydicom.dcmread(study.seg).pixel_array  # decoded, as a converter must
     out.mkdir(parents=True, exist_ok=True)
     for name, array in (("CT", ct_array), ("PET", pet_array), ("SUV", pet_array * np.float32(3e-4))):
         sitk.WriteImage(sitk.GetImageFromArray(array), str(out / f"{name}.nii.gz"), useCompression=True)

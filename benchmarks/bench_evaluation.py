@@ -23,7 +23,6 @@ import cc3d
 import numpy as np
 import SimpleITK as sitk
 
-
 from evaluation.batch import score_cases
 from evaluation.metrics import score_arrays
 from evaluation.pairing import Case

@@ -13,9 +13,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from images.container_engine import detect_engine, engine_env
 from images.bases import PYTHON_BASE, TORCH_BASES
 from images.build import image_size_and_platform
+from images.container_engine import detect_engine, engine_env
 
 REPO = Path(__file__).resolve().parents[1]
 

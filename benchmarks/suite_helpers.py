@@ -14,7 +14,9 @@ TEST = Path(__file__).resolve().parents[1] / "test"
 
 
 def test_helpers(name: str) -> ModuleType:
-    """test/<name>.py as the module `name`."""
+    """test/<name>.py as the module `name` (with test/paths.py, which every helper module imports, before it)."""
+    if name != "paths":
+        test_helpers("paths")
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, TEST / f"{name}.py")

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from petct.editions import CT_RELATIVE_PATH, PET_RELATIVE_PATH
 from petct.imageio import Geometry
 from petct.jsonio import write_json_atomic
-from petct.editions import CT_RELATIVE_PATH, PET_RELATIVE_PATH
 from petct.layout import CT_NAME, CTRES_NAME, SEG_NAME, SUV_NAME
 
 LAYOUTS = ("tcia", "nnunet", "grand-challenge")

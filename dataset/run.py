@@ -60,7 +60,8 @@ def _local(jobs: list[tuple], workers: int) -> Iterator[StudyRecord]:
 
 
 def _dask(jobs: list[tuple], scheduler) -> Iterator[StudyRecord]:
-    from distributed import Client, as_completed as dask_completed  # only --scheduler needs Dask
+    from distributed import Client  # only --scheduler needs Dask
+    from distributed import as_completed as dask_completed
 
     with Client(scheduler) as client:
         futures = [client.submit(convert_study, *job[:3], previous=job[3], pure=False) for job in jobs]

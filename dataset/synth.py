@@ -17,10 +17,10 @@ import numpy as np
 import SimpleITK as sitk
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import ExplicitVRLittleEndian, PositronEmissionTomographyImageStorage, CTImageStorage
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PositronEmissionTomographyImageStorage
 
-from dataset.suv import GE_SCAN_DATETIME, PHILIPS_ACTIVITY_SCALE, PHILIPS_SUV_SCALE
 from dataset.segexport import write_seg
+from dataset.suv import GE_SCAN_DATETIME, PHILIPS_ACTIVITY_SCALE, PHILIPS_SUV_SCALE
 from dataset.uids import uid
 from petct.atomic import atomic_path
 from petct.imageio import Geometry

@@ -203,10 +203,18 @@ def next_scribbles(args) -> int:
 
 def rank_submissions(args) -> int:
     """Several submissions' metrics.json in, the leaderboard out (printed, and as JSON with --output)."""
-    from evaluation.ranking import (format_leaderboard, format_subset_means, leaderboard, read_studies_csv,
-                                    read_submission, read_subsets, study_set_warnings, submission_argument)
-    from petct.jsonio import write_json_atomic
+    from evaluation.ranking import (
+        format_leaderboard,
+        format_subset_means,
+        leaderboard,
+        read_studies_csv,
+        read_submission,
+        read_subsets,
+        study_set_warnings,
+        submission_argument,
+    )
     from petct.editions import edition as edition_named
+    from petct.jsonio import write_json_atomic
     # bad options, exit 2 as every mode's (README): checked before any file is read
     if args.subsets is not None and args.studies is not None:
         print("error: give --subsets or --studies, not both", file=sys.stderr)

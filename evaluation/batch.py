@@ -4,10 +4,13 @@ from __future__ import annotations
 import sys
 
 from evaluation.pairing import Case
-from evaluation.pool import Outcome, run_isolated
 from evaluation.problems import Problem
 from evaluation.scoring import StudyResult, score_files
 from petct.errors import InputError
+from petct.processes import Outcome, run_isolated
+
+# Imported once by the fork server, so each study's process starts with the scorer loaded.
+PRELOAD = ["evaluation.scoring"]
 
 
 def score_case(case: Case) -> StudyResult | Problem:
@@ -34,7 +37,8 @@ def score_cases(cases: list[Case], *, workers: int, timeout_s: float | None = No
             print(f"[{done}/{total}] {status} {outcome.item.study}", file=sys.stderr, flush=True)
 
     results, problems = [], []
-    for outcome in run_isolated(score_case, cases, workers=workers, timeout_s=timeout_s, on_done=report):
+    for outcome in run_isolated(score_case, cases, workers=workers, preload=PRELOAD, what="scoring", timeout_s=timeout_s,
+                                on_done=report):
         case = outcome.item
         if isinstance(outcome.value, StudyResult):
             results.append((case, outcome.value))

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 from petct.argtypes import positive_number, whole_number
-from petct.editions import (CHALLENGE_CHOICES, CHALLENGE_ENV, EDITIONS, SCRIBBLE_RULES, SCRIBBLE_STRATEGIES,
-                            default_challenge)
+from petct.editions import CHALLENGE_CHOICES, EDITIONS, SCRIBBLE_RULES, SCRIBBLE_STRATEGIES, default_challenge
+from petct.environment import CHALLENGE
 from petct.layout import DEFAULT_GROUND_TRUTH, DEFAULT_INPUT, DEFAULT_OUTPUT
 
 CONTAINER = "container"
@@ -51,7 +51,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def _challenge_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--challenge", choices=CHALLENGE_CHOICES, default=default_challenge(),
-                        help=f"the autoPET edition's rules (or set {CHALLENGE_ENV}; default: %(default)s)")
+                        help=f"the autoPET edition's rules (or set {CHALLENGE.name}; default: %(default)s)")
 
 
 def _batch_options(parser: argparse.ArgumentParser) -> None:

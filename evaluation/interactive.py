@@ -24,8 +24,8 @@ from evaluation.scoring import StudyResult
 from evaluation.studies import MaskIndex
 from petct.clicks import parse_clicks
 from petct.editions import CLICKS_JSON, MAX_CLICKS
-from petct.jsonio import read_json
 from petct.errors import InputError
+from petct.jsonio import read_json
 
 STEPS = tuple(range(MAX_CLICKS + 1))
 CURVES = {"dice": "dice", "false_positive_volume": "fpv", "false_negative_volume": "fnv"}

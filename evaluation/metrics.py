@@ -16,7 +16,6 @@ from petct.jsonio import strict
 from petct.lesions import LESION_CONNECTIVITY
 
 
-
 @dataclass(frozen=True)
 class StudyMetrics:
     """Metrics of one study; volumes in ml. NaN marks an undefined value (Dice and FNV of a negative study)."""

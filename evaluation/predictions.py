@@ -11,9 +11,9 @@ from pathlib import Path
 
 from evaluation.problems import Problem
 from evaluation.studies import input_candidates
+from petct.editions import CT_RELATIVE_PATH, PET_RELATIVE_PATH
 from petct.errors import InputError
 from petct.jsonio import read_json
-from petct.editions import CT_RELATIVE_PATH, PET_RELATIVE_PATH
 from petct.layout import is_image_file, list_images
 
 SUCCEEDED = "Succeeded"

@@ -11,13 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from petct.sizes import format_size
 from images.bases import PYTHON_BASE, TORCH_BASES, image_exists, make_python_base, make_torch_base
 from images.build import TARGETS, build_argv, build_options, choose_bases, image_size_and_platform, image_tag
 from images.container_engine import ENGINES, detect_engine, engine_env
 from images.pipconf import host_pip_settings
 from images.tarball import save_image_tarball
 from petct.errors import InputError
+from petct.sizes import format_size
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 
 from images.bases import PYTHON_BASE, TORCH_BASES, image_exists
 from images.container_engine import KIT_ROOT

@@ -6,8 +6,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from petct.digests import sha256_of
 from images.build import PLATFORM, image_size_and_platform
+from petct.digests import sha256_of
 from petct.errors import InputError
 
 CHUNK = 1 << 20

@@ -30,3 +30,13 @@ def positive_number(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
+
+
+def byte_size(text: str) -> int:
+    """An argparse type: a byte size as people and Docker write it (2GiB, 500MB, 16g; petct.sizes)."""
+    from petct.sizes import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

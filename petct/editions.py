@@ -6,12 +6,11 @@ dry run. The default profile is the 2022/2023 contract, which is what the kit al
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
+from petct.environment import CHALLENGE
 from petct.errors import InputError
 
-CHALLENGE_ENV = "PETCT_KIT_CHALLENGE"
 # The algorithm's image inputs under /input, as every edition so far names them (an edition may name others).
 PET_RELATIVE_PATH = "images/pet"
 CT_RELATIVE_PATH = "images/ct"
@@ -75,7 +74,7 @@ CHALLENGE_CHOICES = tuple(EDITIONS)
 
 def edition(name: str | None = None) -> Edition:
     """The profile called `name`; None: PETCT_KIT_CHALLENGE, else the 2022 default."""
-    name = name or os.environ.get(CHALLENGE_ENV) or DEFAULT_CHALLENGE
+    name = name or CHALLENGE.get() or DEFAULT_CHALLENGE
     try:
         return EDITIONS[name]
     except KeyError:
@@ -84,4 +83,4 @@ def edition(name: str | None = None) -> Edition:
 
 def default_challenge() -> str:
     """The --challenge default: PETCT_KIT_CHALLENGE when set, else the 2022 profile."""
-    return os.environ.get(CHALLENGE_ENV) or DEFAULT_CHALLENGE
+    return CHALLENGE.get() or DEFAULT_CHALLENGE

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from paths import REPO
 from petct.imageio import write_image_atomic
 from petct.phantom import Study
-from paths import REPO
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ import httpx
 import numpy as np
 from scipy import ndimage
 
+from paths import REPO
 from petct.imageio import Geometry, image_from_array, write_image_atomic
 from petct.phantom import make_study
-from paths import REPO
 
 STARTUP_TIMEOUT_S = 90.0
 

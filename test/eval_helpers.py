@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from petct.imageio import Geometry, image_from_array, write_image_atomic
 from petct.editions import CT_RELATIVE_PATH, EDITIONS, PET_RELATIVE_PATH
+from petct.imageio import Geometry, image_from_array, write_image_atomic
 from petct.phantom import make_study
 
 OUTPUT_RELATIVE_PATH = EDITIONS["autopet-2022"].output_relative_path  # the submissions these tests build

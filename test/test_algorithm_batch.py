@@ -8,12 +8,12 @@ import pytest
 import SimpleITK as sitk
 
 from algorithm.batch_inputs import find_cases
+from algorithm.runinfo import parse_ran_line
 from algorithm_helpers import output_files, run_algorithm, write_platform_input
 from nnunet_helpers import require_nnunetv2
 from petct.errors import InputError
 from petct.imageio import write_image_atomic
 from petct.phantom import make_study
-from algorithm.runinfo import parse_ran_line
 
 require_nnunetv2()
 

@@ -9,8 +9,17 @@ import torch
 
 from algorithm.engine import EngineOptions
 from algorithm.nnunet import EnsembleEngine, NnUNetEngine, load_model
-from nnunet_helpers import (CONFIGURATION, dice, make_dataset_json, make_plans, plain_architecture,
-                            reference_prediction, require_nnunetv2, study_arrays, write_results_folder)
+from nnunet_helpers import (
+    CONFIGURATION,
+    dice,
+    make_dataset_json,
+    make_plans,
+    plain_architecture,
+    reference_prediction,
+    require_nnunetv2,
+    study_arrays,
+    write_results_folder,
+)
 from petct.errors import InputError
 
 require_nnunetv2()

@@ -9,13 +9,13 @@ import SimpleITK as sitk
 
 from algorithm import cli, failures
 from algorithm.engine import Prediction
-from petct.resample import CT_OUTSIDE_HU, resample_ct_onto as resample_onto
-from algorithm.pipeline import (StudyInputs, check_probabilities_path, find_study_inputs,
-                                run_container, segment_study)
+from algorithm.pipeline import StudyInputs, check_probabilities_path, find_study_inputs, run_container, segment_study
 from algorithm_helpers import output_files, write_platform_input
 from petct.editions import EDITIONS
 from petct.errors import InputError
 from petct.phantom import make_study
+from petct.resample import CT_OUTSIDE_HU
+from petct.resample import resample_ct_onto as resample_onto
 
 
 def _rotation_z(angle: float) -> tuple[float, ...]:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import shlex
+import subprocess
 import sys
 import textwrap
 import time
@@ -15,11 +15,11 @@ import psutil
 import pytest
 
 from app.dryrun.runner import Limits, docker_run_argv, run_limited
-from petct.sizes import docker_size, parse_size
 from app_helpers import REPO
 from evaluation.predictions import read_jobs
 from petct.errors import InputError
 from petct.phantom import make_study
+from petct.sizes import docker_size, parse_size
 
 TINY = (24, 24, 16)
 

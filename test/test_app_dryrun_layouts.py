@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from app.dryrun.cases import folder_cases
+from paths import REPO
 from petct.errors import InputError
 from petct.phantom import make_study
 from petct.studykey import study_key
-from paths import REPO
 
 TINY = (24, 24, 16)
 DATES = ("08-12-2001-NA-PET-CT Ganzkoerper  primaer mit KM-10445", "11-03-2002-NA-PET-CT Ganzkoerper-77031")

@@ -20,7 +20,7 @@ from app_helpers import REPO, Server, files_of, write_mask, write_phantom
 def _mha(path: Path, *, size=(1024, 1024, 256), element="MET_DOUBLE", data: bytes | None = None) -> Path:
     """A MetaImage whose header announces `size` voxels of `element`; compressed zeros follow unless `data`."""
     payload = zlib.compress(bytes(1 << 20), 9) if data is None else data
-    header = [f"ObjectType = Image", "NDims = 3", f"DimSize = {' '.join(map(str, size))}",
+    header = ["ObjectType = Image", "NDims = 3", f"DimSize = {' '.join(map(str, size))}",
               f"ElementType = {element}", "ElementSpacing = 1 1 1"]
     if data is None:
         header += ["CompressedData = True", f"CompressedDataSize = {len(payload)}"]

@@ -3,16 +3,17 @@ from __future__ import annotations
 
 import re
 import subprocess
-from contextlib import closing
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import httpx
 import pytest
 
+from app.service.access import JobAccess, job_access
 from app.service.deps import Caller, Role
 from app.service.jobs import Job, JobState
-from app.service.pages import PageAccess, page_access
+from app.service.access import JobAccess, job_access
 from app.service.sessions import SESSION_COOKIE
 from app_helpers import REPO, Server, files_of, wait_for_job, write_phantom
 from report_helpers import exact, numbers
@@ -28,11 +29,11 @@ def _job(owner: str | None) -> Job:
 def test_access_rules(owner):
     alice = Caller(Role.participant, participant="alice")
     for everyone in (Caller(Role.organiser), Caller(Role.anonymous)):  # anonymous: only on an open loopback server
-        assert page_access(everyone, job=_job(owner)) == PageAccess(job=True, ground_truth=True, report=True)
-        assert page_access(everyone).report
+        assert job_access(everyone, job=_job(owner)) == JobAccess(job=True, ground_truth=True, report=True)
+        assert job_access(everyone).report
     own = owner == "alice"
-    assert page_access(alice, job=_job(owner)) == PageAccess(job=own, ground_truth=own, report=False)
-    assert not page_access(alice).report and not page_access(alice).job
+    assert job_access(alice, job=_job(owner)) == JobAccess(job=own, ground_truth=own, report=False)
+    assert not job_access(alice).report and not job_access(alice).job
 
 
 def test_login_cookie_and_pages_behind_it(tmp_path):

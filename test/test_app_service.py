@@ -19,8 +19,17 @@ import SimpleITK as sitk
 from app.service.api import create_app
 from app.service.jobs import JobState, JobStore, new_job_id
 from app.service.settings import ServiceSettings
-from app_helpers import (REPO, Server, files_of, files_under, random_mask, reference_metrics, wait_for_job,
-                         write_mask, write_phantom)
+from app_helpers import (
+    REPO,
+    Server,
+    files_of,
+    files_under,
+    random_mask,
+    reference_metrics,
+    wait_for_job,
+    write_mask,
+    write_phantom,
+)
 from petct.errors import InputError
 
 LIMIT_BYTES = 3 * 1024 * 1024  # the main server's upload limit; tiny phantom studies are < 1 MB

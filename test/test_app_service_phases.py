@@ -177,7 +177,7 @@ def test_submission_aggregates_match_the_scorer_and_only_own_submissions_are_lis
         assert body["id"] in [s["id"] for s in organiser.get("/v1/phases/practice/submissions").json()["submissions"]]
 
 
-def _archive(kind: str, members: dict[str, bytes], *, links: dict[str, str] = {}) -> bytes:
+def _archive(kind: str, members: dict[str, bytes], *, links: dict[str, str] | None = None) -> bytes:
     out = io.BytesIO()
     if kind == "zip":
         with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -189,7 +189,7 @@ def _archive(kind: str, members: dict[str, bytes], *, links: dict[str, str] = {}
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 tf.addfile(info, io.BytesIO(data))
-            for name, target in links.items():
+            for name, target in (links or {}).items():
                 info = tarfile.TarInfo(name)
                 info.type, info.linkname = tarfile.SYMTYPE, target
                 tf.addfile(info)

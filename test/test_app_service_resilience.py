@@ -17,9 +17,9 @@ import app.service.jobs as jobs_module
 import app.service.uploads as uploads
 import app.service.worker as worker_module
 from app.service.api import create_app
-from app.service.jobs import JobState, JobStore, new_job_id
 from app.service.errors import ApiError
-from app.service.scoring import run_limited, scoring_processes
+from app.service.jobs import JobState, JobStore, new_job_id
+from app.service.scoring import call_killable, scoring_processes
 from app.service.settings import ServiceSettings
 from app.service.worker import InferenceWorker
 from app_helpers import REPO, files_of, write_phantom
@@ -182,15 +182,15 @@ def _sleepy(seconds: float) -> str:
 def test_a_scoring_request_past_its_deadline_is_killed_and_answered_504():
     processes = scoring_processes(1)
     try:
-        assert run_limited(processes, _sleepy, timeout_s=30, seconds=0.01) == "done"
+        assert call_killable(processes, _sleepy, timeout_s=30, seconds=0.01) == "done"
         first = next(iter(processes._all)).process
         started = time.monotonic()
         with pytest.raises(ApiError) as refused:
-            run_limited(processes, _sleepy, timeout_s=0.5, seconds=60)
+            call_killable(processes, _sleepy, timeout_s=0.5, seconds=60)
         assert time.monotonic() - started < 20
         assert refused.value.status == 504 and "--score-timeout" in refused.value.reason
         assert not first.is_alive()  # killed, not left running in the background
-        assert run_limited(processes, _sleepy, timeout_s=30, seconds=0.01) == "done"  # a fresh one took its slot
+        assert call_killable(processes, _sleepy, timeout_s=30, seconds=0.01) == "done"  # a fresh one took its slot
     finally:
         processes.close()
 

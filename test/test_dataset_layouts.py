@@ -13,8 +13,8 @@ import SimpleITK as sitk
 from dataset.convert import ConvertOptions
 from dataset.run import convert_tree
 from dataset_helpers import convert, synth
-from petct.editions import EDITIONS
 from nnunet_helpers import require_nnunetv2
+from petct.editions import EDITIONS
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from algorithm.pipeline import PROBABILITY_SUFFIXES
 from paths import REPO
 

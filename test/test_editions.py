@@ -20,7 +20,7 @@ from evaluation.__main__ import main as evaluation_main
 from evaluation.interactive import area_under_curve
 from evaluation.metrics import score_arrays
 from petct.click_simulation import simulate_clicks
-from petct.clicks import ClickEncoding, Clicks, click_channels, parse_clicks, read_clicks
+from petct.clicks import ClickEncoding, Clicks, click_channels, read_clicks
 from petct.editions import EDITIONS, edition
 from petct.errors import InputError
 from petct.phantom import make_study

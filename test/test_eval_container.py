@@ -14,9 +14,9 @@ from eval_helpers import Submission, all_keys, geometry_of, write_mask
 from evaluation.__main__ import main
 from evaluation.metrics import score_arrays
 from evaluation.studies import index_masks, input_candidates, mask_key
+from paths import REPO
 from petct.imageio import Geometry
 from petct.jsonio import strict
-from paths import REPO
 
 
 def load_strict(path: Path) -> dict:

@@ -18,8 +18,8 @@ from evaluation.pairing import Case
 from evaluation.report import build_report
 from evaluation.scoring import StudyResult
 from evaluation.studies import MaskNaming, index_masks
-from petct.studykey import study_key
 from paths import REPO
+from petct.studykey import study_key
 
 GRID = geometry_of((12, 16, 16), spacing=(2.0, 2.0, 3.0))
 # A study folder as the organisers' conversion names them: a date, spaces, dots.

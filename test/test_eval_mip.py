@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from evaluation.mip import (FALSE_NEGATIVE, FALSE_POSITIVE, OPACITY, PREDICTED, TRUE_POSITIVE, StudyArrays,
-                            overlay_mip)
-from petct.imageio import Geometry, image_from_array, write_image_atomic
+from evaluation.mip import FALSE_NEGATIVE, FALSE_POSITIVE, OPACITY, PREDICTED, TRUE_POSITIVE, StudyArrays, overlay_mip
 from paths import REPO
+from petct.imageio import Geometry, image_from_array, write_image_atomic
 
 STRUCTURE_18 = ndimage.generate_binary_structure(3, 2)
 

@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import eval_helpers
-import evaluation.pool
-from evaluation.pool import run_isolated
+import petct.processes
+from evaluation.batch import PRELOAD
+
+
+def run_isolated(function, items, **options):
+    """petct.processes.run_isolated as the scorer calls it."""
+    return petct.processes.run_isolated(function, items, preload=PRELOAD, what="scoring", **options)
 
 
 def values_and_failures(outcomes):
@@ -46,7 +51,7 @@ def test_a_hanging_worker_is_stopped_at_the_time_limit():
 
 
 def test_a_worker_that_answers_but_does_not_exit_is_stopped(tmp_path, monkeypatch):
-    monkeypatch.setattr(evaluation.pool, "EXIT_GRACE_S", 0.2)
+    monkeypatch.setattr(petct.processes, "EXIT_GRACE_S", 0.2)
     marker = tmp_path / "marker"
     (outcome,) = run_isolated(eval_helpers.linger_after_answering, [str(marker)], workers=1)
     assert outcome.value == "answered" and outcome.failure is None

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from evaluation.ranking import competition_ranks, leaderboard, read_submission, read_subsets
-from petct.errors import InputError
 from paths import REPO
+from petct.errors import InputError
 
 WEIGHTS = {"dice": 0.5, "false_positive_volume": 0.25, "false_negative_volume": 0.25}
 

@@ -13,8 +13,8 @@ from evaluation.html_report.build import ReportOptions, _worst, build_report_htm
 from evaluation.html_report.inputs import read_submission_metrics
 from evaluation.html_report.stability import bootstrap_ranks
 from evaluation.ranking import leaderboard, read_submission
-from report_helpers import exact, numbers, random_metrics, write_metrics
 from paths import REPO
+from report_helpers import exact, numbers, random_metrics, write_metrics
 
 pytest.importorskip("matplotlib", reason="matplotlib is in evaluation/report-requirements.txt")
 pytest.importorskip("jinja2", reason="Jinja2 is in evaluation/report-requirements.txt")

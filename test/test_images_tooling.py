@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from images.container_engine import CONTAINERS_CONF, detect_engine, engine_env, podman_config
 from images.bases import host_apt_mirror, torch_requirement
 from images.build import Bases, build_argv, build_options
+from images.container_engine import CONTAINERS_CONF, detect_engine, engine_env, podman_config
 from images.pipconf import CONTAINER_PIP_CONF, PipSettings, build_mounts, parse_config_list
 from petct.errors import InputError
 

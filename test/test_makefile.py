@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from paths import REPO
 
 REQUIREMENTS = ("pyproject.toml", "requirements-dev.txt", "algorithm/requirements.txt",

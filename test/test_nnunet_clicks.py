@@ -13,8 +13,15 @@ import torch
 
 from algorithm.engine import EngineOptions
 from algorithm.nnunet import NnUNetEngine
-from nnunet_helpers import (dice, make_dataset_json, make_plans, plain_architecture, require_nnunetv2, study_arrays,
-                            write_results_folder)
+from nnunet_helpers import (
+    dice,
+    make_dataset_json,
+    make_plans,
+    plain_architecture,
+    require_nnunetv2,
+    study_arrays,
+    write_results_folder,
+)
 from petct.clicks import ClickEncoding, Clicks, click_channels
 from petct.errors import InputError
 

@@ -9,14 +9,24 @@ import torch
 
 from algorithm import failures
 from algorithm.engine import EngineOptions
-from algorithm.nnunet import NnUNetEngine, compiled, engine as engine_module
+from algorithm.nnunet import NnUNetEngine, compiled
+from algorithm.nnunet import engine as engine_module
 from algorithm.nnunet.oom import on_host_if_out_of_memory, retry_out_of_memory
 from algorithm.nnunet.sliding_window import SlidingWindow, WindowRun
-from test_nnunet_engine import model, study  # noqa: F401 - the engine tests' small model and study
 from nnunet_helpers import require_nnunetv2
 
 require_nnunetv2()
 torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def study(nnunet_case):
+    return nnunet_case.suv, nnunet_case.ct, nnunet_case.spacing
+
+
+@pytest.fixture(scope="module")
+def model(nnunet_case):
+    return nnunet_case.trainer_folder
 
 # What running out of GPU memory looks like besides torch.OutOfMemoryError: cuDNN and cuBLAS failing to
 # allocate their handles or workspaces raise plain RuntimeErrors.

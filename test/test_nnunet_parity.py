@@ -12,8 +12,17 @@ import torch
 
 from algorithm.engine import EngineOptions
 from algorithm.nnunet import NnUNetEngine
-from nnunet_helpers import (dice, make_dataset_json, make_plans, plain_architecture, reference_prediction,
-                            require_nnunetv2, resenc_architecture, study_arrays, write_results_folder)
+from nnunet_helpers import (
+    dice,
+    make_dataset_json,
+    make_plans,
+    plain_architecture,
+    reference_prediction,
+    require_nnunetv2,
+    resenc_architecture,
+    study_arrays,
+    write_results_folder,
+)
 
 require_nnunetv2()
 pytestmark = pytest.mark.slow  # runs nnunetv2's own predictor as the reference

@@ -77,7 +77,10 @@ def test_nonzero_bbox_matches_nnunet_crop():
 
 def test_normalization_matches_nnunet_schemes():
     from nnunetv2.preprocessing.normalization.default_normalization_schemes import (
-        CTNormalization, RescaleTo01Normalization, ZScoreNormalization)
+        CTNormalization,
+        RescaleTo01Normalization,
+        ZScoreNormalization,
+    )
 
     rng = np.random.default_rng(3)
     image = (rng.normal(size=(10, 12, 14)) * 300).astype(np.float32)
@@ -101,8 +104,7 @@ def test_normalization_matches_nnunet_schemes():
 
 
 def test_resampling_matches_nnunet_on_random_grids():
-    from nnunetv2.preprocessing.resampling.default_resampling import (compute_new_shape,
-                                                                      resample_data_or_seg_to_shape)
+    from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape, resample_data_or_seg_to_shape
 
     rng = np.random.default_rng(4)
     for _ in range(12):

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from paths import REPO
 from petct.editions import EDITIONS
 from petct.version import kit_version
-from paths import REPO
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 

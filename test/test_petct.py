@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from paths import REPO
 from petct import jsonio, layout, phantom
 from petct.argtypes import whole_number
 from petct.atomic import atomic_path
 from petct.errors import InputError
 from petct.imageio import Geometry, grid_mismatches, read_array, read_image, require_finite, write_image_atomic
-from paths import REPO
 
 
 def _image(shape=(4, 5, 6), dtype=np.uint8, spacing=(1.0, 2.0, 3.0)) -> sitk.Image:

@@ -14,10 +14,20 @@ import torch
 from algorithm.engine import EngineOptions, Prediction
 from algorithm.nnunet.budget import Schedule, choose_schedule
 from algorithm.nnunet.compiled import CompiledNetwork
-from algorithm.nnunet.folder import (CLICK_ROLES, DATASET_JSON, PLANS_JSON, SETTINGS_JSON, LoadedCheckpoint,
-                                     channel_roles, click_encoding,
-                                     load_checkpoint, read_json_object, read_settings, require_trainer_folder,
-                                     select_folds)
+from algorithm.nnunet.folder import (
+    CLICK_ROLES,
+    DATASET_JSON,
+    PLANS_JSON,
+    SETTINGS_JSON,
+    LoadedCheckpoint,
+    channel_roles,
+    click_encoding,
+    load_checkpoint,
+    read_json_object,
+    read_settings,
+    require_trainer_folder,
+    select_folds,
+)
 from algorithm.nnunet.network import ArchitectureError, UNet, build_network
 from algorithm.nnunet.oom import on_host_if_out_of_memory, retry_out_of_memory
 from algorithm.nnunet.plans import DEFAULT_RESAMPLING_FN, Plan, read_plan

@@ -12,8 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from algorithm.nnunet.folder import (DATASET_JSON, MAX_NESTING, PLANS_JSON, FoldCheckpoint, checkpoint_files,
-                                     select_folds)
+from algorithm.nnunet.folder import (
+    DATASET_JSON,
+    MAX_NESTING,
+    PLANS_JSON,
+    FoldCheckpoint,
+    checkpoint_files,
+    select_folds,
+)
 from petct.errors import InputError
 
 # How deep to look, only to say where a misplaced results folder is (a tarball packed one level too high).

@@ -9,10 +9,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from app.dryrun.runner import Limits, RunOutcome
-from petct.sizes import format_size
-from petct.errors import InputError
 from petct.editions import DATA_CENTRIC_JSON, Edition
+from petct.errors import InputError
 from petct.imageio import Geometry, grid_mismatches, read_image
+from petct.sizes import format_size
 
 ALLOWED_OUTPUT_SUFFIX = ".mha"
 ALLOWED_VALUES = {0, 1}

@@ -9,9 +9,9 @@ from pathlib import Path
 from algorithm.runinfo import short
 from app.dryrun.contract import JobCheck
 from app.dryrun.runner import RunOutcome
-from petct.sizes import format_size
 from evaluation.aggregates import summary_line as aggregates_line  # one summary for dry-run and score-folders
 from petct.atomic import atomic_path
+from petct.sizes import format_size
 
 
 @dataclass

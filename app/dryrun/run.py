@@ -12,21 +12,32 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from algorithm.runinfo import parse_ran_line
 from app.dryrun import platform
 from app.dryrun.cases import DryRunCase, folder_cases, pet_grids, phantom_cases
 from app.dryrun.contract import JobCheck, check_data_centric, check_output, check_run, snapshot
 from app.dryrun.report import EvaluationReport, StudyReport, aggregates_line, table, write_junit
+from app.dryrun.runner import (
+    KIT_ROOT,
+    Limits,
+    check_docker_image,
+    command_argv,
+    default_command,
+    docker_run_argv,
+    gpu_present,
+    run_limited,
+    tail,
+)
 from images.container_engine import detect_engine, engine_env
-from app.dryrun.runner import (KIT_ROOT, Limits, check_docker_image, command_argv, default_command, docker_run_argv,
-                               gpu_present, run_limited, tail)
-from petct.sizes import docker_size, format_size
-from algorithm.runinfo import parse_ran_line
 from petct.clicks import Clicks
-from petct.editions import CHALLENGE_ENV, DEFAULT_CHALLENGE, SCRIBBLE_STEPS, Edition, edition as edition_named
+from petct.editions import DEFAULT_CHALLENGE, SCRIBBLE_STEPS, Edition
+from petct.editions import edition as edition_named
+from petct.environment import CHALLENGE
 from petct.errors import InputError
 from petct.imageio import Geometry
 from petct.jsonio import read_json, write_json_atomic
 from petct.layout import METRICS_JSON
+from petct.sizes import docker_size, format_size
 
 EVALUATION_TIME_LIMIT_S = 600.0
 EXIT_OK, EXIT_VIOLATION, EXIT_USAGE = 0, 1, 2
@@ -144,9 +155,10 @@ def _run_study(case: DryRunCase, options: DryRunOptions, workdir: Path, *, pet: 
         return run_study_loop(case, options, workdir, pet=pet, edition=edition, run_job=_run_job, studies=names)
     if not edition.clicks:
         return [_run_job(case, options, workdir, pet=pet, edition=edition)]
+    import SimpleITK as sitk
+
     from petct.click_simulation import simulate_clicks
     from petct.imageio import read_image
-    import SimpleITK as sitk
     clicks = simulate_clicks(mask_zyx=sitk.GetArrayFromImage(read_image(case.seg)),
                              pet_zyx=sitk.GetArrayFromImage(read_image(case.suv)))
     return [_run_job(case, options, workdir, pet=pet, edition=edition, clicks=clicks.first(step), step=step)
@@ -168,7 +180,7 @@ def _run_job(case: DryRunCase, options: DryRunOptions, workdir: Path, *, pet: Ge
     limits = Limits(time_s=options.time_limit_s, memory_bytes=options.memory_bytes)
     argv, env, on_timeout, after = _job_command(job, options)
     if not options.image:  # an image's own settings choose its profile (docs/editions.md)
-        env[CHALLENGE_ENV] = edition.name  # the kit's algorithm (and any command reading it) follows the profile
+        env[CHALLENGE.name] = edition.name  # the kit's algorithm (and any command reading it) follows the profile
     job.started_at = datetime.now(timezone.utc)
     # run_limited returns once the job's whole process tree is gone: only then is its output checked.
     outcome = run_limited(argv, limits=limits, log=job.input_dir.parent / "log.txt", env=env, on_timeout=on_timeout,

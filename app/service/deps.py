@@ -19,12 +19,12 @@ from app.service.jobs import JobStore
 from app.service.leaderboard import Leaderboards
 from app.service.participants import ParticipantStore, token_digest
 from app.service.phases import PhaseStore
-from app.service.processes import KillableProcesses
-from app.service.scoring import run_limited
+from app.service.scoring import call_killable
 from app.service.sessions import SESSION_COOKIE, SessionStore
 from app.service.settings import ServiceSettings
 from app.service.submissions import InFlight
 from app.service.worker import InferenceWorker
+from petct.processes import KillableProcesses
 
 OPEN_PATHS = frozenset({"/healthz", "/login", "/logout"})
 OPEN_PREFIXES = ("/static/",)  # the pages' script and style files: the login form needs them, and they are public
@@ -86,7 +86,7 @@ class Service:
 
     async def score(self, function, **kwargs):
         """`function(**kwargs)` in the scoring pool, in a process of its own killed at --score-timeout."""
-        return await self.in_pool(run_limited, self.processes, function, timeout_s=self.settings.score_timeout_s,
+        return await self.in_pool(call_killable, self.processes, function, timeout_s=self.settings.score_timeout_s,
                                   **kwargs)
 
     def tokens_required(self) -> bool:

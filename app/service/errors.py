@@ -1,7 +1,8 @@
 """Errors the API returns: always JSON naming the field, the file and the reason."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field as dataclass_field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 
 from pydantic import BaseModel
 

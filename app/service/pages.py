@@ -1,7 +1,7 @@
 """Server-rendered web pages: the service's state and upload forms, a job, the report, a phase, the login form.
 
 Who is calling comes from the Authenticator (app.service.deps), which also accepts the login cookie and
-sends a page GET without credentials to /login; what each caller may see is decided in `page_access` alone.
+sends a page GET without credentials to /login; what each caller may see is decided in app.service.access alone.
 """
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 from fastapi import APIRouter, Depends, Form, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
+from app.service.access import JobAccess, job_access, submissions_of
 from app.service.deps import Caller, Role, caller_for, get_caller, organiser_only, session_cookie
 from app.service.errors import ApiError
 from app.service.jobs import Job, JobState
@@ -33,28 +34,6 @@ from petct.jsonio import write_json_atomic
 RECENT_JOBS = 20
 REFRESH_S = 2  # a running job's page reloads itself this often
 MIP_NAME = "mip.png"
-
-
-@dataclass(frozen=True)
-class PageAccess:
-    """What a caller may see of one job, or of the report."""
-
-    job: bool  # the job's page at all
-    ground_truth: bool  # ground-truth outlines in MIPs and metrics against the ground truth
-    report: bool  # the report over every scored job
-
-
-def page_access(caller: Caller, *, job: Job | None = None) -> PageAccess:
-    """What `caller` may see of `job` (or, without one, of the report).
-
-    The organiser (and anonymous, who exists only on a loopback server needing no token) sees everything.
-    A participant sees their own jobs, with the metrics and outlines of the label they uploaded themselves
-    (it is theirs), nobody else's, and not the report over every scored job.
-    """
-    if caller.sees_everything:
-        return PageAccess(job=True, ground_truth=True, report=True)
-    own = job is not None and caller.role == Role.participant and job.owner == caller.participant
-    return PageAccess(job=own, ground_truth=own, report=False)
 
 
 def who(caller: Caller | None) -> str | None:
@@ -95,7 +74,7 @@ def pages_router(service) -> APIRouter:
     def page(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
         caller = getattr(request.state, "caller", None)
         shared = {"token_required": service.tokens_required(), "who": who(caller),
-                  "can_report": page_access(caller).report if caller else False}
+                  "can_report": job_access(caller).report if caller else False}
         return templates.TemplateResponse(request, name, {**shared, **context}, status_code=status)
 
     @router.get("/login", response_class=HTMLResponse)
@@ -133,7 +112,7 @@ def pages_router(service) -> APIRouter:
                  "queued": service.store.count(JobState.queued)}
         phases = service.phases.list() if service.cases is not None else []
         return page(request, "index.html.j2", state=state, jobs=jobs, total=total, phases=phases,
-                    report=page_access(caller).report, organiser_mode=service.cases is not None)
+                    report=job_access(caller).report, organiser_mode=service.cases is not None)
 
     @router.get("/jobs/{job_id}", response_class=HTMLResponse)
     async def job_page(request: Request, job_id: str):
@@ -199,7 +178,8 @@ def pages_router(service) -> APIRouter:
         if current is None:
             raise ApiError(404, "no such phase")
         everyone = service.phases.of(phase)
-        own = everyone if caller.sees_everything else [s for s in everyone if s.participant == caller.participant]
+        whose = submissions_of(caller)
+        own = [s for s in everyone if whose is None or s.participant == whose]
         rows = board_rows(service, current, caller)
         submitted_at = {s.id: _utc(s.created_at) for s in everyone}
         return page(request, "phase.html.j2", phase=phase_view(service, current, caller), metrics=METRICS,
@@ -266,22 +246,22 @@ def _missing_cases(service, phase) -> list[str]:
     return [case for case in phase.cases if case not in (service.cases or {})]
 
 
-def _visible_job(service, request: Request, job_id: str) -> tuple[Job, PageAccess]:
+def _visible_job(service, request: Request, job_id: str) -> tuple[Job, JobAccess]:
     from app.service.jobs import is_job_id
 
     job = service.store.get(job_id) if is_job_id(job_id) else None
-    access = page_access(get_caller(request), job=job)
+    access = job_access(get_caller(request), job=job)
     if job is None or not access.job:
         raise ApiError(404, "no such job")
     return job, access
 
 
-def _viewer_mask(job: Job, access: PageAccess) -> Volume:
+def _viewer_mask(job: Job, access: JobAccess) -> Volume:
     """The mask volume the viewer shows this caller: components against the label where it may see them."""
     return Volume.components if access.ground_truth and job.has_label else Volume.prediction
 
 
-def _viewer_volume_or_404(name: str, *, job: Job, access: PageAccess) -> Volume:
+def _viewer_volume_or_404(name: str, *, job: Job, access: JobAccess) -> Volume:
     allowed = {Volume.ct, Volume.suv, _viewer_mask(job, access)}
     wanted = next((v for v in Volume if v.value == name), None)
     if wanted not in allowed:
@@ -289,7 +269,7 @@ def _viewer_volume_or_404(name: str, *, job: Job, access: PageAccess) -> Volume:
     return wanted
 
 
-def _viewer_context(job: Job, access: PageAccess) -> dict:
+def _viewer_context(job: Job, access: JobAccess) -> dict:
     """What the job page's viewer section needs: its volumes' addresses and the masks' colours and names."""
     mask = _viewer_mask(job, access)
     styles = COMPONENT_LABELS if mask == Volume.components else PREDICTION_LABELS

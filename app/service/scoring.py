@@ -1,6 +1,6 @@
 """Scoring uploaded files with the evaluation container's scorer, answering in terms the client knows.
 
-Every scoring request runs in one of the scoring processes (app.service.processes), killed when it
+Every scoring request runs in one of the scoring processes (petct.processes), killed when it
 passes the server's `--score-timeout`, so no upload can hold a scoring slot for longer than that.
 """
 from __future__ import annotations
@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from app.service.errors import ApiError, echo_name
-from app.service.processes import Died, KillableProcesses, Timeout
 from app.service.settings import UploadLimits
 from evaluation.aggregates import aggregate
 from evaluation.masks import read_mask
@@ -18,6 +17,7 @@ from evaluation.report import case_key
 from evaluation.scoring import StudyResult, score_files
 from petct.errors import InputError
 from petct.imageio import Geometry, grid_mismatches, read_geometry
+from petct.processes import Died, KillableProcesses, Timeout
 
 # Imported once by the fork server: each scoring process starts with the scorer and the upload checks loaded.
 CHILD_PRELOAD = ["app.service.scoring", "app.service.upload_checks"]
@@ -120,7 +120,7 @@ def _answer(call: tuple[Callable, dict]) -> tuple[str, Any]:
         return "error", (exc.status, exc.reason, exc.field, exc.file)
 
 
-def run_limited(processes: KillableProcesses, function: Callable, *, timeout_s: float, **kwargs) -> Any:
+def call_killable(processes: KillableProcesses, function: Callable, *, timeout_s: float, **kwargs) -> Any:
     """`function(**kwargs)` in a scoring process; 504 when it passes `timeout_s` (the process is killed then)."""
     try:
         kind, payload = processes.call(_answer, timeout_s=timeout_s, call=(function, kwargs))

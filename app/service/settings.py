@@ -1,15 +1,24 @@
-"""The service's settings, from the command line and the environment."""
+"""The service's settings: one object whose fields declare their command-line options, help and defaults.
+
+`add_options` puts every field's option on `python -m app serve`; `ServiceSettings.from_options` reads them back,
+the token also from petct.environment.TOKEN.
+"""
 from __future__ import annotations
 
+import argparse
 import ipaddress
-import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
+from petct import environment
+from petct.argtypes import byte_size, positive_number, whole_number
 from petct.errors import InputError
+from petct.sizes import format_size
 
-# Not GRAND_CHALLENGE_*: the platform strips those from the user process.
-TOKEN_ENV = "PETCT_KIT_TOKEN"
+TOKEN_ENV = environment.TOKEN.name
+DEFAULT_DATA_DIR = Path("service-data")
 DEFAULT_MAX_UPLOAD = 2 * 1024**3
 # A full-size study is 400 x 400 x 326 = 52 M voxels and the longest scans about 110 M; reading
 # a header that claims far more would only exhaust memory.
@@ -40,25 +49,80 @@ class UploadLimits:
     max_ratio: float = DEFAULT_MAX_RATIO  # decoded bytes per byte uploaded
 
 
+def _option(flag: str, default: Any, help: str, *, to_setting: Callable[[Any], Any] | None = None,
+            from_setting: Callable[[Any], Any] | None = None, **argparse_options: Any) -> Any:
+    """A settings field that is also option `flag`; `{default}` in `help` shows the default as the option takes it.
+
+    `from_setting` turns the field's default into the option's (e.g. seconds into days), `to_setting` back.
+    """
+    return field(default=default, metadata={"flag": flag, "help": help, "to_setting": to_setting,
+                                            "from_setting": from_setting, "argparse": argparse_options})
+
+
+def _days(seconds: float) -> float:
+    return seconds / 86400
+
+
+def _seconds(days: float) -> float:
+    return days * 86400
+
+
 @dataclass(frozen=True)
 class ServiceSettings:
-    data_dir: Path
-    host: str = "127.0.0.1"
-    port: int = 8000
-    token: str | None = None
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD
-    max_voxels: int = DEFAULT_MAX_VOXELS
-    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
-    max_request_image_bytes: int = DEFAULT_MAX_REQUEST_IMAGE_BYTES
-    max_ratio: float = DEFAULT_MAX_RATIO
-    ground_truth: Path | None = None
-    model: Path | None = None
-    device: str = "auto"
-    scoring_workers: int = 2
-    min_free_bytes: int = DEFAULT_MIN_FREE
-    keep_jobs_for_s: float | None = DEFAULT_KEEP_JOBS_FOR_S
-    score_timeout_s: float = DEFAULT_SCORE_TIMEOUT_S
-    max_concurrent_submissions: int = DEFAULT_MAX_CONCURRENT_SUBMISSIONS  # per participant
+    data_dir: Path = _option("--data-dir", DEFAULT_DATA_DIR, "job database and files (default: {default})", type=Path)
+    host: str = _option("--host", "127.0.0.1", "address to listen on (default: {default}; any other than loopback "
+                        f"needs {TOKEN_ENV})")
+    port: int = _option("--port", 8000, "TCP port (default: {default})", type=whole_number(1, maximum=65535))
+    token: str | None = _option("--token", None, "the organiser's bearer token; every endpoint but /healthz and "
+                                "/login requires it or a participant's, as a header or the login form's cookie "
+                                f"(better: set {TOKEN_ENV}, which other users cannot read from the process list)")
+    max_upload_bytes: int = _option("--max-upload", DEFAULT_MAX_UPLOAD, "largest request body, e.g. 2GiB or 500MB "
+                                    "(default: {default})", type=byte_size, metavar="SIZE", shown=format_size)
+    max_voxels: int = _option("--max-voxels", DEFAULT_MAX_VOXELS, "largest image accepted, in voxels "
+                              "(default: {default})", type=whole_number(1))
+    max_image_bytes: int = _option("--max-image-bytes", DEFAULT_MAX_IMAGE_BYTES, "largest image accepted, decoded: "
+                                   "voxels x bytes per voxel, from the header before any voxel is read "
+                                   "(default: {default})", type=byte_size, metavar="SIZE", shown=format_size)
+    max_request_image_bytes: int = _option("--max-request-image-bytes", DEFAULT_MAX_REQUEST_IMAGE_BYTES,
+                                           "the same, summed over one request's images (default: {default})",
+                                           type=byte_size, metavar="SIZE", shown=format_size)
+    max_ratio: float = _option("--max-ratio", DEFAULT_MAX_RATIO, "largest decoded size per uploaded byte "
+                               "(default: {default}; gzip cannot exceed about 1032)", type=positive_number,
+                               metavar="RATIO")
+    ground_truth: Path | None = _option("--ground-truth", None, "organiser mode: this folder's cases are the hidden "
+                                        "test set that phase submissions are scored against, never sent out (needs "
+                                        f"{TOKEN_ENV}; tokens required on loopback too)", type=Path)
+    model: Path | None = _option("--model", None, "nnU-Net results folder (default: as the algorithm container "
+                                 "finds one)", type=Path)
+    device: str = _option("--device", "auto", "where the engine runs (default: {default})",
+                          choices=("auto", "cuda", "cpu"))
+    scoring_workers: int = _option("--scoring-workers", 2, "scoring requests run at once (default: {default})",
+                                   type=whole_number(1))
+    min_free_bytes: int = _option("--min-free", DEFAULT_MIN_FREE, "new submissions get 503 while the data folder "
+                                  "has less free space (default: {default})", type=byte_size, metavar="SIZE",
+                                  shown=format_size)
+    keep_jobs_for_s: float | None = _option("--keep-jobs-for", DEFAULT_KEEP_JOBS_FOR_S, "finished jobs and their "
+                                            "files are deleted after this long (default: {default})",
+                                            type=positive_number, metavar="DAYS", from_setting=_days,
+                                            to_setting=_seconds)
+    score_timeout_s: float = _option("--score-timeout", DEFAULT_SCORE_TIMEOUT_S, "a scoring request's process is "
+                                     "killed after this long, answered 504 (default: {default})",
+                                     type=positive_number, metavar="SECONDS")
+    max_concurrent_submissions: int = _option("--max-concurrent-submissions", DEFAULT_MAX_CONCURRENT_SUBMISSIONS,
+                                              "a participant's phase submissions received or scored at once; one "
+                                              "more gets 429, charged to nobody (default: {default})",
+                                              type=whole_number(1))
+
+    @classmethod
+    def from_options(cls, args: argparse.Namespace) -> "ServiceSettings":
+        """The settings `add_options`' options parsed into `args` give; the token also from the environment."""
+        values = {}
+        for f in fields(cls):
+            value = getattr(args, _dest(f.metadata["flag"]))
+            convert = f.metadata["to_setting"]
+            values[f.name] = convert(value) if convert is not None and value is not None else value
+        values["token"] = token_from(values["token"])
+        return cls(**values)
 
     @property
     def upload_limits(self) -> UploadLimits:
@@ -108,5 +172,24 @@ def is_loopback(host: str) -> bool:
 
 def token_from(cli_value: str | None) -> str | None:
     """--token, else the environment's; an empty value counts as none, anything else is checked as given."""
-    value = cli_value if cli_value is not None else os.environ.get(TOKEN_ENV)
+    value = cli_value if cli_value is not None else environment.TOKEN.get()
     return value if value else None
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """One option per ServiceSettings field, with its help and its default."""
+    for f in fields(ServiceSettings):
+        options = dict(f.metadata["argparse"])
+        shown = options.pop("shown", None)
+        if "choices" not in options:
+            options.setdefault("metavar", f.metadata["flag"].lstrip("-").replace("-", "_").upper())
+        default = f.default
+        if f.metadata["from_setting"] is not None and default is not None:
+            default = f.metadata["from_setting"](default)
+        text = format(shown(default) if shown is not None else default, "g" if isinstance(default, float) else "")
+        parser.add_argument(f.metadata["flag"], dest=_dest(f.metadata["flag"]), default=default,
+                            help=f.metadata["help"].format(default=text), **options)
+
+
+def _dest(flag: str) -> str:
+    return "setting_" + flag.lstrip("-").replace("-", "_")

@@ -13,9 +13,9 @@ import numpy as np
 from app.service.errors import ApiError
 from app.service.settings import UploadLimits
 from app.service.uploads import StoredFile
-from petct.sizes import format_size
 from petct.errors import InputError
 from petct.imageio import Geometry, ImageHeader, read_header, read_image
+from petct.sizes import format_size
 
 HEADER_BYTES = 65536
 # MetaIO ends its header at the first ElementDataFile key (any whitespace around it; "=" or ":" before

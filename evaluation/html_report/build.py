@@ -10,8 +10,15 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.html_report import figures
-from evaluation.html_report.inputs import (SubmissionMetrics, find_study_files, group_columns, number, parse_mip,
-                                           read_studies_csv, read_submission_metrics)
+from evaluation.html_report.inputs import (
+    SubmissionMetrics,
+    find_study_files,
+    group_columns,
+    number,
+    parse_mip,
+    read_studies_csv,
+    read_submission_metrics,
+)
 from evaluation.html_report.stability import DEFAULT_RESAMPLES, bootstrap_ranks
 from evaluation.ranking import RANKED_METRICS, Submission, leaderboard
 from petct.atomic import atomic_path
@@ -189,7 +196,7 @@ def _mips(submission: SubmissionMetrics, images: Path | None, *, worst: int | No
         except InputError as exc:
             problems.append(f"study {study} ({submission.name}): {exc}; no MIP")
             continue
-        image = figures.rgb_data_uri(lambda out, arrays=arrays: mip_png(arrays, out, title=study, dpi=figures.DPI))
+        image = figures.rgb_data_uri(lambda out, arrays=arrays, study=study: mip_png(arrays, out, title=study, dpi=figures.DPI))
         mips[study] = Mip(anchor=f"{anchor}-mip-{len(mips)}", study=study, image=image, record=case)
     return mips
 

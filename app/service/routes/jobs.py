@@ -6,6 +6,7 @@ import shutil
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse
 
+from app.service.access import job_access
 from app.service.deps import Caller, Service, get_caller, get_service
 from app.service.errors import UPLOAD_ERRORS, ApiError, responses
 from app.service.jobs import Job, JobState, is_job_id, new_job_id
@@ -92,6 +93,6 @@ async def delete_job(job_id: str, service: Service = Depends(get_service), calle
 def job_or_404(service: Service, caller: Caller, job_id: str) -> Job:
     """The job if it exists and the caller may see it; 404 alike for both, so that ids cannot be probed."""
     job = service.store.get(job_id) if is_job_id(job_id) else None
-    if job is None or not (caller.sees_everything or job.owner == caller.owner):
+    if job is None or not job_access(caller, job=job).job:
         raise ApiError(404, "no such job")
     return job

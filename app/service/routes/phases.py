@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 from fastapi import APIRouter, Depends, Request, Response
 
+from app.service.access import sees_case_results, submissions_of
 from app.service.deps import Caller, Role, Service, get_caller, get_service, participant_only
 from app.service.errors import UPLOAD_ERRORS, ApiError, responses
 from app.service.models import Leaderboard, PhaseView, SubmissionList, SubmissionView
@@ -32,7 +33,7 @@ def view(submission: Submission, phase: Phase, caller: Caller) -> SubmissionView
     Where the phase hides its cases, a participant sees the ranked metrics' means, rounded (means_only).
     """
     report = submission.report or {}
-    full = shows_everything(phase, caller)
+    full = sees_case_results(caller, show_cases=phase.show_cases)
     aggregates = report.get("aggregates")
     if aggregates is not None and not full:
         aggregates = means_only(aggregates)
@@ -42,14 +43,10 @@ def view(submission: Submission, phase: Phase, caller: Caller) -> SubmissionView
                           case=report.get("case") if full else None)
 
 
-def shows_everything(phase: Phase, caller: Caller) -> bool:
-    return phase.show_cases or caller.sees_everything
-
-
 def board_rows(service: Service, phase: Phase, caller: Caller) -> list[dict]:
     """The leaderboard's rows as the caller may see them: means rounded where the phase hides its cases."""
     rows = service.leaderboards.rows(phase.name)
-    if shows_everything(phase, caller):
+    if sees_case_results(caller, show_cases=phase.show_cases):
         return rows
     return [{**row, "mean": {m: rounded(v) for m, v in row["mean"].items()}} for row in rows]
 
@@ -143,7 +140,7 @@ def too_many(spent: BudgetSpent, response: Response) -> ApiError:
             summary="Submissions to a phase, oldest first: a participant's own (the organiser: all)")
 async def list_submissions(phase: str, service: Service = Depends(get_service), caller: Caller = Depends(get_caller)):
     current = phase_or_404(service, phase)
-    own = service.phases.of(phase, None if caller.sees_everything else caller.participant)
+    own = service.phases.of(phase, submissions_of(caller))
     return SubmissionList(submissions=[view(s, current, caller) for s in own])
 
 
