@@ -269,3 +269,21 @@ def test_clicks_nested_100000_deep_and_a_10_to_the_400_coordinate(tmp_path):
         values = {"lesion-clicks.json": {"tumor": [[10**400, 0, 0]]}}
     with pytest.raises(InputError, match="voxel indices must be integers"):
         job_step(Job(), input_dir=tmp_path)
+
+
+def test_the_algorithm_exits_2_naming_a_clicks_file_nested_100000_deep(tmp_path, capsys):
+    from algorithm.__main__ import main as algorithm_main
+    from petct.phantom import make_study
+
+    study = make_study(3, size=(24, 24, 16), n_lesions=1)
+    folder = tmp_path / "in"
+    for sub, image in (("pet", study.suv), ("ct", study.ctres)):
+        (folder / "images" / sub).mkdir(parents=True)
+        sitk.WriteImage(image, str(folder / "images" / sub / "x.mha"))
+    (folder / "lesion-clicks.json").write_text("[" * 100_000 + "]" * 100_000)
+    code = algorithm_main(["--input", str(folder), "--output", str(tmp_path / "out"), "--engine", "baseline",
+                           "--challenge", "autopet-2025-interactive"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert "lesion-clicks.json" in err[-1] and "nested too deeply" in err[-1]
+    assert "Traceback" not in "\n".join(err) and "RecursionError" not in "\n".join(err)
