@@ -9,7 +9,6 @@ and the plain form of the organisers' simulation (`{"tumor": [[x, y, z], ...], "
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 

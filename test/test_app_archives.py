@@ -246,3 +246,16 @@ def test_unreadable_archives_are_refused_with_a_reason_not_an_internal_error(tmp
     with pytest.raises(ApiError) as caught:
         unpack_case_archive(_stored(archive), cases=CASES, folder=tmp_path / "out", **LIMITS)
     assert caught.value.status == 422 and reason in caught.value.reason
+
+
+def test_a_zip64_end_record_gives_the_real_count(tmp_path):
+    archive = tmp_path / "many.zip"
+    entries = 0xFFFF + 10  # past what the classic end record can hold: zipfile writes the Zip64 one
+    with zipfile.ZipFile(archive, "w") as zf:
+        for i in range(entries):
+            zf.writestr(f"{i}", b"")
+    assert zip_entry_count(archive) == entries
+    (tmp_path / "out").mkdir()
+    error, peak = _unpack_measured(archive, tmp_path / "out", **LIMITS)
+    assert error.status == 422 and f"holds {entries} members" in error.reason
+    assert peak < PEAK_LIMIT

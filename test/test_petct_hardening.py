@@ -292,3 +292,20 @@ def test_an_image_read_from_nifti_is_written_as_mha_without_itk_warnings(tmp_pat
     assert geometry.spacing == (2.0, 2.5, 3.0)
     sitk.WriteImage(image, str(tmp_path / "plain.mha"))  # without the kit's writer: the warnings it hides
     assert "MetaImageIO" in capfd.readouterr().err
+
+def test_the_algorithm_exits_2_naming_a_clicks_file_nested_100000_deep(tmp_path, capsys):
+    from algorithm.__main__ import main as algorithm_main
+    from petct.phantom import make_study
+
+    study = make_study(3, size=(24, 24, 16), n_lesions=1)
+    folder = tmp_path / "in"
+    for sub, image in (("pet", study.suv), ("ct", study.ctres)):
+        (folder / "images" / sub).mkdir(parents=True)
+        sitk.WriteImage(image, str(folder / "images" / sub / "x.mha"))
+    (folder / "lesion-clicks.json").write_text("[" * 100_000 + "]" * 100_000)
+    code = algorithm_main(["--input", str(folder), "--output", str(tmp_path / "out"), "--engine", "baseline",
+                           "--challenge", "autopet-2025-interactive"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, err
+    assert "lesion-clicks.json" in err[-1] and "nested too deeply" in err[-1]
+    assert "Traceback" not in "\n".join(err) and "RecursionError" not in "\n".join(err)

@@ -103,10 +103,14 @@ class BrowserSafety:
 def _with_headers(send):
     async def sending(message):
         if message["type"] == "http.response.start":
-            present = {name.lower() for name, _ in message.get("headers", [])}
-            extra = [(name.encode(), value.encode()) for name, value in HEADERS.items() if name.encode() not in present]
-            if b"content-security-policy" not in present:
-                extra.append((b"content-security-policy", policy().encode()))
-            message = {**message, "headers": [*message.get("headers", []), *extra]}
+            headers = list(message.get("headers", []))
+            present = {name.lower() for name, _ in headers}
+            headers += [header for header in _EVERY_ANSWER if header[0] not in present]
+            message = {**message, "headers": headers}
         await send(message)
     return sending
+
+
+# Built once: the headers every answer gets unless it set its own (the report sets its own policy).
+_EVERY_ANSWER = [*((name.encode(), value.encode()) for name, value in HEADERS.items()),
+                 (b"content-security-policy", policy().encode())]

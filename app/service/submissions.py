@@ -95,7 +95,7 @@ def zip_entry_count(path: Path) -> int:
     """The number of entries a .zip declares in its end record, read before its central directory is.
 
     zipfile reads every entry of the central directory into memory on opening; a small archive can
-    declare millions. 0xFFFF means "see the Zip64 record": 65,535 entries or more.
+    declare millions. A count of 0xFFFF sends to the Zip64 end record, which holds the real one.
     """
     with open(path, "rb") as fh:
         fh.seek(0, 2)
@@ -103,16 +103,34 @@ def zip_entry_count(path: Path) -> int:
         tail_start = max(0, size - zipfile.sizeEndCentDir - 0xFFFF)  # the record, then a comment of <= 64 KiB
         fh.seek(tail_start)
         tail = fh.read()
-    candidates, at = [], len(tail)
+        at = _end_record_at(tail)
+        count = struct.unpack(zipfile.structEndArchive, tail[at:at + zipfile.sizeEndCentDir])[4]
+        locator_at = at - zipfile.sizeEndCentDir64Locator
+        if count != 0xFFFF or locator_at < 0 or \
+                tail[locator_at:locator_at + 4] != zipfile.stringEndArchive64Locator:
+            return count
+        _, _, record_offset, _ = struct.unpack(zipfile.structEndArchive64Locator,
+                                               tail[locator_at:at])
+        fh.seek(record_offset)
+        record = fh.read(zipfile.sizeEndCentDir64)
+    if len(record) != zipfile.sizeEndCentDir64 or record[:4] != zipfile.stringEndArchive64:
+        raise zipfile.BadZipFile("the Zip64 end record is not where its locator says")
+    return struct.unpack(zipfile.structEndArchive64, record)[7]  # entries in the central directory, in all
+
+
+def _end_record_at(tail: bytes) -> int:
+    """Where the end record starts in the file's last bytes: the last one whose comment ends the file, else the
+    last one (as zipfile reads it)."""
+    last, at = None, len(tail)
     while (at := tail.rfind(zipfile.stringEndArchive, 0, at)) >= 0:
         record = struct.unpack(zipfile.structEndArchive, tail[at:at + zipfile.sizeEndCentDir].ljust(
             zipfile.sizeEndCentDir, b"\0"))
         if at + zipfile.sizeEndCentDir + record[7] == len(tail):  # its comment ends the file: the real record
-            return record[4]  # total number of entries in the central directory
-        candidates.append(record)
-    if not candidates:
+            return at
+        last = at if last is None else last
+    if last is None or len(tail) - last < zipfile.sizeEndCentDir:
         raise zipfile.BadZipFile("no end of central directory record")
-    return candidates[0][4]  # bytes after the comment: the last record, the one zipfile reads
+    return last
 
 
 def unpack_case_archive(archive: StoredFile, *, cases: Sequence[str], folder: Path, max_bytes: int,
@@ -147,7 +165,7 @@ def unpack_case_archive(archive: StoredFile, *, cases: Sequence[str], folder: Pa
         if archive.path.name.endswith(".zip"):
             declared = zip_entry_count(archive.path)
             if declared > len(cases):
-                raise too_many(f"{declared}{' or more' if declared == 0xFFFF else ''}")
+                raise too_many(declared)
             with zipfile.ZipFile(archive.path) as zf:
                 members = zf.infolist()
                 if len(members) > len(cases):  # the end record and the directory disagree
