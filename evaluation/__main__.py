@@ -250,6 +250,15 @@ def write_html_report(args) -> int:
     """metrics.json files (and optionally a studies CSV and images) in, one self-contained HTML file out."""
     # matplotlib and Jinja2 load here only: scoring never pays for them.
     from evaluation.html_report.build import ReportOptions, build_report_html
+    from petct.editions import edition as edition_named
+    if args.challenge is not None and edition_named(args.challenge).scribbles:
+        from evaluation.html_report.loop_report import build_loop_report
+        try:
+            print(build_loop_report(args.metrics, args.output))
+        except (InputError, OSError) as exc:
+            print(f"error: {_describe(exc)}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        return EXIT_OK
 
     options = ReportOptions(metrics=args.metrics, output=args.output, studies=args.studies, images=args.images,
                             mip=args.mip, resamples=args.resamples, log_axes=args.log_axes)

@@ -60,6 +60,7 @@ def test_each_step_gets_the_scribbles_of_the_last_mask_and_is_scored_as_the_loop
     assert len(rows) == 2 and {r["strategy"] for r in rows} == {"random"}
     assert "dmm_pooled" in metrics["aggregates"] and len(metrics["aggregates"]["dmm_pooled"]["per_step"]) == 3
     assert (tmp_path / "junit.xml").is_file()
+    assert "autoPET V closed-loop report" in (tmp_path / "out" / "report.html").read_text()
 
 
 def test_recorded_scribbles_are_replayed_unchanged(tmp_path):

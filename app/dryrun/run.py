@@ -317,9 +317,12 @@ def _write_html_report(options: DryRunOptions, cases: list[DryRunCase], evaluati
     if evaluation.metrics is None:
         return None
     if options.challenge_scribbles:
-        print("  report: the HTML report does not show the 2026 loop's curves yet; metrics.json and the table do",
-              flush=True)
-        return None
+        from evaluation.html_report.loop_report import build_loop_report
+        try:
+            return build_loop_report([f"dry-run={options.output / METRICS_JSON}"], options.output / "report.html")
+        except (InputError, OSError) as exc:
+            print(f"  report: not written: {exc}", flush=True)
+            return None
     from evaluation.html_report.build import ReportOptions, build_report_html
 
     report = ReportOptions(metrics=[f"dry-run={options.output / METRICS_JSON}"], output=options.output / "report.html",
