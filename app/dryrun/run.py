@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from app.dryrun import platform
-from app.dryrun.cases import DryRunCase, folder_cases, pet_grids, phantom_cases
+from app.dryrun.cases import DryRunCase, folder_cases, pet_grids, phantom_cases, with_lesion_counts
 from app.dryrun.contract import JobCheck, check_data_centric, check_output, check_run, snapshot
 from app.dryrun.report import EvaluationReport, StudyReport, aggregates_line, table, write_junit
 from app.dryrun.engine import detect_engine, engine_env
@@ -62,6 +62,7 @@ def run_dry_run(options: DryRunOptions) -> int:
         os.chmod(workdir, 0o755)  # a container's non-root user must reach the mounted folders
         cases = _studies(options, workdir)
         grids = pet_grids(cases)
+        cases = with_lesion_counts(cases)
         print(f"dry run: {len(cases)} stud{'y' if len(cases) == 1 else 'ies'}, {_runner_description(options)}, "
               f"time limit {options.time_limit_s:g} s, memory {format_size(options.memory_bytes)}", flush=True)
         edition = edition_named(options.challenge)
@@ -255,7 +256,8 @@ def _write_results(options: DryRunOptions, studies: list[StudyReport], evaluatio
     write_json_atomic({
         "passed": all(s.check.passed for s in studies) and evaluation.passed,
         "challenge": options.challenge,
-        "studies": [{"study": s.case, "step": s.step, "job": s.job.pk, "exit_code": s.outcome.exit_code,
+        "studies": [{"study": s.case, "lesions": s.lesions, "step": s.step, "job": s.job.pk,
+                     "exit_code": s.outcome.exit_code,
                      "timed_out": s.outcome.timed_out, "seconds": round(s.outcome.seconds, 3),
                      "peak_rss_bytes": s.outcome.peak_rss_bytes, "violations": s.check.violations,
                      "warnings": s.check.warnings, "engine": s.ran, "metrics": s.metrics} for s in studies],
