@@ -66,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--ground-truth", type=Path,
                        help=f"organiser mode: this folder's cases are the hidden test set that phase submissions "
                             f"are scored against, never sent out (needs {TOKEN_ENV}; tokens required on loopback too)")
+    serve.add_argument("--keep-submissions", action="store_true",
+                       help="organiser mode: keep each scored submission's masks in the data folder, so that the "
+                            "organiser can look at them on the test set's images (default: deleted once scored)")
+    serve.add_argument("--images", type=Path, metavar="DIR",
+                       help="organiser mode: the test set's PET and CT, <case>/{SUV,CTres}.* or "
+                            "<patient>/<study folder>/{SUV,CTres}.*, for the slice viewer of kept submissions")
     serve.add_argument("--model", type=Path, help="nnU-Net results folder (default: as the algorithm container finds one)")
     serve.add_argument("--engine", choices=("auto", "nnunet", "baseline"), default="auto")
     serve.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
@@ -172,7 +178,8 @@ def _serve(args: argparse.Namespace) -> int:
                                max_request_image_bytes=args.max_request_image_bytes, max_ratio=args.max_ratio,
                                ground_truth=args.ground_truth, model=args.model, device=args.device,
                                scoring_workers=args.scoring_workers, score_timeout_s=args.score_timeout,
-                               min_free_bytes=args.min_free, keep_jobs_for_s=args.keep_jobs_for * 86400)
+                               min_free_bytes=args.min_free, keep_jobs_for_s=args.keep_jobs_for * 86400,
+                               keep_submissions=args.keep_submissions, images=args.images)
     return serve(settings, engine=args.engine, log_level=args.log_level)
 
 

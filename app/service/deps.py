@@ -65,6 +65,7 @@ class Service:
     processes: KillableProcesses
     engine_info: dict
     cases: dict[str, Path] | None
+    images: dict | None = None  # case -> app.service.cases.CaseImages (serve --images), for the slice viewer
 
     def scratch(self) -> Path:
         folder = self.settings.scratch_dir / secrets.token_hex(12)
@@ -147,8 +148,10 @@ def caller_for(service: Service, token: bytes) -> Caller | None:
 
 def is_page(path: str) -> bool:
     """Whether `path` is a web page (a browser without credentials goes to the login form, not a JSON 401)."""
+    if path.endswith((".png", ".nii.gz")):  # the MIP and the viewer's images answer 401
+        return False
     if path.startswith("/jobs/"):
-        return not path.endswith((".png", ".nii.gz"))  # the MIP and the viewer's images answer 401
+        return True
     return path in PAGE_PATHS or path.startswith(("/phases/", "/report/"))
 
 

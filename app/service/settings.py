@@ -55,6 +55,8 @@ class ServiceSettings:
     min_free_bytes: int = DEFAULT_MIN_FREE
     keep_jobs_for_s: float | None = DEFAULT_KEEP_JOBS_FOR_S
     score_timeout_s: float = DEFAULT_SCORE_TIMEOUT_S
+    keep_submissions: bool = False  # organiser mode: keep scored submissions' masks (for the slice viewer)
+    images: Path | None = None  # organiser mode: the test set's PET and CT, <case>/{SUV,CTres}.* (for the viewer)
 
     @property
     def upload_limits(self) -> UploadLimits:
@@ -68,6 +70,11 @@ class ServiceSettings:
     @property
     def jobs_dir(self) -> Path:
         return self.data_dir / "jobs"
+
+    @property
+    def submissions_dir(self) -> Path:
+        """Kept submissions' masks (--keep-submissions): <submission id>/<case>.<suffix>."""
+        return self.data_dir / "submissions"
 
     @property
     def scratch_dir(self) -> Path:
@@ -87,6 +94,10 @@ class ServiceSettings:
             raise InputError(f"organiser mode (--ground-truth) needs the organiser's token: set {TOKEN_ENV} (or --token)")
         if self.ground_truth is not None and not self.ground_truth.is_dir():
             raise InputError("ground-truth folder does not exist or is not a folder", path=self.ground_truth)
+        if (self.images is not None or self.keep_submissions) and self.ground_truth is None:
+            raise InputError("--images and --keep-submissions are for organiser mode: give --ground-truth too")
+        if self.images is not None and not self.images.is_dir():
+            raise InputError("images folder does not exist or is not a folder", path=self.images)
         if self.scoring_workers < 1:
             raise InputError("--scoring-workers must be at least 1")
         if self.max_request_image_bytes < self.max_image_bytes:

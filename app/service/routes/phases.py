@@ -1,6 +1,7 @@
 """Phases: whole-case-set submissions within a budget, answered with aggregates, and the leaderboard."""
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from datetime import datetime, timezone
@@ -17,6 +18,7 @@ from app.service.submissions import case_set
 from app.service.uploads import FileField, receive_files
 
 router = APIRouter(tags=["phases"])
+log = logging.getLogger("app.phases")
 # Statistics that are one case's value (min, max, percentiles) are left out where cases are hidden.
 HIDDEN_CASE_STATISTICS = ("mean", "count")
 
@@ -100,6 +102,8 @@ async def submit(phase: str, request: Request, response: Response, service: Serv
             report = await service.score(score_case_set, show_cases=current.show_cases, pairs={
                 case: (ground_truths[case], files[case].path, files[case].client_name) for case in current.cases})
             done = service.phases.finish(submission_id, report=report)
+            if service.settings.keep_submissions:  # for the organiser's slice viewer; the answer is sent regardless
+                _keep(service, submission_id, {case: files[case] for case in current.cases})
         except ApiError as exc:
             service.phases.finish(submission_id, error=exc.reason)
             raise
@@ -109,6 +113,15 @@ async def submit(phase: str, request: Request, response: Response, service: Serv
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return view(done, current, caller)
+
+
+def _keep(service: Service, submission_id: str, files: dict) -> None:
+    from app.service.kept import keep_masks
+
+    try:
+        keep_masks(files, folder=service.settings.submissions_dir / submission_id)
+    except OSError as exc:
+        log.error("submission %s: masks not kept: %s", submission_id, exc)
 
 
 def too_many(spent: BudgetSpent, response: Response) -> ApiError:
