@@ -90,6 +90,17 @@ def test_upload_through_the_form_then_job_page_and_report(browser, tmp_path):
         browser.find_element(By.CSS_SELECTOR, "#login-form button[type=submit]").click()
         _wait(lambda: browser.find_elements(By.ID, "study-form"), "the service page after logging in")
         browser.save_screenshot(str(tmp_path / "index-1280.png"))
+        # scoring from the page: the answer rounded as the pages round, named by the prediction's file
+        browser.find_element(By.ID, "prediction").send_keys(str(study["label"]))
+        browser.find_element(By.ID, "ground_truth").send_keys(str(study["label"]))
+        browser.find_element(By.CSS_SELECTOR, "#score-form button[type=submit]").click()
+        _wait(lambda: "Dice" in browser.find_element(By.ID, "score-result").text, "the score")
+        assert browser.find_element(By.ID, "score-result").text == "SEG: Dice 1.000, FPV 0.00 ml, FNV 0.00 ml"
+        browser.find_element(By.ID, "prediction").send_keys(str(study["pet"].parent / "CTres.mha"))
+        browser.find_element(By.CSS_SELECTOR, "#score-form button[type=submit]").click()
+        _wait(lambda: "Refused" in browser.find_element(By.ID, "score-result").text, "the refusal")
+        assert "(file CTres.mha)" in browser.find_element(By.ID, "score-result").text
+        assert all("status of 422" in e for e in _console_errors(browser))  # the refusal itself, nothing else
         for field in ("pet", "ct", "label"):
             browser.find_element(By.ID, field).send_keys(str(study[field]))
         browser.find_element(By.CSS_SELECTOR, "#study-form button[type=submit]").click()
