@@ -11,6 +11,7 @@ component touching none is false positive; a ground-truth component touching non
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,8 @@ LEGEND = {"true positive": TRUE_POSITIVE, "false positive": FALSE_POSITIVE, "fal
 LEGEND_WITHOUT_GROUND_TRUTH = {"predicted lesion": PREDICTED}
 DEFAULT_WINDOW = (0.0, 10.0)  # SUV shown from white (0) to black (10 and above)
 VIEWS = {"coronal": 1, "sagittal": 2}  # the (z, y, x) axis each view projects along
-OPACITY = 0.75  # components stay see-through enough to show the uptake under them
+OPACITY = 0.35  # a component's inside: a tint that leaves the uptake under it readable
+# ...and its outline (pixels of its projection next to one outside it) in full colour, so that it stays visible.
 
 
 @dataclass(frozen=True)
@@ -57,9 +59,17 @@ def overlay_mip(study: StudyArrays, *, view: str = "coronal",
     for colour, plane in _component_planes(study, axis=axis).items():
         if plane.any():
             rgb[plane] = (OPACITY * np.asarray(colour) + (1 - OPACITY) * rgb[plane]).astype(np.uint8)
+            rgb[outline(plane)] = colour
     rgb = rgb[::-1]  # image z grows towards the head in the dataset: put the head at the top
     in_plane = study.spacing_zyx[1 if axis == 2 else 2]
     return _square_pixels(rgb, row_mm=study.spacing_zyx[0], column_mm=in_plane)
+
+
+def outline(plane: np.ndarray) -> np.ndarray:
+    """Pixels of `plane` with a 4-neighbour outside it (or on the image's border)."""
+    from scipy import ndimage
+
+    return plane & ~ndimage.binary_erosion(plane, border_value=0)
 
 
 def _component_planes(study: StudyArrays, *, axis: int) -> dict[tuple[int, int, int], np.ndarray]:
@@ -117,17 +127,20 @@ def mip_png(study: StudyArrays, output, *, title: str | None = None,
     views = [overlay_mip(study, view=view, window=window) for view in VIEWS]
     height = max(v.shape[0] for v in views)
     width = sum(v.shape[1] for v in views)
-    # 3.6 inches of image height; at least as wide as the legend's one line
-    figure = Figure(figsize=(max(4.2, 3.6 * width / height + 0.3), 4.6), dpi=dpi)
+    # 3.6 inches of image height; at least as wide as the legend's one line. At least one pixel of the PNG per
+    # pixel of the views (a full-size study's ~490 rows need ~140 dpi), so nothing of the study is lost.
+    size = (max(4.2, 3.6 * width / height + 0.3), 4.6)
+    dpi = max(dpi, math.ceil(max(height / 3.6, width / (size[0] - 0.3))))
+    figure = Figure(figsize=size, dpi=dpi)
     axes = figure.subplots(1, 2, gridspec_kw={"width_ratios": [v.shape[1] for v in views]})
     for ax, view, image in zip(axes, VIEWS, views):
         ax.imshow(image, interpolation="nearest")
-        ax.set_title(view, fontsize=9)
+        ax.set_title(view, fontsize=10)
         ax.set_axis_off()
     legend = LEGEND if study.ground_truth is not None else LEGEND_WITHOUT_GROUND_TRUTH
     figure.legend(handles=[Patch(color=np.asarray(c) / 255, label=label) for label, c in legend.items()],
-                  loc="lower center", ncol=len(legend), fontsize=7, frameon=False)
+                  loc="lower center", ncol=len(legend), fontsize=9, frameon=False)
     if title:
-        figure.suptitle(title, fontsize=10)
+        figure.suptitle(title, fontsize=11)
     figure.subplots_adjust(left=0.01, right=0.99, top=0.9, bottom=0.1, wspace=0.03)
     figure.savefig(output, format="png", dpi=dpi)

@@ -15,6 +15,13 @@ from pathlib import Path
 SEPARATOR = "__"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _UNSAFE_IN_FOLDER = re.compile(r"[^A-Za-z0-9 _-]")
+# TCIA names a study folder by its date first ("08-12-2001-NA-PET-CT Ganzkoerper-10445"): no name without its patient
+_DATED_STUDY_FOLDER = re.compile(r"^\d{2}-\d{2}-\d{4}-")
+
+
+def is_dated_study_folder(name: str) -> bool:
+    """Whether `name` is a study folder as TCIA names them (a date first), which needs its patient to name it."""
+    return bool(_DATED_STUDY_FOLDER.match(name))
 
 
 def safe_key(name: str) -> str:

@@ -90,6 +90,17 @@ def test_upload_through_the_form_then_job_page_and_report(browser, tmp_path):
         browser.find_element(By.CSS_SELECTOR, "#login-form button[type=submit]").click()
         _wait(lambda: browser.find_elements(By.ID, "study-form"), "the service page after logging in")
         browser.save_screenshot(str(tmp_path / "index-1280.png"))
+        # scoring from the page: the answer rounded as the pages round, named by the prediction's file
+        browser.find_element(By.ID, "prediction").send_keys(str(study["label"]))
+        browser.find_element(By.ID, "ground_truth").send_keys(str(study["label"]))
+        browser.find_element(By.CSS_SELECTOR, "#score-form button[type=submit]").click()
+        _wait(lambda: "Dice" in browser.find_element(By.ID, "score-result").text, "the score")
+        assert browser.find_element(By.ID, "score-result").text == "SEG: Dice 1.000, FPV 0.00 ml, FNV 0.00 ml"
+        browser.find_element(By.ID, "prediction").send_keys(str(study["pet"].parent / "CTres.mha"))
+        browser.find_element(By.CSS_SELECTOR, "#score-form button[type=submit]").click()
+        _wait(lambda: "Refused" in browser.find_element(By.ID, "score-result").text, "the refusal")
+        assert "(file CTres.mha)" in browser.find_element(By.ID, "score-result").text
+        assert all("status of 422" in e for e in _console_errors(browser))  # the refusal itself, nothing else
         for field in ("pet", "ct", "label"):
             browser.find_element(By.ID, field).send_keys(str(study[field]))
         browser.find_element(By.CSS_SELECTOR, "#study-form button[type=submit]").click()
@@ -288,3 +299,40 @@ def test_phase_page_budget_upload_submissions_and_leaderboard(browser, tmp_path)
         assert not _one_line(browser, "#leaderboard tbody th")  # participants' names whole
         browser.find_element(By.ID, "leaderboard").screenshot(str(tmp_path / "phase-leaderboard-phone.png"))
         browser.save_screenshot(str(tmp_path / "phase-phone.png"))
+
+
+def test_organiser_views_a_kept_submissions_case(browser, tmp_path):
+    import numpy as np
+    from selenium.webdriver.common.by import By
+
+    from petct.imageio import image_from_array, read_array, read_geometry, write_image_atomic
+    from petct.phantom import make_study
+
+    images, gt, data = tmp_path / "images", tmp_path / "gt", tmp_path / "data"
+    folder = make_study(9, size=(48, 48, 32), n_lesions=3, name="CASE_A").write(images)
+    (gt / "CASE_A").mkdir(parents=True)
+    (folder / "SEG.mha").rename(gt / "CASE_A" / "SEG.mha")
+    token = _add_participant("alice", data)
+    (tmp_path / "cases.txt").write_text("CASE_A\n")
+    created = subprocess.run([sys.executable, "-m", "app", "phases", "create", "p", "--cases", str(tmp_path / "cases.txt"),
+                              "--per-day", "5", "--total", "5", "--data-dir", str(data)],
+                             cwd=REPO, text=True, capture_output=True, timeout=60)
+    assert created.returncode == 0, created.stderr
+    truth, _ = read_array(gt / "CASE_A" / "SEG.mha")
+    mask = write_image_atomic(image_from_array(np.roll(truth, 3, axis=2).astype(np.uint8),
+                                               read_geometry(gt / "CASE_A" / "SEG.mha")), tmp_path / "CASE_A.mha")
+    args = ["--ground-truth", str(gt), "--images", str(images), "--keep-submissions"]
+    with Server(data_dir=data, args=args, env={"PETCT_KIT_TOKEN": TOKEN}) as server:
+        with server.client(token) as alice:
+            submitted = alice.post("/v1/phases/p/submissions", files={"CASE_A": ("CASE_A.mha", mask.read_bytes())})
+            assert submitted.status_code == 201, submitted.text
+        _log_in(browser, server.url, TOKEN)
+        browser.get(f"{server.url}/phases/p")
+        browser.find_element(By.LINK_TEXT, "CASE_A").click()
+        _wait(lambda: browser.find_element(By.ID, "viewer").get_attribute("data-ready"), "the viewer")
+        assert browser.find_element(By.ID, "viewer").get_attribute("data-ready") == "true"
+        assert browser.find_element(By.TAG_NAME, "h1").text == "CASE_A"
+        legend = [s.text for s in browser.find_elements(By.CSS_SELECTOR, "#viewer .swatch")]
+        assert legend == ["true positive", "false positive", "false negative"]
+        assert not _console_errors(browser)
+        browser.save_screenshot(str(tmp_path / "submission-case-1280.png"))

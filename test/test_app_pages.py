@@ -98,7 +98,7 @@ def test_job_page_report_and_mip_show_the_apis_numbers(tmp_path):
         report = client.get("/report")
         assert report.status_code == 200
         cells = {c["data-metric"]: exact(v) for c, v, _ in numbers(report.text).found
-                 if c.get("data-study") == job["id"] and "data-metric" in c}
+                 if c.get("data-study") == "SUV" and "data-metric" in c}  # the uploaded PET's name
         assert cells["dice"] == job["metrics"]["dice"]
         assert client.get("/report").text == report.text  # cached
         assert client.get("/jobs/not-a-job").status_code == 404
@@ -259,3 +259,67 @@ def test_job_pages_and_scores_name_the_study_by_its_file(tmp_path):
         chosen = client.post("/v1/score?study=mine", files={"prediction": ("p.mha", study["label"].read_bytes()),
                                                              "ground_truth": ("g.mha", study["label"].read_bytes())})
         assert chosen.json()["study"] == "mine"
+
+
+def test_kept_submissions_are_shown_to_the_organiser_on_the_test_sets_images(tmp_path):
+    import numpy as np
+
+    from petct.imageio import read_array
+    from petct.phantom import make_study
+    from test_app_viewer import _reference_labels
+
+    images, gt, data = tmp_path / "images", tmp_path / "gt", tmp_path / "data"
+    for seed, case in ((3, "CASE_A"), (4, "CASE_B")):
+        folder = make_study(seed, size=(24, 24, 16), n_lesions=2, name=case).write(images)
+        (gt / case).mkdir(parents=True)
+        (folder / "SEG.mha").rename(gt / case / "SEG.mha")
+    tokens = {name: _add_participant(name, data) for name in ("alice", "bob")}
+    (tmp_path / "cases.txt").write_text("CASE_A\nCASE_B\n")
+    created = subprocess.run([sys.executable, "-m", "app", "phases", "create", "p", "--cases", str(tmp_path / "cases.txt"),
+                              "--per-day", "5", "--total", "5", "--ground-truth", str(gt), "--data-dir", str(data)],
+                             cwd=REPO, text=True, capture_output=True, timeout=60)
+    assert created.returncode == 0, created.stderr
+    predictions = {}
+    for case in ("CASE_A", "CASE_B"):
+        truth, _ = read_array(gt / case / "SEG.mha")
+        predictions[case] = np.roll(truth, 2, axis=2)  # overlapping, missing and extra voxels
+        write_mask_like(predictions[case], gt / case / "SEG.mha", tmp_path / "alice" / f"{case}.mha")
+    args = ["--ground-truth", str(gt), "--images", str(images), "--keep-submissions"]
+    with Server(data_dir=data, args=args, env={"PETCT_KIT_TOKEN": TOKEN}) as server:
+        with server.client(tokens["alice"]) as alice:
+            files = {case: (f"{case}.mha", (tmp_path / "alice" / f"{case}.mha").read_bytes()) for case in predictions}
+            submitted = alice.post("/v1/phases/p/submissions", files=files)
+            assert submitted.status_code == 201, submitted.text
+        submission = submitted.json()["id"]
+        kept = data / "submissions" / submission
+        assert sorted(p.name for p in kept.iterdir()) == ["0.mha", "1.mha", "cases.json"]
+        page = f"/phases/p/submissions/{submission}/cases/CASE_B"
+        with server.client(TOKEN) as organiser:
+            assert f'href="{page}"' in organiser.get("/phases/p").text
+            shown = organiser.get(page)
+            assert shown.status_code == 200 and 'id="viewer"' in shown.text and "alice" in shown.text
+            components = organiser.get(f"{page}/viewer/components.nii.gz")
+            assert components.status_code == 200
+            (tmp_path / "components.nii.gz").write_bytes(components.content)
+            truth, _ = read_array(gt / "CASE_B" / "SEG.mha")
+            np.testing.assert_array_equal(read_array(tmp_path / "components.nii.gz")[0],
+                                          _reference_labels(truth, predictions["CASE_B"]))
+            suv = organiser.get(f"{page}/viewer/suv.nii.gz")
+            (tmp_path / "suv.nii.gz").write_bytes(suv.content)
+            np.testing.assert_array_equal(read_array(tmp_path / "suv.nii.gz")[0],
+                                          read_array(images / "CASE_B" / "SUV.mha")[0])
+            assert organiser.get(f"/phases/p/submissions/{submission}/cases/CASE_C").status_code == 404
+        for who in ("alice", "bob"):  # participants: not even their own submission's case pages
+            with server.client(tokens[who]) as participant:
+                assert participant.get(page).status_code == 404
+                assert participant.get(f"{page}/viewer/ct.nii.gz").status_code == 404
+                assert f'href="{page}"' not in participant.get("/phases/p").text
+        with httpx.Client(base_url=server.url) as nobody:
+            assert nobody.get(f"{page}/viewer/ct.nii.gz").status_code == 401
+
+
+def write_mask_like(array, reference, path):
+    """`array` as a mask on the grid of the image at `reference`."""
+    from petct.imageio import image_from_array, read_geometry, write_image_atomic
+
+    return write_image_atomic(image_from_array(array.astype("uint8"), read_geometry(reference)), path)

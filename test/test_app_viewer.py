@@ -6,7 +6,7 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from app.service.viewer import Label, Volume, component_labels, viewer_volume
+from app.service.viewer import Label, StudyFiles, Volume, component_labels, viewer_volume
 from petct.imageio import Geometry, image_from_array, read_array, write_image_atomic
 
 EIGHTEEN = ndimage.generate_binary_structure(3, 2)  # faces and edges: the metrics' 18-connectivity
@@ -53,8 +53,11 @@ def test_volumes_keep_values_and_geometry(tmp_path):
         write_image_atomic(image_from_array(array, grid), tmp_path / files[name])
     write_image_atomic(image_from_array(pred, pet_grid), tmp_path / "mask.mha")
 
+    study = StudyFiles(ct=tmp_path / files["ct"], pet=tmp_path / files["pet"], mask=tmp_path / "mask.mha",
+                       label=tmp_path / files["label"])
+
     def made(volume: Volume) -> tuple[np.ndarray, Geometry]:
-        path = viewer_volume(folder=tmp_path, files=files, mask_name="mask.mha", volume=volume)
+        path = viewer_volume(cache=tmp_path / "viewer", files=study, volume=volume)
         assert path.name == f"{volume.value}.nii.gz" and path.parent == tmp_path / "viewer"
         return read_array(path)
 

@@ -31,8 +31,13 @@ def _reference(suv, gt, pred, *, axis, window=(0.0, 10.0)):
     out = np.repeat((grey * 255.0 + 0.5).astype(np.uint8)[..., None], 3, axis=2)
     for colour, mask in ((FALSE_NEGATIVE, gt_miss), (FALSE_POSITIVE, pred_miss), (TRUE_POSITIVE, gt_hit | pred_hit)):
         plane = mask.any(axis=axis)
+        rows, columns = plane.shape
         for r, c in zip(*np.nonzero(plane)):
             out[r, c] = (OPACITY * np.asarray(colour) + (1 - OPACITY) * out[r, c]).astype(np.uint8)
+        for r, c in zip(*np.nonzero(plane)):  # the outline: a 4-neighbour outside the plane or the image
+            neighbours = ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1))
+            if any(not (0 <= i < rows and 0 <= j < columns) or not plane[i, j] for i, j in neighbours):
+                out[r, c] = colour
     return out[::-1]
 
 
@@ -56,7 +61,7 @@ def test_without_ground_truth_every_predicted_voxel_shows_in_one_colour():
                         spacing_zyx=(1.0, 1.0, 1.0))
     image = overlay_mip(study, view="coronal")
     coloured = {tuple(p) for p in image.reshape(-1, 3)} - {(255, 255, 255)}
-    assert coloured == {tuple((OPACITY * np.asarray(PREDICTED) + (1 - OPACITY) * 255).astype(np.uint8))}
+    assert coloured == {PREDICTED}  # single pixels: all outline
     assert (image[::-1][1, 3] != 255).any() and (image[::-1][4, 0] != 255).any()  # head (high z) at the top
 
 
@@ -88,3 +93,31 @@ def test_mip_command_writes_a_png_and_names_a_file_that_does_not_fit(tmp_path):
                           str(tmp_path / "bad.png")], capture_output=True, text=True, cwd=REPO)
     assert run.returncode == 1 and "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
     assert str(small) in run.stderr and "grid" in run.stderr and not (tmp_path / "bad.png").exists()
+
+
+def test_a_components_inside_keeps_the_uptake_under_it_readable():
+    suv = np.zeros((9, 9, 9), np.float32)
+    suv[2:7, :, 2:7] = 5.0  # SUV 5: mid grey
+    pred = np.zeros(suv.shape, np.uint8)
+    pred[2:7, 4, 2:7] = 1  # a 5x5 square in the coronal view
+    study = StudyArrays(suv=suv, prediction=pred, ground_truth=None, spacing_zyx=(1.0, 1.0, 1.0))
+    image = overlay_mip(study, view="coronal")[::-1]
+    inside, edge = image[4, 4].astype(int), image[2, 4].astype(int)
+    assert tuple(edge) == PREDICTED
+    grey = 255 - round(0.5 * 255)
+    assert np.allclose(inside, OPACITY * np.asarray(PREDICTED) + (1 - OPACITY) * grey, atol=1)
+    assert OPACITY <= 0.5  # the grey under it weighs at least as much as the colour
+
+
+def test_the_png_has_a_pixel_for_every_pixel_of_a_full_size_study(tmp_path):
+    from PIL import Image
+
+    from evaluation.mip import mip_png
+
+    shape = (326, 400, 400)  # a full-size study: z, y, x at 3 x 2.04 x 2.04 mm
+    study = StudyArrays(suv=np.zeros(shape, np.float32), prediction=np.zeros(shape, np.uint8), ground_truth=None,
+                        spacing_zyx=(3.0, 2.04, 2.04))
+    rows = overlay_mip(study, view="coronal").shape[0]
+    mip_png(study, tmp_path / "mip.png", dpi=100)
+    with Image.open(tmp_path / "mip.png") as png:
+        assert png.height * 3.6 / 4.6 >= rows and png.width >= 2 * 400

@@ -1,14 +1,14 @@
 """The studies a dry run feeds the algorithm: built-in phantoms, or a folder of cases."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from petct.errors import InputError
 from petct.imageio import Geometry, grid_mismatches, read_image
 from petct.layout import CTRES_NAME, SEG_NAME, SUV_NAME, find_image
 from petct.phantom import make_study
-from petct.studykey import study_folders, study_key
+from petct.studykey import is_dated_study_folder, study_folders, study_key
 
 # (seed, lesions): two positive studies and a negative one, so an empty ground truth is exercised.
 PHANTOMS = ((11, 3), (12, 0), (13, 2))
@@ -43,13 +43,16 @@ def folder_cases(folder: Path) -> list[DryRunCase]:
 
     A study is `<case>/` (named as the folder, as the scorer names it) or, in the public dataset's converted
     layout, `<patient>/<study folder>/` (named petct.studykey.study_key(patient, study folder), i.e.
-    `<patient>__<study folder>` made safe; one patient may have several). Names must differ as keys.
+    `<patient>__<study folder>` made safe; one patient may have several), also where `folder` is one patient's
+    folder and its study folders are dated as TCIA dates them. Names must differ as keys.
     """
     if not folder.is_dir():
         raise InputError("cases folder does not exist or is not a folder", path=folder)
     cases, incomplete, seen = [], [], {}
     for entry in study_folders(folder):
         name, sub = entry.name, entry.path
+        if sub.parent == folder and is_dated_study_folder(name):  # `--cases <patient>`: the patient names it too
+            name = study_key(folder.resolve().name, name)
         found = {stem: _image(sub, stem) for stem in (SUV_NAME, CTRES_NAME, SEG_NAME)}
         if all(found.values()):
             key = study_key(name)
@@ -67,6 +70,16 @@ def folder_cases(folder: Path) -> list[DryRunCase]:
         raise InputError(f"no case folders with {SUV_NAME}, {CTRES_NAME} and {SEG_NAME} images "
                          "(<case>/ or <patient>/<study folder>/)", path=folder)
     return cases
+
+
+def with_lesion_counts(cases: list[DryRunCase]) -> list[DryRunCase]:
+    """The cases with their ground truth's lesion count (the metrics' components) where it is not known yet."""
+    from evaluation.metrics import Labelled
+    from petct.imageio import read_array
+
+    return [case if case.lesions is not None else
+            replace(case, lesions=Labelled.of((read_array(case.seg)[0] != 0).astype("uint8")).count)
+            for case in cases]
 
 
 def _image(folder: Path, stem: str) -> Path | None:

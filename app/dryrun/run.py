@@ -14,7 +14,7 @@ from pathlib import Path
 
 from algorithm.runinfo import parse_ran_line
 from app.dryrun import platform
-from app.dryrun.cases import DryRunCase, folder_cases, pet_grids, phantom_cases
+from app.dryrun.cases import DryRunCase, folder_cases, pet_grids, phantom_cases, with_lesion_counts
 from app.dryrun.contract import JobCheck, check_data_centric, check_output, check_run, snapshot
 from app.dryrun.report import EvaluationReport, StudyReport, aggregates_line, table, write_junit
 from app.dryrun.runner import (
@@ -83,6 +83,7 @@ def run_dry_run(options: DryRunOptions) -> int:
         os.chmod(workdir, 0o755)  # a container's non-root user must reach the mounted folders
         cases = _studies(options, workdir)
         grids = pet_grids(cases)
+        cases = with_lesion_counts(cases)
         print(f"dry run: {len(cases)} stud{'y' if len(cases) == 1 else 'ies'}, {_runner_description(options)}, "
               f"time limit {options.time_limit_s:g} s, memory {format_size(options.memory_bytes)}", flush=True)
         edition = edition_named(options.challenge)
@@ -298,7 +299,7 @@ def _write_results(options: DryRunOptions, studies: list[StudyReport], evaluatio
     write_json_atomic({
         "passed": all(s.check.passed for s in studies) and evaluation.passed,
         "challenge": options.challenge,
-        "studies": [{"study": s.case, "step": s.step, "job": s.job.pk if s.job else None,
+        "studies": [{"study": s.case, "lesions": s.lesions, "step": s.step, "job": s.job.pk if s.job else None,
                      "exit_code": s.outcome.exit_code if s.outcome else None,
                      "timed_out": s.outcome.timed_out if s.outcome else None,
                      "seconds": round(s.outcome.seconds, 3) if s.outcome else None,

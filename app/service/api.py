@@ -42,14 +42,15 @@ def create_app(*, settings: ServiceSettings, engine) -> FastAPI:
     scoring_pool = ThreadPoolExecutor(max_workers=settings.scoring_workers, thread_name_prefix="scoring")
     worker = InferenceWorker(store=store, engine=engine, jobs_dir=settings.jobs_dir, scoring=scoring_pool,
                              keep_jobs_for_s=settings.keep_jobs_for_s)
-    cases_found = None
+    cases_found = images_found = None
     if settings.ground_truth is not None:
-        from app.service.cases import index_cases
+        from app.service.cases import index_cases, index_images
         cases_found = index_cases(settings.ground_truth)
+        images_found = index_images(settings.images) if settings.images is not None else None
     service = Service(settings=settings, store=store, participants=ParticipantStore(settings.database),
                       phases=PhaseStore(settings.database), worker=worker, scoring=scoring_pool,
                       processes=scoring_processes(settings.scoring_workers),
-                      engine_info=dict(engine.describe()), cases=cases_found,
+                      engine_info=dict(engine.describe()), cases=cases_found, images=images_found,
                       sessions=SessionStore(settings.database))
 
     @contextlib.asynccontextmanager

@@ -70,6 +70,7 @@ class Service:
     cases: dict[str, Path] | None
     leaderboards: Leaderboards = field(default_factory=Leaderboards)
     sessions: SessionStore | None = None  # the pages' logins
+    images: dict | None = None  # case -> app.service.cases.CaseImages (serve --images), for the slice viewer
     submitting: InFlight = field(init=False)
 
     def __post_init__(self) -> None:
@@ -156,8 +157,10 @@ def caller_for(service: Service, token: bytes) -> Caller | None:
 
 def is_page(path: str) -> bool:
     """Whether `path` is a web page (a browser without credentials goes to the login form, not a JSON 401)."""
+    if path.endswith((".png", ".nii.gz")):  # the MIP and the viewer's images answer 401
+        return False
     if path.startswith("/jobs/"):
-        return not path.endswith((".png", ".nii.gz"))  # the MIP and the viewer's images answer 401
+        return True
     return path in PAGE_PATHS or path.startswith(("/phases/", "/report/"))
 
 

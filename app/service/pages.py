@@ -25,7 +25,8 @@ from app.service.jobs import Job, JobState
 from app.service.phases import AGGREGATE_SIGNIFICANT_DIGITS
 from app.service.security import inline_hashes, policy
 from app.service.sessions import SESSION_COOKIE
-from app.service.viewer import COMPONENT_LABELS, PREDICTION_LABELS, Volume, viewer_volume
+from app.service.viewer import FOLDER as VIEWER_FOLDER
+from app.service.viewer import COMPONENT_LABELS, PREDICTION_LABELS, StudyFiles, Volume, viewer_volume
 from app.service.worker import MASK_NAME
 from evaluation.aggregates import METRICS
 from petct.atomic import atomic_path
@@ -139,8 +140,34 @@ def pages_router(service) -> APIRouter:
         wanted = _viewer_volume_or_404(volume, job=job, access=access)
         if job.state != JobState.succeeded:
             raise ApiError(409, f"job is {job.state.value}; its images are shown once it has succeeded")
-        path = await service.in_pool(viewer_volume, folder=service.settings.jobs_dir / job.id, files=job.files,
-                                     mask_name=MASK_NAME, volume=wanted)
+        folder = service.settings.jobs_dir / job.id
+        files = StudyFiles(ct=folder / job.files["ct"], pet=folder / job.files["pet"], mask=folder / MASK_NAME,
+                           label=folder / job.files["label"] if "label" in job.files else None)
+        path = await service.in_pool(viewer_volume, cache=folder / VIEWER_FOLDER, files=files, volume=wanted)
+        return FileResponse(path, media_type="application/octet-stream")
+
+    @router.get("/phases/{phase}/submissions/{submission_id}/cases/{case}", response_class=HTMLResponse)
+    async def submission_case(request: Request, phase: str, submission_id: str, case: str,
+                              _: Caller = Depends(organiser_only)):
+        # The organiser's alone (others get 404): the case's images, the submitted mask and the ground truth.
+        submission, files = _kept_case(service, phase, submission_id, case)
+        record = next((r for r in (submission.report or {}).get("case", {}).values() if r.get("study") == case), {})
+        base = f"/phases/{phase}/submissions/{submission_id}/cases/{case}/viewer"
+        viewer = {"ct": f"{base}/{Volume.ct.value}.nii.gz", "suv": f"{base}/{Volume.suv.value}.nii.gz",
+                  "mask": f"{base}/{Volume.components.value}.nii.gz", "labels": [asdict(s) for s in COMPONENT_LABELS]}
+        return page(request, "submission_case.html.j2", phase=phase, submission=submission, case=case,
+                    record=record, viewer=viewer, submitted_at=_utc(submission.created_at))
+
+    @router.get("/phases/{phase}/submissions/{submission_id}/cases/{case}/viewer/{volume}.nii.gz")
+    async def submission_case_volume(phase: str, submission_id: str, case: str, volume: str,
+                                     _: Caller = Depends(organiser_only)):
+        _, files = _kept_case(service, phase, submission_id, case)
+        wanted = next((v for v in Volume if v.value == volume and v != Volume.prediction), None)
+        if wanted is None:
+            raise ApiError(404, "no such image")
+        cache = service.settings.submissions_dir / submission_id / VIEWER_FOLDER / hashlib.sha256(
+            case.encode()).hexdigest()[:16]
+        path = await service.in_pool(viewer_volume, cache=cache, files=files, volume=wanted)
         return FileResponse(path, media_type="application/octet-stream")
 
     @router.get("/report", response_class=HTMLResponse)
@@ -186,7 +213,8 @@ def pages_router(service) -> APIRouter:
                     labels=TABLE_METRICS, ranked=RANKED_METRICS, statistics=STATISTIC_LABELS,
                     submissions=[view(s, current, caller) for s in reversed(own)], leaderboard=rows,
                     submitted_at=submitted_at, sees_everything=caller.sees_everything,
-                    budget=_budget(service, current, caller), missing=_missing_cases(service, current))
+                    budget=_budget(service, current, caller), missing=_missing_cases(service, current),
+                    viewable={s.id: viewable_cases(service, s) for s in own} if caller.sees_everything else {})
 
     return router
 
@@ -300,6 +328,34 @@ def _scored_jobs(service) -> list[Job]:
         offset += len(page)
         if not page or offset >= total:
             return sorted(jobs, key=lambda j: j.id)
+
+
+def _kept_case(service, phase: str, submission_id: str, case: str):
+    """A scored submission of `phase` with its kept mask of `case`, the case's images and ground truth (as
+    StudyFiles), or 404 saying which of them the server lacks."""
+    from app.service.kept import kept_mask
+    from app.service.phases import SubmissionState
+
+    submission = next((s for s in service.phases.of(phase) if s.id == submission_id), None) \
+        if service.cases is not None else None
+    if submission is None or submission.state != SubmissionState.scored or case not in service.cases:
+        raise ApiError(404, "no such scored submission or case")
+    mask = kept_mask(service.settings.submissions_dir / submission.id, case)
+    if mask is None:
+        raise ApiError(404, "this submission's masks were not kept (serve --keep-submissions keeps them)")
+    images = (service.images or {}).get(case)
+    if images is None:
+        raise ApiError(404, f"no images of case {case} (serve --images DIR gives the test set's PET and CT)")
+    return submission, StudyFiles(ct=images.ct, pet=images.pet, mask=mask, label=service.cases[case])
+
+
+def viewable_cases(service, submission) -> set[str]:
+    """The cases of a submission the organiser can look at: its masks kept, the case's images known."""
+    from app.service.kept import kept_cases
+
+    if not service.images:
+        return set()
+    return kept_cases(service.settings.submissions_dir / submission.id) & set(service.images)
 
 
 def _phases_with_scores(service) -> list[str]:

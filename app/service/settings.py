@@ -112,6 +112,12 @@ class ServiceSettings:
                                               "a participant's phase submissions received or scored at once; one "
                                               "more gets 429, charged to nobody (default: {default})",
                                               type=whole_number(1))
+    keep_submissions: bool = _option("--keep-submissions", False, "organiser mode: keep each scored submission's "
+                                     "masks in the data folder, so that the organiser can look at them on the test "
+                                     "set's images (default: deleted once scored)", action="store_true")
+    images: Path | None = _option("--images", None, "organiser mode: the test set's PET and CT, <case>/{SUV,CTres}.* "
+                                  "or <patient>/<study folder>/{SUV,CTres}.*, for the slice viewer of kept "
+                                  "submissions", type=Path, metavar="DIR")
 
     @classmethod
     def from_options(cls, args: argparse.Namespace) -> "ServiceSettings":
@@ -138,6 +144,11 @@ class ServiceSettings:
         return self.data_dir / "jobs"
 
     @property
+    def submissions_dir(self) -> Path:
+        """Kept submissions' masks (--keep-submissions): <submission id>/<case>.<suffix>."""
+        return self.data_dir / "submissions"
+
+    @property
     def scratch_dir(self) -> Path:
         return self.data_dir / "scratch"
 
@@ -155,6 +166,10 @@ class ServiceSettings:
             raise InputError(f"organiser mode (--ground-truth) needs the organiser's token: set {TOKEN_ENV} (or --token)")
         if self.ground_truth is not None and not self.ground_truth.is_dir():
             raise InputError("ground-truth folder does not exist or is not a folder", path=self.ground_truth)
+        if (self.images is not None or self.keep_submissions) and self.ground_truth is None:
+            raise InputError("--images and --keep-submissions are for organiser mode: give --ground-truth too")
+        if self.images is not None and not self.images.is_dir():
+            raise InputError("images folder does not exist or is not a folder", path=self.images)
         if self.scoring_workers < 1:
             raise InputError("--scoring-workers must be at least 1")
         if self.max_request_image_bytes < self.max_image_bytes:
@@ -181,7 +196,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     for f in fields(ServiceSettings):
         options = dict(f.metadata["argparse"])
         shown = options.pop("shown", None)
-        if "choices" not in options:
+        if "choices" not in options and "action" not in options:  # a flag (store_true) takes no value to name
             options.setdefault("metavar", f.metadata["flag"].lstrip("-").replace("-", "_").upper())
         default = f.default
         if f.metadata["from_setting"] is not None and default is not None:

@@ -50,25 +50,35 @@ COMPONENT_LABELS = (LabelStyle(Label.true_positive, "true positive", TRUE_POSITI
                     LabelStyle(Label.false_negative, "false negative", FALSE_NEGATIVE))
 
 
-def viewer_volume(*, folder: Path, files: dict[str, str], mask_name: str, volume: Volume) -> Path:
-    """The job's `volume` as .nii.gz in its viewer folder, written the first time it is asked for."""
-    path = folder / FOLDER / f"{volume.value}.nii.gz"
+@dataclass(frozen=True)
+class StudyFiles:
+    """Where one study's images are: what the viewer's volumes are made from."""
+
+    ct: Path
+    pet: Path  # in SUV
+    mask: Path  # the prediction
+    label: Path | None = None  # the ground truth, where the caller may see it
+
+
+def viewer_volume(*, cache: Path, files: StudyFiles, volume: Volume) -> Path:
+    """The study's `volume` as .nii.gz in the `cache` folder, written the first time it is asked for."""
+    path = cache / f"{volume.value}.nii.gz"
     if path.is_file():
         return path
-    path.parent.mkdir(exist_ok=True)
+    cache.mkdir(parents=True, exist_ok=True)
     if volume == Volume.ct:
-        image = read_image(folder / files["ct"])
+        image = read_image(files.ct)
         array = np.clip(np.rint(sitk.GetArrayViewFromImage(image)), *HU_RANGE).astype(np.int16)
         out = sitk.GetImageFromArray(array)
         out.CopyInformation(image)
     elif volume == Volume.suv:
-        out = sitk.Cast(read_image(folder / files["pet"]), sitk.sitkFloat32)
+        out = sitk.Cast(read_image(files.pet), sitk.sitkFloat32)
     else:
-        prediction, geometry = read_array(folder / mask_name)
+        prediction, geometry = read_array(files.mask)
         if volume == Volume.prediction:
             labels = (prediction != 0).astype(np.uint8)
         else:
-            ground_truth, _ = read_array(folder / files["label"])
+            ground_truth, _ = read_array(files.label)
             labels = component_labels(ground_truth=ground_truth, prediction=prediction)
         out = image_from_array(labels, geometry)
     write_image_atomic(out, path)

@@ -196,7 +196,7 @@ def _mips(submission: SubmissionMetrics, images: Path | None, *, worst: int | No
         except InputError as exc:
             problems.append(f"study {study} ({submission.name}): {exc}; no MIP")
             continue
-        image = figures.rgb_data_uri(lambda out, arrays=arrays, study=study: mip_png(arrays, out, title=study, dpi=figures.DPI))
+        image = figures.rgb_data_uri(lambda out, arrays=arrays: mip_png(arrays, out, dpi=figures.DPI))  # named by its caption
         mips[study] = Mip(anchor=f"{anchor}-mip-{len(mips)}", study=study, image=image, record=case)
     return mips
 

@@ -1,6 +1,7 @@
 """Phases: whole-case-set submissions within a budget, answered with aggregates, and the leaderboard."""
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from datetime import datetime, timezone
@@ -18,6 +19,7 @@ from app.service.submissions import case_set
 from app.service.uploads import FileField, receive_files
 
 router = APIRouter(tags=["phases"])
+log = logging.getLogger("app.phases")
 
 
 def phase_or_404(service: Service, name: str) -> Phase:
@@ -115,6 +117,8 @@ async def _receive_and_score(request: Request, response: Response, service: Serv
             report = await service.score(score_case_set, show_cases=current.show_cases, pairs={
                 case: (ground_truths[case], files[case].path, files[case].client_name) for case in current.cases})
             done = service.phases.finish(submission_id, report=report)
+            if service.settings.keep_submissions:  # for the organiser's slice viewer; the answer is sent regardless
+                _keep(service, submission_id, {case: files[case] for case in current.cases})
         except ApiError as exc:
             service.phases.finish(submission_id, error=exc.reason)
             raise
@@ -125,6 +129,15 @@ async def _receive_and_score(request: Request, response: Response, service: Serv
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return done
+
+
+def _keep(service: Service, submission_id: str, files: dict) -> None:
+    from app.service.kept import keep_masks
+
+    try:
+        keep_masks(files, folder=service.settings.submissions_dir / submission_id)
+    except OSError as exc:
+        log.error("submission %s: masks not kept: %s", submission_id, exc)
 
 
 def too_many(spent: BudgetSpent, response: Response) -> ApiError:

@@ -52,7 +52,7 @@
     show3Dcrosshair: false,
     isColorbar: false,
     multiplanarShowRender: 0, // never: three slices, no 3D render
-    loadingText: "loading the study…",
+    loadingText: "loading the study", // ASCII: the viewer's font has no ellipsis
   });
 
   const VIEWS = {
