@@ -173,12 +173,12 @@ def _on_cluster(cluster, args: argparse.Namespace, spec: EngineSpec, cases: list
         log.error("error: cannot use the Dask scheduler %s: %s", args.scheduler, str(exc).splitlines()[0])
         return None, "", None
     if run.lost is not None:
-        done = {o.key for o in run.outcomes}
-        left = [c.key for c in cases if c.key not in done]
-        log.error("error: lost the Dask scheduler %s (%s): %d of %d studies finished (masks in %s), %d not (%s); "
-                  "run the same command with --continue to do only those", args.scheduler or "(local)", run.lost,
-                  len(report.written), len(cases), args.output, len(left),
-                  ", ".join(left[:5]) + (", ..." if len(left) > 5 else ""))
+        # What is on disk now, not what was reported back: a worker may have written a mask after the loss.
+        left = without_finished(cases, output_dir=args.output, suffix=args.suffix).todo
+        names = ", ".join(c.key for c in left[:5]) + (", ..." if len(left) > 5 else "")
+        log.error("error: lost the Dask scheduler %s: %d of %d studies finished (masks in %s), %d not (%s); run the "
+                  "same command with --continue to do only those", args.scheduler or "(local)",
+                  len(cases) - len(left), len(cases), args.output, len(left), names)
         return None, "", None
     description = next((o.engine for o in run.outcomes if o.engine), None)
     return report, f" on {run.workers} Dask worker{'s' if run.workers != 1 else ''}", description

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from distributed import Client, KilledWorker, LocalCluster, WorkerPlugin, as_completed
 from distributed.client import FutureCancelledError
+from distributed.comm.core import CommClosedError
 
 from algorithm.batch_inputs import BatchCase
 from algorithm.batch_job import StudyOutcome, predict_study
@@ -58,10 +59,12 @@ class PinGpu(WorkerPlugin):
 def dask_client(*, scheduler: str | None, workers: int | None, gpus: int = 0) -> Iterator[Client]:
     """A client of the cluster at `scheduler`, or of `workers` local worker processes (one thread each; with
     `gpus`, each declares GPU=1 and is pinned to one GPU)."""
-    quiet = logging.getLogger("distributed")
-    level = quiet.level
-    if not log.isEnabledFor(logging.DEBUG):
-        quiet.setLevel(logging.CRITICAL)  # reconnect tracebacks and the like: the run reports in its own lines
+    # Reconnection tracebacks and the like: the run reports in its own lines (with --debug too).
+    quiet = {name: logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+             if name.split(".")[0] == "distributed"}
+    levels = {name: logger.level for name, logger in quiet.items()}
+    for logger in quiet.values():
+        logger.setLevel(logging.CRITICAL)
     try:
         if scheduler is not None:
             with Client(scheduler) as client:
@@ -70,14 +73,15 @@ def dask_client(*, scheduler: str | None, workers: int | None, gpus: int = 0) ->
         cores = os.cpu_count() or 1
         # Each worker's torch gets its share of the cores (Dask's default is one thread each).
         env = {name: str(max(1, cores // workers)) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                           resources={GPU: 1} if gpus else None, env=env) as cluster, \
                 Client(cluster) as client:
             if gpus:
                 client.register_plugin(PinGpu(gpus))
             yield client
     finally:
-        quiet.setLevel(level)
+        for name, logger in quiet.items():
+            logger.setLevel(levels[name])
 
 
 def predict_on_cluster(client: Client, cases: list[BatchCase], *, spec: EngineSpec, output_dir: Path, suffix: str,
@@ -103,7 +107,7 @@ def predict_on_cluster(client: Client, cases: list[BatchCase], *, spec: EngineSp
             outcome = _outcome(future, futures[future])
             run.outcomes.append(outcome)
             on_outcome(outcome)
-    except (FutureCancelledError, OSError) as exc:
+    except (FutureCancelledError, CommClosedError, OSError) as exc:
         run.lost = SchedulerLost(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     return run
 
@@ -114,7 +118,7 @@ def _outcome(future, case: BatchCase) -> StudyOutcome:
     except KilledWorker as exc:  # the study took down every worker it was given (Dask's allowed-failures)
         return StudyOutcome(case.key, None, f"error: {case.pet}: the worker running this study died each time it "
                             f"was tried ({exc}); out of memory?", EXIT_MEMORY, 0.0, 0.0, "")
-    except FutureCancelledError:
+    except (FutureCancelledError, CommClosedError):  # the scheduler went away: not this study's fault
         raise
     except Exception as exc:  # noqa: BLE001 - e.g. the task could not be sent: this study's failure only
         return StudyOutcome(case.key, None, f"internal error: {type(exc).__name__}: {exc}", EXIT_INTERNAL, 0.0, 0.0, "")

@@ -7,6 +7,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -115,7 +116,8 @@ def _busy_workers(dask_worker) -> tuple[int, list[str]]:
 
 def test_a_worker_killed_mid_study_costs_that_study_a_retry_never_a_result(data, client, tmp_path):
     cases = find_cases(data / "slow", roles=("ct", "pet")).cases
-    spec = EngineSpec(model=data / "model", engine="nnunet", options=EngineOptions(device="cpu"))
+    # The options the command line gives (no probability map), so that later runs find the model loaded.
+    spec = EngineSpec(model=data / "model", engine="nnunet", options=EngineOptions(device="cpu", probabilities=False))
     killed: dict[str, object] = {}
 
     def kill_a_busy_worker(outcome) -> None:
@@ -146,15 +148,17 @@ def test_continue_after_a_killed_run_redoes_only_the_unfinished(data, client, tm
     out = tmp_path / "out"
     with open(tmp_path / "log", "w") as log:
         command = subprocess.Popen([sys.executable, "-m", "algorithm", "predict-folder", str(data / "slow"), str(out),
-                                    *_model_args(data, tta=True), "--workers", "1"],
+                                    *_model_args(data, tta=True), "--scheduler", client.scheduler.address],
                                    cwd=REPO, stdout=log, stderr=log, start_new_session=True)
         try:
             deadline = time.monotonic() + 120
             while not list(out.glob("[!.]*.nii.gz")) and time.monotonic() < deadline and command.poll() is None:
                 time.sleep(0.05)
         finally:
-            os.killpg(command.pid, signal.SIGKILL)  # the command and its worker processes, mid-run
+            os.killpg(command.pid, signal.SIGKILL)  # the command, mid-run
             command.wait()
+    while any(keys for _, keys in client.run(_busy_workers).values()):
+        time.sleep(0.05)  # the studies the workers were on when it was killed still end (their masks are whole)
     finished = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("[!.]*.nii.gz")}
     expected = sorted(f"PETCT_{seed}.nii.gz" for seed in range(51, 55))
     assert 1 <= len(finished) < len(expected), (tmp_path / "log").read_text()[-2000:]
@@ -169,3 +173,30 @@ def test_continue_after_a_killed_run_redoes_only_the_unfinished(data, client, tm
     for name in expected:
         seed = name.split("_")[1].split(".")[0]
         assert mask_problem(out / name, pet_path=data / "slow" / f"PETCT_{seed}" / "SUV.mha") is None
+
+
+def test_losing_the_scheduler_ends_the_run_with_one_line_on_what_finished(data, tmp_path, capsys):
+    import dask
+    from distributed import LocalCluster
+
+    out = tmp_path / "out"
+    # The worker left without a scheduler retries for `connect` before it closes with the cluster.
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}), \
+            LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
+        def stop_the_scheduler_after_the_first_mask() -> None:
+            while not list(out.glob("[!.]*.nii.gz")):
+                time.sleep(0.01)
+            cluster.sync(cluster.scheduler.close)
+
+        stopper = threading.Thread(target=stop_the_scheduler_after_the_first_mask, daemon=True)
+        stopper.start()
+        code = batch.main([str(data / "slow"), str(out), *_model_args(data, tta=True),
+                           "--scheduler", cluster.scheduler_address])
+        stopper.join(timeout=30)
+    assert code == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, errors
+    assert "lost the Dask scheduler" in errors[0] and "--continue" in errors[0]
+    finished = sorted(p.name for p in out.glob("[!.]*.nii.gz"))
+    reported = int(errors[0].split(" of 4 studies finished")[0].rsplit(" ", 1)[1])
+    assert 1 <= reported < 4 and reported <= len(finished)  # complete when it was said (a busy worker may add one)
