@@ -115,8 +115,8 @@ class ServiceSettings:
     keep_submissions: bool = _option("--keep-submissions", False, "organiser mode: keep each scored submission's "
                                      "masks in the data folder, so that the organiser can look at them on the test "
                                      "set's images (default: deleted once scored)", action="store_true")
-    images: Path | None = _option("--images", None, "organiser mode: the test set's PET and CT, <case>/{SUV,CTres}.* "
-                                  "or <patient>/<study folder>/{SUV,CTres}.*, for the slice viewer of kept "
+    images: Path | None = _option("--images", None, "organiser mode: the test set's PET and CT, <case>/{{SUV,CTres}}.* "
+                                  "or <patient>/<study folder>/{{SUV,CTres}}.*, for the slice viewer of kept "
                                   "submissions", type=Path, metavar="DIR")
 
     @classmethod
