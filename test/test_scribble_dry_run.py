@@ -52,6 +52,9 @@ def test_each_step_gets_the_scribbles_of_the_last_mask_and_is_scored_as_the_loop
                 scribbles = next_scribbles(ground_truth_zyx=truth, prediction_zyx=mask_of(jobs[(study, step - 1)]),
                                            previous=scribbles, strategy="random").scribbles
             assert given == scribbles
+            # every step of a study gets the same images, so its mask replaces the previous step's in place
+            assert sorted(p.name for p in (job / "input" / "images" / "pet").iterdir()) == \
+                sorted(p.name for p in (jobs[(study, 0)] / "input" / "images" / "pet").iterdir())
             expected = score_step(ground_truth=truth, prediction=mask_of(job),
                                   voxel_volume_ml=float(np.prod(seg.GetSpacing())) / 1000)
             assert {k: record["steps"][str(step)][k] for k in ("dice", "tp", "fp", "fn")} == \
