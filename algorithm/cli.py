@@ -18,8 +18,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m algorithm",
         description="Segment the FDG-avid lesions of one PET/CT study laid out as grand-challenge does "
-                    "(with autopet-2025-interactive, also reading <input>/lesion-clicks.json).",
+                    "(with autopet-2025-interactive, also reading <input>/lesion-clicks.json; with "
+                    "autopet-2026-interactive, the scribbles in it).",
         epilog="Batch mode, the model loaded once for a folder of studies: python -m algorithm predict-folder IN OUT "
+               "(see its --help). The autoPET V loop on one study in one process: python -m algorithm loop "
                "(see its --help).")
     parser.add_argument("--input", type=Path, default=DEFAULT_INPUT,
                         help="folder with images/pet/<one image> and images/ct/<one image> (default %(default)s)")

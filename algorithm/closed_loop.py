@@ -6,7 +6,7 @@ and its CT and PET preprocessed once where the engine can (NnUNetEngine.keep_stu
 the scribble channels and runs the network. Each step's mask is the one a separate `python -m algorithm` run
 with the same scribbles writes (test/test_scribble_loop_algorithm.py).
 
-`StudySession` is the reusable part: one study kept ready for any number of predictions with different
+`ReadyStudy` is the reusable part: one study kept ready for any number of predictions with different
 scribbles; `run_loop` drives it through the closed loop (the scribbles simulated from each step's mask and
 the ground truth, evaluation.scribble_simulation) and writes each step's mask and scribbles.
 """
@@ -30,7 +30,7 @@ from petct.jsonio import write_json_atomic
 log = logging.getLogger(__name__)
 
 
-class StudySession:
+class ReadyStudy:
     """One study kept ready for predictions that differ only in their scribbles (or clicks)."""
 
     def __init__(self, engine: Engine, *, pet_path: Path, ct_path: Path):
@@ -52,7 +52,7 @@ class StudySession:
         if release is not None:
             release()
 
-    def __enter__(self) -> StudySession:
+    def __enter__(self) -> ReadyStudy:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -67,7 +67,7 @@ class LoopStep:
     scribbles_path: Path
 
 
-def run_loop(session: StudySession, *, ground_truth_zyx: np.ndarray, output: Path, edition: Edition,
+def run_loop(ready: ReadyStudy, *, ground_truth_zyx: np.ndarray, output: Path, edition: Edition,
              steps: int, strategy: str, rule: str = "kit") -> list[LoopStep]:
     """The closed loop on one study: OUT/step_K/<the edition's output folder>/<PET name>.mha and
     OUT/step_K/lesion-clicks.json (the scribbles step K was given, grand-challenge's form) for K = 0..steps-1.
@@ -88,9 +88,9 @@ def run_loop(session: StudySession, *, ground_truth_zyx: np.ndarray, output: Pat
                 log.warning("step %d: %s; the published loop scores it and every later step 0", step, exc)
                 break
             scribbles, kind = new.scribbles, new.kind
-        result = session.predict(scribbles)
+        result = ready.predict(scribbles)
         folder = Path(output) / f"step_{step}"
-        target = mask_path_for(output_dir=folder, pet_path=session.pet_path, relative_path=edition.output_relative_path)
+        target = mask_path_for(output_dir=folder, pet_path=ready.pet_path, relative_path=edition.output_relative_path)
         write_image_atomic(result.mask, target, compress=True)
         clicks_path = write_json_atomic(scribbles.to_grand_challenge(), folder / CLICKS_JSON)
         mask = sitk.GetArrayFromImage(result.mask)
@@ -136,7 +136,6 @@ def main(argv: list[str]) -> int:
     from algorithm.failures import report_failure
     from algorithm.logs import configure_logging, timed
     from algorithm.pipeline import find_study_inputs
-    from evaluation.masks import read_mask
     from petct.editions import edition
     from petct.errors import InputError
     from petct.imageio import grid_mismatches
@@ -144,18 +143,22 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     configure_logging()
     try:
+        try:  # the loop scores nothing, but simulates with the evaluation's code: a checkout, not the image
+            from evaluation.masks import read_mask
+        except ImportError as exc:
+            raise RuntimeError(f"python -m algorithm loop needs the kit's evaluation package ({exc})") from None
         inputs = find_study_inputs(args.input)
         truth = read_mask(args.ground_truth, what="ground truth", float_labels=True)
         with timed({}, "load engine", log):
             engine = load_engine(model=args.model, options=engine_options(args), engine=args.engine)
-        with StudySession(engine, pet_path=inputs.pet_path, ct_path=inputs.ct_path) as session:
-            mismatches = grid_mismatches(session.study.geometry, truth.geometry)
+        with ReadyStudy(engine, pet_path=inputs.pet_path, ct_path=inputs.ct_path) as ready:
+            mismatches = grid_mismatches(ready.study.geometry, truth.geometry)
             if mismatches:
                 raise InputError(f"ground truth is not on the PET's grid: {'; '.join(mismatches)}",
                                  path=args.ground_truth)
-            log.info("CT and PET preprocessed %s", "once for every step" if session.preprocessed_once else
+            log.info("CT and PET preprocessed %s", "once for every step" if ready.preprocessed_once else
                      "at every step (this engine or model cannot keep them)")
-            steps = run_loop(session, ground_truth_zyx=truth.array, output=args.output,
+            steps = run_loop(ready, ground_truth_zyx=truth.array, output=args.output,
                              edition=edition(args.challenge), steps=args.steps, strategy=args.strategy,
                              rule=args.scribble_rule)
     except Exception as exc:  # noqa: BLE001 - every failure becomes one line and an exit code

@@ -14,7 +14,6 @@ variant) and on plain phantoms, each strategy on every study: mean Dice, DMM and
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -77,7 +76,8 @@ def loop_against_fresh_runs(steps: int) -> None:
                     "--model", str(model), *model_args])
         fresh, same = 0.0, True
         for step in range(steps):
-            (inp / "lesion-clicks.json").write_bytes((root / "loop" / f"step_{step}" / "lesion-clicks.json").read_bytes())
+            given = root / "loop" / f"step_{step}" / "lesion-clicks.json"
+            (inp / "lesion-clicks.json").write_bytes(given.read_bytes())
             out = root / f"fresh_{step}"
             fresh += run([sys.executable, "-m", "algorithm", "--challenge", "autopet-2026-interactive", "--input",
                           str(inp), "--output", str(out), "--model", str(model), *model_args])

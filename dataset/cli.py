@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from app.sizes import parse_size
+from petct.sizes import parse_size
 from dataset.convert import DEFAULT_MAX_DECODED_BYTES
 from dataset.outputs import FORMATS, LAYOUTS
 from dataset.synth import VENDORS

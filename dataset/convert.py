@@ -20,7 +20,7 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 
-from app.sizes import format_size
+from petct.sizes import format_size
 from dataset.discover import StudyFiles
 from dataset.outputs import Images, outside, planned, write_h5
 from dataset.segfile import read_seg_on_grid

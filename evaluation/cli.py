@@ -34,7 +34,9 @@ PETCT_x__<study folder>). docs/metrics.md defines the metrics.
 
 --challenge picks the edition's rules (README, Editions): with autopet-2025-interactive, container
 mode groups each study's 11 jobs by their lesion-clicks.json input and scores the curves' areas;
-with autopet-2024, `rank` needs the tracer x centre subsets."""
+with autopet-2024, `rank` needs the tracer x centre subsets; autopet-2026-interactive's closed loop is
+scored by `python -m app dry-run` (container mode refuses it), one step by `score-pair` and
+`next-scribbles`."""
 
 
 def default_workers() -> int:

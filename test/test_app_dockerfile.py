@@ -178,7 +178,8 @@ def test_algorithm_prepares_the_model_location(dockerfile):
 
 # Import name -> the distribution that provides it, where they differ (starlette comes with fastapi).
 DISTRIBUTION_OF = {"SimpleITK": "simpleitk", "cc3d": "connected-components-3d", "python_multipart": "python-multipart",
-                   "starlette": "fastapi", "yaml": "pyyaml", "markupsafe": "jinja2", "fastapi_offline": "fastapi-offline"}
+                   "starlette": "fastapi", "yaml": "pyyaml", "markupsafe": "jinja2", "fastapi_offline": "fastapi-offline",
+                   "skimage": "scikit-image"}
 # The report and mip commands' libraries: the evaluation image leaves them out, so the scoring path must never
 # import them at module level (test_eval_report_html checks it never loads them at all).
 REPORT_ONLY = {"evaluation": "evaluation/report-requirements.txt"}

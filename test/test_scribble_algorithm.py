@@ -175,3 +175,30 @@ def test_four_channel_model_with_scribbles_matches_nnunet(scribble_model):
     gaussian = NnUNetEngine.from_folder(folder, options=EngineOptions(device="cpu", use_mirroring=False))
     other = gaussian.predict(pet=pet, ct=ct, spacing_zyx=spacing, clicks=scribbles)
     assert np.abs(other.probabilities - ours.probabilities).max() > 1e-3
+
+
+def test_the_organisers_dataset998_results_folder_loads_as_it_is(tmp_path):
+    """Their baseline's plans.json and dataset.json (random weights in their checkpoint's place), in nnU-Net's
+    results layout: the kit finds the trainer folder, maps CT, PET, FG, BG and feeds the scribbles as impulses."""
+    pytest.importorskip("nnunetv2")
+    import shutil
+    from pathlib import Path
+
+    from algorithm.engines import load_engine
+
+    source = Path(__file__).parent / "data" / "autopet-v" / "Dataset998_AutoPETV"
+    trainer = tmp_path / "nnUNet_results" / "Dataset998_AutoPETV" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+    plans = json.loads((source / "plans.json").read_text())
+    dataset = json.loads((source / "dataset.json").read_text())
+    write_results_folder(trainer, plans=plans, dataset=dataset, folds=(0,))
+    for name in ("plans.json", "dataset.json"):  # byte for byte theirs
+        shutil.copyfile(source / name, trainer / name)
+    args = parse_args(["--input", "/in", "--model", str(tmp_path / "nnUNet_results"), "--folds", "0", *CHALLENGE])
+    engine = load_engine(model=args.model, options=engine_options(args))
+    assert engine.channel_roles == ("ct", "pet", "tumor_clicks", "background_clicks")
+    assert engine.click_encoding == SCRIBBLE_ENCODING and engine.plan.patch_size == (112, 160, 128)
+    rng = np.random.default_rng(0)  # a small study already at the plans' spacing: nothing to resample
+    pet = rng.gamma(2.0, 1.0, (20, 24, 24)).astype(np.float32)
+    ct = rng.normal(0.0, 300.0, (20, 24, 24)).astype(np.float32)
+    assert engine.keep_study(pet=pet, ct=ct, spacing_zyx=tuple(plans["configurations"]["3d_fullres"]["spacing"]))
+    engine.release_study()

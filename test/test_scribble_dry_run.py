@@ -52,6 +52,9 @@ def test_each_step_gets_the_scribbles_of_the_last_mask_and_is_scored_as_the_loop
                 scribbles = next_scribbles(ground_truth_zyx=truth, prediction_zyx=mask_of(jobs[(study, step - 1)]),
                                            previous=scribbles, strategy="random").scribbles
             assert given == scribbles
+            # every step of a study gets the same images, so its mask replaces the previous step's in place
+            assert sorted(p.name for p in (job / "input" / "images" / "pet").iterdir()) == \
+                sorted(p.name for p in (jobs[(study, 0)] / "input" / "images" / "pet").iterdir())
             expected = score_step(ground_truth=truth, prediction=mask_of(job),
                                   voxel_volume_ml=float(np.prod(seg.GetSpacing())) / 1000)
             assert {k: record["steps"][str(step)][k] for k in ("dice", "tp", "fp", "fn")} == \
@@ -116,3 +119,31 @@ def test_mixed_deals_each_strategy_to_a_third_by_name():
     dealt = [strategy_for(n, names, "mixed") for n in names]
     assert sorted(dealt) == sorted(["centerline", "random", "boundary"] * 3)
     assert dealt == [strategy_for(n, list(reversed(names)), "mixed") for n in names]  # by name, not by order
+
+
+def test_closed_loop_with_a_small_nnunet_model(tmp_path):
+    """A random-weight 4-channel model (CT, PET, FG, BG) through two steps of the loop on one phantom."""
+    import pytest
+    pytest.importorskip("nnunetv2")
+    from nnunet_helpers import make_dataset_json, make_plans, plain_architecture, write_results_folder
+    from petct.phantom import make_study
+
+    spacing = [float(s) for s in reversed(make_study(11, size="tiny", n_lesions=3).suv.GetSpacing())]
+    plans = make_plans(plain_architecture(), patch_size=(48, 64, 64), spacing=spacing,
+                       normalization=("CTNormalization", "ZScoreNormalization", "ZScoreNormalization",
+                                      "ZScoreNormalization"))
+    for channel in ("2", "3"):
+        plans["foreground_intensity_properties_per_channel"][channel] = {
+            "max": 1.0, "mean": 0.01, "median": 0.0, "min": 0.0, "percentile_00_5": 0.0, "percentile_99_5": 1.0,
+            "std": 0.05}
+    model = write_results_folder(tmp_path / "model", plans=plans, folds=(0,), gain=3.0,
+                                 dataset=make_dataset_json(("CT", "PET", "FG", "BG")))
+    command = (f"{sys.executable} -m algorithm --input {{input}} --output {{output}} --model {model} --no-tta "
+               "--device cpu")
+    assert app_main(["dry-run", *CHALLENGE, "--phantoms", "1", "--phantom-size", "tiny", "--steps", "2",
+                     "--command", command, "--output", str(tmp_path / "out")]) == 0
+    runs = json.loads((tmp_path / "out" / "dry-run.json").read_text())["studies"]
+    assert [r["engine"]["engine"] for r in runs] == ["nnunet", "nnunet"]
+    steps = json.loads((tmp_path / "out" / "metrics.json").read_text())["case"]["PHANTOM_0011"]["steps"]
+    assert not steps["0"]["failed"] and not steps["1"]["failed"]
+    assert steps["1"]["tumor_points"] + steps["1"]["background_points"] > 0

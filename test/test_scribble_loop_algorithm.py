@@ -10,7 +10,7 @@ import SimpleITK as sitk
 import torch
 
 from algorithm.__main__ import main as algorithm_main
-from algorithm.closed_loop import StudySession
+from algorithm.closed_loop import ReadyStudy
 from algorithm.engine import EngineOptions
 from nnunet_helpers import make_dataset_json, make_plans, plain_architecture, write_results_folder
 from petct.clicks import Clicks
@@ -89,17 +89,17 @@ def test_kept_study_predicts_what_a_fresh_engine_predicts(tmp_path, scribble_mod
     folder, study = scribble_model
     options = EngineOptions(device="cpu", use_mirroring=False, click_encoding=SCRIBBLE_ENCODING)
     inputs = study_input(tmp_path / "in", study)
-    session = StudySession(NnUNetEngine.from_folder(folder, options=options),
-                           pet_path=inputs / "images/pet/study.mha", ct_path=inputs / "images/ct/study.mha")
-    assert session.preprocessed_once
+    ready = ReadyStudy(NnUNetEngine.from_folder(folder, options=options),
+                       pet_path=inputs / "images/pet/study.mha", ct_path=inputs / "images/ct/study.mha")
+    assert ready.preprocessed_once
     fresh = NnUNetEngine.from_folder(folder, options=options)
-    pet, ct = session.study.pet, session.study.ct
-    spacing = session.study.geometry.spacing[::-1]
+    pet, ct = ready.study.pet, ready.study.ct
+    spacing = ready.study.geometry.spacing[::-1]
     for scribbles in (Clicks(), Clicks(tumor=tuple((x, 20, 12) for x in range(10, 30))),
                       Clicks(tumor=((0, 0, 0),), background=((47, 47, 31), (20, 20, 5)))):
-        kept = session.predict(scribbles)
+        kept = ready.predict(scribbles)
         assert kept.timings["predict/upload"] == 0.0  # CT and PET were not uploaded again
         expected = fresh.predict(pet=pet.copy(), ct=ct.copy(), spacing_zyx=spacing, clicks=scribbles)
         assert np.array_equal(sitk.GetArrayFromImage(kept.mask), expected.mask)
         assert np.abs(sitk.GetArrayFromImage(kept.probabilities) - expected.probabilities).max() < 1e-5
-    session.close()
+    ready.close()

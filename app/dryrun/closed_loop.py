@@ -30,6 +30,7 @@ from petct.clicks import Clicks
 from petct.editions import SCRIBBLE_STRATEGIES, Edition
 from petct.errors import InputError
 from petct.imageio import Geometry, read_image
+from petct.layout import CT_RELATIVE_PATH, PET_RELATIVE_PATH
 from petct.scribbles import read_scribbles
 from petct.studykey import study_key
 
@@ -117,7 +118,7 @@ def _image_pks(report: StudyReport) -> tuple[str, str] | None:
     if job is None:
         return None
     pks = {item["interface"]["relative_path"]: item["image"]["pk"] for item in job.inputs if item.get("image")}
-    return pks.get("images/pet"), pks.get("images/ct")
+    return pks.get(PET_RELATIVE_PATH), pks.get(CT_RELATIVE_PATH)
 
 
 def evaluate_loops(studies: list[StudyReport], cases: list[DryRunCase]) -> EvaluationReport:
