@@ -6,7 +6,10 @@
 2. The overlay MIP with outlined components (evaluation.mip.overlay_mip, coronal and sagittal) against the same
    without outlines (tints alone) and the read time, and the MIP PNG at full resolution (mip_png). Best of 3.
 
-    python benchmarks/bench_viewer.py
+3. Writing the full-size CT (int16) as .nii.gz: ITK's writer against the viewer's (plain NIfTI, then zlib at
+   level 1). Best of 3. `--gzip-only` runs this step alone.
+
+    python benchmarks/bench_viewer.py [--gzip-only]
 
 Prints a Markdown section for BENCHMARKS.md.
 """
@@ -44,7 +47,29 @@ def best(fn) -> float:
     return min(times)
 
 
+def gzip_comparison() -> None:
+    """The full-size CT as int16: ITK's own .nii.gz writer against the viewer's (plain NIfTI, zlib level 1)."""
+    import SimpleITK as sitk
+
+    from app.service.viewer import _write_fast_gzip
+
+    ct = sitk.Cast(make_study(3, size="full", n_lesions=6).ctres, sitk.sitkInt16)
+    with tempfile.TemporaryDirectory(prefix="bench-viewer-gz-") as tmp:
+        itk, fast = Path(tmp) / "itk.nii.gz", Path(tmp) / "fast.nii.gz"
+        itk_s = best(lambda: write_image_atomic(ct, itk))
+        fast_s = best(lambda: _write_fast_gzip(ct, fast))
+        mib = 1024 * 1024
+        print(f"| CT int16 as .nii.gz, ITK's writer (reference) | {itk_s * 1000:.0f} ms | {itk.stat().st_size / mib:.1f} MiB |")
+        print(f"| CT int16 as .nii.gz, the viewer's (plain, then zlib level 1) | {fast_s * 1000:.0f} ms | "
+              f"{fast.stat().st_size / mib:.1f} MiB |")
+        print(f"\nviewer ÷ ITK: {fast_s / itk_s:.2f} of the time, {fast.stat().st_size / itk.stat().st_size:.2f} of "
+              f"the bytes.")
+
+
 def main() -> int:
+    if "--gzip-only" in sys.argv:
+        gzip_comparison()
+        return 0
     with tempfile.TemporaryDirectory(prefix="bench-viewer-") as tmp:
         folder = Path(tmp)
         study = make_study(3, size="full", n_lesions=6)
@@ -92,7 +117,9 @@ def main() -> int:
           f"{os.getloadavg()[0]:.1f} (the box is shared; absolute times vary with it, ratios less).")
     print(f"\nSent to the browser: CT {sent[Volume.ct] / mib:.1f} MiB, SUV {sent[Volume.suv] / mib:.1f} MiB, "
           f"components {sent[Volume.components] / mib:.2f} MiB, in all {sum(sent.values()) / mib:.1f} MiB, against "
-          f"{uploaded / mib:.1f} MiB uploaded (PET, CT, mask).")
+          f"{uploaded / mib:.1f} MiB uploaded (PET, CT, mask).\n")
+    print("| writing | best of 3 | size |\n|---|---|---|")
+    gzip_comparison()
     return 0
 
 
