@@ -7,6 +7,8 @@ the classes the metrics count (evaluation.metrics.match_components), as the MIPs
 """
 from __future__ import annotations
 
+import gzip
+import shutil
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -16,10 +18,13 @@ import SimpleITK as sitk
 
 from evaluation.metrics import Labelled, match_components
 from evaluation.mip import FALSE_NEGATIVE, FALSE_POSITIVE, PREDICTED, TRUE_POSITIVE
+from petct.atomic import atomic_path
 from petct.imageio import image_from_array, read_array, read_image, write_image_atomic
 
 FOLDER = "viewer"
 HU_RANGE = (-32768, 32767)  # CT goes as int16: half the bytes of float32, and HU need no fraction
+GZIP_LEVEL = 1
+CHUNK = 1 << 20
 
 
 class Volume(str, Enum):
@@ -81,8 +86,20 @@ def viewer_volume(*, cache: Path, files: StudyFiles, volume: Volume) -> Path:
             ground_truth, _ = read_array(files.label)
             labels = component_labels(ground_truth=ground_truth, prediction=prediction)
         out = image_from_array(labels, geometry)
-    write_image_atomic(out, path)
+    _write_fast_gzip(out, path)
     return path
+
+
+def _write_fast_gzip(image: sitk.Image, path: Path) -> None:
+    """`image` as .nii.gz at zlib's fastest level: ITK's own .nii.gz writer takes several times longer for a
+    file barely smaller, and the viewer's first opening waits on it (BENCHMARKS.md, slice viewer)."""
+    plain = write_image_atomic(image, path.with_name(f".{path.name[:-len('.gz')]}"), compress=False)
+    try:
+        with atomic_path(path) as tmp, open(plain, "rb") as source, \
+                gzip.GzipFile(tmp, mode="wb", compresslevel=GZIP_LEVEL, mtime=0) as target:
+            shutil.copyfileobj(source, target, CHUNK)
+    finally:
+        plain.unlink(missing_ok=True)
 
 
 def component_labels(*, ground_truth: np.ndarray, prediction: np.ndarray) -> np.ndarray:
