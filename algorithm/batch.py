@@ -173,6 +173,9 @@ def _on_cluster(cluster, args: argparse.Namespace, spec: EngineSpec, cases: list
     except OSError as exc:  # the scheduler cannot be reached at all
         log.error("error: cannot use the Dask scheduler %s: %s", args.scheduler, str(exc).splitlines()[0])
         return None, "", None
+    except InputError as exc:  # a cluster that cannot run the kit
+        log.error("error: %s", exc.describe())
+        return None, "", None
     if run.lost is not None:
         # What is on disk now, not what was reported back: a worker may have written a mask after the loss.
         left = without_finished(cases, output_dir=args.output, suffix=args.suffix).todo
