@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import dask
 from distributed import Client, KilledWorker, LocalCluster, WorkerPlugin, as_completed
 from distributed.client import FutureCancelledError
 from distributed.comm.core import CommClosedError
@@ -75,8 +76,10 @@ def dask_client(*, scheduler: str | None, workers: int | None, gpus: int = 0) ->
         cores = os.cpu_count() or 1
         # Each worker's torch gets its share of the cores (Dask's default is one thread each).
         env = {name: str(max(1, cores // workers)) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                          resources={GPU: 1} if gpus else None, env=env) as cluster, \
+        # Dask's statistical profiler samples each worker every 10 ms: CPU a study job does not need.
+        with dask.config.set({"distributed.worker.profile.enabled": False}), \
+                LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                             resources={GPU: 1} if gpus else None, env=env) as cluster, \
                 Client(cluster) as client:
             if gpus:
                 client.register_plugin(PinGpu(gpus))
