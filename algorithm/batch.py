@@ -71,8 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="the part this run does, 0..N-1; each study is in exactly one part (default 0)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--workers", type=whole_number(1), default=None, metavar="N",
-                       help="spread the studies over N local Dask worker processes (one per GPU when the "
-                            f"machine has GPUs); needs {DISTRIBUTED_EXTRA}")
+                       help="spread the studies over N local Dask worker processes (on a machine with GPUs, "
+                            f"worker K uses GPU K mod their number); needs {DISTRIBUTED_EXTRA}")
     where.add_argument("--scheduler", default=None, metavar="ADDRESS",
                        help="spread the studies over the workers of the Dask cluster at ADDRESS, e.g. "
                             "tcp://HOST:8786; the workers must see IN and OUT at the same paths")
@@ -171,6 +171,9 @@ def _on_cluster(cluster, args: argparse.Namespace, spec: EngineSpec, cases: list
                                              on_outcome=record)
     except OSError as exc:  # the scheduler cannot be reached at all
         log.error("error: cannot use the Dask scheduler %s: %s", args.scheduler, str(exc).splitlines()[0])
+        return None, "", None
+    except InputError as exc:  # a cluster that cannot run the kit
+        log.error("error: %s", exc.describe())
         return None, "", None
     if run.lost is not None:
         # What is on disk now, not what was reported back: a worker may have written a mask after the loss.

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import dask
 from distributed import Client, KilledWorker, LocalCluster, WorkerPlugin, as_completed
 from distributed.client import FutureCancelledError
 from distributed.comm.core import CommClosedError
@@ -26,10 +27,12 @@ from algorithm.batch_inputs import BatchCase
 from algorithm.batch_job import StudyOutcome, predict_study
 from algorithm.failures import EXIT_INTERNAL, EXIT_MEMORY
 from algorithm.loaded_engines import EngineSpec
+from petct.errors import InputError
 
 log = logging.getLogger("algorithm")
 
 GPU = "GPU"  # the Dask resource a GPU worker declares (dask worker --resources GPU=1)
+WORKER_WAIT_S = 300  # how long a cluster may take to bring up its first worker (machines being provisioned)
 
 
 class SchedulerLost(Exception):
@@ -73,8 +76,10 @@ def dask_client(*, scheduler: str | None, workers: int | None, gpus: int = 0) ->
         cores = os.cpu_count() or 1
         # Each worker's torch gets its share of the cores (Dask's default is one thread each).
         env = {name: str(max(1, cores // workers)) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                          resources={GPU: 1} if gpus else None, env=env) as cluster, \
+        # Dask's statistical profiler samples each worker every 10 ms: CPU a study job does not need.
+        with dask.config.set({"distributed.worker.profile.enabled": False}), \
+                LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                             resources={GPU: 1} if gpus else None, env=env) as cluster, \
                 Client(cluster) as client:
             if gpus:
                 client.register_plugin(PinGpu(gpus))
@@ -87,7 +92,8 @@ def dask_client(*, scheduler: str | None, workers: int | None, gpus: int = 0) ->
 def predict_on_cluster(client: Client, cases: list[BatchCase], *, spec: EngineSpec, output_dir: Path, suffix: str,
                        on_outcome: Callable[[StudyOutcome], None] = lambda outcome: None) -> ClusterRun:
     """Every case as one task; outcomes in the order they finish, each case's exactly once."""
-    client.wait_for_workers(1)
+    _wait_for_a_worker(client)
+    _require_the_kit(client)
     workers = client.scheduler_info(n_workers=-1)["workers"]
     gpu_workers = sum(1 for w in workers.values() if w.get("resources", {}).get(GPU, 0) > 0)
     if gpu_workers and spec.options.device == "cpu":
@@ -110,6 +116,37 @@ def predict_on_cluster(client: Client, cases: list[BatchCase], *, spec: EngineSp
     except (FutureCancelledError, CommClosedError, OSError) as exc:
         run.lost = SchedulerLost(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     return run
+
+
+def _wait_for_a_worker(client: Client) -> None:
+    if client.scheduler_info(n_workers=-1)["workers"]:
+        return
+    log.info("waiting up to %d s for a Dask worker to join %s", WORKER_WAIT_S, client.scheduler.address)
+    try:
+        client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+    except TimeoutError:
+        raise InputError(f"no Dask worker joined the scheduler {client.scheduler.address} within {WORKER_WAIT_S} s "
+                         "(start one: dask worker ADDRESS, README On a cluster)") from None
+
+
+def _require_the_kit(client: Client) -> None:
+    """The scheduler unpickles the tasks and the workers run them: both must import the kit, else one line."""
+    module = predict_study.__module__
+
+    def importable() -> str | None:  # nested: sent by value, so that it runs where the kit does not import
+        import importlib
+
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            return str(exc)
+        return None
+
+    problems = {"scheduler": client.run_on_scheduler(importable), **client.run(importable)}
+    missing = sorted(where for where, problem in problems.items() if problem)
+    if missing:
+        raise InputError(f"the Dask {', '.join(missing)} cannot import the kit ({problems[missing[0]]}): start the "
+                         "scheduler and the workers in the kit's folder with PYTHONPATH set to it (README, On a cluster)")
 
 
 def _outcome(future, case: BatchCase) -> StudyOutcome:

@@ -1,10 +1,12 @@
-"""`python -m app`: the kit's service (`serve`, `participants`, `phases`), dry run and model packaging.
+"""`python -m app`: the kit's service (`serve`, `participants`, `phases`), dry run, campaign, model packaging.
 
   serve          read settings -> load the inference engine -> answer HTTP requests until stopped
   participants   add, list or revoke the service's participants (a new token is printed once)
   phases         create or list the service's phases (case set, submission budget, ranking)
   dry-run        lay out studies as grand-challenge does -> run the algorithm on each -> check the
                  outputs -> score them with the evaluation container -> print a table, write reports
+  campaign       each team (--command/--image TEAM=...) as dry-run runs it, on Dask workers if asked, skipping
+                 teams finished earlier -> leaderboard.json/.txt -> report.html comparing the teams
   package-model  check an nnU-Net results folder as the algorithm finds it -> write model.tar.gz -> print
                  its size and sha256
 """
@@ -104,6 +106,28 @@ def _parser() -> argparse.ArgumentParser:
                            "(default: %(default)s)")
     loop.add_argument("--csv", type=Path, metavar="FILE", help="also write one row per study (areas, final values)")
 
+    campaign = commands.add_parser("campaign", help="several submissions over one case set, each as dry-run runs "
+                                                    "and scores it; leaderboard and report; a rerun continues")
+    campaign.add_argument("--command", action="append", default=[], metavar="TEAM=CMD", dest="team_commands",
+                          help="a team's local command with {input} and {output}, as dry-run --command (repeat)")
+    campaign.add_argument("--image", action="append", default=[], metavar="TEAM=IMAGE",
+                          help="a team's container image, as dry-run --image (repeat)")
+    campaign.add_argument("--model", action="append", default=[], metavar="TEAM=PATH",
+                          help="a team's nnU-Net results folder, as dry-run --model (repeat)")
+    campaign.add_argument("--cases", type=Path, help="as dry-run --cases (default: built-in phantom studies)")
+    campaign.add_argument("--phantoms", type=whole_number(1), default=defaults.phantoms)
+    campaign.add_argument("--phantom-size", choices=("tiny", "small"), default=defaults.phantom_size)
+    campaign.add_argument("--time-limit", type=positive_number, default=defaults.time_limit_s, metavar="SECONDS")
+    campaign.add_argument("--memory", type=_size, default=defaults.memory_bytes, metavar="SIZE")
+    campaign.add_argument("--container-engine", choices=("docker", "podman"), default=None)
+    campaign.add_argument("--challenge", choices=CHALLENGE_CHOICES, default=default_challenge())
+    campaign.add_argument("--output", type=Path, default=Path("out/campaign"),
+                          help="the campaign folder: teams/<team>/, leaderboard.json/.txt, report.html "
+                               "(default: %(default)s)")
+    where = campaign.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=whole_number(1), metavar="N", help="run the teams on N local Dask workers")
+    where.add_argument("--scheduler", metavar="ADDRESS", help="run the teams on the Dask cluster at ADDRESS")
+
     package = commands.add_parser("package-model", help="an nnU-Net results folder as the model tarball "
                                                         "grand-challenge unpacks into /opt/ml/model")
     package.add_argument("results", type=Path, metavar="RESULTS_FOLDER",
@@ -128,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                 show_cases=args.show_cases, rank=args.rank, ground_truth=args.ground_truth))
         if args.command == "package-model":
             return _package_model(args)
+        if args.command == "campaign":
+            return _campaign(args)
         return _dry_run(args)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -160,6 +186,26 @@ def _package_model(args: argparse.Namespace) -> int:
     where = "/opt/ml/model" if packed.trainer_folder == "." else f"/opt/ml/model/{packed.trainer_folder}"
     print(f"  unpacked into /opt/ml/model, the algorithm finds {where}: folds {', '.join(map(str, packed.folds))}")
     return 0
+
+
+def _campaign(args: argparse.Namespace) -> int:
+    from app.campaign import run_campaign, teams_from
+    from app.dryrun.run import DryRunOptions
+
+    try:
+        teams = teams_from(commands=args.team_commands, images=args.image, models=args.model)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    base = DryRunOptions(container_engine=args.container_engine, cases=args.cases, phantoms=args.phantoms,
+                         phantom_size=args.phantom_size, time_limit_s=args.time_limit, memory_bytes=args.memory,
+                         challenge=args.challenge)
+    results = run_campaign(teams, base, args.output, workers=args.workers, scheduler=args.scheduler)
+    for r in results:
+        print(f"team {r.name}: {'finished earlier' if r.skipped else f'{r.seconds:.1f} s'}, "
+              f"dry run {'PASSED' if r.exit_code == 0 else 'FAILED'}")
+    print(f"campaign: {len(results)} teams in {args.output}; leaderboard {args.output / 'leaderboard.txt'}")
+    return 0 if all(r.exit_code == 0 for r in results) else 1
 
 
 def _dry_run(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -108,6 +109,18 @@ def test_workers_give_the_serial_masks_and_load_the_model_once_each(data, client
     for counts in loads.values():
         assert set(counts.values()) <= {1}  # each worker loaded each model at most once, for all its studies
     assert sum(counts.get(str(data / "model"), 0) for counts in loads.values()) >= 1
+
+
+def test_a_study_that_fails_on_its_own_fails_alone(data, client, tmp_path, capsys):
+    shutil.copytree(data / "tiny", tmp_path / "in")
+    broken = tmp_path / "in" / "PETCT_62" / "SUV.mha"
+    broken.write_bytes(broken.read_bytes()[:400])  # cut short
+    code = batch.main([str(tmp_path / "in"), str(tmp_path / "out"), "--engine", "baseline",
+                       "--scheduler", client.scheduler.address])
+    assert code == 2
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"PETCT_{seed}.nii.gz" for seed in (61, 63, 64)]
+    errors = [line for line in capsys.readouterr().err.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "study PETCT_62" in errors[0] and str(broken) in errors[0], errors
 
 
 def _busy_workers(dask_worker) -> tuple[int, list[str]]:

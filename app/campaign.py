@@ -1,0 +1,143 @@
+"""`python -m app campaign`: several submissions over one case set, each run and scored as the dry run does it
+(app/dryrun: the platform's layout, limits, contract checks, the edition's protocol, the evaluation), into one
+campaign folder: `teams/<team>/` (the dry run's metrics.json, dry-run.json and logs), `leaderboard.json`,
+`leaderboard.txt` and `report.html`.
+
+Teams run one after another here, or one per Dask task with --workers/--scheduler (imported only then). A
+team's folder is filled under a temporary name and renamed when its dry run has ended, with `team.json` in
+it: a rerun skips the teams whose folder exists and redoes the others, so a killed campaign continues where it
+stopped and a half-written team folder is never taken for a finished one.
+
+The protocol is the edition's (petct.editions), as the dry run runs it: one job per study, or 2025's clicked
+steps; an edition the dry run learns (the closed scribble loop) is a campaign's protocol with no change here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.dryrun.run import DryRunOptions, run_dry_run
+from petct.atomic import atomic_path
+from petct.editions import edition as edition_named
+from petct.errors import InputError
+from petct.jsonio import read_json, write_json_atomic
+from petct.layout import METRICS_JSON
+from petct.studykey import safe_key
+
+TEAM_JSON = "team.json"
+
+
+@dataclass(frozen=True)
+class Team:
+    name: str
+    command: str | None = None  # a local command with {input} and {output}, as dry-run --command
+    image: str | None = None  # a container image, as dry-run --image
+    model: Path | None = None
+
+
+@dataclass(frozen=True)
+class TeamResult:
+    name: str
+    exit_code: int  # the dry run's: 0 passed, 1 a contract violation or a failed evaluation
+    seconds: float
+    skipped: bool = False  # finished by an earlier run
+
+
+def teams_from(*, commands: list[str], images: list[str], models: list[str]) -> list[Team]:
+    """Teams from TEAM=VALUE options; each team has one command or one image, and at most one model."""
+    runners: dict[str, dict] = {}
+    for option, values in (("command", commands), ("image", images)):
+        for name, value in map(_team_value, values):
+            if name in runners:
+                raise InputError(f"team {name!r} is given twice (--command/--image)")
+            runners[name] = {option: value}
+    for name, value in map(_team_value, models):
+        if name not in runners:
+            raise InputError(f"--model {name}=...: no --command or --image names team {name!r}")
+        runners[name]["model"] = Path(value)
+    if not runners:
+        raise InputError("no teams: give --command TEAM=CMD or --image TEAM=IMAGE, once per team")
+    return [Team(name=name, **fields) for name, fields in sorted(runners.items())]
+
+
+def _team_value(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name or not value:
+        raise InputError(f"expected TEAM=VALUE, got {text!r}")
+    if safe_key(name) != name:
+        raise InputError(f"team name {name!r}: use letters, digits, - and _ only (it names a folder)")
+    return name, value
+
+
+def run_team(team: Team, base: DryRunOptions, campaign: Path) -> TeamResult:
+    """One team's dry run into campaign/teams/<team>/, renamed into place when it has ended."""
+    final = campaign / "teams" / team.name
+    if (final / TEAM_JSON).is_file():
+        return TeamResult(team.name, int(read_json(final / TEAM_JSON, what="team record")["exit_code"]), 0.0, True)
+    partial = campaign / "teams" / f".partial-{team.name}-{uuid.uuid4().hex[:8]}"
+    started = time.monotonic()
+    try:
+        code = run_dry_run(dataclasses.replace(base, command=team.command, image=team.image, model=team.model,
+                                               output=partial, workdir=None, junit=None))
+    except InputError as exc:  # e.g. an image that is not there: this team only, and not finished
+        print(f"team {team.name}: error: {exc}", flush=True)
+        shutil.rmtree(partial, ignore_errors=True)
+        return TeamResult(team.name, 2, round(time.monotonic() - started, 3))
+    result = TeamResult(team.name, code, round(time.monotonic() - started, 3))
+    write_json_atomic({"team": team.name, "command": team.command, "image": team.image,
+                       "model": str(team.model) if team.model else None, "exit_code": code,
+                       "seconds": result.seconds}, partial / TEAM_JSON)
+    if final.exists():  # a folder without team.json: not finished; replaced
+        shutil.rmtree(final)
+    partial.rename(final)
+    return result
+
+
+def run_campaign(teams: list[Team], base: DryRunOptions, campaign: Path, *, workers: int | None = None,
+                 scheduler: str | None = None) -> list[TeamResult]:
+    """Every team's dry run (skipping finished ones), then the leaderboard and the report."""
+    (campaign / "teams").mkdir(parents=True, exist_ok=True)
+    if workers is None and scheduler is None:
+        results = [run_team(team, base, campaign) for team in teams]
+    else:
+        results = _on_dask(teams, base, campaign, workers=workers, scheduler=scheduler)
+    rank(teams, campaign, challenge=base.challenge, images=base.cases)
+    return results
+
+
+def _on_dask(teams: list[Team], base: DryRunOptions, campaign: Path, *, workers: int | None,
+             scheduler: str | None) -> list[TeamResult]:
+    from algorithm.batch_cluster import dask_client  # Dask: an optional extra
+
+    with dask_client(scheduler=scheduler, workers=workers) as client:
+        futures = [client.submit(run_team, team, base, campaign.resolve(), key=f"campaign-{team.name}-"
+                                 f"{uuid.uuid4().hex[:8]}", pure=False) for team in teams]
+        return client.gather(futures)
+
+
+def rank(teams: list[Team], campaign: Path, *, challenge: str, images: Path | None) -> None:
+    """leaderboard.json and .txt over the teams that were scored, and report.html comparing them."""
+    from evaluation.ranking import format_leaderboard, leaderboard, read_submission
+
+    edition = edition_named(challenge)
+    scored = [(t.name, campaign / "teams" / t.name / METRICS_JSON) for t in teams
+              if (campaign / "teams" / t.name / METRICS_JSON).is_file()]
+    if not scored:
+        return
+    suffix = "_auc" if edition.clicks else ""  # 2025: the areas under the curves, as `evaluation rank`
+    rows = leaderboard([read_submission(path, name=name, subsets=None, suffix=suffix) for name, path in scored])
+    write_json_atomic({"leaderboard": rows, "subsets": None, "challenge": challenge}, campaign / "leaderboard.json")
+    text = format_leaderboard(rows) + "\n"
+    if edition.rank_needs_subsets:
+        text += f"(over all studies: {challenge} ranks per tracer x centre subset; use python -m evaluation rank " \
+                "--studies with the teams' metrics.json)\n"
+    with atomic_path(campaign / "leaderboard.txt") as tmp:
+        tmp.write_text(text)
+    from evaluation.html_report.build import ReportOptions, build_report_html
+
+    build_report_html(ReportOptions(metrics=[f"{name}={path}" for name, path in scored],
+                                    output=campaign / "report.html", images=images))
