@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from app.sizes import parse_size
-from dataset.convert import DEFAULT_MAX_DECODED_BYTES
+from dataset.discover import DEFAULT_MAX_DECODED_BYTES
 from dataset.outputs import FORMATS, LAYOUTS
 from dataset.synth import VENDORS
 from petct.argtypes import whole_number
