@@ -13,13 +13,13 @@ import SimpleITK as sitk
 from algorithm.engine import Engine
 from algorithm.logs import timed
 from petct.clicks import Clicks, read_clicks
-from petct.scribbles import read_scribbles
 from petct.editions import CLICKS_JSON, Edition
 from petct.errors import InputError
 from petct.imageio import Geometry, grid_mismatches, image_from_array, read_image, require_finite, write_image_atomic
 from petct.jsonio import dumps
 from petct.layout import INPUTS_JSON, image_stem, list_images
 from petct.resample import CT_OUTSIDE_HU, resample_ct_array
+from petct.scribbles import read_scribbles
 
 log = logging.getLogger(__name__)
 

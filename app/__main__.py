@@ -25,8 +25,13 @@ EXIT_USAGE = 2
 def _parser() -> argparse.ArgumentParser:
     from app.dryrun.run import DryRunOptions
     from app.service.settings import DEFAULT_DATA_DIR, add_options
-    from petct.editions import (CHALLENGE_CHOICES, PUBLISHED_CODE_SCRIBBLE_STEPS, SCRIBBLE_RULES, SCRIBBLE_STRATEGIES,
-                                default_challenge)
+    from petct.editions import (
+        CHALLENGE_CHOICES,
+        PUBLISHED_CODE_SCRIBBLE_STEPS,
+        SCRIBBLE_RULES,
+        SCRIBBLE_STRATEGIES,
+        default_challenge,
+    )
 
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -118,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     campaign.add_argument("--phantoms", type=whole_number(1), default=defaults.phantoms)
     campaign.add_argument("--phantom-size", choices=("tiny", "small"), default=defaults.phantom_size)
     campaign.add_argument("--time-limit", type=positive_number, default=defaults.time_limit_s, metavar="SECONDS")
-    campaign.add_argument("--memory", type=_size, default=defaults.memory_bytes, metavar="SIZE")
+    campaign.add_argument("--memory", type=byte_size, default=defaults.memory_bytes, metavar="SIZE")
     campaign.add_argument("--container-engine", choices=("docker", "podman"), default=None)
     campaign.add_argument("--challenge", choices=CHALLENGE_CHOICES, default=default_challenge())
     campaign.add_argument("--output", type=Path, default=Path("out/campaign"),

@@ -35,6 +35,7 @@ OUTPUT = Path("images/tumor-lesion-segmentation/study.mha")
 def build(root: Path) -> tuple[Path, Path, Path]:
     """The study in the platform's layout, its label, and the model folder."""
     import torch
+
     from nnunet_helpers import make_dataset_json, make_plans, plain_architecture, write_results_folder
 
     torch.set_num_threads(2)
@@ -113,7 +114,7 @@ def baseline_curve(*, seeds: int, size: str, steps: int) -> None:
             spacing = study.suv.GetSpacing()[::-1]
             voxel_ml = float(np.prod(spacing)) / 1000
             for strategy in SCRIBBLE_STRATEGIES:
-                scribbles, curve = Clicks(), []
+                scribbles, curve, mask = Clicks(), [], None  # step 0 has no mask to scribble on
                 for step in range(steps):
                     if step:
                         scribbles = next_scribbles(ground_truth_zyx=truth, prediction_zyx=mask, previous=scribbles,

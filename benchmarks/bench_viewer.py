@@ -29,8 +29,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.service.viewer import StudyFiles, Volume, viewer_volume  # noqa: E402
 import evaluation.mip as mip_module  # noqa: E402
+from app.service.viewer import StudyFiles, Volume, viewer_volume  # noqa: E402
 from evaluation.mip import VIEWS, mip_png, overlay_mip, read_study  # noqa: E402
 from petct.imageio import image_from_array, read_array, write_image_atomic  # noqa: E402
 from petct.phantom import make_study  # noqa: E402

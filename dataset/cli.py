@@ -4,11 +4,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from petct.sizes import parse_size
-from dataset.convert import DEFAULT_MAX_DECODED_BYTES
+from dataset.discover import DEFAULT_MAX_DECODED_BYTES
 from dataset.outputs import FORMATS, LAYOUTS
 from dataset.synth import VENDORS
 from petct.argtypes import whole_number
+from petct.sizes import parse_size
 
 DESCRIPTION = "The public autoPET dataset (TCIA FDG-PET-CT-Lesions) as DICOM in; SUV, CTres and SEG images out."
 

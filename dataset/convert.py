@@ -20,8 +20,7 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 
-from petct.sizes import format_size
-from dataset.discover import StudyFiles
+from dataset.discover import DEFAULT_MAX_DECODED_BYTES, StudyFiles
 from dataset.outputs import Images, outside, planned, write_h5
 from dataset.segfile import read_seg_on_grid
 from dataset.series import read_series
@@ -30,16 +29,13 @@ from petct.atomic import FILE_MODE, IncompleteWriteError
 from petct.errors import InputError
 from petct.imageio import image_from_array, write_image_atomic
 from petct.resample import resample_ct_onto
+from petct.sizes import format_size
 from petct.studykey import safe_folder_name
 
 log = logging.getLogger(__name__)
 CT_COVERAGE_WARN = 0.999  # below this fraction of the PET grid covered by the CT, the record warns
 STAGING_PREFIX = ".staging-"  # a study's outputs are written here, then renamed into place
 
-
-# A full-size study's PET, CT and SEG decode to about 330 MB, the longest scans to about twice that; a small
-# (deflated) study announcing more would only exhaust memory while it is read (conversion holds a few copies).
-DEFAULT_MAX_DECODED_BYTES = 2 * 1024**3
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import stat
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,12 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from petct.studykey import safe_folder_name, study_key
+
+# A full-size study's PET, CT and SEG decode to about 330 MB, the longest scans to about twice that; a small
+# (deflated) study announcing more would only exhaust memory while it is read (conversion holds a few copies).
+DEFAULT_MAX_DECODED_BYTES = 2 * 1024**3
+DEFLATED = b"1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian: the whole dataset is one zlib stream
+INFLATE_CHUNK = 1 << 20
 
 HEADER_TAGS = ["StudyInstanceUID", "SeriesInstanceUID", "Modality", "PatientID", "StudyDate",
                "StudyDescription", "SeriesDescription", "SOPClassUID",
@@ -57,6 +64,7 @@ class Discovery:
     studies: list[StudyFiles]
     unreadable: list[Path]
     not_regular: list[Path] = field(default_factory=list)  # FIFOs, sockets, devices: skipped unopened
+    too_large: list[Path] = field(default_factory=list)  # deflated files inflating past the limit: left unread
 
 
 def study_name(header) -> str:
@@ -85,6 +93,31 @@ def decoded_bytes(header) -> int:
     return total
 
 
+def inflated_size(path: Path, *, limit: int) -> int | None:
+    """What a Deflated-transfer-syntax file's dataset inflates to, counted while streaming (never held whole), and
+    no further than just past `limit`; None for any other file.
+
+    pydicom inflates such a file whole before reading even its header: a few megabytes of zeros inflate to
+    gigabytes. Its file meta group, which is never deflated, names the transfer syntax.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(144)  # preamble, "DICM", then (0002,0000) UL: the meta group's length
+        if len(head) < 144 or head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
+            return None
+        meta = fh.read(int.from_bytes(head[140:144], "little"))
+        if DEFLATED not in meta:
+            return None
+        inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+        try:
+            while (chunk := fh.read(INFLATE_CHUNK)) and not inflater.eof and total <= limit:
+                while chunk and not inflater.eof and total <= limit:  # past the stream's end: padding
+                    total += len(inflater.decompress(chunk, INFLATE_CHUNK))
+                    chunk = inflater.unconsumed_tail
+        except zlib.error:
+            return None  # not a deflate stream after all: pydicom's reading says what is wrong
+    return total
+
+
 def _files(root: Path) -> tuple[list[Path], list[Path]]:
     """(regular files, other files) under `root`: opening a FIFO would wait for a writer forever."""
     found, other = [], []
@@ -104,15 +137,24 @@ def _describe(candidates: list[SeriesFiles]) -> str:
     return ", ".join(f"'{c.description or c.uid}' ({len(c.files)} files)" for c in candidates)
 
 
-def discover(root: str | Path) -> Discovery:
-    """Every study under `root`, with its PT, CT and SEG picked or the reason none could be."""
+def discover(root: str | Path, *, max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES) -> Discovery:
+    """Every study under `root`, with its PT, CT and SEG picked or the reason none could be.
+
+    A deflated file is read only when it inflates to at most `max_decoded_bytes`; past that it is listed in
+    `too_large` unread, and a study's files count at the larger of what their headers announce and what they
+    inflate to.
+    """
     root = Path(root)
     series: dict[str, dict[str, SeriesFiles]] = defaultdict(dict)
     headers: dict[str, object] = {}
-    unreadable = []
+    unreadable, too_large = [], []
     files, not_regular = _files(root)
     for path in files:
         try:
+            inflated = inflated_size(path, limit=max_decoded_bytes)
+            if inflated is not None and inflated > max_decoded_bytes:
+                too_large.append(path)
+                continue
             ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS)
             study_uid, series_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
         except (InvalidDicomError, AttributeError, OSError, ValueError, EOFError, KeyError):
@@ -123,7 +165,7 @@ def discover(root: str | Path) -> Discovery:
             uid=series_uid, modality=str(ds.get("Modality", "")).upper(),
             description=str(ds.get("SeriesDescription", "") or "")))
         entry.files.append(path)
-        entry.decoded_bytes += decoded_bytes(ds)
+        entry.decoded_bytes += max(decoded_bytes(ds), inflated or 0)
     studies = []
     for study_uid, by_series in series.items():
         header = headers[study_uid]
@@ -153,7 +195,7 @@ def discover(root: str | Path) -> Discovery:
         studies.append(study)
     studies.sort(key=lambda s: (s.key, s.study_uid))
     _make_unique(studies)
-    return Discovery(studies=studies, unreadable=unreadable, not_regular=not_regular)
+    return Discovery(studies=studies, unreadable=unreadable, not_regular=not_regular, too_large=too_large)
 
 
 def _make_unique(studies: list[StudyFiles]) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from dataset.convert import STAGING_PREFIX, ConvertOptions, StudyRecord, convert_study
-from dataset.discover import StudyFiles, discover
+from dataset.discover import discover
 from dataset.outputs import HDF5_NAME, merge_h5, nnunet_dataset_json
 from petct.atomic import IncompleteWriteError, atomic_path
 from petct.errors import InputError
@@ -81,9 +81,12 @@ def convert_tree(dicom_root: str | Path, out: str | Path, options: ConvertOption
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(f"{STAGING_PREFIX}*"):  # left by a run that was killed while writing a study
         shutil.rmtree(stale, ignore_errors=True)
-    found = discover(dicom_root)
+    found = discover(dicom_root, max_decoded_bytes=options.max_decoded_bytes)
     for path in found.not_regular:
         log.warning("skipped %s: not a regular file (a FIFO, socket or device)", path)
+    for path in found.too_large:
+        log.warning("skipped %s: a deflated file that inflates past --max-decoded-bytes (%d bytes)", path,
+                    options.max_decoded_bytes)
     manifest = _load_manifest(out)
     jobs = [(study, out, options, manifest.get(study.key)) for study in found.studies]
     results = _dask(jobs, scheduler) if scheduler is not None else _local(jobs, workers)
@@ -117,6 +120,7 @@ def convert_tree(dicom_root: str | Path, out: str | Path, options: ConvertOption
                    "failed": sum(r.status == "failed" for r in records),
                    "unreadable_files": [str(p) for p in found.unreadable],
                    "not_regular_files": [str(p) for p in found.not_regular],
+                   "too_large_files": [str(p) for p in found.too_large],
                    "studies": [r.to_json() for r in records]}, out / REPORT, what="conversion report")
     return RunSummary(records=records, unreadable=len(found.unreadable), not_regular=found.not_regular)
 

@@ -172,7 +172,8 @@ def _score_step_pair(args) -> dict:
 def next_scribbles(args) -> int:
     """One step of the 2026 closed loop: the previous scribbles plus one from the mask's errors, written as JSON."""
     from evaluation.scoring import read_pair
-    from evaluation.scribble_simulation import SimulationFailed, next_scribbles as simulate_step
+    from evaluation.scribble_simulation import SimulationFailed
+    from evaluation.scribble_simulation import next_scribbles as simulate_step
     from evaluation.studies import mask_key
     from petct.clicks import Clicks
     from petct.jsonio import write_json_atomic

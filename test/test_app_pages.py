@@ -13,7 +13,6 @@ import pytest
 from app.service.access import JobAccess, job_access
 from app.service.deps import Caller, Role
 from app.service.jobs import Job, JobState
-from app.service.access import JobAccess, job_access
 from app.service.sessions import SESSION_COOKIE
 from app_helpers import REPO, Server, files_of, wait_for_job, write_phantom
 from report_helpers import exact, numbers

@@ -234,9 +234,9 @@ def test_a_request_past_the_score_timeout_is_answered_504_over_http(tmp_path, st
     "Exception thrown in SimpleITK ImageFileWriter_Execute: Could not write {path}"])
 def test_a_mask_itk_could_not_write_on_a_full_disk_fails_as_a_full_disk_without_a_path(tmp_path, monkeypatch,
                                                                                        itk_message):
-    import algorithm.pipeline
     import SimpleITK as sitk
 
+    import algorithm.pipeline
     import petct.imageio as imageio
     from petct.phantom import make_study
 

@@ -7,9 +7,8 @@ from fastapi.testclient import TestClient
 
 from app.service.api import create_app
 from app.service.participants import ParticipantStore
-from app.service.phases import Phase, PhaseStore, Rank
+from app.service.phases import AGGREGATE_SIGNIFICANT_DIGITS, Phase, PhaseStore, Rank
 from app.service.settings import ServiceSettings
-from app.service.phases import AGGREGATE_SIGNIFICANT_DIGITS
 from app_helpers import write_mask
 
 TOKEN = "organiser-token-for-submission-rules-01"

@@ -1,6 +1,7 @@
 """`dataset convert` refuses a study whose pixel data would decode past a limit, before decoding any of it."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -62,3 +63,36 @@ def test_a_deflated_study_announcing_large_slices_is_refused_on_the_command_line
                           "--no-progress", "--max-decoded-bytes", "16MiB"], capture_output=True, text=True)
     assert run.returncode == 1, run.stderr
     assert "over the limit of 16.0 MiB (--max-decoded-bytes)" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_a_deflated_file_inflating_past_the_limit_is_never_inflated_whole(study, tmp_path, monkeypatch):
+    import tracemalloc
+
+    import dataset.discover as discover_module
+
+    folder = copy_study(study, tmp_path / "in")
+    bomb = sorted((folder / "PET").glob("*.dcm"))[0]
+    ds = pydicom.dcmread(bomb)
+    ds.PixelData = bytes(64 << 20)  # 64 MiB of zeros behind a header that announces a small slice
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    ds.save_as(bomb, enforce_file_format=True)
+    assert bomb.stat().st_size < 200_000
+    read = []
+    real_dcmread = pydicom.dcmread
+    monkeypatch.setattr(discover_module.pydicom, "dcmread", lambda path, **kw: (read.append(path),
+                                                                                 real_dcmread(path, **kw))[1])
+    tracemalloc.start()
+    try:
+        found = discover(tmp_path / "in", max_decoded_bytes=16 << 20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert found.too_large == [bomb] and bomb not in read
+    assert peak < 8 << 20, f"discovery took {peak} bytes"
+    monkeypatch.undo()
+    run = subprocess.run([sys.executable, "-m", "dataset", "convert", str(tmp_path / "in"), str(tmp_path / "out"),
+                          "--no-progress", "--max-decoded-bytes", "16MiB"], capture_output=True, text=True)
+    assert f"skipped {bomb}: a deflated file that inflates past --max-decoded-bytes" in run.stderr
+    assert "Traceback" not in run.stderr
+    report = json.loads((tmp_path / "out" / "conversion-report.json").read_text())
+    assert report["too_large_files"] == [str(bomb)]  # the rest is converted (here: one edge slice short)

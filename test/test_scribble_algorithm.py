@@ -145,9 +145,10 @@ def organisers_channel(points, shape_xyz) -> np.ndarray:
 
 
 def test_four_channel_model_with_scribbles_matches_nnunet(scribble_model):
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
     from algorithm.engine import EngineOptions
     from algorithm.nnunet import NnUNetEngine
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     folder, (pet, ct, spacing) = scribble_model
     shape_xyz = pet.shape[::-1]

@@ -17,7 +17,7 @@ import SimpleITK as sitk
 from evaluation.closed_loop import StepMetrics, loop_dice, pooled_dmm_curve, score_step, study_summary
 from evaluation.detection import Detection, detect, pooled_f1, subset_of, subset_pooled_f1
 from evaluation.interactive import area_under_curve
-from evaluation.scribble_simulation import (_DRAW, SimulationFailed, next_scribbles, simulate_scribble)
+from evaluation.scribble_simulation import _DRAW, SimulationFailed, next_scribbles, simulate_scribble
 from petct.clicks import Clicks
 
 REFERENCE = Path(__file__).parent / "data" / "autopet-v"

@@ -31,8 +31,14 @@ from algorithm.nnunet.folder import (
 from algorithm.nnunet.network import ArchitectureError, UNet, build_network
 from algorithm.nnunet.oom import on_host_if_out_of_memory, retry_out_of_memory
 from algorithm.nnunet.plans import DEFAULT_RESAMPLING_FN, Plan, read_plan
-from algorithm.nnunet.preprocessing import (nonzero_bbox, pad_to_patch, preprocess, resample_logits_back,
-                                            to_numpy_grid, uncrop)
+from algorithm.nnunet.preprocessing import (
+    nonzero_bbox,
+    pad_to_patch,
+    preprocess,
+    resample_logits_back,
+    to_numpy_grid,
+    uncrop,
+)
 from algorithm.nnunet.sliding_window import SlidingWindow, WindowRun, mirror_passes, seconds
 from petct.clicks import ClickEncoding, Clicks, click_channels
 from petct.errors import InputError

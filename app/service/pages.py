@@ -13,10 +13,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import jinja2
-from markupsafe import Markup
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
 from app.service.access import JobAccess, job_access, submissions_of
 from app.service.deps import Caller, Role, caller_for, get_caller, organiser_only, session_cookie
@@ -25,8 +25,8 @@ from app.service.jobs import Job, JobState
 from app.service.phases import AGGREGATE_SIGNIFICANT_DIGITS
 from app.service.security import inline_hashes, policy
 from app.service.sessions import SESSION_COOKIE
-from app.service.viewer import FOLDER as VIEWER_FOLDER
 from app.service.viewer import COMPONENT_LABELS, PREDICTION_LABELS, StudyFiles, Volume, viewer_volume
+from app.service.viewer import FOLDER as VIEWER_FOLDER
 from app.service.worker import MASK_NAME
 from evaluation.aggregates import METRICS
 from petct.atomic import atomic_path

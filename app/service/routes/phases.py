@@ -12,8 +12,7 @@ from app.service.access import sees_case_results, submissions_of
 from app.service.deps import Caller, Role, Service, get_caller, get_service, participant_only
 from app.service.errors import UPLOAD_ERRORS, ApiError, responses
 from app.service.models import Leaderboard, PhaseView, SubmissionList, SubmissionView
-from app.service.phases import (BudgetSpent, Phase, Submission, SubmissionState, means_only, next_utc_midnight,
-                                rounded)
+from app.service.phases import BudgetSpent, Phase, Submission, SubmissionState, means_only, next_utc_midnight, rounded
 from app.service.scoring import check_masks, score_case_set
 from app.service.submissions import case_set
 from app.service.uploads import FileField, receive_files
