@@ -82,8 +82,8 @@ def main() -> int:
         assert [r["participant"] for r in boards.rows("p")] == \
             [r["participant"] for r in old.phase_leaderboard(phase, every)], "the two disagree"
         # Each side as the endpoint answers: the rows through the response model, to JSON.
-        old_s = median_s(lambda: answer(old.phase_leaderboard(phase, every)), args.repeats)
-        new_s = median_s(lambda: answer(boards.rows("p")), max(args.repeats, 100))
+        old_s = median_s(lambda phase=phase: answer(old.phase_leaderboard(phase, every)), args.repeats)
+        new_s = median_s(lambda boards=boards: answer(boards.rows("p")), max(args.repeats, 100))
         print(f"rank {rank.value}, {args.submissions} submissions of {args.participants} participants, "
               f"{args.cases} cases each:")
         print(f"  GET, rebuilt per request (old): {old_s * 1000:10.1f} ms")

@@ -9,7 +9,7 @@ from petct.phantom import make_study
 
 def _engine_lines(stderr: str) -> tuple[list[str], list[str]]:
     lines = stderr.splitlines()
-    return [l for l in lines if " engine: {" in l], [l for l in lines if " engine settings: {" in l]
+    return [line for line in lines if " engine: {" in line], [line for line in lines if " engine settings: {" in line]
 
 
 def test_baseline_settings_are_logged_with_debug_only(tmp_path):

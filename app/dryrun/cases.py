@@ -93,8 +93,8 @@ RAW_CT, RAW_PET = "_0000", "_0001"
 
 def nnunet_raw_cases(folder: Path) -> list[DryRunCase] | None:
     """The cases of nnU-Net's raw layout in `folder`; None when `folder` is not in it."""
-    layout = next(((folder / i, folder / l) for i, l in RAW_LAYOUTS if (folder / i).is_dir() and (folder / l).is_dir()),
-                  None)
+    layout = next(((folder / images, folder / labels) for images, labels in RAW_LAYOUTS
+                   if (folder / images).is_dir() and (folder / labels).is_dir()), None)
     if layout is None:
         return None
     images, labels = layout
