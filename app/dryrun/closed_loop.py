@@ -30,7 +30,6 @@ from petct.clicks import Clicks
 from petct.editions import SCRIBBLE_STRATEGIES, Edition
 from petct.errors import InputError
 from petct.imageio import Geometry, read_image
-from petct.layout import CT_RELATIVE_PATH, PET_RELATIVE_PATH
 from petct.scribbles import read_scribbles
 from petct.studykey import study_key
 
@@ -81,7 +80,7 @@ def run_study_loop(case: DryRunCase, options, workdir: Path, *, pet: Geometry, e
                 continue
         report = run_job(case, options, workdir, pet=pet, edition=edition, clicks=scribbles, step=step,
                          image_pks=image_pks, previous_output=previous_output)
-        image_pks = image_pks or _image_pks(report)
+        image_pks = image_pks or _image_pks(report, edition=edition)
         previous_output = report.job.output_dir
         if report.check.passed and report.check.mask is not None:
             last_mask = sitk.GetArrayFromImage(read_image(report.check.mask))
@@ -113,12 +112,12 @@ def _not_run(case: DryRunCase, step: int, reason: str, *, violation: bool = Fals
     return report
 
 
-def _image_pks(report: StudyReport) -> tuple[str, str] | None:
+def _image_pks(report: StudyReport, *, edition: Edition) -> tuple[str, str] | None:
     job = report.job
     if job is None:
         return None
     pks = {item["interface"]["relative_path"]: item["image"]["pk"] for item in job.inputs if item.get("image")}
-    return pks.get(PET_RELATIVE_PATH), pks.get(CT_RELATIVE_PATH)
+    return pks.get(edition.pet_relative_path), pks.get(edition.ct_relative_path)
 
 
 def evaluate_loops(studies: list[StudyReport], cases: list[DryRunCase]) -> EvaluationReport:
