@@ -5,8 +5,9 @@ campaign folder: `teams/<team>/` (the dry run's metrics.json, dry-run.json and l
 
 Teams run one after another here, or one per Dask task with --workers/--scheduler (imported only then). A
 team's folder is filled under a temporary name and renamed when its dry run has ended, with `team.json` in
-it: a rerun skips the teams whose folder exists and redoes the others, so a killed campaign continues where it
-stopped and a half-written team folder is never taken for a finished one.
+it: a rerun skips the teams whose folder exists. Until then its finished jobs are kept in `jobs/<team>/`
+(app/dryrun/jobstore.py), so a team killed midway reruns only the jobs that had not finished, and neither a
+half-written team folder nor a half-saved job is ever taken for a finished one.
 
 The protocol is the edition's (petct.editions), as the dry run runs it: one job per study, or 2025's clicked
 steps; an edition the dry run learns (the closed scribble loop) is a campaign's protocol with no change here.
@@ -80,9 +81,10 @@ def run_team(team: Team, base: DryRunOptions, campaign: Path) -> TeamResult:
         return TeamResult(team.name, int(read_json(final / TEAM_JSON, what="team record")["exit_code"]), 0.0, True)
     partial = campaign / "teams" / f".partial-{team.name}-{uuid.uuid4().hex[:8]}"
     started = time.monotonic()
+    store = job_store(campaign, team.name)
     try:
         code = run_dry_run(dataclasses.replace(base, command=team.command, image=team.image, model=team.model,
-                                               output=partial, workdir=None, junit=None))
+                                               output=partial, workdir=None, junit=None, job_store=store))
     except InputError as exc:  # e.g. an image that is not there: this team only, and not finished
         print(f"team {team.name}: error: {exc}", flush=True)
         shutil.rmtree(partial, ignore_errors=True)
@@ -94,7 +96,13 @@ def run_team(team: Team, base: DryRunOptions, campaign: Path) -> TeamResult:
     if final.exists():  # a folder without team.json: not finished; replaced
         shutil.rmtree(final)
     partial.rename(final)
+    shutil.rmtree(store, ignore_errors=True)  # the team's folder now holds its results
     return result
+
+
+def job_store(campaign: Path, team: str) -> Path:
+    """Where a team's finished jobs are kept until the team has finished: a killed team reruns only the rest."""
+    return campaign / "jobs" / team
 
 
 def run_campaign(teams: list[Team], base: DryRunOptions, campaign: Path, *, workers: int | None = None,
@@ -111,12 +119,48 @@ def run_campaign(teams: list[Team], base: DryRunOptions, campaign: Path, *, work
 
 def _on_dask(teams: list[Team], base: DryRunOptions, campaign: Path, *, workers: int | None,
              scheduler: str | None) -> list[TeamResult]:
-    from algorithm.batch_cluster import dask_client  # Dask: an optional extra
+    """One task per team; a team whose worker died is retried on another (Dask's allowed-failures), and
+    continues from its finished jobs; a team that fails in the task fails alone; a lost scheduler ends the run
+    in one line."""
+    from distributed import as_completed  # Dask: an optional extra
+    from distributed.client import FutureCancelledError
+    from distributed.comm.core import CommClosedError
 
-    with dask_client(scheduler=scheduler, workers=workers) as client:
-        futures = [client.submit(run_team, team, base, campaign.resolve(), key=f"campaign-{team.name}-"
-                                 f"{uuid.uuid4().hex[:8]}", pure=False) for team in teams]
-        return client.gather(futures)
+    from algorithm.batch_cluster import dask_client
+
+    results: dict[str, TeamResult] = {}
+    try:
+        with dask_client(scheduler=scheduler, workers=workers) as client:
+            futures = {client.submit(run_team, team, base, campaign.resolve(), key=f"campaign-{team.name}-"
+                                     f"{uuid.uuid4().hex[:8]}", pure=False): team for team in teams}
+            for future in as_completed(futures):
+                team = futures[future]
+                results[team.name] = _team_result(future, team)
+    except (FutureCancelledError, CommClosedError, OSError) as exc:
+        done = [t.name for t in teams if (campaign / "teams" / t.name / TEAM_JSON).is_file()]  # on disk now
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"the Dask scheduler {scheduler or '(local)'} went away or cannot be reached ({first}): "
+                         f"{len(done)} of {len(teams)} teams finished ("
+                         f"{', '.join(done) or 'none'}); run the same command again to continue (finished teams "
+                         "and jobs are not run again)") from None
+    return [results[team.name] for team in teams]
+
+
+def _team_result(future, team: Team) -> TeamResult:
+    from distributed import KilledWorker
+    from distributed.client import FutureCancelledError
+    from distributed.comm.core import CommClosedError
+
+    try:
+        return future.result()
+    except (FutureCancelledError, CommClosedError):  # the scheduler went away: not this team's doing
+        raise
+    except KilledWorker as exc:
+        problem = f"the worker running this team died each time it was tried ({exc})"
+    except Exception as exc:  # noqa: BLE001 - this team's failure only
+        problem = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    print(f"team {team.name}: error: {problem}; run the same command again to retry it", flush=True)
+    return TeamResult(team.name, 2, 0.0)
 
 
 def rank(teams: list[Team], campaign: Path, *, challenge: str, images: Path | None) -> None:
