@@ -3,7 +3,8 @@
 campaign folder: `teams/<team>/` (the dry run's metrics.json, dry-run.json and logs), `leaderboard.json`,
 `leaderboard.txt` and `report.html`.
 
-Teams run one after another here, or one per Dask task with --workers/--scheduler (imported only then). A
+Teams run one after another here, or on Dask with --workers/--scheduler (imported only then): one task per
+team and study runs that team's jobs on that study, then one task per team scores them. A
 team's folder is filled under a temporary name and renamed when its dry run has ended, with `team.json` in
 it: a rerun skips the teams whose folder exists. Until then its finished jobs are kept in `jobs/<team>/`
 (app/dryrun/jobstore.py), so a team killed midway reruns only the jobs that had not finished, and neither a
@@ -21,7 +22,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.dryrun.run import DryRunOptions, run_dry_run
+from app.dryrun.run import DryRunOptions, run_dry_run, study_names
 from petct.atomic import atomic_path
 from petct.editions import edition as edition_named
 from petct.errors import InputError
@@ -74,17 +75,37 @@ def _team_value(text: str) -> tuple[str, str]:
     return name, value
 
 
-def run_team(team: Team, base: DryRunOptions, campaign: Path) -> TeamResult:
-    """One team's dry run into campaign/teams/<team>/, renamed into place when it has ended."""
+def team_options(team: Team, base: DryRunOptions, campaign: Path, *, output: Path) -> DryRunOptions:
+    """The dry run of one team: its runner and model, its job store."""
+    return dataclasses.replace(base, command=team.command, image=team.image, model=team.model, output=output,
+                               workdir=None, junit=None, job_store=job_store(campaign, team.name))
+
+
+def run_team_study(team: Team, base: DryRunOptions, campaign: Path, study: str) -> int:
+    """One team's jobs on one study (a Dask task), kept in the team's job store for the team's run to score."""
+    options = dataclasses.replace(team_options(team, base, campaign, output=campaign / "teams"),
+                                  only_studies=(study,))
+    try:
+        return run_dry_run(options)
+    except InputError as exc:  # the team's run meets it again and reports it
+        print(f"team {team.name}, study {study}: error: {exc}", flush=True)
+        return 2
+
+
+def run_team(team: Team, base: DryRunOptions, campaign: Path, *, after: object = None) -> TeamResult:
+    """One team's dry run into campaign/teams/<team>/, renamed into place when it has ended.
+
+    `after`: on Dask, the team's study tasks, so that this task starts once they have all ended (their jobs
+    are then in the job store, and this run scores them).
+    """
     final = campaign / "teams" / team.name
     if (final / TEAM_JSON).is_file():
         return TeamResult(team.name, int(read_json(final / TEAM_JSON, what="team record")["exit_code"]), 0.0, True)
     partial = campaign / "teams" / f".partial-{team.name}-{uuid.uuid4().hex[:8]}"
     started = time.monotonic()
-    store = job_store(campaign, team.name)
+    options = team_options(team, base, campaign, output=partial)
     try:
-        code = run_dry_run(dataclasses.replace(base, command=team.command, image=team.image, model=team.model,
-                                               output=partial, workdir=None, junit=None, job_store=store))
+        code = run_dry_run(options)
     except InputError as exc:  # e.g. an image that is not there: this team only, and not finished
         print(f"team {team.name}: error: {exc}", flush=True)
         shutil.rmtree(partial, ignore_errors=True)
@@ -96,7 +117,7 @@ def run_team(team: Team, base: DryRunOptions, campaign: Path) -> TeamResult:
     if final.exists():  # a folder without team.json: not finished; replaced
         shutil.rmtree(final)
     partial.rename(final)
-    shutil.rmtree(store, ignore_errors=True)  # the team's folder now holds its results
+    shutil.rmtree(options.job_store, ignore_errors=True)  # the team's folder now holds its results
     return result
 
 
@@ -131,8 +152,7 @@ def _on_dask(teams: list[Team], base: DryRunOptions, campaign: Path, *, workers:
     results: dict[str, TeamResult] = {}
     try:
         with dask_client(scheduler=scheduler, workers=workers) as client:
-            futures = {client.submit(run_team, team, base, campaign.resolve(), key=f"campaign-{team.name}-"
-                                     f"{uuid.uuid4().hex[:8]}", pure=False): team for team in teams}
+            futures = {_submit_team(client, team, base, campaign.resolve()): team for team in teams}
             for future in as_completed(futures):
                 team = futures[future]
                 results[team.name] = _team_result(future, team)
@@ -146,6 +166,15 @@ def _on_dask(teams: list[Team], base: DryRunOptions, campaign: Path, *, workers:
     return [results[team.name] for team in teams]
 
 
+def _submit_team(client, team: Team, base: DryRunOptions, campaign: Path):
+    """A task per study (the team's jobs on it), then the team's run, which finds them finished and scores."""
+    token = uuid.uuid4().hex[:8]  # a rerun's tasks never meet an earlier run's results on a shared scheduler
+    studies = [] if (campaign / "teams" / team.name / TEAM_JSON).is_file() else study_names(base)
+    after = [client.submit(run_team_study, team, base, campaign, study, key=f"campaign-{token}-{team.name}-{study}",
+                           pure=False) for study in studies]
+    return client.submit(run_team, team, base, campaign, after=after, key=f"campaign-{token}-{team.name}", pure=False)
+
+
 def _team_result(future, team: Team) -> TeamResult:
     from distributed import KilledWorker
     from distributed.client import FutureCancelledError
@@ -156,7 +185,7 @@ def _team_result(future, team: Team) -> TeamResult:
     except (FutureCancelledError, CommClosedError):  # the scheduler went away: not this team's doing
         raise
     except KilledWorker as exc:
-        problem = f"the worker running this team died each time it was tried ({exc})"
+        problem = f"a worker running this team's jobs died each time it was tried ({exc})"
     except Exception as exc:  # noqa: BLE001 - this team's failure only
         problem = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     print(f"team {team.name}: error: {problem}; run the same command again to retry it", flush=True)

@@ -145,7 +145,7 @@ def _busy(dask_worker) -> tuple[int, int]:
     return os.getpid(), len(dask_worker.state.executing)
 
 
-def test_on_dask_a_team_whose_worker_died_is_retried_from_its_finished_jobs(tmp_path, three_phantoms_reference):
+def test_on_dask_a_teams_studies_spread_over_the_workers_and_a_dead_worker_costs_a_retry(tmp_path, three_phantoms_reference):
     import dask
     from distributed import Client, LocalCluster
 
@@ -163,6 +163,10 @@ def test_on_dask_a_team_whose_worker_died_is_retried_from_its_finished_jobs(tmp_
 
         def kill_the_team_after_its_first_job() -> None:
             deadline = time.monotonic() + 120
+            while "both_busy" not in killed and time.monotonic() < deadline:  # one team's studies at once
+                if all(executing for _, executing in client.run(_busy).values()):
+                    killed["both_busy"] = True
+                time.sleep(0.02)
             while not _finished_jobs(store) and time.monotonic() < deadline:
                 time.sleep(0.02)
             killed["finished"] = _finished_jobs(store)
@@ -176,6 +180,7 @@ def test_on_dask_a_team_whose_worker_died_is_retried_from_its_finished_jobs(tmp_
         base = DryRunOptions(phantoms=3, phantom_size="tiny")
         results = run_campaign([Team(name="A", command=command)], base, campaign, scheduler=cluster.scheduler_address)
         killer.join(timeout=30)
+    assert killed.get("both_busy"), "the team's studies did not run on both workers at once"
     assert "pid" in killed, "the team's worker was not found busy"
     assert [(r.name, r.exit_code, r.skipped) for r in results] == [("A", 0, False)]
     ran = _ran(log)

@@ -14,7 +14,14 @@ from pathlib import Path
 
 from algorithm.runinfo import parse_ran_line
 from app.dryrun import jobstore, platform
-from app.dryrun.cases import DryRunCase, folder_cases, pet_grids, phantom_cases, with_lesion_counts
+from app.dryrun.cases import (
+    DryRunCase,
+    folder_cases,
+    pet_grids,
+    phantom_cases,
+    phantom_names,
+    with_lesion_counts,
+)
 from app.dryrun.contract import JobCheck, check_data_centric, check_output, check_run, snapshot
 from app.dryrun.report import EvaluationReport, StudyReport, aggregates_line, table, write_junit
 from app.dryrun.runner import (
@@ -66,6 +73,8 @@ class DryRunOptions:
     scribble_rule: str = "kit"  # petct.editions.SCRIBBLE_RULES
     csv: Path | None = None  # per-study CSV of the loop's areas and final values
     job_store: Path | None = None  # finished jobs kept between runs (app/dryrun/jobstore.py); None: none kept
+    # A campaign's task for some studies: run only their jobs (kept in job_store), no evaluation nor results.
+    only_studies: tuple[str, ...] | None = None
 
     @property
     def challenge_scribbles(self) -> bool:
@@ -81,19 +90,24 @@ def run_dry_run(options: DryRunOptions) -> int:
     workdir = options.workdir or Path(tempfile.mkdtemp(prefix="petct-dry-run-"))
     if options.job_store is not None:
         options.job_store.mkdir(parents=True, exist_ok=True)
-        jobstore.remove_partial(options.job_store)  # left by a run killed while saving a job
+        if options.only_studies is None:  # else other studies' tasks may be saving theirs now
+            jobstore.remove_partial(options.job_store)  # left by a run killed while saving a job
     try:
         _make_folders(options, workdir)
         os.chmod(workdir, 0o755)  # a container's non-root user must reach the mounted folders
         cases = _studies(options, workdir)
+        names = [case.name for case in cases]  # all of them: the 2026 loop deals strategies over the whole set
+        if options.only_studies is not None:
+            cases = [case for case in cases if case.name in options.only_studies]
         grids = pet_grids(cases)
         cases = with_lesion_counts(cases)
         print(f"dry run: {len(cases)} stud{'y' if len(cases) == 1 else 'ies'}, {_runner_description(options)}, "
               f"time limit {options.time_limit_s:g} s, memory {format_size(options.memory_bytes)}", flush=True)
         edition = edition_named(options.challenge)
-        names = [case.name for case in cases]
         studies = [report for case in cases for report in _run_study(case, options, workdir, pet=grids[case.name],
                                                                      edition=edition, names=names)]
+        if options.only_studies is not None:  # their jobs are kept in options.job_store; the team's run scores
+            return EXIT_OK if all(s.check.passed for s in studies) else EXIT_VIOLATION
         evaluation = _evaluate(studies, cases, workdir, edition=edition)
         _write_results(options, studies, evaluation)
         report = _write_html_report(options, cases, evaluation)
@@ -129,7 +143,9 @@ def _check_options(options: DryRunOptions) -> None:
 
 def _make_folders(options: DryRunOptions, workdir: Path) -> None:
     """Every folder the run writes to, made before any job runs: a bad path must not waste a whole run."""
-    folders = [(workdir, "--workdir"), (options.output, "--output")]
+    folders = [(workdir, "--workdir")]
+    if options.only_studies is None:
+        folders.append((options.output, "--output"))
     if options.junit is not None:
         folders.append((options.junit.parent, "--junit"))
     for folder, flag in folders:
@@ -144,6 +160,13 @@ def _runner_description(options: DryRunOptions) -> str:
     if options.image:
         return f"{options.container_engine or 'docker'} image {options.image}"
     return f"command {options.command!r}" if options.command else "the kit's algorithm (python -m algorithm)"
+
+
+def study_names(options: DryRunOptions) -> list[str]:
+    """The studies a dry run with these options runs, in its order, without writing any."""
+    if options.cases is not None:
+        return [case.name for case in folder_cases(options.cases)]
+    return phantom_names(options.phantoms)
 
 
 def _studies(options: DryRunOptions, workdir: Path) -> list[DryRunCase]:
