@@ -88,7 +88,7 @@ def predict_on_cluster(client: Client, cases: list[BatchCase], *, spec: EngineSp
     _wait_for_a_worker(client)
     _require_the_kit(client)
     workers = client.scheduler_info(n_workers=-1)["workers"]
-    gpu_workers = sum(1 for w in workers.values() if w.get("resources", {}).get(GPU, 0) > 0)
+    gpu_workers = gpu_worker_count(client)
     if gpu_workers and spec.options.device == "cpu":
         resources = None  # --device cpu: the GPU workers' CPUs serve as well as any
     else:
@@ -109,6 +109,12 @@ def predict_on_cluster(client: Client, cases: list[BatchCase], *, spec: EngineSp
     except (FutureCancelledError, CommClosedError, OSError) as exc:
         run.lost = SchedulerLost(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     return run
+
+
+def gpu_worker_count(client: Client) -> int:
+    """The workers that declare a GPU (dask worker --resources GPU=1)."""
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    return sum(1 for w in workers.values() if w.get("resources", {}).get(GPU, 0) > 0)
 
 
 def _wait_for_a_worker(client: Client) -> None:

@@ -147,12 +147,15 @@ def _on_dask(teams: list[Team], base: DryRunOptions, campaign: Path, *, workers:
     from distributed.client import FutureCancelledError
     from distributed.comm.core import CommClosedError
 
-    from algorithm.batch_cluster import dask_client
+    from algorithm.batch_cluster import GPU, dask_client, gpu_worker_count
 
     results: dict[str, TeamResult] = {}
     try:
         with dask_client(scheduler=scheduler, workers=workers) as client:
-            futures = {_submit_team(client, team, base, campaign.resolve()): team for team in teams}
+            # When workers declare GPUs, each study's jobs take one: one study per GPU at a time.
+            resources = {GPU: 1} if gpu_worker_count(client) else None
+            futures = {_submit_team(client, team, base, campaign.resolve(), resources=resources): team
+                       for team in teams}
             for future in as_completed(futures):
                 team = futures[future]
                 results[team.name] = _team_result(future, team)
@@ -166,12 +169,12 @@ def _on_dask(teams: list[Team], base: DryRunOptions, campaign: Path, *, workers:
     return [results[team.name] for team in teams]
 
 
-def _submit_team(client, team: Team, base: DryRunOptions, campaign: Path):
+def _submit_team(client, team: Team, base: DryRunOptions, campaign: Path, *, resources: dict | None):
     """A task per study (the team's jobs on it), then the team's run, which finds them finished and scores."""
     token = uuid.uuid4().hex[:8]  # a rerun's tasks never meet an earlier run's results on a shared scheduler
     studies = [] if (campaign / "teams" / team.name / TEAM_JSON).is_file() else study_names(base)
     after = [client.submit(run_team_study, team, base, campaign, study, key=f"campaign-{token}-{team.name}-{study}",
-                           pure=False) for study in studies]
+                           pure=False, resources=resources) for study in studies]
     return client.submit(run_team, team, base, campaign, after=after, key=f"campaign-{token}-{team.name}", pure=False)
 
 

@@ -141,8 +141,8 @@ def test_a_team_killed_midway_reruns_only_its_unfinished_jobs(tmp_path, three_ph
     assert not store.exists()  # a finished team's folder holds its results; its job store is gone
 
 
-def _busy(dask_worker) -> tuple[int, int]:
-    return os.getpid(), len(dask_worker.state.executing)
+def _busy(dask_worker) -> tuple[int, int, float | None]:
+    return os.getpid(), len(dask_worker.state.executing), dask_worker.state.available_resources.get("GPU")
 
 
 def test_on_dask_a_teams_studies_spread_over_the_workers_and_a_dead_worker_costs_a_retry(tmp_path, three_phantoms_reference):
@@ -157,20 +157,23 @@ def test_on_dask_a_teams_studies_spread_over_the_workers_and_a_dead_worker_costs
     store = campaign / "jobs" / "A"
     killed: dict[str, object] = {}
     with dask.config.set({"distributed.worker.profile.enabled": False}), \
-            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                         resources={"GPU": 1}) as cluster, \
             Client(cluster) as client:
         client.wait_for_workers(2)
 
         def kill_the_team_after_its_first_job() -> None:
             deadline = time.monotonic() + 120
             while "both_busy" not in killed and time.monotonic() < deadline:  # one team's studies at once
-                if all(executing for _, executing in client.run(_busy).values()):
+                states = list(client.run(_busy).values())
+                if all(executing for _, executing, _ in states):
                     killed["both_busy"] = True
+                    killed["gpus_free"] = [gpus for _, _, gpus in states]  # each study holds its worker's GPU
                 time.sleep(0.02)
             while not _finished_jobs(store) and time.monotonic() < deadline:
                 time.sleep(0.02)
             killed["finished"] = _finished_jobs(store)
-            for pid, executing in client.run(_busy).values():
+            for pid, executing, _ in client.run(_busy).values():
                 if executing:
                     os.kill(pid, signal.SIGKILL)
                     killed["pid"] = pid
@@ -181,6 +184,7 @@ def test_on_dask_a_teams_studies_spread_over_the_workers_and_a_dead_worker_costs
         results = run_campaign([Team(name="A", command=command)], base, campaign, scheduler=cluster.scheduler_address)
         killer.join(timeout=30)
     assert killed.get("both_busy"), "the team's studies did not run on both workers at once"
+    assert killed["gpus_free"] == [0, 0]
     assert "pid" in killed, "the team's worker was not found busy"
     assert [(r.name, r.exit_code, r.skipped) for r in results] == [("A", 0, False)]
     ran = _ran(log)
