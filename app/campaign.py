@@ -22,6 +22,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.dryrun.jobstore import JOB_JSON
 from app.dryrun.run import DryRunOptions, run_dry_run, study_names
 from petct.atomic import atomic_path
 from petct.editions import edition as edition_named
@@ -161,11 +162,12 @@ def _on_dask(teams: list[Team], base: DryRunOptions, campaign: Path, *, workers:
                 results[team.name] = _team_result(future, team)
     except (FutureCancelledError, CommClosedError, OSError) as exc:
         done = [t.name for t in teams if (campaign / "teams" / t.name / TEAM_JSON).is_file()]  # on disk now
+        kept = sum(len(list(job_store(campaign, t.name).glob(f"*/{JOB_JSON}"))) for t in teams if t.name not in done)
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"the Dask scheduler {scheduler or '(local)'} went away or cannot be reached ({first}): "
-                         f"{len(done)} of {len(teams)} teams finished ("
-                         f"{', '.join(done) or 'none'}); run the same command again to continue (finished teams "
-                         "and jobs are not run again)") from None
+                         f"{len(done)} of {len(teams)} teams finished ({', '.join(done) or 'none'}), {kept} finished "
+                         f"job{'' if kept == 1 else 's'} of the others kept in {campaign / 'jobs'}; run the same "
+                         "command again to continue (finished teams and jobs are not run again)") from None
     return [results[team.name] for team in teams]
 
 

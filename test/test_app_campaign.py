@@ -203,4 +203,43 @@ def test_on_dask_a_scheduler_that_cannot_be_reached_is_one_line(tmp_path):
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: the Dask scheduler tcp://127.0.0.1:9 went away or "), \
         run.stderr
-    assert "0 of 1 teams finished (none); run the same command again" in lines[0]
+    assert "0 of 1 teams finished (none), 0 finished jobs of the others kept in " in lines[0]
+    assert "run the same command again" in lines[0]
+
+
+def test_losing_the_scheduler_ends_the_campaign_in_one_line_and_a_rerun_keeps_the_finished_jobs(
+        tmp_path, three_phantoms_reference):
+    import dask
+    from distributed import LocalCluster
+
+    command, log = _counting_command(tmp_path)
+    campaign = tmp_path / "campaign"
+    store = campaign / "jobs" / "A"
+    argv = ["campaign", "--command", f"A={command}", *THREE, "--output", str(campaign)]
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}), \
+            LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        def stop_the_scheduler_after_the_first_job() -> None:
+            deadline = time.monotonic() + 120
+            while not _finished_jobs(store) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            cluster.sync(cluster.scheduler.close)
+
+        stopper = threading.Thread(target=stop_the_scheduler_after_the_first_job, daemon=True)
+        stopper.start()
+        lost = subprocess.run([sys.executable, "-m", "app", *argv, "--scheduler", cluster.scheduler_address],
+                              cwd=REPO, env={**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"},
+                              capture_output=True, text=True, timeout=180)
+        stopper.join(timeout=30)
+    assert lost.returncode == 2, lost.stdout[-2000:] + lost.stderr[-2000:]
+    lines = lost.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in lost.stderr, lost.stderr
+    assert "went away" in lines[0] and "0 of 1 teams finished (none), " in lines[0]
+    reported = int(lines[0].split(" finished job")[0].rsplit(" ", 1)[1])
+    finished = _finished_jobs(store)  # the worker may have saved one more after the line was written
+    assert 1 <= reported <= len(finished) < 3
+
+    log.unlink()
+    again = _app(*argv)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert sorted(_ran(log)) == sorted(set(three_phantoms_reference) - finished)
+    assert _scores(campaign / "teams" / "A" / "metrics.json") == three_phantoms_reference
