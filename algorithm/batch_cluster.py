@@ -28,6 +28,7 @@ from algorithm.batch_job import StudyOutcome, predict_study
 from algorithm.failures import EXIT_INTERNAL, EXIT_MEMORY
 from algorithm.loaded_engines import EngineSpec
 from petct.errors import InputError
+from petct.quietlogs import quiet_loggers
 
 log = logging.getLogger("algorithm")
 
@@ -63,12 +64,7 @@ def dask_client(*, scheduler: str | None, workers: int | None, gpus: int = 0) ->
     """A client of the cluster at `scheduler`, or of `workers` local worker processes (one thread each; with
     `gpus`, each declares GPU=1 and is pinned to one GPU)."""
     # Reconnection tracebacks and the like: the run reports in its own lines (with --debug too).
-    quiet = {name: logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
-             if name.split(".")[0] == "distributed"}
-    levels = {name: logger.level for name, logger in quiet.items()}
-    for logger in quiet.values():
-        logger.setLevel(logging.CRITICAL)
-    try:
+    with quiet_loggers("distributed"):
         if scheduler is not None:
             with Client(scheduler) as client:
                 yield client
@@ -84,9 +80,6 @@ def dask_client(*, scheduler: str | None, workers: int | None, gpus: int = 0) ->
             if gpus:
                 client.register_plugin(PinGpu(gpus))
             yield client
-    finally:
-        for name, logger in quiet.items():
-            logger.setLevel(levels[name])
 
 
 def predict_on_cluster(client: Client, cases: list[BatchCase], *, spec: EngineSpec, output_dir: Path, suffix: str,
@@ -95,7 +88,7 @@ def predict_on_cluster(client: Client, cases: list[BatchCase], *, spec: EngineSp
     _wait_for_a_worker(client)
     _require_the_kit(client)
     workers = client.scheduler_info(n_workers=-1)["workers"]
-    gpu_workers = sum(1 for w in workers.values() if w.get("resources", {}).get(GPU, 0) > 0)
+    gpu_workers = gpu_worker_count(client)
     if gpu_workers and spec.options.device == "cpu":
         resources = None  # --device cpu: the GPU workers' CPUs serve as well as any
     else:
@@ -116,6 +109,12 @@ def predict_on_cluster(client: Client, cases: list[BatchCase], *, spec: EngineSp
     except (FutureCancelledError, CommClosedError, OSError) as exc:
         run.lost = SchedulerLost(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     return run
+
+
+def gpu_worker_count(client: Client) -> int:
+    """The workers that declare a GPU (dask worker --resources GPU=1)."""
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    return sum(1 for w in workers.values() if w.get("resources", {}).get(GPU, 0) > 0)
 
 
 def _wait_for_a_worker(client: Client) -> None:

@@ -3,10 +3,12 @@
 campaign folder: `teams/<team>/` (the dry run's metrics.json, dry-run.json and logs), `leaderboard.json`,
 `leaderboard.txt` and `report.html`.
 
-Teams run one after another here, or one per Dask task with --workers/--scheduler (imported only then). A
+Teams run one after another here, or on Dask with --workers/--scheduler (imported only then): one task per
+team and study runs that team's jobs on that study, then one task per team scores them. A
 team's folder is filled under a temporary name and renamed when its dry run has ended, with `team.json` in
-it: a rerun skips the teams whose folder exists and redoes the others, so a killed campaign continues where it
-stopped and a half-written team folder is never taken for a finished one.
+it: a rerun skips the teams whose folder exists. Until then its finished jobs are kept in `jobs/<team>/`
+(app/dryrun/jobstore.py), so a team killed midway reruns only the jobs that had not finished, and neither a
+half-written team folder nor a half-saved job is ever taken for a finished one.
 
 The protocol is the edition's (petct.editions), as the dry run runs it: one job per study, or 2025's clicked
 steps; an edition the dry run learns (the closed scribble loop) is a campaign's protocol with no change here.
@@ -20,7 +22,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.dryrun.run import DryRunOptions, run_dry_run
+from app.dryrun.jobstore import JOB_JSON
+from app.dryrun.run import DryRunOptions, run_dry_run, study_names
 from petct.atomic import atomic_path
 from petct.editions import edition as edition_named
 from petct.errors import InputError
@@ -73,16 +76,37 @@ def _team_value(text: str) -> tuple[str, str]:
     return name, value
 
 
-def run_team(team: Team, base: DryRunOptions, campaign: Path) -> TeamResult:
-    """One team's dry run into campaign/teams/<team>/, renamed into place when it has ended."""
+def team_options(team: Team, base: DryRunOptions, campaign: Path, *, output: Path) -> DryRunOptions:
+    """The dry run of one team: its runner and model, its job store."""
+    return dataclasses.replace(base, command=team.command, image=team.image, model=team.model, output=output,
+                               workdir=None, junit=None, job_store=job_store(campaign, team.name))
+
+
+def run_team_study(team: Team, base: DryRunOptions, campaign: Path, study: str) -> int:
+    """One team's jobs on one study (a Dask task), kept in the team's job store for the team's run to score."""
+    options = dataclasses.replace(team_options(team, base, campaign, output=campaign / "teams"),
+                                  only_studies=(study,))
+    try:
+        return run_dry_run(options)
+    except InputError as exc:  # the team's run meets it again and reports it
+        print(f"team {team.name}, study {study}: error: {exc}", flush=True)
+        return 2
+
+
+def run_team(team: Team, base: DryRunOptions, campaign: Path, *, after: object = None) -> TeamResult:
+    """One team's dry run into campaign/teams/<team>/, renamed into place when it has ended.
+
+    `after`: on Dask, the team's study tasks, so that this task starts once they have all ended (their jobs
+    are then in the job store, and this run scores them).
+    """
     final = campaign / "teams" / team.name
     if (final / TEAM_JSON).is_file():
         return TeamResult(team.name, int(read_json(final / TEAM_JSON, what="team record")["exit_code"]), 0.0, True)
     partial = campaign / "teams" / f".partial-{team.name}-{uuid.uuid4().hex[:8]}"
     started = time.monotonic()
+    options = team_options(team, base, campaign, output=partial)
     try:
-        code = run_dry_run(dataclasses.replace(base, command=team.command, image=team.image, model=team.model,
-                                               output=partial, workdir=None, junit=None))
+        code = run_dry_run(options)
     except InputError as exc:  # e.g. an image that is not there: this team only, and not finished
         print(f"team {team.name}: error: {exc}", flush=True)
         shutil.rmtree(partial, ignore_errors=True)
@@ -94,7 +118,13 @@ def run_team(team: Team, base: DryRunOptions, campaign: Path) -> TeamResult:
     if final.exists():  # a folder without team.json: not finished; replaced
         shutil.rmtree(final)
     partial.rename(final)
+    shutil.rmtree(options.job_store, ignore_errors=True)  # the team's folder now holds its results
     return result
+
+
+def job_store(campaign: Path, team: str) -> Path:
+    """Where a team's finished jobs are kept until the team has finished: a killed team reruns only the rest."""
+    return campaign / "jobs" / team
 
 
 def run_campaign(teams: list[Team], base: DryRunOptions, campaign: Path, *, workers: int | None = None,
@@ -111,12 +141,60 @@ def run_campaign(teams: list[Team], base: DryRunOptions, campaign: Path, *, work
 
 def _on_dask(teams: list[Team], base: DryRunOptions, campaign: Path, *, workers: int | None,
              scheduler: str | None) -> list[TeamResult]:
-    from algorithm.batch_cluster import dask_client  # Dask: an optional extra
+    """One task per team; a team whose worker died is retried on another (Dask's allowed-failures), and
+    continues from its finished jobs; a team that fails in the task fails alone; a lost scheduler ends the run
+    in one line."""
+    from distributed import as_completed  # Dask: an optional extra
+    from distributed.client import FutureCancelledError
+    from distributed.comm.core import CommClosedError
 
-    with dask_client(scheduler=scheduler, workers=workers) as client:
-        futures = [client.submit(run_team, team, base, campaign.resolve(), key=f"campaign-{team.name}-"
-                                 f"{uuid.uuid4().hex[:8]}", pure=False) for team in teams]
-        return client.gather(futures)
+    from algorithm.batch_cluster import GPU, dask_client, gpu_worker_count
+
+    results: dict[str, TeamResult] = {}
+    try:
+        with dask_client(scheduler=scheduler, workers=workers) as client:
+            # When workers declare GPUs, each study's jobs take one: one study per GPU at a time.
+            resources = {GPU: 1} if gpu_worker_count(client) else None
+            futures = {_submit_team(client, team, base, campaign.resolve(), resources=resources): team
+                       for team in teams}
+            for future in as_completed(futures):
+                team = futures[future]
+                results[team.name] = _team_result(future, team)
+    except (FutureCancelledError, CommClosedError, OSError) as exc:
+        done = [t.name for t in teams if (campaign / "teams" / t.name / TEAM_JSON).is_file()]  # on disk now
+        kept = sum(len(list(job_store(campaign, t.name).glob(f"*/{JOB_JSON}"))) for t in teams if t.name not in done)
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"the Dask scheduler {scheduler or '(local)'} went away or cannot be reached ({first}): "
+                         f"{len(done)} of {len(teams)} teams finished ({', '.join(done) or 'none'}), {kept} finished "
+                         f"job{'' if kept == 1 else 's'} of the others kept in {campaign / 'jobs'}; run the same "
+                         "command again to continue (finished teams and jobs are not run again)") from None
+    return [results[team.name] for team in teams]
+
+
+def _submit_team(client, team: Team, base: DryRunOptions, campaign: Path, *, resources: dict | None):
+    """A task per study (the team's jobs on it), then the team's run, which finds them finished and scores."""
+    token = uuid.uuid4().hex[:8]  # a rerun's tasks never meet an earlier run's results on a shared scheduler
+    studies = [] if (campaign / "teams" / team.name / TEAM_JSON).is_file() else study_names(base)
+    after = [client.submit(run_team_study, team, base, campaign, study, key=f"campaign-{token}-{team.name}-{study}",
+                           pure=False, resources=resources) for study in studies]
+    return client.submit(run_team, team, base, campaign, after=after, key=f"campaign-{token}-{team.name}", pure=False)
+
+
+def _team_result(future, team: Team) -> TeamResult:
+    from distributed import KilledWorker
+    from distributed.client import FutureCancelledError
+    from distributed.comm.core import CommClosedError
+
+    try:
+        return future.result()
+    except (FutureCancelledError, CommClosedError):  # the scheduler went away: not this team's doing
+        raise
+    except KilledWorker as exc:
+        problem = f"a worker running this team's jobs died each time it was tried ({exc})"
+    except Exception as exc:  # noqa: BLE001 - this team's failure only
+        problem = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    print(f"team {team.name}: error: {problem}; run the same command again to retry it", flush=True)
+    return TeamResult(team.name, 2, 0.0)
 
 
 def rank(teams: list[Team], campaign: Path, *, challenge: str, images: Path | None) -> None:

@@ -18,11 +18,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from dataset.convert import STAGING_PREFIX, ConvertOptions, StudyRecord, convert_study
-from dataset.discover import discover
+from dataset.discover import StudyFiles, discover
 from dataset.outputs import HDF5_NAME, merge_h5, nnunet_dataset_json
 from petct.atomic import IncompleteWriteError, atomic_path
 from petct.errors import InputError
 from petct.jsonio import read_json, write_json_atomic
+from petct.quietlogs import quiet_loggers
 
 log = logging.getLogger(__name__)
 MANIFEST = "conversion-manifest.json"
@@ -59,14 +60,52 @@ def _local(jobs: list[tuple], workers: int) -> Iterator[StudyRecord]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+class SchedulerLost(Exception):
+    """The Dask scheduler went away (or could not be reached) before every study had its record."""
+
+
 def _dask(jobs: list[tuple], scheduler) -> Iterator[StudyRecord]:
+    """Each study one task; a worker that dies mid-study costs the study a retry elsewhere (Dask's
+    allowed-failures), and a study's outputs appear only whole (staging folder, then renames)."""
     from distributed import Client  # only --scheduler needs Dask
     from distributed import as_completed as dask_completed
+    from distributed.client import FutureCancelledError
+    from distributed.comm.core import CommClosedError
 
-    with Client(scheduler) as client:
-        futures = [client.submit(convert_study, *job[:3], previous=job[3], pure=False) for job in jobs]
-        for future in dask_completed(futures):
-            yield future.result()
+    with quiet_loggers("distributed"):  # reconnection tracebacks: the run says what happened in one line
+        try:
+            client = Client(scheduler)
+        except OSError as exc:  # TimeoutError included
+            raise SchedulerLost(f"cannot reach it: {_first_line(exc)}") from None
+        with client:
+            futures = {client.submit(convert_study, *job[:3], previous=job[3], pure=False): job[0]
+                       for job in jobs}
+            try:
+                for future in dask_completed(futures):
+                    yield _dask_record(future, futures[future])
+            except (FutureCancelledError, CommClosedError, OSError) as exc:
+                raise SchedulerLost(_first_line(exc)) from None
+
+
+def _dask_record(future, study: StudyFiles) -> StudyRecord:
+    from distributed import KilledWorker
+    from distributed.client import FutureCancelledError
+    from distributed.comm.core import CommClosedError
+
+    try:
+        return future.result()
+    except KilledWorker as exc:  # the study took down every worker it was given
+        reason = (f"the worker converting this study died each time it was tried ({exc}); out of memory? "
+                  "(--max-decoded-bytes)")
+    except (FutureCancelledError, CommClosedError):  # the scheduler went away: not this study's fault
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. the task could not be sent: this study's failure only
+        reason = f"internal error: {type(exc).__name__}: {exc}"
+    return StudyRecord(key=study.key, patient=study.patient, study=study.study_name, status="failed", reason=reason)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def convert_tree(dicom_root: str | Path, out: str | Path, options: ConvertOptions, *, workers: int = 1,
@@ -79,8 +118,7 @@ def convert_tree(dicom_root: str | Path, out: str | Path, options: ConvertOption
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(f"{STAGING_PREFIX}*"):  # left by a run that was killed while writing a study
-        shutil.rmtree(stale, ignore_errors=True)
+    _remove_staging(out)  # left by a run that was killed while writing a study
     found = discover(dicom_root, max_decoded_bytes=options.max_decoded_bytes)
     for path in found.not_regular:
         log.warning("skipped %s: not a regular file (a FIFO, socket or device)", path)
@@ -107,10 +145,13 @@ def convert_tree(dicom_root: str | Path, out: str | Path, options: ConvertOption
             bar.update(1)
             if on_record:
                 on_record(record)
+    except SchedulerLost as exc:
+        raise InputError(_lost(exc, scheduler=scheduler, studies=found.studies, done=records, out=out)) from None
     finally:
         bar.close()
         if hasattr(results, "close"):
             results.close()
+    _remove_staging(out)  # left by a worker that died mid-study (its study was redone elsewhere)
     records.sort(key=lambda r: r.key)
     _finish(out, options, records)
     _write_record({"dicom_root": str(dicom_root), "options": options.to_json(),
@@ -123,6 +164,21 @@ def convert_tree(dicom_root: str | Path, out: str | Path, options: ConvertOption
                    "too_large_files": [str(p) for p in found.too_large],
                    "studies": [r.to_json() for r in records]}, out / REPORT, what="conversion report")
     return RunSummary(records=records, unreadable=len(found.unreadable), not_regular=found.not_regular)
+
+
+def _lost(exc: SchedulerLost, *, scheduler, studies: list[StudyFiles], done: list[StudyRecord], out: Path) -> str:
+    """One line: what finished (the manifest keeps it), what did not, and how to go on."""
+    finished = {r.key for r in done if r.status != "failed"}
+    left = [s.key for s in studies if s.key not in finished]
+    address = getattr(scheduler, "scheduler_address", scheduler)
+    names = ", ".join(left[:5]) + (", ..." if len(left) > 5 else "")
+    return (f"lost the Dask scheduler {address} ({exc}): {len(finished)} of {len(studies)} studies finished (kept in "
+            f"{out / MANIFEST}), {len(left)} not ({names}); run the same command again to convert only those")
+
+
+def _remove_staging(out: Path) -> None:
+    for stale in out.glob(f"{STAGING_PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _write_record(value: dict, path: Path, *, what: str) -> None:

@@ -1,10 +1,15 @@
 """`python -m app campaign`: two teams on 2 local Dask workers score as their serial dry runs do; a rerun
-skips the finished teams and redoes a half-written one; leaderboard and report."""
+skips the finished teams and redoes a half-written one; a team killed midway (the command, or its Dask worker)
+reruns only its unfinished jobs; leaderboard and report."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -65,3 +70,176 @@ def test_two_teams_on_dask_score_as_their_serial_dry_runs_and_a_rerun_continues(
     assert (campaign / "teams" / "A" / "team.json").stat().st_mtime_ns == finished_a
     assert _scores(campaign / "teams" / "B" / "metrics.json") == reference
     assert not [p for p in (campaign / "teams").iterdir() if p.name.startswith(".partial")]
+
+
+WRAPPER = '''import json, os, sys
+inputs, output, log = sys.argv[1:4]
+names = [item["image"]["name"] for item in json.load(open(os.path.join(inputs, "inputs.json"))) if item.get("image")]
+with open(log, "a") as f:
+    f.write(next(n for n in names if n.endswith("_SUV.mha"))[:-len("_SUV.mha")] + "\\n")
+os.execv(sys.executable, [sys.executable, "-m", "algorithm", "--input", inputs, "--output", output,
+                          "--engine", "baseline"])
+'''
+THREE = ("--phantoms", "3", "--phantom-size", "tiny")
+
+
+def _counting_command(tmp_path: Path) -> tuple[str, Path]:
+    """The baseline algorithm behind a wrapper that writes each job's study into a log: which jobs ran."""
+    (tmp_path / "wrapper.py").write_text(WRAPPER)
+    log = tmp_path / "ran.txt"
+    return f"{sys.executable} {tmp_path / 'wrapper.py'} {{input}} {{output}} {log}", log
+
+
+def _ran(log: Path) -> list[str]:
+    return log.read_text().split() if log.is_file() else []
+
+
+def _finished_jobs(store: Path) -> set[str]:
+    """The studies of the jobs a team's store holds as finished (a folder with job.json)."""
+    return {p.parent.name.rsplit("-", 1)[0] for p in store.glob("*/job.json") if not p.parent.name.startswith(".")}
+
+
+@pytest.fixture(scope="module")
+def three_phantoms_reference(tmp_path_factory) -> dict:
+    """The scores of an uninterrupted dry run of the baseline on three tiny phantoms."""
+    folder = tmp_path_factory.mktemp("reference")
+    serial = _app("dry-run", "--command", _command(), *THREE, "--output", str(folder))
+    assert serial.returncode == 0, serial.stdout[-3000:]
+    return _scores(folder / "metrics.json")
+
+
+def test_a_team_killed_midway_reruns_only_its_unfinished_jobs(tmp_path, three_phantoms_reference):
+    command, log = _counting_command(tmp_path)
+    campaign = tmp_path / "campaign"
+    argv = [sys.executable, "-m", "app", "campaign", "--command", f"A={command}", *THREE, "--output", str(campaign)]
+    store = campaign / "jobs" / "A"
+    with open(tmp_path / "first.log", "w") as out:
+        first = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=out, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 120
+            while not _finished_jobs(store) and time.monotonic() < deadline and first.poll() is None:
+                time.sleep(0.02)
+        finally:
+            os.killpg(first.pid, signal.SIGKILL)  # the campaign, mid-team
+            first.wait()
+    finished = _finished_jobs(store)
+    assert 1 <= len(finished) < 3 and not (campaign / "teams" / "A").exists(), (tmp_path / "first.log").read_text()
+    assert set(_ran(log)) >= finished
+    # A job saved only in part (no job.json) is not finished: its study runs again.
+    half = next(p for p in sorted(store.iterdir()) if p.name.rsplit("-", 1)[0] in finished)
+    (half / "job.json").unlink()
+    finished.discard(half.name.rsplit("-", 1)[0])
+    (store / ".partial-PHANTOM_9999-0123456789abcdef-00000000").mkdir()  # a job killed while being saved
+
+    log.unlink()
+    again = _app("campaign", "--command", f"A={command}", *THREE, "--output", str(campaign))
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-2000:]
+    studies = sorted(three_phantoms_reference)
+    assert sorted(_ran(log)) == sorted(set(studies) - finished)  # each unfinished job once, no finished one
+    assert again.stdout.count("(finished earlier)") == len(finished)
+    assert _scores(campaign / "teams" / "A" / "metrics.json") == three_phantoms_reference
+    assert not store.exists()  # a finished team's folder holds its results; its job store is gone
+
+
+def _busy(dask_worker) -> tuple[int, int, float | None]:
+    return os.getpid(), len(dask_worker.state.executing), dask_worker.state.available_resources.get("GPU")
+
+
+def test_on_dask_a_teams_studies_spread_over_the_workers_and_a_dead_worker_costs_a_retry(tmp_path, three_phantoms_reference):
+    import dask
+    from distributed import Client, LocalCluster
+
+    from app.campaign import Team, run_campaign
+    from app.dryrun.run import DryRunOptions
+
+    command, log = _counting_command(tmp_path)
+    campaign = tmp_path / "campaign"
+    store = campaign / "jobs" / "A"
+    killed: dict[str, object] = {}
+    with dask.config.set({"distributed.worker.profile.enabled": False}), \
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                         resources={"GPU": 1}) as cluster, \
+            Client(cluster) as client:
+        client.wait_for_workers(2)
+
+        def kill_the_team_after_its_first_job() -> None:
+            deadline = time.monotonic() + 120
+            while "both_busy" not in killed and time.monotonic() < deadline:  # one team's studies at once
+                states = list(client.run(_busy).values())
+                if all(executing for _, executing, _ in states):
+                    killed["both_busy"] = True
+                    killed["gpus_free"] = [gpus for _, _, gpus in states]  # each study holds its worker's GPU
+                time.sleep(0.02)
+            while not _finished_jobs(store) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            killed["finished"] = _finished_jobs(store)
+            for pid, executing, _ in client.run(_busy).values():
+                if executing:
+                    os.kill(pid, signal.SIGKILL)
+                    killed["pid"] = pid
+
+        killer = threading.Thread(target=kill_the_team_after_its_first_job, daemon=True)
+        killer.start()
+        base = DryRunOptions(phantoms=3, phantom_size="tiny")
+        results = run_campaign([Team(name="A", command=command)], base, campaign, scheduler=cluster.scheduler_address)
+        killer.join(timeout=30)
+    assert killed.get("both_busy"), "the team's studies did not run on both workers at once"
+    assert killed["gpus_free"] == [0, 0]
+    assert "pid" in killed, "the team's worker was not found busy"
+    assert [(r.name, r.exit_code, r.skipped) for r in results] == [("A", 0, False)]
+    ran = _ran(log)
+    for study in killed["finished"]:
+        assert ran.count(study) == 1, ran  # finished before the worker died: not run again
+    assert set(ran) == set(three_phantoms_reference)
+    assert _scores(campaign / "teams" / "A" / "metrics.json") == three_phantoms_reference
+
+
+def test_on_dask_a_scheduler_that_cannot_be_reached_is_one_line(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "app", "campaign", "--command", f"A={_command()}", *PHANTOMS,
+                          "--output", str(tmp_path / "c"), "--scheduler", "tcp://127.0.0.1:9"], cwd=REPO,
+                         env={**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"},
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: the Dask scheduler tcp://127.0.0.1:9 went away or "), \
+        run.stderr
+    assert "0 of 1 teams finished (none), 0 finished jobs of the others kept in " in lines[0]
+    assert "run the same command again" in lines[0]
+
+
+def test_losing_the_scheduler_ends_the_campaign_in_one_line_and_a_rerun_keeps_the_finished_jobs(
+        tmp_path, three_phantoms_reference):
+    import dask
+    from distributed import LocalCluster
+
+    command, log = _counting_command(tmp_path)
+    campaign = tmp_path / "campaign"
+    store = campaign / "jobs" / "A"
+    argv = ["campaign", "--command", f"A={command}", *THREE, "--output", str(campaign)]
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}), \
+            LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
+        def stop_the_scheduler_after_the_first_job() -> None:
+            deadline = time.monotonic() + 120
+            while not _finished_jobs(store) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            cluster.sync(cluster.scheduler.close)
+
+        stopper = threading.Thread(target=stop_the_scheduler_after_the_first_job, daemon=True)
+        stopper.start()
+        lost = subprocess.run([sys.executable, "-m", "app", *argv, "--scheduler", cluster.scheduler_address],
+                              cwd=REPO, env={**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"},
+                              capture_output=True, text=True, timeout=180)
+        stopper.join(timeout=30)
+    assert lost.returncode == 2, lost.stdout[-2000:] + lost.stderr[-2000:]
+    lines = lost.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in lost.stderr, lost.stderr
+    assert "went away" in lines[0] and "0 of 1 teams finished (none), " in lines[0]
+    reported = int(lines[0].split(" finished job")[0].rsplit(" ", 1)[1])
+    finished = _finished_jobs(store)  # the worker may have saved one more after the line was written
+    assert 1 <= reported <= len(finished) < 3
+
+    log.unlink()
+    again = _app(*argv)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert sorted(_ran(log)) == sorted(set(three_phantoms_reference) - finished)
+    assert _scores(campaign / "teams" / "A" / "metrics.json") == three_phantoms_reference

@@ -51,3 +51,11 @@ def test_changelog_covers_the_version_and_its_editions():
     section = text.split(f"## {version}\n", 1)[1].split("\n## ", 1)[0]
     for name in EDITIONS:
         assert f"`{name}`" in section, name
+
+
+def test_each_extra_reads_requirements_files_that_exist():
+    extras = PYPROJECT["tool"]["setuptools"]["dynamic"]["optional-dependencies"]
+    for name, spec in extras.items():
+        assert spec["file"] and all((REPO / path).is_file() for path in spec["file"]), name
+    # Dask for --workers/--scheduler: its one home is the algorithm's optional requirements file.
+    assert extras["distributed"]["file"] == ["algorithm/requirements-distributed.txt"]

@@ -25,13 +25,23 @@ class DryRunCase:
     lesions: int | None = None  # known for phantoms
 
 
+def _phantoms(count: int) -> list[tuple[str, int, int]]:
+    """(name, seed, lesions) of the first `count` phantoms: PHANTOMS, repeated with new seeds beyond."""
+    seeds = [(PHANTOMS[i % len(PHANTOMS)][0] + 100 * (i // len(PHANTOMS)), PHANTOMS[i % len(PHANTOMS)][1])
+             for i in range(count)]
+    return [(f"PHANTOM_{seed:04d}", seed, lesions) for seed, lesions in seeds]
+
+
+def phantom_names(count: int) -> list[str]:
+    """The names phantom_cases gives, without writing them."""
+    return [name for name, _, _ in _phantoms(count)]
+
+
 def phantom_cases(folder: Path, *, count: int = len(PHANTOMS), size: str = "small") -> list[DryRunCase]:
     """Write `count` phantom studies (the first `count` of PHANTOMS, repeated with new seeds beyond)."""
     cases = []
-    for i in range(count):
-        seed, lesions = PHANTOMS[i % len(PHANTOMS)]
-        seed += 100 * (i // len(PHANTOMS))
-        study = make_study(seed, size=size, n_lesions=lesions, name=f"PHANTOM_{seed:04d}")
+    for name, seed, lesions in _phantoms(count):
+        study = make_study(seed, size=size, n_lesions=lesions, name=name)
         out = study.write(folder)
         cases.append(DryRunCase(name=study.name, suv=out / f"{SUV_NAME}.mha", ctres=out / f"{CTRES_NAME}.mha",
                                 seg=out / f"{SEG_NAME}.mha", lesions=len(study.lesions)))

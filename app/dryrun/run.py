@@ -13,8 +13,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from algorithm.runinfo import parse_ran_line
-from app.dryrun import platform
-from app.dryrun.cases import DryRunCase, folder_cases, pet_grids, phantom_cases, with_lesion_counts
+from app.dryrun import jobstore, platform
+from app.dryrun.cases import (
+    DryRunCase,
+    folder_cases,
+    pet_grids,
+    phantom_cases,
+    phantom_names,
+    with_lesion_counts,
+)
 from app.dryrun.contract import JobCheck, check_data_centric, check_output, check_run, snapshot
 from app.dryrun.report import EvaluationReport, StudyReport, aggregates_line, table, write_junit
 from app.dryrun.runner import (
@@ -30,7 +37,7 @@ from app.dryrun.runner import (
 )
 from images.container_engine import detect_engine, engine_env
 from petct.clicks import Clicks
-from petct.editions import DEFAULT_CHALLENGE, SCRIBBLE_STEPS, Edition
+from petct.editions import CLICKS_JSON, DEFAULT_CHALLENGE, SCRIBBLE_STEPS, Edition
 from petct.editions import edition as edition_named
 from petct.environment import CHALLENGE
 from petct.errors import InputError
@@ -65,6 +72,9 @@ class DryRunOptions:
     steps: int = SCRIBBLE_STEPS
     scribble_rule: str = "kit"  # petct.editions.SCRIBBLE_RULES
     csv: Path | None = None  # per-study CSV of the loop's areas and final values
+    job_store: Path | None = None  # finished jobs kept between runs (app/dryrun/jobstore.py); None: none kept
+    # A campaign's task for some studies: run only their jobs (kept in job_store), no evaluation nor results.
+    only_studies: tuple[str, ...] | None = None
 
     @property
     def challenge_scribbles(self) -> bool:
@@ -78,18 +88,26 @@ def run_dry_run(options: DryRunOptions) -> int:
         options = dataclasses.replace(options, container_engine=detect_engine(options.container_engine))
     _check_options(options)
     workdir = options.workdir or Path(tempfile.mkdtemp(prefix="petct-dry-run-"))
+    if options.job_store is not None:
+        options.job_store.mkdir(parents=True, exist_ok=True)
+        if options.only_studies is None:  # else other studies' tasks may be saving theirs now
+            jobstore.remove_partial(options.job_store)  # left by a run killed while saving a job
     try:
         _make_folders(options, workdir)
         os.chmod(workdir, 0o755)  # a container's non-root user must reach the mounted folders
         cases = _studies(options, workdir)
+        names = [case.name for case in cases]  # all of them: the 2026 loop deals strategies over the whole set
+        if options.only_studies is not None:
+            cases = [case for case in cases if case.name in options.only_studies]
         grids = pet_grids(cases)
         cases = with_lesion_counts(cases)
         print(f"dry run: {len(cases)} stud{'y' if len(cases) == 1 else 'ies'}, {_runner_description(options)}, "
               f"time limit {options.time_limit_s:g} s, memory {format_size(options.memory_bytes)}", flush=True)
         edition = edition_named(options.challenge)
-        names = [case.name for case in cases]
         studies = [report for case in cases for report in _run_study(case, options, workdir, pet=grids[case.name],
                                                                      edition=edition, names=names)]
+        if options.only_studies is not None:  # their jobs are kept in options.job_store; the team's run scores
+            return EXIT_OK if all(s.check.passed for s in studies) else EXIT_VIOLATION
         evaluation = _evaluate(studies, cases, workdir, edition=edition)
         _write_results(options, studies, evaluation)
         report = _write_html_report(options, cases, evaluation)
@@ -125,7 +143,9 @@ def _check_options(options: DryRunOptions) -> None:
 
 def _make_folders(options: DryRunOptions, workdir: Path) -> None:
     """Every folder the run writes to, made before any job runs: a bad path must not waste a whole run."""
-    folders = [(workdir, "--workdir"), (options.output, "--output")]
+    folders = [(workdir, "--workdir")]
+    if options.only_studies is None:
+        folders.append((options.output, "--output"))
     if options.junit is not None:
         folders.append((options.junit.parent, "--junit"))
     for folder, flag in folders:
@@ -140,6 +160,13 @@ def _runner_description(options: DryRunOptions) -> str:
     if options.image:
         return f"{options.container_engine or 'docker'} image {options.image}"
     return f"command {options.command!r}" if options.command else "the kit's algorithm (python -m algorithm)"
+
+
+def study_names(options: DryRunOptions) -> list[str]:
+    """The studies a dry run with these options runs, in its order, without writing any."""
+    if options.cases is not None:
+        return [case.name for case in folder_cases(options.cases)]
+    return phantom_names(options.phantoms)
 
 
 def _studies(options: DryRunOptions, workdir: Path) -> list[DryRunCase]:
@@ -177,21 +204,14 @@ def _run_job(case: DryRunCase, options: DryRunOptions, workdir: Path, *, pet: Ge
     job = platform.lay_out_job(case, workdir / "jobs", edition=edition, clicks=clicks, step=step, image_pks=image_pks)
     if previous_output is not None:
         shutil.copytree(previous_output, job.output_dir, dirs_exist_ok=True)
-    before = snapshot(job.input_dir)
     limits = Limits(time_s=options.time_limit_s, memory_bytes=options.memory_bytes)
-    argv, env, on_timeout, after = _job_command(job, options)
-    if not options.image:  # an image's own settings choose its profile (docs/editions.md)
-        env[CHALLENGE.name] = edition.name  # the kit's algorithm (and any command reading it) follows the profile
-    job.started_at = datetime.now(timezone.utc)
-    # run_limited returns once the job's whole process tree is gone: only then is its output checked.
-    outcome = run_limited(argv, limits=limits, log=job.input_dir.parent / "log.txt", env=env, on_timeout=on_timeout,
-                          after=after)
-    job.completed_at = datetime.now(timezone.utc)
-    if options.image:
-        outcome.peak_rss_bytes = None  # that of the docker client; Docker enforces --memory itself
+    ended, earlier = _ended_job(job, case, options, limits=limits, edition=edition, step=step,
+                                clicks=clicks is not None)
+    outcome = ended.outcome
+    job.started_at, job.completed_at = ended.started_at, ended.completed_at
     check = JobCheck()
     check_run(outcome, limits=limits, check=check)
-    if snapshot(job.input_dir) != before:
+    if ended.input_changed:
         check.violations.append("the job changed files in its input folder, which is read-only on the platform")
     if outcome.exit_code == 0:
         check_output(job.output_dir, pet=pet, check=check, edition=edition)
@@ -201,8 +221,50 @@ def _run_job(case: DryRunCase, options: DryRunOptions, workdir: Path, *, pet: Ge
     status = "ok" if check.passed else "FAIL"
     report = StudyReport(case=case.name, lesions=case.lesions, outcome=outcome, check=check,
                          log_tail=tail(outcome.log), job=job, step=step, ran=ran)
-    print(f"  {report.label}: {status} in {outcome.seconds:.1f} s", flush=True)
+    print(f"  {report.label}: {status} in {outcome.seconds:.1f} s{' (finished earlier)' if earlier else ''}",
+          flush=True)
     return report
+
+
+def _ended_job(job: platform.AlgorithmJob, case: DryRunCase, options: DryRunOptions, *, limits: Limits,
+               edition: Edition, step: int | None, clicks: bool) -> tuple[jobstore.StoredJob, bool]:
+    """The job's outcome, and whether it finished in an earlier run (options.job_store) rather than now."""
+    if options.job_store is None:
+        return _run_limited_job(job, options, limits=limits, edition=edition), False
+    key = jobstore.job_key(study=case.name, step=step, images=[case.suv, case.ctres],
+                           clicks_file=job.input_dir / CLICKS_JSON if clicks else None,
+                           runner=_runner_identity(options, edition))
+    stored = jobstore.restore(options.job_store, key, log=job.input_dir.parent / "log.txt", output_dir=job.output_dir)
+    if stored is not None:
+        return stored, True
+    ended = _run_limited_job(job, options, limits=limits, edition=edition)
+    jobstore.save(options.job_store, key, ended, output_dir=job.output_dir)
+    return ended, False
+
+
+def _run_limited_job(job: platform.AlgorithmJob, options: DryRunOptions, *, limits: Limits,
+                     edition: Edition) -> jobstore.StoredJob:
+    """Run the job under the platform's limits; its outcome and whether it wrote into its input."""
+    before = snapshot(job.input_dir)
+    argv, env, on_timeout, after = _job_command(job, options)
+    if not options.image:  # an image's own settings choose its profile (docs/editions.md)
+        env[CHALLENGE.name] = edition.name  # the kit's algorithm (and any command reading it) follows the profile
+    started_at = datetime.now(timezone.utc)
+    # run_limited returns once the job's whole process tree is gone: only then is its output checked.
+    outcome = run_limited(argv, limits=limits, log=job.input_dir.parent / "log.txt", env=env, on_timeout=on_timeout,
+                          after=after)
+    completed_at = datetime.now(timezone.utc)
+    if options.image:
+        outcome.peak_rss_bytes = None  # that of the docker client; Docker enforces --memory itself
+    return jobstore.StoredJob(outcome=outcome, input_changed=snapshot(job.input_dir) != before,
+                              started_at=started_at, completed_at=completed_at)
+
+
+def _runner_identity(options: DryRunOptions, edition: Edition) -> dict:
+    """What a job's result depends on besides its inputs: a stored job run otherwise is run again."""
+    return {"command": options.command, "image": options.image, "model": str(options.model) if options.model else None,
+            "time_limit_s": options.time_limit_s, "memory_bytes": options.memory_bytes, "edition": edition.name,
+            "gpus": options.gpus}
 
 
 def _job_command(job: platform.AlgorithmJob, options: DryRunOptions):
