@@ -91,6 +91,7 @@ def run_dry_run(options: DryRunOptions) -> int:
         studies = [report for case in cases for report in _run_study(case, options, workdir, pet=grids[case.name],
                                                                      edition=edition, names=names)]
         evaluation = _evaluate(studies, cases, workdir, edition=edition)
+        _note_late_writes(studies)
         _write_results(options, studies, evaluation)
         report = _write_html_report(options, cases, evaluation)
     finally:
@@ -190,19 +191,30 @@ def _run_job(case: DryRunCase, options: DryRunOptions, workdir: Path, *, pet: Ge
     if options.image:
         outcome.peak_rss_bytes = None  # that of the docker client; Docker enforces --memory itself
     check = JobCheck()
+    # Checked, scored and passed on: the output as the job left it, not what a straggler writes afterwards.
+    check.violations += platform.keep_output_at_end(job)
     check_run(outcome, limits=limits, check=check)
     if snapshot(job.input_dir) != before:
         check.violations.append("the job changed files in its input folder, which is read-only on the platform")
     if outcome.exit_code == 0:
-        check_output(job.output_dir, pet=pet, check=check, edition=edition)
+        check_output(job.output_at_end_dir, pet=pet, check=check, edition=edition)
         if edition.data_centric_output:
-            check_data_centric(job.output_dir, check=check)
+            check_data_centric(job.output_at_end_dir, check=check)
     ran = parse_ran_line(outcome.log.read_text(errors="replace")) if outcome.log.is_file() else None
     status = "ok" if check.passed else "FAIL"
     report = StudyReport(case=case.name, lesions=case.lesions, outcome=outcome, check=check,
                          log_tail=tail(outcome.log), job=job, step=step, ran=ran)
     print(f"  {report.label}: {status} in {outcome.seconds:.1f} s", flush=True)
     return report
+
+
+def _note_late_writes(studies: list[StudyReport]) -> None:
+    """Warn of each job whose output changed after it ended: some process of it outlived the job."""
+    for s in studies:
+        if s.job is not None and platform.output_changed_since_end(s.job):
+            s.check.warnings.append("its /output changed after the job ended: a process outlived the job (the "
+                                    "platform stops the container with its main process); the output as the job "
+                                    "left it was checked and scored")
 
 
 def _job_command(job: platform.AlgorithmJob, options: DryRunOptions):
