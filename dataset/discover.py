@@ -143,15 +143,15 @@ def _at_pixel_data(tag, vr, length) -> bool:
     return tag == PIXEL_DATA_TAG
 
 
-def read_header(path: Path):
-    """The HEADER_TAGS of a DICOM file, its pixel data left unread (and, in a deflated file, not inflated)."""
+def read_header(path: Path, *, tags: list[str] | None = HEADER_TAGS):
+    """`tags` (None: all) of a DICOM file, its pixel data left unread (and, in a deflated file, not inflated)."""
     with open(path, "rb") as fh:
         if _deflated_meta(fh) is None:
-            return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS)
+            return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags)
+        wanted = None if tags is None else [Tag(keyword) for keyword in ("SpecificCharacterSet", *tags)]
         try:
             return read_dataset(io.BufferedReader(InflatingReader(fh)), is_implicit_VR=False,
-                                is_little_endian=True, stop_when=_at_pixel_data,
-                                specific_tags=[Tag(keyword) for keyword in ("SpecificCharacterSet", *HEADER_TAGS)])
+                                is_little_endian=True, stop_when=_at_pixel_data, specific_tags=wanted)
         except zlib.error as exc:
             raise InvalidDicomError(f"not a deflate stream: {exc}") from None
 
