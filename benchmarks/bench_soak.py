@@ -302,6 +302,9 @@ def disk_phase(args, *, work: Path, data: Path, gt: Path, tokens: dict[str, str]
             "fill_s": round(fill_s, 2), **summary(tallies, listed),
             # answers to submissions sent while the disk was short
             "while_short": {str(code): short.count(code) for code in sorted(set(short))},
+            "accepted_before_short": sum(code == 201 and answered < (ballast.short_at or 0)
+                                         for _, answered, code in answers),
+            "accepted_after_freed": len(after),
             "recovery_s": round(min(after), 2) if after else None, "problems": problems}
 
 
