@@ -12,8 +12,8 @@ on the same data dir. Afterwards, with the server up, the run checks (and exits 
 - the leaderboard equals `python -m evaluation rank` over each participant's ranked submission's metrics.json.
 Then a filling disk (a phase of its own, with a budget the participants cannot spend): the server is started
 again with `--min-free` a little under the data folder's free space, a ballast file beside the data folder
-grows (posix_fallocate, 32 MiB at a time, 2 GiB at most) until the free space is under that minimum, is held,
-then removed. The run checks that new submissions got 503 naming --min-free while the disk was short, that
+grows (posix_fallocate, 32 MiB at a time, 2 GiB at most) until the free space is well under that minimum, is
+held, then removed. The run checks that new submissions got 503 naming --min-free while the disk was short, that
 201s came back as soon as the space was freed, that no answer was a 500, and the same three points as above.
 Prints throughput and latencies; writes bench-out/bench_soak.json. Everything runs on 127.0.0.1.
 """
