@@ -9,10 +9,9 @@ import logging
 import sys
 from pathlib import Path
 
-import pydicom
-
 from dataset.cli import parse_args
 from dataset.convert import ConvertOptions
+from dataset.discover import read_header
 from dataset.outputs import check_choice
 from dataset.suv import suv_factor
 from petct.errors import InputError
@@ -47,7 +46,7 @@ def suv(args) -> int:
     slices = []
     for path in paths:
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            ds = read_header(path, tags=None)
         except Exception:  # noqa: BLE001 - a folder may hold other files; one given file must be DICOM
             if not args.pet.is_dir():
                 raise InputError("not a readable DICOM file", path=path) from None

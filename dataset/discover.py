@@ -4,15 +4,19 @@ Folder names are never trusted: TCIA's `<patient>/<study>/<series>/*.dcm` and on
 """
 from __future__ import annotations
 
+import io
 import os
 import stat
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import pydicom
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset
+from pydicom.tag import Tag
 
 from petct.studykey import safe_folder_name, study_key
 
@@ -21,6 +25,7 @@ from petct.studykey import safe_folder_name, study_key
 DEFAULT_MAX_DECODED_BYTES = 2 * 1024**3
 DEFLATED = b"1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian: the whole dataset is one zlib stream
 INFLATE_CHUNK = 1 << 20
+PIXEL_DATA_TAG = 0x7FE00010
 
 HEADER_TAGS = ["StudyInstanceUID", "SeriesInstanceUID", "Modality", "PatientID", "StudyDate",
                "StudyDescription", "SeriesDescription", "SOPClassUID",
@@ -93,6 +98,73 @@ def decoded_bytes(header) -> int:
     return total
 
 
+class InflatingReader(io.RawIOBase):
+    """A deflated dataset read as a file, inflated only as far as it is read (its header, not its pixel data).
+
+    pydicom inflates a Deflated-transfer-syntax file whole before reading even its header. What was inflated is
+    kept, so that the parser may seek back within it.
+    """
+
+    def __init__(self, compressed: BinaryIO):
+        self._compressed = compressed
+        self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        self._inflated = bytearray()
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_END:
+            raise io.UnsupportedOperation("a deflated dataset is not inflated to its end for its header")
+        self._position = max(0, offset + (self._position if whence == io.SEEK_CUR else 0))
+        return self._position
+
+    def readinto(self, buffer) -> int:
+        wanted = self._position + len(buffer)
+        while len(self._inflated) < wanted and not self._inflater.eof:
+            chunk = self._inflater.unconsumed_tail or self._compressed.read(INFLATE_CHUNK)
+            if not chunk:
+                break  # cut off: what was inflated is all there is
+            self._inflated += self._inflater.decompress(chunk, INFLATE_CHUNK)
+        data = self._inflated[self._position:wanted]
+        buffer[:len(data)] = data
+        self._position += len(data)
+        return len(data)
+
+
+def _at_pixel_data(tag, vr, length) -> bool:
+    return tag == PIXEL_DATA_TAG
+
+
+def read_header(path: Path, *, tags: list[str] | None = HEADER_TAGS):
+    """`tags` (None: all) of a DICOM file, its pixel data left unread (and, in a deflated file, not inflated)."""
+    with open(path, "rb") as fh:
+        if _deflated_meta(fh) is None:
+            return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags)
+        wanted = None if tags is None else [Tag(keyword) for keyword in ("SpecificCharacterSet", *tags)]
+        try:
+            return read_dataset(io.BufferedReader(InflatingReader(fh)), is_implicit_VR=False,
+                                is_little_endian=True, stop_when=_at_pixel_data, specific_tags=wanted)
+        except zlib.error as exc:
+            raise InvalidDicomError(f"not a deflate stream: {exc}") from None
+
+
+def _deflated_meta(fh: BinaryIO) -> bytes | None:
+    """The file meta group of a Deflated-transfer-syntax file, `fh` left just after it; None for any other file."""
+    head = fh.read(144)  # preamble, "DICM", then (0002,0000) UL: the meta group's length
+    if len(head) < 144 or head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
+        return None
+    meta = fh.read(int.from_bytes(head[140:144], "little"))
+    return meta if DEFLATED in meta else None
+
+
 def inflated_size(path: Path, *, limit: int) -> int | None:
     """What a Deflated-transfer-syntax file's dataset inflates to, counted while streaming (never held whole), and
     no further than just past `limit`; None for any other file.
@@ -101,11 +173,7 @@ def inflated_size(path: Path, *, limit: int) -> int | None:
     gigabytes. Its file meta group, which is never deflated, names the transfer syntax.
     """
     with open(path, "rb") as fh:
-        head = fh.read(144)  # preamble, "DICM", then (0002,0000) UL: the meta group's length
-        if len(head) < 144 or head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
-            return None
-        meta = fh.read(int.from_bytes(head[140:144], "little"))
-        if DEFLATED not in meta:
+        if _deflated_meta(fh) is None:
             return None
         inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
         try:
@@ -155,7 +223,7 @@ def discover(root: str | Path, *, max_decoded_bytes: int = DEFAULT_MAX_DECODED_B
             if inflated is not None and inflated > max_decoded_bytes:
                 too_large.append(path)
                 continue
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS)
+            ds = read_header(path)
             study_uid, series_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
         except (InvalidDicomError, AttributeError, OSError, ValueError, EOFError, KeyError):
             unreadable.append(path)

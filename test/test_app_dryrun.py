@@ -401,3 +401,72 @@ def test_dry_run_kills_a_late_writer_and_reports_it(tmp_path):
     assert "left 1 process(es) running after it exited" in result.stdout, result.stdout + result.stderr
     time.sleep(2)
     assert not list((tmp_path / "work").rglob("second.mha"))
+
+
+ZERO_WRITER = textwrap.dedent("""\
+    import os, sys
+    from pathlib import Path
+    import SimpleITK as sitk
+    inp, out = Path(sys.argv[1]), Path(sys.argv[2])
+    pet = sitk.ReadImage(str(next((inp / "images" / "pet").iterdir())))
+    mask = sitk.Image(pet.GetSize(), sitk.sitkUInt8)
+    mask.CopyInformation(pet)
+    folder = out / "images" / "automated-petct-lesion-segmentation"
+    folder.mkdir(parents=True)
+    sitk.WriteImage(mask, str(folder / "mask.mha"))
+""")
+
+
+@pytest.mark.parametrize("moment", ["checking", "scoring"])
+def test_a_write_after_the_job_ended_changes_neither_the_check_nor_the_score(tmp_path, monkeypatch, moment):
+    """A straggler the dry run cannot find (`env -i setsid sh -c '(...)&'`, started outside the job here, as one
+    that slipped out of the job's tree would be) overwrites the job's empty mask with a full one while the dry
+    run checks the output, or before it scores it: the mask as the job left it is what counts, with a warning."""
+    import SimpleITK as sitk
+
+    from app.dryrun import platform
+    from app.dryrun import run as dry_run_module
+    from app.dryrun.run import DryRunOptions, run_dry_run
+
+    cases, work, out = tmp_path / "cases", tmp_path / "work", tmp_path / "out"
+    make_study(3, size=TINY, n_lesions=2, name="A").write(cases)
+    pet = sitk.ReadImage(str(cases / "A" / "SUV.mha"))
+    full = sitk.Image(pet.GetSize(), sitk.sitkUInt8) + 1
+    full.CopyInformation(pet)
+    sitk.WriteImage(full, str(tmp_path / "full.mha"))
+    go, done = tmp_path / "go", tmp_path / "done"
+    masks = f"{work}/jobs/*/output/images/automated-petct-lesion-segmentation/*.mha"
+    # Waits (30 s at most) for its cue, then rewrites each mask in place (same file, new content).
+    straggler = (f"(i=0; while [ ! -e {shlex.quote(str(go))} ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; "
+                 f"for f in {masks}; do cat {shlex.quote(str(tmp_path / 'full.mha'))} > \"$f\"; done; "
+                 f"touch {shlex.quote(str(done))}) &")
+    subprocess.run(["env", "-i", "setsid", "sh", "-c", straggler], check=True)
+
+    def cue_the_straggler() -> None:
+        go.touch()
+        for _ in range(200):
+            if done.exists():
+                return
+            time.sleep(0.05)
+        raise AssertionError("the straggler never wrote")
+
+    def cued(original):
+        def call(*args, **kwargs):
+            cue_the_straggler()
+            return original(*args, **kwargs)
+        return call
+
+    if moment == "checking":
+        monkeypatch.setattr(dry_run_module, "check_output", cued(dry_run_module.check_output))
+    else:
+        monkeypatch.setattr(platform, "lay_out_evaluation", cued(platform.lay_out_evaluation))
+    script = tmp_path / "zero_writer.py"
+    script.write_text(ZERO_WRITER)
+    status = run_dry_run(DryRunOptions(cases=cases, command=f"{sys.executable} {script} {{input}} {{output}}",
+                                       workdir=work, output=out, time_limit_s=120))
+    assert done.exists()
+    report = json.loads((out / "dry-run.json").read_text())
+    [study] = report["studies"]
+    assert status == 0 and report["passed"], report
+    assert study["metrics"]["dice"] == 0  # the empty mask was scored, not the full one
+    assert any("a process outlived the job" in w for w in study["warnings"]), study["warnings"]

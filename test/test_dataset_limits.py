@@ -96,3 +96,38 @@ def test_a_deflated_file_inflating_past_the_limit_is_never_inflated_whole(study,
     assert "Traceback" not in run.stderr
     report = json.loads((tmp_path / "out" / "conversion-report.json").read_text())
     assert report["too_large_files"] == [str(bomb)]  # the rest is converted (here: one edge slice short)
+
+
+def _deflate(path, *, pixel_bytes: int) -> None:
+    ds = pydicom.dcmread(path)
+    ds.PixelData = bytes(pixel_bytes)
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_a_deflated_file_under_the_limit_has_only_its_header_inflated_for_discovery(study, tmp_path):
+    import tracemalloc
+
+    folder = copy_study(study, tmp_path / "in")
+    deflated = sorted((folder / "PET").glob("*.dcm"))[0]
+    _deflate(deflated, pixel_bytes=64 << 20)  # under the default limit: read, but its pixel data is not needed yet
+    tracemalloc.start()
+    try:
+        (found,) = discover(tmp_path / "in").studies
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert deflated in found.pet
+    assert peak < 8 << 20, f"discovery took {peak} bytes"
+    whole = pydicom.dcmread(deflated)  # the reference: pydicom inflating the whole file
+    assert (found.study_uid, found.patient) == (str(whole.StudyInstanceUID), str(whole.PatientID))
+
+
+def test_a_deflated_file_cut_off_in_its_pixel_data_is_found_by_its_header(study, tmp_path):
+    folder = copy_study(study, tmp_path / "in")
+    cut = sorted((folder / "PET").glob("*.dcm"))[0]
+    _deflate(cut, pixel_bytes=1 << 20)
+    whole = cut.read_bytes()
+    cut.write_bytes(whole[: len(whole) - 64])  # the deflate stream ends early, well after the header
+    (found,) = discover(tmp_path / "in").studies
+    assert cut in found.pet

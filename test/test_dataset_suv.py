@@ -262,3 +262,30 @@ def test_convert_records_the_fallback_as_a_warning_of_the_study(tmp_path):
     assert any(w.startswith("SUV: RadiopharmaceuticalStartDateTime 1901") for w in record.warnings), record.warnings
     assert record.suv["warnings"] and record.suv["factor"] == pytest.approx(study.suv_factor, rel=1e-9)
     check_against_phantom(study, tmp_path / "out" / Path(record.outputs["SUV"]).parent)
+
+
+def test_a_deflated_slice_gives_its_factor_without_its_pixel_data_being_inflated(tmp_path, capsys):
+    import tracemalloc
+
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    from dataset.__main__ import main
+
+    plain = _save(pet_slice(), tmp_path / "plain.dcm")
+    assert main(["suv", str(plain), "--json"]) == 0
+    expected = json.loads(capsys.readouterr().out)
+    ds = pet_slice()
+    ds.Rows, ds.Columns, ds.BitsAllocated, ds.SamplesPerPixel = 4096, 4096, 16, 1
+    ds.add_new(0x7FE00010, "OW", bytes(4096 * 4096 * 2))  # 32 MiB of zeros: a few KB once deflated
+    deflated = _save(ds, tmp_path / "deflated.dcm")
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.save_as(deflated, enforce_file_format=True)
+    assert deflated.stat().st_size < 200_000
+    tracemalloc.start()
+    try:
+        status = main(["suv", str(deflated), "--json"])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert status == 0 and json.loads(capsys.readouterr().out) == expected
+    assert peak < 8 << 20, f"reading the header took {peak} bytes"

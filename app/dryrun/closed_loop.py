@@ -81,7 +81,7 @@ def run_study_loop(case: DryRunCase, options, workdir: Path, *, pet: Geometry, e
         report = run_job(case, options, workdir, pet=pet, edition=edition, clicks=scribbles, step=step,
                          image_pks=image_pks, previous_output=previous_output)
         image_pks = image_pks or _image_pks(report, edition=edition)
-        previous_output = report.job.output_dir
+        previous_output = report.job.output_at_end_dir  # as the platform passes it on
         if report.check.passed and report.check.mask is not None:
             last_mask = sitk.GetArrayFromImage(read_image(report.check.mask))
             metrics = score_step(ground_truth=truth, prediction=last_mask, voxel_volume_ml=voxel_ml)

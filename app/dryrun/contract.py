@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,9 +35,16 @@ class JobCheck:
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    """(size, mtime) of every file under `folder`, to tell whether a job wrote into its input."""
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    """(size, mtime) of every regular file under `folder`, to tell whether anything wrote into it."""
+    state = {}
+    for path in sorted(folder.rglob("*")):
+        try:
+            info = path.stat()
+        except OSError:  # removed meanwhile, or a dangling link
+            continue
+        if stat.S_ISREG(info.st_mode):
+            state[str(path.relative_to(folder))] = (info.st_size, info.st_mtime_ns)
+    return state
 
 
 def check_run(outcome: RunOutcome, *, limits: Limits, check: JobCheck) -> None:

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from app.dryrun.cases import DryRunCase
+from app.dryrun.contract import snapshot
 from petct.clicks import Clicks
 from petct.editions import CLICKS_JSON, Edition
 from petct.imageio import read_image, write_image_atomic
@@ -33,6 +34,13 @@ class AlgorithmJob:
     step: int | None = None  # 2025 interactive track: clicks of each kind in its lesion-clicks.json
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    # (size, mtime) of each file of `output` when the job ended; a later change means a process outlived it.
+    output_state_at_end: dict[str, tuple[int, int]] | None = None
+
+    @property
+    def output_at_end_dir(self) -> Path:
+        """A copy of `output` taken when the job ended: what is checked, scored and passed on (as uploaded)."""
+        return self.output_dir.parent / "output-at-end"
 
 
 def socket_value(*, slug: str, relative_path: str, kind: str, image_pk: str, image_name: str) -> dict:
@@ -80,6 +88,37 @@ def lay_out_job(case: DryRunCase, folder: Path, *, edition: Edition, clicks: Cli
         # A container's non-root user (another uid) must be able to write here, as on the platform.
         os.chmod(writable, 0o777)
     return job
+
+
+def keep_output_at_end(job: AlgorithmJob) -> list[str]:
+    """Copy the job's output as it ended; the platform uploads that, whatever a straggler would write later.
+
+    A copy, not links: a process that outlived the job could still write into a linked file. Anything that is
+    neither a folder, a link nor a regular file becomes a FIFO in the copy, so that the checks still see
+    "not a regular file" without ever opening it. Returns one line per file that could not be copied.
+    """
+    job.output_state_at_end = snapshot(job.output_dir)
+    try:
+        shutil.copytree(job.output_dir, job.output_at_end_dir, symlinks=True, copy_function=_copy_regular_only)
+    except shutil.Error as exc:
+        return [f"/output/{Path(source).relative_to(job.output_dir)} could not be read: {why}"
+                for source, _, why in exc.args[0]]
+    except OSError as exc:  # e.g. the job removed its own output folder
+        job.output_at_end_dir.mkdir(parents=True, exist_ok=True)
+        return [f"/output could not be copied when the job ended: {exc.strerror or exc}"]
+    return []
+
+
+def output_changed_since_end(job: AlgorithmJob) -> bool:
+    """Whether a file of the job's output was written, added or removed after the job ended."""
+    return job.output_state_at_end is not None and snapshot(job.output_dir) != job.output_state_at_end
+
+
+def _copy_regular_only(source: str, target: str) -> None:
+    if stat.S_ISREG(os.lstat(source).st_mode):
+        shutil.copy2(source, target)
+    else:
+        os.mkfifo(target)
 
 
 def _copy_as_mha(source: Path, target: Path) -> None:

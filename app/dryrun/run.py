@@ -109,6 +109,7 @@ def run_dry_run(options: DryRunOptions) -> int:
         if options.only_studies is not None:  # their jobs are kept in options.job_store; the team's run scores
             return EXIT_OK if all(s.check.passed for s in studies) else EXIT_VIOLATION
         evaluation = _evaluate(studies, cases, workdir, edition=edition)
+        _note_late_writes(studies)
         _write_results(options, studies, evaluation)
         report = _write_html_report(options, cases, evaluation)
     finally:
@@ -210,13 +211,15 @@ def _run_job(case: DryRunCase, options: DryRunOptions, workdir: Path, *, pet: Ge
     outcome = ended.outcome
     job.started_at, job.completed_at = ended.started_at, ended.completed_at
     check = JobCheck()
+    # Checked, scored and passed on: the output as the job left it, not what a straggler writes afterwards.
+    check.violations += platform.keep_output_at_end(job)
     check_run(outcome, limits=limits, check=check)
     if ended.input_changed:
         check.violations.append("the job changed files in its input folder, which is read-only on the platform")
     if outcome.exit_code == 0:
-        check_output(job.output_dir, pet=pet, check=check, edition=edition)
+        check_output(job.output_at_end_dir, pet=pet, check=check, edition=edition)
         if edition.data_centric_output:
-            check_data_centric(job.output_dir, check=check)
+            check_data_centric(job.output_at_end_dir, check=check)
     ran = parse_ran_line(outcome.log.read_text(errors="replace")) if outcome.log.is_file() else None
     status = "ok" if check.passed else "FAIL"
     report = StudyReport(case=case.name, lesions=case.lesions, outcome=outcome, check=check,
@@ -265,6 +268,15 @@ def _runner_identity(options: DryRunOptions, edition: Edition) -> dict:
     return {"command": options.command, "image": options.image, "model": str(options.model) if options.model else None,
             "time_limit_s": options.time_limit_s, "memory_bytes": options.memory_bytes, "edition": edition.name,
             "gpus": options.gpus}
+
+
+def _note_late_writes(studies: list[StudyReport]) -> None:
+    """Warn of each job whose output changed after it ended: some process of it outlived the job."""
+    for s in studies:
+        if s.job is not None and platform.output_changed_since_end(s.job):
+            s.check.warnings.append("its /output changed after the job ended: a process outlived the job (the "
+                                    "platform stops the container with its main process); the output as the job "
+                                    "left it was checked and scored")
 
 
 def _job_command(job: platform.AlgorithmJob, options: DryRunOptions):
