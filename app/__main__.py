@@ -118,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     campaign.add_argument("--phantoms", type=whole_number(1), default=defaults.phantoms)
     campaign.add_argument("--phantom-size", choices=("tiny", "small"), default=defaults.phantom_size)
     campaign.add_argument("--time-limit", type=positive_number, default=defaults.time_limit_s, metavar="SECONDS")
-    campaign.add_argument("--memory", type=_size, default=defaults.memory_bytes, metavar="SIZE")
+    campaign.add_argument("--memory", type=byte_size, default=defaults.memory_bytes, metavar="SIZE")
     campaign.add_argument("--container-engine", choices=("docker", "podman"), default=None)
     campaign.add_argument("--challenge", choices=CHALLENGE_CHOICES, default=default_challenge())
     campaign.add_argument("--output", type=Path, default=Path("out/campaign"),
