@@ -317,10 +317,12 @@ def _write_html_report(options: DryRunOptions, cases: list[DryRunCase], evaluati
     """report.html beside metrics.json, with the MIP of every study (while the jobs' files still exist)."""
     if evaluation.metrics is None:
         return None
-    if options.challenge_scribbles:
+    if options.challenge_scribbles or edition_named(options.challenge).clicks:  # reports of the steps' curves
+        from evaluation.html_report.click_report import build_click_report
         from evaluation.html_report.loop_report import build_loop_report
+        build = build_loop_report if options.challenge_scribbles else build_click_report
         try:
-            return build_loop_report([f"dry-run={options.output / METRICS_JSON}"], options.output / "report.html")
+            return build([f"dry-run={options.output / METRICS_JSON}"], options.output / "report.html")
         except (InputError, OSError) as exc:
             print(f"  report: not written: {exc}", flush=True)
             return None

@@ -101,13 +101,14 @@ def build_report_html(options: ReportOptions) -> tuple[Path, list[str]]:
     return options.output, problems
 
 
-def render(context: dict) -> str:
+def render(context: dict, *, template: str = "report.html.j2") -> str:
+    """One of the package's templates rendered (autoescaped; an undefined name is an error, never blank)."""
     import jinja2
 
     environment = jinja2.Environment(loader=jinja2.PackageLoader("evaluation.html_report", "templates"),
                                      autoescape=True, undefined=jinja2.StrictUndefined)
     environment.globals["num"] = number_cell
-    return environment.get_template("report.html.j2").render(**context)
+    return environment.get_template(template).render(**context)
 
 
 def number_cell(value, digits: int, *, tag: str = "span") -> str:
