@@ -2,7 +2,7 @@
 
 Per submission: the interaction curves (mean Dice and DMM per step with their spread, and each study's
 curve), the studies' areas and final values, and the two categories apart when both are there (simulated
-scribbles; recorded ones, the clinicians' category). Across submissions a leaderboard: the organisers
+scribbles; recorded ones, the clinicians' category), and each tracer apart where the study names carry it. Across submissions a leaderboard: the organisers
 publish no rule for combining the two areas, so the kit ranks each submission on the mean AUC-Dice and on
 the pooled AUC-DMM (higher is better) and orders by the mean of the two ranks, ties broken by AUC-Dice
 (docs/editions.md).
@@ -23,6 +23,7 @@ from evaluation.ranking import submission_argument
 from petct.atomic import atomic_path
 from petct.errors import InputError
 from petct.jsonio import read_json
+from petct.nnunet_raw import tracer_of
 
 SIMULATED, RECORDED = "simulated scribbles", "recorded scribbles"
 
@@ -129,6 +130,12 @@ def build_loop_report(metrics: list[str], output: Path) -> Path:
         if len(groups) > 1:
             for category, records in sorted(groups.items()):
                 s.categories[category] = _summarise(records)
+        if any(tracer_of(record["study"]) for record in s.studies):  # the names say FDG or PSMA: each apart
+            tracers = {}
+            for record in s.studies:
+                tracers.setdefault(tracer_of(record["study"]) or "none in the name", []).append(record)
+            for tracer, records in sorted(tracers.items()):
+                s.categories[f"tracer {tracer}"] = _summarise(records)
         s.curves_png = curves_figure(s.categories["all"])
     from evaluation.html_report.build import kit_version, render
     html = render({"title": "autoPET V closed-loop report", "kit_version": kit_version(),
