@@ -147,7 +147,7 @@ def main(argv: list[str]) -> int:
             from evaluation.masks import read_mask
         except ImportError as exc:
             raise RuntimeError(f"python -m algorithm loop needs the kit's evaluation package ({exc})") from None
-        inputs = find_study_inputs(args.input)
+        inputs = find_study_inputs(args.input, edition=edition(args.challenge))
         truth = read_mask(args.ground_truth, what="ground truth", float_labels=True)
         with timed({}, "load engine", log):
             engine = load_engine(model=args.model, options=engine_options(args), engine=args.engine)
