@@ -90,7 +90,7 @@ def run_loop(ready: ReadyStudy, *, ground_truth_zyx: np.ndarray, output: Path, e
             scribbles, kind = new.scribbles, new.kind
         result = ready.predict(scribbles)
         folder = Path(output) / f"step_{step}"
-        target = mask_path_for(output_dir=folder, pet_path=ready.pet_path, relative_path=edition.output_relative_path)
+        target = mask_path_for(output_dir=folder, pet_path=ready.pet_path, edition=edition)
         write_image_atomic(result.mask, target, compress=True)
         clicks_path = write_json_atomic(scribbles.to_grand_challenge(), folder / CLICKS_JSON)
         mask = sitk.GetArrayFromImage(result.mask)
