@@ -136,6 +136,7 @@ def main(argv: list[str]) -> int:
     from algorithm.failures import report_failure
     from algorithm.logs import configure_logging, timed
     from algorithm.pipeline import find_study_inputs
+    from algorithm.runinfo import ran_line
     from petct.editions import edition
     from petct.errors import InputError
     from petct.imageio import grid_mismatches
@@ -164,4 +165,5 @@ def main(argv: list[str]) -> int:
     except Exception as exc:  # noqa: BLE001 - every failure becomes one line and an exit code
         return report_failure(exc, debug=args.debug)
     log.info("done: %d step(s) in %s", len(steps), args.output)
+    log.info("%s", ran_line(engine.describe()))  # what ran, as a single run logs it (the dry run's table reads it)
     return 0

@@ -167,6 +167,7 @@ def test_closed_loop_with_a_small_nnunet_model(tmp_path):
         assert app_main(["dry-run", *CHALLENGE, "--phantoms", "1", "--phantom-size", "tiny", "--steps", "2",
                          *runner, "--workdir", str(folder / "work"), "--output", str(folder / "out")]) == 0
         runs[name] = json.loads((folder / "out" / "dry-run.json").read_text())["studies"]
+    assert [r["engine"] for r in runs["loop"]] == [r["engine"] for r in runs["separate"]]
     assert [r["engine"]["engine"] for r in runs["separate"]] == ["nnunet", "nnunet"]
     steps = json.loads((tmp_path / "loop" / "out" / "metrics.json").read_text())["case"]["PHANTOM_0011"]["steps"]
     assert not steps["0"]["failed"] and not steps["1"]["failed"]
