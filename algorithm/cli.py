@@ -104,11 +104,11 @@ def engine_options(args: argparse.Namespace, *, clock_start: float | None = None
         channel_order=args.channel_order,
         compile=args.compile,
         probabilities=getattr(args, "save_probabilities", None) is not None,
-        click_encoding=_click_encoding(getattr(args, "challenge", None)),
+        click_encoding=click_encoding_for(getattr(args, "challenge", None)),
     )
 
 
-def _click_encoding(challenge: str | None):
+def click_encoding_for(challenge: str | None):
     """The 2026 profile's scribbles reach a model as impulses (petct.scribbles); other editions keep the default."""
     from petct.editions import edition
     from petct.scribbles import SCRIBBLE_ENCODING

@@ -90,7 +90,7 @@ def run_loop(ready: ReadyStudy, *, ground_truth_zyx: np.ndarray, output: Path, e
             scribbles, kind = new.scribbles, new.kind
         result = ready.predict(scribbles)
         folder = Path(output) / f"step_{step}"
-        target = mask_path_for(output_dir=folder, pet_path=ready.pet_path, relative_path=edition.output_relative_path)
+        target = mask_path_for(output_dir=folder, pet_path=ready.pet_path, edition=edition)
         write_image_atomic(result.mask, target, compress=True)
         clicks_path = write_json_atomic(scribbles.to_grand_challenge(), folder / CLICKS_JSON)
         mask = sitk.GetArrayFromImage(result.mask)
@@ -136,6 +136,7 @@ def main(argv: list[str]) -> int:
     from algorithm.failures import report_failure
     from algorithm.logs import configure_logging, timed
     from algorithm.pipeline import find_study_inputs
+    from algorithm.runinfo import ran_line
     from petct.editions import edition
     from petct.errors import InputError
     from petct.imageio import grid_mismatches
@@ -147,7 +148,7 @@ def main(argv: list[str]) -> int:
             from evaluation.masks import read_mask
         except ImportError as exc:
             raise RuntimeError(f"python -m algorithm loop needs the kit's evaluation package ({exc})") from None
-        inputs = find_study_inputs(args.input)
+        inputs = find_study_inputs(args.input, edition=edition(args.challenge))
         truth = read_mask(args.ground_truth, what="ground truth", float_labels=True)
         with timed({}, "load engine", log):
             engine = load_engine(model=args.model, options=engine_options(args), engine=args.engine)
@@ -164,4 +165,5 @@ def main(argv: list[str]) -> int:
     except Exception as exc:  # noqa: BLE001 - every failure becomes one line and an exit code
         return report_failure(exc, debug=args.debug)
     log.info("done: %d step(s) in %s", len(steps), args.output)
+    log.info("%s", ran_line(engine.describe()))  # what ran, as a single run logs it (the dry run's table reads it)
     return 0

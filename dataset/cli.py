@@ -60,7 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     stats = commands.add_parser("stats", help="per-study statistics (studies.csv) and a summary per diagnosis",
                                 description="Write OUT/studies.csv (one row per study) and OUT/summary.json "
                                             "(per diagnosis), and print the summary table.")
-    stats.add_argument("out", type=Path, metavar="OUT", help="a folder `convert --layout tcia` wrote")
+    stats.add_argument("out", type=Path, metavar="OUT",
+                       help="a folder `convert --layout tcia` wrote, or one in nnU-Net's raw layout (imagesTr/ "
+                            "<case>_0000 CT, <case>_0001 PET, labelsTr/<case>; the tracer from psma_/fdg_ names)")
     stats.add_argument("--metadata", type=Path, metavar="CSV",
                        help="clinical metadata CSV (columns: Subject ID or patient, diagnosis, age, sex)")
 

@@ -3,6 +3,10 @@
 Lesion figures come from the SUV and SEG images: MTV (ml), SUVmean and SUVmax inside the lesions, TLG
 (MTV x SUVmean) and the lesion count (18-connected components). Study facts come from the conversion
 report's header record and, where given, the clinical metadata CSV (matched by patient).
+
+A folder in nnU-Net's raw layout (petct.nnunet_raw: the organisers' PSMA and FDG–PSMA NIfTI releases) is
+read as it is: PET `_0001` as the SUV, the label as SEG; its cases have no headers, so the facts are the
+name's: the tracer (`psma_...`, `fdg_...`) and the patient (`<tracer>_<patient>_<date>`).
 """
 from __future__ import annotations
 
@@ -21,8 +25,10 @@ from petct.errors import InputError
 from petct.imageio import read_array
 from petct.jsonio import read_json, write_json_atomic
 from petct.lesions import LESION_CONNECTIVITY
+from petct.nnunet_raw import RawCase, raw_cases, tracer_of
 
 PATIENT_COLUMNS = ("subject id", "patient", "patient id", "patientid")
+UNKNOWN = "unknown"
 
 
 @dataclass
@@ -31,13 +37,14 @@ class StudyStats:
     patient: str
     study: str
     diagnosis: str
+    tracer: str  # FDG or PSMA where the study's name says so (petct.nnunet_raw.tracer_of), else unknown
     age: float | None
     sex: str
     weight_kg: float | None
     injected_activity_mbq: float | None
     uptake_time_min: float | None
     scanner: str
-    contrast_enhanced_ct: bool
+    contrast_enhanced_ct: bool | None  # None: no CT header to tell (nnU-Net's raw layout)
     pet_axial_coverage_mm: float
     mtv_ml: float
     suv_mean: float | None
@@ -97,12 +104,30 @@ def study_stats(out: Path, record: dict, metadata: dict[str, dict[str, str]]) ->
     dose = factor.get("injected_dose_bq")
     return StudyStats(
         key=record["key"], patient=record["patient"], study=record["study"],
-        diagnosis=clinical.get("diagnosis", "") or "unknown",
+        diagnosis=clinical.get("diagnosis", "") or "unknown", tracer=tracer_of(record["key"]) or UNKNOWN,
         age=_age(clinical.get("age", "")) if clinical.get("age") else _age(headers.get("patient_age", "")),
         sex=(clinical.get("sex") or headers.get("patient_sex") or "").upper()[:1] or "unknown",
         weight_kg=factor.get("weight_kg"), injected_activity_mbq=dose / 1e6 if dose else None,
         uptake_time_min=interval / 60 if interval is not None else None, scanner=headers.get("scanner", ""),
         contrast_enhanced_ct="nativ" not in headers.get("ct_series_description", "").lower(),
+        pet_axial_coverage_mm=geometry.size[2] * geometry.spacing[2],
+        **lesion_figures(suv, seg, geometry.voxel_volume_ml))
+
+
+def raw_study_stats(case: RawCase, metadata: dict[str, dict[str, str]]) -> StudyStats:
+    """A case of nnU-Net's raw layout: lesion figures from its PET and label, facts from its name and metadata."""
+    suv, geometry = read_array(case.pet)
+    seg, seg_geometry = read_array(case.label)
+    if seg.shape != suv.shape:
+        raise InputError(f"label grid {seg_geometry.size} differs from the PET's {geometry.size}", path=case.label)
+    parts = case.name.split("_")
+    patient = parts[1] if len(parts) == 3 and tracer_of(case.name) else ""
+    clinical = metadata.get(patient, {}) if patient else {}
+    return StudyStats(
+        key=case.name, patient=patient, study=case.name, diagnosis=clinical.get("diagnosis", "") or UNKNOWN,
+        tracer=tracer_of(case.name) or UNKNOWN, age=_age(clinical.get("age", "")),
+        sex=(clinical.get("sex") or "").upper()[:1] or UNKNOWN, weight_kg=None, injected_activity_mbq=None,
+        uptake_time_min=None, scanner="", contrast_enhanced_ct=None,
         pet_axial_coverage_mm=geometry.size[2] * geometry.spacing[2],
         **lesion_figures(suv, seg, geometry.voxel_volume_ml))
 
@@ -136,13 +161,19 @@ def summarise(rows: list[StudyStats]) -> dict:
 
 
 def write_stats(out: str | Path, *, metadata: Path | None = None) -> dict:
-    """studies.csv and summary.json in `out` (a converted tcia-layout set); returns the summary."""
+    """studies.csv and summary.json in `out` (a converted tcia-layout set, or nnU-Net's raw layout); returns the
+    summary."""
     out = Path(out)
-    report = read_json(out / REPORT, what="conversion report (run `python -m dataset convert` first)")
     clinical = read_metadata(metadata) if metadata else {}
-    rows = [study_stats(out, r, clinical) for r in report.get("studies", []) if r.get("status") != "failed"]
-    if not rows:
-        raise InputError("no converted studies in the conversion report", path=out / REPORT)
+    raw = raw_cases(out)
+    if raw is not None:
+        rows = [raw_study_stats(case, clinical) for case in raw]
+    else:
+        report = read_json(out / REPORT, what="conversion report (run `python -m dataset convert` first, or give "
+                                              "a folder in nnU-Net's raw layout: imagesTr/, labelsTr/)")
+        rows = [study_stats(out, r, clinical) for r in report.get("studies", []) if r.get("status") != "failed"]
+        if not rows:
+            raise InputError("no converted studies in the conversion report", path=out / REPORT)
     with atomic_path(out / "studies.csv") as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=[f.name for f in fields(StudyStats)])

@@ -252,10 +252,13 @@ def write_html_report(args) -> int:
     # matplotlib and Jinja2 load here only: scoring never pays for them.
     from evaluation.html_report.build import ReportOptions, build_report_html
     from petct.editions import edition as edition_named
-    if args.challenge is not None and edition_named(args.challenge).scribbles:
+    profile = edition_named(args.challenge) if args.challenge is not None else None
+    if profile is not None and (profile.scribbles or profile.clicks):
+        from evaluation.html_report.click_report import build_click_report
         from evaluation.html_report.loop_report import build_loop_report
+        build = build_loop_report if profile.scribbles else build_click_report
         try:
-            print(build_loop_report(args.metrics, args.output))
+            print(build(args.metrics, args.output))
         except (InputError, OSError) as exc:
             print(f"error: {_describe(exc)}", file=sys.stderr)
             return EXIT_BAD_INPUT

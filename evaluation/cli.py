@@ -178,7 +178,8 @@ def _report_commands(commands) -> None:
                         help="bootstrap resamples for ranking stability, 0 to skip (default: %(default)s)")
     report.add_argument("--log-axes", action="store_true", help="log axes on the predicted-vs-true volume plot")
     report.add_argument("--challenge", choices=CHALLENGE_CHOICES, default=None,
-                        help="autopet-2026-interactive: the report of closed loops (dry runs' metrics.json): "
+                        help="autopet-2025-interactive: the click track's curves, areas and leaderboard (on the "
+                             "areas); autopet-2026-interactive: the report of closed loops (dry runs' metrics.json): "
                              "interaction curves, areas, categories, leaderboard (default: the per-study report)")
 
     mip = commands.add_parser("mip", help="one study's coronal and sagittal PET MIP with its lesion components, as PNG")

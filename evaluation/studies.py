@@ -10,6 +10,8 @@ A study's name (its key) comes from file and folder names:
 - The public dataset's converted layout, two levels deep: `<patient>/<study folder>/SEG.nii.gz` is
   `petct.studykey.study_key(patient, study folder)`, i.e. `<patient>__<study folder>` made safe, so the
   several studies of one patient stay apart.
+- nnU-Net's raw layout (petct.nnunet_raw), as the PSMA and FDG–PSMA releases ship: a folder holding
+  `imagesTr/` and `labelsTr/` is read as its labels folder, `labelsTr/<case>.nii.gz` being `<case>`.
 - Predictions named another way (the 2024 data-centric baseline writes `<case>/PRED.nii.gz` or
   `<case>_pred.nii.gz`) are read with a `MaskNaming` for that suffix: `_pred` or `/PRED`.
 - An algorithm job's input (`image.name` of its PET, else its CT): the name without the image suffix,
@@ -27,6 +29,7 @@ from pathlib import Path
 from petct.errors import InputError
 from petct.layout import IMAGE_SUFFIXES as FILE_SUFFIXES
 from petct.layout import SEG_NAME, image_stem, is_image_file, list_images
+from petct.nnunet_raw import raw_folders
 from petct.studykey import safe_key, study_folders
 
 MASK_SUFFIXES = ("_SEG",)
@@ -140,6 +143,9 @@ def index_masks(folder: Path, *, what: str, naming: MaskNaming = DEFAULT_NAMING)
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{what} folder does not exist or is not a folder", path=folder)
+    raw = raw_folders(folder) if naming.suffix is None else None
+    if raw is not None:  # nnU-Net's raw layout: its labels are the masks, its images are no masks at all
+        folder = raw.labels
     found: dict[str, list[Path]] = {}
     for study, path in _mask_files(folder, naming):
         found.setdefault(study, []).append(path)

@@ -26,12 +26,16 @@ def test_every_field_is_an_option_and_comes_back(monkeypatch, tmp_path):
                          "--max-upload", "1GiB", "--max-voxels", "1000", "--max-image-bytes", "2MB",
                          "--max-request-image-bytes", "3m", "--max-ratio", "50", "--ground-truth", str(tmp_path),
                          "--model", str(tmp_path / "m"), "--device", "cpu", "--scoring-workers", "3",
-                         "--min-free", "1g", "--keep-jobs-for", "2", "--score-timeout", "30")
+                         "--min-free", "1g", "--keep-jobs-for", "2", "--score-timeout", "30",
+                         "--max-concurrent-submissions", "4", "--keep-submissions", "--images", str(tmp_path / "i"),
+                         "--challenge", "autopet-2026-interactive")
     assert settings == ServiceSettings(data_dir=tmp_path, host="::1", port=9000, token="t" * 16,
                                        max_upload_bytes=1 << 30, max_voxels=1000, max_image_bytes=2_000_000,
                                        max_request_image_bytes=3 << 20, max_ratio=50.0, ground_truth=tmp_path,
                                        model=tmp_path / "m", device="cpu", scoring_workers=3, min_free_bytes=1 << 30,
-                                       keep_jobs_for_s=2 * 86400.0, score_timeout_s=30.0)
+                                       keep_jobs_for_s=2 * 86400.0, score_timeout_s=30.0, max_concurrent_submissions=4,
+                                       keep_submissions=True, images=tmp_path / "i",
+                                       challenge="autopet-2026-interactive")
     changed = {f.name for f in dataclasses.fields(ServiceSettings)
                if getattr(settings, f.name) != getattr(ServiceSettings(), f.name)}
     assert changed == {f.name for f in dataclasses.fields(ServiceSettings)}

@@ -386,6 +386,8 @@ def test_dry_run_2025_runs_eleven_steps_per_study_and_scores_the_curves(tmp_path
     (record,) = metrics["case"].values()
     assert set(record["steps"]) == {str(k) for k in range(11)}
     assert record["dice_auc"] is not None and record["steps"]["10"]["dice"] >= record["steps"]["0"]["dice"]
+    report = (tmp_path / "out/report.html").read_text()  # the click track's report: its areas and its rule
+    assert f'data-value="{record["dice_auc"]!r}"' in report and "dice_auc weight 0.5" in report
 
 
 @pytest.mark.parametrize("call", [

@@ -66,6 +66,28 @@ def test_each_step_gets_the_scribbles_of_the_last_mask_and_is_scored_as_the_loop
     assert "autoPET V closed-loop report" in (tmp_path / "out" / "report.html").read_text()
 
 
+def same_loops(one: Path, other: Path) -> None:
+    """Two dry runs' loops gave every step the same scribbles and the same mask, and scored them the same."""
+    steps = {r["study"]: r["steps"] for r in json.loads((one / "out" / "metrics.json").read_text())["case"].values()}
+    assert steps == {r["study"]: r["steps"]
+                     for r in json.loads((other / "out" / "metrics.json").read_text())["case"].values()}
+    jobs, other_jobs = jobs_by_step(one), jobs_by_step(other)
+    assert set(jobs) == set(other_jobs)
+    for key, job in jobs.items():
+        assert np.array_equal(mask_of(job), mask_of(other_jobs[key])), key
+        assert read_scribbles(job / "input" / "lesion-clicks.json") == \
+            read_scribbles(other_jobs[key] / "input" / "lesion-clicks.json")
+
+
+def test_the_kit_algorithm_runs_each_loop_in_one_process_with_the_masks_of_separate_runs(tmp_path):
+    assert dry_run(tmp_path / "loop", "--strategy", "mixed") == 0
+    assert len(list((tmp_path / "loop" / "work" / "loops").iterdir())) == 2  # one process per study
+    separate = f"{sys.executable} -m algorithm --input {{input}} --output {{output}}"
+    assert dry_run(tmp_path / "separate", "--strategy", "mixed", "--command", separate) == 0
+    assert not (tmp_path / "separate" / "work" / "loops").exists()
+    same_loops(tmp_path / "loop", tmp_path / "separate")
+
+
 def test_recorded_scribbles_are_replayed_unchanged(tmp_path):
     recorded = tmp_path / "recorded"
     recorded.mkdir()
@@ -138,12 +160,18 @@ def test_closed_loop_with_a_small_nnunet_model(tmp_path):
             "std": 0.05}
     model = write_results_folder(tmp_path / "model", plans=plans, folds=(0,), gain=3.0,
                                  dataset=make_dataset_json(("CT", "PET", "FG", "BG")))
-    command = (f"{sys.executable} -m algorithm --input {{input}} --output {{output}} --model {model} --no-tta "
-               "--device cpu")
-    assert app_main(["dry-run", *CHALLENGE, "--phantoms", "1", "--phantom-size", "tiny", "--steps", "2",
-                     "--command", command, "--output", str(tmp_path / "out")]) == 0
-    runs = json.loads((tmp_path / "out" / "dry-run.json").read_text())["studies"]
-    assert [r["engine"]["engine"] for r in runs] == ["nnunet", "nnunet"]
-    steps = json.loads((tmp_path / "out" / "metrics.json").read_text())["case"]["PHANTOM_0011"]["steps"]
+    command = f"{sys.executable} -m algorithm --input {{input}} --output {{output}} --model {model}"
+    runs = {}
+    for name, runner in (("separate", ["--command", command]), ("loop", ["--model", str(model)])):
+        folder = tmp_path / name
+        assert app_main(["dry-run", *CHALLENGE, "--phantoms", "1", "--phantom-size", "tiny", "--steps", "2",
+                         *runner, "--workdir", str(folder / "work"), "--output", str(folder / "out")]) == 0
+        runs[name] = json.loads((folder / "out" / "dry-run.json").read_text())["studies"]
+    assert [r["engine"] for r in runs["loop"]] == [r["engine"] for r in runs["separate"]]
+    assert [r["engine"]["engine"] for r in runs["separate"]] == ["nnunet", "nnunet"]
+    steps = json.loads((tmp_path / "loop" / "out" / "metrics.json").read_text())["case"]["PHANTOM_0011"]["steps"]
     assert not steps["0"]["failed"] and not steps["1"]["failed"]
     assert steps["1"]["tumor_points"] + steps["1"]["background_points"] > 0
+    (log,) = (tmp_path / "loop" / "work" / "loops").glob("*/log.txt")  # one process for the study's loop
+    assert "preprocessed once for every step" in log.read_text()
+    same_loops(tmp_path / "loop", tmp_path / "separate")  # the model loaded once gives each step's mask

@@ -48,3 +48,5 @@ def test_closed_loop_dry_run_on_the_raw_layout(tmp_path):
                      "--output", str(tmp_path / "out")]) == 0
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert {r["study"] for r in metrics["case"].values()} == {"psma_0a1b_2019-01-01", "fdg_2c3d_2018-05-06"}
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert "tracer FDG: 1" in report and "tracer PSMA: 1" in report  # the areas of each tracer apart

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from petct.errors import InputError
 from petct.imageio import Geometry, grid_mismatches, read_image
-from petct.layout import CTRES_NAME, SEG_NAME, SUV_NAME, find_image, image_stem, list_images
+from petct.layout import CTRES_NAME, SEG_NAME, SUV_NAME, find_image
+from petct.nnunet_raw import raw_cases
 from petct.phantom import make_study
 from petct.studykey import is_dated_study_folder, study_folders, study_key
 
@@ -95,40 +96,10 @@ def with_lesion_counts(cases: list[DryRunCase]) -> list[DryRunCase]:
             for case in cases]
 
 
-# nnU-Net's raw layout, as the organisers release the PSMA and FDG-PSMA NIfTI data (and their loop reads it):
-# <images>/<case>_0000.* CT, <images>/<case>_0001.* PET, <labels>/<case>.* the label.
-RAW_LAYOUTS = (("imagesTr", "labelsTr"), ("imagesTs", "labelsTs"), ("images", "labels"))
-RAW_CT, RAW_PET = "_0000", "_0001"
-
-
 def nnunet_raw_cases(folder: Path) -> list[DryRunCase] | None:
-    """The cases of nnU-Net's raw layout in `folder`; None when `folder` is not in it."""
-    layout = next(((folder / images, folder / labels) for images, labels in RAW_LAYOUTS
-                   if (folder / images).is_dir() and (folder / labels).is_dir()), None)
-    if layout is None:
-        return None
-    images, labels = layout
-    channels: dict[str, dict[str, Path]] = {}
-    for path in list_images(images):
-        stem = image_stem(path.name)
-        if stem.endswith((RAW_CT, RAW_PET)):
-            channels.setdefault(stem[:-5], {})[stem[-5:]] = path
-    masks = {image_stem(p.name): p for p in list_images(labels)}
-    cases, incomplete = [], []
-    for case in sorted(set(channels) | set(masks)):
-        ct, pet, seg = channels.get(case, {}).get(RAW_CT), channels.get(case, {}).get(RAW_PET), masks.get(case)
-        if ct and pet and seg:
-            cases.append(DryRunCase(name=case, suv=pet, ctres=ct, seg=seg))
-        else:
-            missing = [n for n, p in ((f"{images.name}/{case}{RAW_CT}", ct), (f"{images.name}/{case}{RAW_PET}", pet),
-                                      (f"{labels.name}/{case}", seg)) if p is None]
-            incomplete.append(f"{case} (missing {', '.join(missing)})")
-    if incomplete:
-        raise InputError(f"incomplete case(s) in nnU-Net's layout: {'; '.join(incomplete)}", path=folder)
-    if not cases:
-        raise InputError(f"no cases in {images.name}/ and {labels.name}/ (<case>_0000 CT, <case>_0001 PET, "
-                         f"{labels.name}/<case>)", path=folder)
-    return cases
+    """The cases of nnU-Net's raw layout in `folder` (petct.nnunet_raw); None when `folder` is not in it."""
+    cases = raw_cases(folder)
+    return None if cases is None else [DryRunCase(name=c.name, suv=c.pet, ctres=c.ct, seg=c.label) for c in cases]
 
 
 def _image(folder: Path, stem: str) -> Path | None:

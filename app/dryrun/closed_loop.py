@@ -54,10 +54,11 @@ def recorded_scribbles_path(folder: Path, study: str, step: int) -> Path:
 
 
 def run_study_loop(case: DryRunCase, options, workdir: Path, *, pet: Geometry, edition: Edition,
-                   run_job: Callable[..., StudyReport], studies: list[str]) -> list[StudyReport]:
+                   run_job: Callable[..., StudyReport], studies: list[str], loop=None) -> list[StudyReport]:
     """The steps of one study's loop; each report's `metrics` holds its StepMetrics as JSON.
 
-    `studies`: every study of the run, which `mixed` deals the strategies to.
+    `studies`: every study of the run, which `mixed` deals the strategies to. `loop`: the study's whole loop
+    already run in one process (app.dryrun.run.LoopRun); each step's job then takes that step's output.
     """
     truth = sitk.GetArrayFromImage(read_image(case.seg)) != 0
     voxel_ml = float(np.prod(pet.spacing)) / 1000.0
@@ -79,7 +80,7 @@ def run_study_loop(case: DryRunCase, options, workdir: Path, *, pet: Geometry, e
                 reports.append(_not_run(case, step, str(exc), violation=True))
                 continue
         report = run_job(case, options, workdir, pet=pet, edition=edition, clicks=scribbles, step=step,
-                         image_pks=image_pks, previous_output=previous_output)
+                         image_pks=image_pks, previous_output=previous_output, loop=loop)
         image_pks = image_pks or _image_pks(report, edition=edition)
         previous_output = report.job.output_at_end_dir  # as the platform passes it on
         if report.check.passed and report.check.mask is not None:

@@ -27,6 +27,7 @@ from app.dryrun.report import EvaluationReport, StudyReport, aggregates_line, ta
 from app.dryrun.runner import (
     KIT_ROOT,
     Limits,
+    RunOutcome,
     check_docker_image,
     command_argv,
     default_command,
@@ -180,8 +181,13 @@ def _run_study(case: DryRunCase, options: DryRunOptions, workdir: Path, *, pet: 
                edition: Edition, names: list[str]) -> list[StudyReport]:
     """The jobs of one study: one, or with the interactive track one per click step (0..10), as the platform runs them."""
     if edition.scribbles:
-        from app.dryrun.closed_loop import run_study_loop
-        return run_study_loop(case, options, workdir, pet=pet, edition=edition, run_job=_run_job, studies=names)
+        from app.dryrun.closed_loop import run_study_loop, strategy_for
+        loop = None
+        if options.command is None and not options.image and options.scribbles_dir is None:
+            loop = _run_loop_in_process(case, options, workdir, edition=edition,
+                                        strategy=strategy_for(case.name, names, options.strategy))
+        return run_study_loop(case, options, workdir, pet=pet, edition=edition, run_job=_run_job, studies=names,
+                              loop=loop)
     if not edition.clicks:
         return [_run_job(case, options, workdir, pet=pet, edition=edition)]
     import SimpleITK as sitk
@@ -194,20 +200,59 @@ def _run_study(case: DryRunCase, options: DryRunOptions, workdir: Path, *, pet: 
             for step in edition.click_steps]
 
 
+@dataclass(frozen=True)
+class LoopRun:
+    """One study's whole closed loop run by `python -m algorithm loop` (the model loaded once), and its steps."""
+
+    output: Path  # step_K/ per step: the job's output and the scribbles it was given
+    outcome: RunOutcome
+    steps: int  # the steps it wrote
+
+    def step_output(self, step: int) -> Path:
+        return self.output / f"step_{step}"
+
+    def step_outcome(self) -> RunOutcome:
+        """What each step's job reports: the loop's exit, its time shared among its steps."""
+        return dataclasses.replace(self.outcome, seconds=self.outcome.seconds / max(self.steps, 1))
+
+
+def _run_loop_in_process(case: DryRunCase, options: DryRunOptions, workdir: Path, *, edition: Edition,
+                         strategy: str) -> LoopRun:
+    """The kit's algorithm on one study's whole loop in one process, under the steps' time limits together."""
+    job = platform.lay_out_job(case, workdir / "loops", edition=edition, step=0)
+    argv = [sys.executable, "-m", "algorithm", "loop", "--input", str(job.input_dir), "--ground-truth",
+            str(case.seg.resolve()), "--output", str(job.output_dir), "--strategy", strategy,
+            "--steps", str(options.steps), "--scribble-rule", options.scribble_rule]
+    if options.model is not None:
+        argv += ["--model", str(options.model.resolve())]
+    env = {**os.environ, "TMPDIR": str(job.tmp_dir), CHALLENGE.name: edition.name,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(KIT_ROOT), os.environ.get("PYTHONPATH")]))}
+    limits = Limits(time_s=options.time_limit_s * options.steps, memory_bytes=options.memory_bytes)
+    outcome = run_limited(argv, limits=limits, log=job.input_dir.parent / "log.txt", env=env)
+    steps = sum(1 for step in range(options.steps) if (job.output_dir / f"step_{step}").is_dir())
+    print(f"  {case.name}: the loop in one process (python -m algorithm loop): exit {outcome.exit_code}, "
+          f"{steps} step(s) in {outcome.seconds:.1f} s", flush=True)
+    return LoopRun(output=job.output_dir, outcome=outcome, steps=steps)
+
+
 def _run_job(case: DryRunCase, options: DryRunOptions, workdir: Path, *, pet: Geometry, edition: Edition,
              clicks: Clicks | None = None, step: int | None = None, image_pks: tuple[str, str] | None = None,
-             previous_output: Path | None = None) -> StudyReport:
+             previous_output: Path | None = None, loop: LoopRun | None = None) -> StudyReport:
     """One algorithm job on one study, as the platform runs it, and the checks of what it left.
 
     `previous_output`: an earlier job's output folder, copied into this job's before it runs (the 2026
-    loop leaves each step's output in place for the next).
+    loop leaves each step's output in place for the next). `loop`: the study's loop already ran in one
+    process; its output of this step becomes the job's, checked as a job's.
     """
     job = platform.lay_out_job(case, workdir / "jobs", edition=edition, clicks=clicks, step=step, image_pks=image_pks)
     if previous_output is not None:
         shutil.copytree(previous_output, job.output_dir, dirs_exist_ok=True)
     limits = Limits(time_s=options.time_limit_s, memory_bytes=options.memory_bytes)
-    ended, earlier = _ended_job(job, case, options, limits=limits, edition=edition, step=step,
-                                clicks=clicks is not None)
+    if loop is not None:
+        ended, earlier = _ended_in_loop(loop, step=step, job=job, clicks=clicks), False
+    else:
+        ended, earlier = _ended_job(job, case, options, limits=limits, edition=edition, step=step,
+                                    clicks=clicks is not None)
     outcome = ended.outcome
     job.started_at, job.completed_at = ended.started_at, ended.completed_at
     check = JobCheck()
@@ -277,6 +322,31 @@ def _note_late_writes(studies: list[StudyReport]) -> None:
             s.check.warnings.append("its /output changed after the job ended: a process outlived the job (the "
                                     "platform stops the container with its main process); the output as the job "
                                     "left it was checked and scored")
+
+
+def _ended_in_loop(loop: LoopRun, *, step: int, job: platform.AlgorithmJob,
+                   clicks: Clicks | None) -> jobstore.StoredJob:
+    """The study's one-process loop already ran: this step's part of it as the job's outcome."""
+    started_at = datetime.now(timezone.utc)
+    outcome = _from_loop(loop, step=step, job=job, clicks=clicks)
+    return jobstore.StoredJob(outcome=outcome, input_changed=False, started_at=started_at,
+                              completed_at=datetime.now(timezone.utc))
+
+
+def _from_loop(loop: LoopRun, *, step: int, job: platform.AlgorithmJob, clicks: Clicks | None) -> RunOutcome:
+    """The loop's output of `step` as the job's; a failed outcome when it has none or its scribbles differ."""
+    from petct.scribbles import read_scribbles
+
+    folder = loop.step_output(step)
+    outcome = loop.step_outcome()
+    if not folder.is_dir():
+        return dataclasses.replace(outcome, exit_code=outcome.exit_code or 1)
+    given = read_scribbles(folder / CLICKS_JSON)
+    if given.tumor != (clicks or Clicks()).tumor or given.background != (clicks or Clicks()).background:
+        raise InputError(f"the in-process loop gave step {step} other scribbles than the dry run simulates",
+                         path=folder / CLICKS_JSON)
+    shutil.copytree(folder, job.output_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns(CLICKS_JSON))
+    return dataclasses.replace(outcome, exit_code=0)
 
 
 def _job_command(job: platform.AlgorithmJob, options: DryRunOptions):
@@ -391,10 +461,12 @@ def _write_html_report(options: DryRunOptions, cases: list[DryRunCase], evaluati
     """report.html beside metrics.json, with the MIP of every study (while the jobs' files still exist)."""
     if evaluation.metrics is None:
         return None
-    if options.challenge_scribbles:
+    if options.challenge_scribbles or edition_named(options.challenge).clicks:  # reports of the steps' curves
+        from evaluation.html_report.click_report import build_click_report
         from evaluation.html_report.loop_report import build_loop_report
+        build = build_loop_report if options.challenge_scribbles else build_click_report
         try:
-            return build_loop_report([f"dry-run={options.output / METRICS_JSON}"], options.output / "report.html")
+            return build([f"dry-run={options.output / METRICS_JSON}"], options.output / "report.html")
         except (InputError, OSError) as exc:
             print(f"  report: not written: {exc}", flush=True)
             return None

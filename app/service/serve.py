@@ -11,11 +11,13 @@ log = logging.getLogger("app.serve")
 
 def load_service_engine(settings: ServiceSettings, *, engine: str = "auto"):
     """The inference engine the jobs run: the kit's own, as its container would choose it."""
+    from algorithm.cli import click_encoding_for
     from algorithm.engine import EngineOptions
     from algorithm.engines import load_engine
 
-    return load_engine(model=settings.model, options=EngineOptions(device=settings.device, probabilities=False),
-                       engine=engine)
+    options = EngineOptions(device=settings.device, probabilities=False,
+                            click_encoding=click_encoding_for(settings.challenge))  # 2026: scribbles as impulses
+    return load_engine(model=settings.model, options=options, engine=engine)
 
 
 def serve(settings: ServiceSettings, *, engine: str = "auto", log_level: str = "info") -> int:

@@ -14,6 +14,7 @@ from typing import Any
 
 from petct import environment
 from petct.argtypes import byte_size, positive_number, whole_number
+from petct.editions import CHALLENGE_CHOICES, default_challenge
 from petct.errors import InputError
 from petct.sizes import format_size
 
@@ -115,6 +116,10 @@ class ServiceSettings:
     keep_submissions: bool = _option("--keep-submissions", False, "organiser mode: keep each scored submission's "
                                      "masks in the data folder, so that the organiser can look at them on the test "
                                      "set's images (default: deleted once scored)", action="store_true")
+    challenge: str = _option("--challenge", default_challenge(), "the autoPET edition the jobs follow (README, "
+                             f"Editions; or set {environment.CHALLENGE.name}): autopet-2026-interactive takes "
+                             "scribbles with a study, autopet-2025-interactive clicks (default: {default})",
+                             choices=CHALLENGE_CHOICES)
     images: Path | None = _option("--images", None, "organiser mode: the test set's PET and CT, <case>/{{SUV,CTres}}.* "
                                   "or <patient>/<study folder>/{{SUV,CTres}}.*, for the slice viewer of kept "
                                   "submissions", type=Path, metavar="DIR")

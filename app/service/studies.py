@@ -14,6 +14,7 @@ from petct.errors import InputError
 from petct.imageio import Geometry, grid_mismatches, read_image
 from petct.jsonio import write_json_atomic
 from petct.resample import resample_ct_array
+from petct.scribbles import MAX_SCRIBBLE_POINTS, parse_scribbles
 
 
 def check_study(files: dict[str, StoredFile], *, limits: UploadLimits) -> dict[str, Geometry]:
@@ -55,6 +56,33 @@ def store_clicks(text: str, *, folder: Path, size_xyz: tuple[int, int, int]) -> 
     except InputError as exc:
         raise ApiError(422, exc.problem, field="clicks") from None
     write_json_atomic(clicks.to_plain(), folder / CLICKS_JSON)
+    return CLICKS_JSON
+
+
+# The 2026 profile's scribbles (petct.scribbles): a scribble is a line of voxels and they accumulate over the
+# loop's steps, so they come as a multipart JSON field, up to MAX_SCRIBBLE_POINTS of each kind as the algorithm
+# reads them; the bytes allow grand-challenge's form (about 50 bytes a point) with room for indentation.
+SCRIBBLES_FIELD = "scribbles"
+SCRIBBLES_MAX_BYTES = 2 * MAX_SCRIBBLE_POINTS * 80
+SCRIBBLES_HELP = ('scribbles (autopet-2026-interactive) as a JSON part, {"tumor": [[x, y, z], ...], "background": '
+                  '[...]} or grand-challenge\'s "Multiple points" form: voxel indices of the PET in (x, y, z) order, '
+                  f"at most {MAX_SCRIBBLE_POINTS} of each kind and {SCRIBBLES_MAX_BYTES} bytes")
+
+
+def store_scribbles(upload: StoredFile, *, folder: Path, size_xyz: tuple[int, int, int]) -> str:
+    """Check the uploaded scribbles against the PET's size and keep them in the job's folder in the plain form
+    (the upload removed); a 422 naming the field otherwise."""
+    fail = {"field": SCRIBBLES_FIELD, "file": upload.client_name}
+    try:
+        scribbles = parse_scribbles(json.loads(upload.path.read_bytes()), source=SCRIBBLES_FIELD, size_xyz=size_xyz)
+    except ValueError as exc:  # not UTF-8 or not JSON
+        raise ApiError(422, f"not valid JSON: {exc}", **fail) from None
+    except RecursionError:
+        raise ApiError(422, NESTED_TOO_DEEPLY, **fail) from None
+    except InputError as exc:
+        raise ApiError(422, exc.problem, **fail) from None
+    write_json_atomic(scribbles.to_plain(), folder / CLICKS_JSON)
+    upload.path.unlink()
     return CLICKS_JSON
 
 

@@ -33,6 +33,7 @@ class FileField:
     name: str
     required: bool = True
     archive: bool = False  # a .zip or .tar(.gz) of images instead of one image
+    json_max_bytes: int | None = None  # a JSON value of at most this many bytes (2026 scribbles), not an image
 
 
 @dataclass
@@ -143,13 +144,19 @@ class _PartWriter:
             written = os.write(self._fd, chunk)
             chunk = chunk[written:]
         self._current.size += end - start
+        limit = self.expected[self._current.field].json_max_bytes
+        if limit is not None and self._current.size > limit:
+            raise ApiError(422, f"over the limit of {limit} bytes for this JSON field", field=self._current.field,
+                           file=self._current.client_name)
 
     def on_part_end(self) -> None:
         assert self._fd is not None and self._current is not None
         os.close(self._fd)
         self._fd = None
         part = self._current
-        if self.expected[part.field].archive:
+        if self.expected[part.field].json_max_bytes is not None:
+            suffix, allowed = ".json", (".json",)  # its content is checked by the endpoint that asked for it
+        elif self.expected[part.field].archive:
             suffix, allowed = archive_suffix_for(self._head), ARCHIVE_SUFFIXES
         else:
             suffix, allowed = suffix_for(part.client_name, self._head), ALLOWED_SUFFIXES

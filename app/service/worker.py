@@ -108,9 +108,11 @@ class InferenceWorker:
         timings = {"queued_s": round(job.queued_s, 3)}
         try:
             started = time.perf_counter()
-            clicks = folder / job.files["clicks"] if "clicks" in job.files else None  # 2025 track, optional
+            # the 2025 track's clicks or the 2026 profile's scribbles, both optional (app.service.studies)
+            points = job.files.get("clicks") or job.files.get("scribbles")
             result = segment_study(pet_path=folder / job.files["pet"], ct_path=folder / job.files["ct"],
-                                   engine=self.engine, clicks_path=clicks)
+                                   engine=self.engine, clicks_path=folder / points if points else None,
+                                   scribbles="scribbles" in job.files)
             timings["inference_s"] = round(time.perf_counter() - started, 3)
             timings.update({f"engine_{k}": v for k, v in dict(result.timings).items()})
             write_image_atomic(result.mask, folder / MASK_NAME)

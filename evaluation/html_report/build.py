@@ -23,6 +23,7 @@ from evaluation.html_report.stability import DEFAULT_RESAMPLES, bootstrap_ranks
 from evaluation.ranking import RANKED_METRICS, Submission, leaderboard
 from petct.atomic import atomic_path
 from petct.errors import InputError
+from petct.nnunet_raw import tracer_of
 
 KIT_ROOT = Path(__file__).resolve().parents[2]
 TABLE_METRICS = {"dice": "Dice", "false_positive_volume": "FPV (ml)", "false_negative_volume": "FNV (ml)",
@@ -76,6 +77,8 @@ def build_report_html(options: ReportOptions) -> tuple[Path, list[str]]:
     for index, submission in enumerate(submissions):
         section = _section(submission, anchor=f"s{index}", log_axes=options.log_axes)
         section.breakdowns = [_breakdown(submission, studies, column) for column in columns]
+        if not any(column.lower() == "tracer" for column in columns):
+            section.breakdowns += _tracer_breakdown(submission)
         if options.images is not None or options.suv_files:
             section.mips = _mips(submission, options.images, worst=worst, anchor=section.anchor, problems=problems,
                                  suv_files=options.suv_files or {})
@@ -101,13 +104,14 @@ def build_report_html(options: ReportOptions) -> tuple[Path, list[str]]:
     return options.output, problems
 
 
-def render(context: dict) -> str:
+def render(context: dict, *, template: str = "report.html.j2") -> str:
+    """One of the package's templates rendered (autoescaped; an undefined name is an error, never blank)."""
     import jinja2
 
     environment = jinja2.Environment(loader=jinja2.PackageLoader("evaluation.html_report", "templates"),
                                      autoescape=True, undefined=jinja2.StrictUndefined)
     environment.globals["num"] = number_cell
-    return environment.get_template("report.html.j2").render(**context)
+    return environment.get_template(template).render(**context)
 
 
 def number_cell(value, digits: int, *, tag: str = "span") -> str:
@@ -170,6 +174,16 @@ def _breakdown(submission: SubmissionMetrics, studies: dict[str, dict[str, str]]
              **{m: _stats(v[m]) for m in SUMMARY_METRICS}}
             for g, v in sorted(groups.items(), key=lambda item: figures.natural_key(item[0]))]  # as the box plots
     return {"column": column, "rows": rows, "image": figures.box_plots(groups, metrics=SUMMARY_METRICS)}
+
+
+def _tracer_breakdown(submission: SubmissionMetrics) -> list[dict]:
+    """By the tracer the study names carry (`psma_...`, `fdg_...`: the organisers' releases); none without."""
+    tracers = {c["study"]: tracer_of(c["study"]) for c in submission.cases}
+    if not any(tracers.values()):
+        return []
+    column = "tracer (from the study names)"
+    return [_breakdown(submission, {study: {column: tracer or "(none in the name)"} for study, tracer in tracers.items()},
+                       column)]
 
 
 def _stats(values: list[float]) -> dict:

@@ -83,6 +83,23 @@ def figure4_figure(*, true_mtv: list[float], predicted_mtv: list[float], dice: l
     return figure
 
 
+def step_curves(axis, curves: np.ndarray, *, title: str, xlabel: str, unit_interval: bool) -> None:
+    """Curves over protocol steps on one panel: each study's (grey), the mean with its standard deviation."""
+    steps = np.arange(curves.shape[1])
+    for curve in curves:
+        axis.plot(steps, curve, color="#999999", linewidth=0.7, alpha=0.6)
+    with np.errstate(all="ignore"):  # a step undefined for every study (Dice of lesion-free studies) stays NaN
+        mean = np.nanmean(curves, axis=0)
+        spread = np.nanstd(curves, axis=0)
+    axis.fill_between(steps, mean - spread, mean + spread, color=MARKER, alpha=0.2, label="mean ± SD")
+    axis.plot(steps, mean, color=MARKER, linewidth=2, marker="o", label="mean over studies")
+    axis.set_title(title)
+    axis.set_xlabel(xlabel)
+    axis.set_xticks(steps)
+    if unit_interval:
+        axis.set_ylim(-0.02, 1.02)
+
+
 def box_plots(groups: dict[str, dict[str, list[float]]], *, metrics: dict[str, str]) -> str:
     return png_data_uri(box_plots_figure(groups, metrics=metrics))
 

@@ -11,6 +11,7 @@ from evaluation.ranking import submission_argument
 from petct.errors import InputError
 from petct.jsonio import read_json
 from petct.layout import SEG_NAME, SUV_NAME, image_stem, list_images
+from petct.nnunet_raw import RawFolders, raw_folders
 from petct.studykey import SEPARATOR, study_key
 
 # the CSV column naming the study, first found wins; `key` before `study`: `dataset stats` writes both, its
@@ -98,9 +99,12 @@ class StudyFiles:
 
 def find_study_files(images: Path | None, record: dict, *, suv: Path | None = None) -> StudyFiles | None:
     """A study's SUV (`suv`, else `<study>/SUV.*`, `<patient>/<study folder>/SUV.*` for `<patient>__<study folder>`,
-    or `<study>_SUV.*` under `images`) and its masks (the record's file names, else `SEG`/`PRED` found the same
-    way); None without an SUV."""
+    or `<study>_SUV.*` under `images`; in nnU-Net's raw layout `imagesTr/<study>_0001.*`) and its masks (the
+    record's file names, else `SEG`/`PRED` found the same way, or `labelsTr/<study>.*`); None without an SUV."""
     study = record["study"]
+    raw = raw_folders(images) if images is not None else None
+    if raw is not None:
+        return _raw_study_files(raw, record, suv=suv)
     beside = [*list_images(images / study), *_two_level(images, study), *list_images(images)] \
         if images is not None else []
     suv = suv if suv is not None and suv.is_file() else _first(beside, {SUV_NAME}, study=study)
@@ -109,6 +113,15 @@ def find_study_files(images: Path | None, record: dict, *, suv: Path | None = No
     return StudyFiles(suv=suv,
                       ground_truth=_existing(record.get("ground_truth_file")) or _first(beside, {SEG_NAME}, study=study),
                       prediction=_existing(record.get("prediction_file")) or _first(beside, {"PRED"}, study=study))
+
+
+def _raw_study_files(raw: RawFolders, record: dict, *, suv: Path | None) -> StudyFiles | None:
+    files = raw.case_files(record["study"])
+    suv = suv if suv is not None and suv.is_file() else (files.pet if files else None)
+    if suv is None:
+        return None
+    return StudyFiles(suv=suv, ground_truth=_existing(record.get("ground_truth_file")) or (files.label if files else None),
+                      prediction=_existing(record.get("prediction_file")))
 
 
 def _two_level(images: Path, study: str) -> list[Path]:

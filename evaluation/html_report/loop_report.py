@@ -2,7 +2,7 @@
 
 Per submission: the interaction curves (mean Dice and DMM per step with their spread, and each study's
 curve), the studies' areas and final values, and the two categories apart when both are there (simulated
-scribbles; recorded ones, the clinicians' category). Across submissions a leaderboard: the organisers
+scribbles; recorded ones, the clinicians' category), and each tracer apart where the study names carry it. Across submissions a leaderboard: the organisers
 publish no rule for combining the two areas, so the kit ranks each submission on the mean AUC-Dice and on
 the pooled AUC-DMM (higher is better) and orders by the mean of the two ranks, ties broken by AUC-Dice
 (docs/editions.md).
@@ -23,6 +23,7 @@ from evaluation.ranking import submission_argument
 from petct.atomic import atomic_path
 from petct.errors import InputError
 from petct.jsonio import read_json
+from petct.nnunet_raw import tracer_of
 
 SIMULATED, RECORDED = "simulated scribbles", "recorded scribbles"
 
@@ -110,17 +111,7 @@ def curves_figure(summary: dict) -> str:
     steps = np.arange(summary["steps"])
     for axis, curves, title in ((left, summary["dice_curves"], "Dice (the loop's rule)"),
                                 (right, summary["dmm_curves"], "DMM (lesion F1)")):
-        for curve in curves:
-            axis.plot(steps, curve, color="#999999", linewidth=0.7, alpha=0.6)
-        with np.errstate(all="ignore"):
-            mean = np.nanmean(curves, axis=0)
-            spread = np.nanstd(curves, axis=0)
-        axis.fill_between(steps, mean - spread, mean + spread, color=figures.MARKER, alpha=0.2, label="mean ± SD")
-        axis.plot(steps, mean, color=figures.MARKER, linewidth=2, marker="o", label="mean over studies")
-        axis.set_title(title)
-        axis.set_xlabel("step (0: no scribbles)")
-        axis.set_xticks(steps)
-        axis.set_ylim(-0.02, 1.02)
+        figures.step_curves(axis, curves, title=title, xlabel="step (0: no scribbles)", unit_interval=True)
     right.plot(steps, summary["pooled_dmm"], color="#D55E00", linewidth=2, marker="s", label="pooled over studies")
     right.legend(loc="lower right", fontsize=7)
     return figures.png_data_uri(figure)
@@ -139,17 +130,17 @@ def build_loop_report(metrics: list[str], output: Path) -> Path:
         if len(groups) > 1:
             for category, records in sorted(groups.items()):
                 s.categories[category] = _summarise(records)
+        if any(tracer_of(record["study"]) for record in s.studies):  # the names say FDG or PSMA: each apart
+            tracers = {}
+            for record in s.studies:
+                tracers.setdefault(tracer_of(record["study"]) or "none in the name", []).append(record)
+            for tracer, records in sorted(tracers.items()):
+                s.categories[f"tracer {tracer}"] = _summarise(records)
         s.curves_png = curves_figure(s.categories["all"])
-    import jinja2
-
-    from evaluation.html_report.build import kit_version, number_cell
-    environment = jinja2.Environment(loader=jinja2.PackageLoader("evaluation.html_report", "templates"),
-                                     autoescape=True, undefined=jinja2.StrictUndefined)
-    environment.globals["num"] = number_cell
-    html = environment.get_template("loop_report.html.j2").render(
-        title="autoPET V closed-loop report", kit_version=kit_version(),
-        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        submissions=submissions, board=leaderboard(submissions))
+    from evaluation.html_report.build import kit_version, render
+    html = render({"title": "autoPET V closed-loop report", "kit_version": kit_version(),
+                   "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+                   "submissions": submissions, "board": leaderboard(submissions)}, template="loop_report.html.j2")
     with atomic_path(output) as tmp:
         tmp.write_text(html, encoding="utf-8")
     return Path(output)

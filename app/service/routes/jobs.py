@@ -12,31 +12,53 @@ from app.service.errors import UPLOAD_ERRORS, ApiError, responses
 from app.service.jobs import Job, JobState, is_job_id, new_job_id
 from app.service.models import JobsPage, JobView
 from app.service.openapi import multipart_body
-from app.service.studies import CLICKS_HELP, CLICKS_MAX_CHARS, check_study, store_clicks, study_name
+from app.service.studies import (
+    CLICKS_HELP,
+    CLICKS_MAX_CHARS,
+    SCRIBBLES_FIELD,
+    SCRIBBLES_HELP,
+    SCRIBBLES_MAX_BYTES,
+    check_study,
+    store_clicks,
+    store_scribbles,
+    study_name,
+)
 from app.service.uploads import FileField, receive_files
 from app.service.worker import MASK_NAME
+from petct.editions import edition
 
 router = APIRouter(tags=["jobs"])
 
 
 @router.post("/v1/studies", status_code=202, response_model=JobView, responses=responses(*UPLOAD_ERRORS),
              summary="Queue a study (PET in SUV and CT) for segmentation; a CT on another grid is resampled",
-             openapi_extra=multipart_body("pet", "ct", optional=("label",)))
+             openapi_extra=multipart_body("pet", "ct", optional=("label",), json_fields={
+                 SCRIBBLES_FIELD: SCRIBBLES_HELP}))
 async def submit_study(request: Request, response: Response, service: Service = Depends(get_service),
                        caller: Caller = Depends(get_caller),
                        clicks: str | None = Query(None, max_length=CLICKS_MAX_CHARS, description=CLICKS_HELP)):
     service.admit()
+    scribbles = edition(service.settings.challenge).scribbles
+    if scribbles and clicks is not None:
+        raise ApiError(422, f"this service follows {service.settings.challenge}: send scribbles as the multipart "
+                            f"JSON field '{SCRIBBLES_FIELD}', not clicks", field="clicks")
     job_id = new_job_id()
     folder = service.settings.jobs_dir / job_id
     folder.mkdir(parents=True)
+    fields = [FileField("pet"), FileField("ct"), FileField("label", required=False)]
+    if scribbles:  # other profiles refuse the field as any unexpected one
+        fields.append(FileField(SCRIBBLES_FIELD, required=False, json_max_bytes=SCRIBBLES_MAX_BYTES))
     try:
-        files = await receive_files(request, fields=[FileField("pet"), FileField("ct"),
-                                                     FileField("label", required=False)],
-                                    folder=folder, max_bytes=service.settings.max_upload_bytes)
+        files = await receive_files(request, fields=fields, folder=folder,
+                                    max_bytes=service.settings.max_upload_bytes)
+        uploaded_scribbles = files.pop(SCRIBBLES_FIELD, None)
         grids = await service.in_pool(check_study, files, limits=service.settings.upload_limits)
         names = {field: stored.path.name for field, stored in files.items()}
         if clicks is not None:
             names["clicks"] = store_clicks(clicks, folder=folder, size_xyz=tuple(grids["pet"].size))
+        if uploaded_scribbles is not None:
+            names[SCRIBBLES_FIELD] = await service.in_pool(store_scribbles, uploaded_scribbles, folder=folder,
+                                                           size_xyz=tuple(grids["pet"].size))
         job = service.store.add(job_id, names,
                                 owner=caller.owner, study=study_name(files["pet"].client_name, default=job_id))
     except BaseException:
