@@ -34,7 +34,8 @@ def atomic_path(path: str | Path, *, verify: Callable[[Path], None] | None = Non
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
+    # Named after its target (cut short: names may come from DICOM text), so a leftover says what it was.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".tmp-{path.name[:60]}-", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
