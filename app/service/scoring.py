@@ -9,16 +9,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import SimpleITK as sitk
+
 from app.service.errors import ApiError, echo_name
 from app.service.settings import UploadLimits
 from evaluation.aggregates import aggregate
-from evaluation.masks import read_mask
+from evaluation.masks import mask_from_array, read_mask
 from evaluation.report import case_key
-from evaluation.scoring import StudyResult, score_files
+from evaluation.scoring import StudyResult, score_files, score_masks
 from petct.errors import InputError
 from petct.imageio import Geometry, grid_mismatches, read_geometry
 from petct.processes import Died, KillableProcesses, Timeout
 
+MASK_PATH = "<the job's mask>"  # what an in-memory mask is called in errors (never shown: the field is)
 # Imported once by the fork server: each scoring process starts with the scorer and the upload checks loaded.
 CHILD_PRELOAD = ["app.service.scoring", "app.service.upload_checks"]
 
@@ -42,6 +45,25 @@ def score_uploaded(*, ground_truth: Path, prediction: Path, study: str, names: d
             raise ApiError(500, f"the ground truth of case {study} could not be read; tell the organiser") from None
         raise ApiError(422, exc.problem, field=field, file=names.get(field)) from None
     return _record(result, study=study, names=names, hide_ground_truth=hide_ground_truth)
+
+
+def score_job(*, label: sitk.Image | None, label_path: Path, mask: sitk.Image, study: str) -> dict:
+    """An inference job's metrics: its mask as inferred, against its label as the upload checks read it (None:
+    read from `label_path`, when the server restarted in between), without reading either from the disk again."""
+    names = {"ground_truth": "label", "prediction": "mask"}
+    try:
+        if label is None:
+            ground_truth = read_mask(label_path, what="ground truth", study=study, float_labels=True)
+        else:
+            ground_truth = mask_from_array(sitk.GetArrayFromImage(label), Geometry.of(label), path=label_path,
+                                           what="ground truth", study=study, float_labels=True)
+        prediction = mask_from_array(sitk.GetArrayFromImage(mask), Geometry.of(mask), path=MASK_PATH,
+                                     what="prediction", study=study)
+        result = score_masks(ground_truth=ground_truth, prediction=prediction, study=study)
+    except InputError as exc:
+        field = "prediction" if exc.path == MASK_PATH else "ground_truth"
+        raise ApiError(422, exc.problem, field=field, file=names[field]) from None
+    return _record(result, study=study, names=names, hide_ground_truth=False)
 
 
 def _record(result: StudyResult, *, study: str, names: dict[str, str | None], hide_ground_truth: bool) -> dict:
