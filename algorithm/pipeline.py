@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from algorithm.engine import Engine
+from algorithm.engine_contract import Engine
 from algorithm.logs import timed
 from petct.clicks import Clicks, read_clicks
 from petct.editions import CLICKS_JSON, Edition

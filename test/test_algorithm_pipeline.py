@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 
 from algorithm import cli, failures
-from algorithm.engine import Prediction
+from algorithm.engine_contract import Prediction
 from algorithm.pipeline import StudyInputs, check_probabilities_path, find_study_inputs, run_container, segment_study
 from algorithm_helpers import output_files, write_platform_input
 from petct.editions import EDITIONS

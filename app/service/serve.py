@@ -11,8 +11,8 @@ log = logging.getLogger("app.serve")
 
 def load_service_engine(settings: ServiceSettings, *, engine: str = "auto"):
     """The inference engine the jobs run: the kit's own, as its container would choose it."""
-    from algorithm.engine import EngineOptions
-    from algorithm.engines import load_engine
+    from algorithm.engine_choice import load_engine
+    from algorithm.engine_contract import EngineOptions
 
     return load_engine(model=settings.model, options=EngineOptions(device=settings.device, probabilities=False),
                        engine=engine)

@@ -142,12 +142,12 @@ def build_loop_report(metrics: list[str], output: Path) -> Path:
         s.curves_png = curves_figure(s.categories["all"])
     import jinja2
 
-    from evaluation.html_report.build import kit_version, number_cell
+    from evaluation.html_report.build import kit_commit, number_cell
     environment = jinja2.Environment(loader=jinja2.PackageLoader("evaluation.html_report", "templates"),
                                      autoescape=True, undefined=jinja2.StrictUndefined)
     environment.globals["num"] = number_cell
     html = environment.get_template("loop_report.html.j2").render(
-        title="autoPET V closed-loop report", kit_version=kit_version(),
+        title="autoPET V closed-loop report", kit_commit=kit_commit(),
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         submissions=submissions, board=leaderboard(submissions))
     with atomic_path(output) as tmp:
