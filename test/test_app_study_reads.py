@@ -10,8 +10,8 @@ import SimpleITK as sitk
 
 from algorithm.baseline import BaselineEngine
 from app.service.errors import ApiError
-from app.service.jobs import JobState, JobStore, new_job_id
-from app.service.scoring import score_job
+from app.service.jobs import Job, JobState, JobStore, new_job_id
+from app.service.scoring import KillableScoring, score_job, scoring_processes
 from app.service.settings import UploadLimits
 from app.service.studies import check_study
 from app.service.uploads import StoredFile
@@ -47,8 +47,15 @@ class Counting:
         monkeypatch.setattr(sitk.ResampleImageFilter, "Execute", counted_execute)
 
 
-def _run_job(tmp_path: Path, uploads: dict[str, Path], *, hand: bool) -> tuple[dict, Path]:
-    """Check the uploads as POST /v1/studies does, then run the job's inference and scoring; its record and folder."""
+@pytest.fixture(scope="module")
+def processes():
+    processes = scoring_processes(1)
+    yield processes
+    processes.close()
+
+
+def _run_job(tmp_path: Path, uploads: dict[str, Path], *, hand: bool, killable: KillableScoring) -> tuple[Job, Path]:
+    """Check the uploads as POST /v1/studies does, then run the job's inference and scoring; the job and its folder."""
     jobs_dir = tmp_path / "jobs"
     job_id = new_job_id()
     folder = jobs_dir / job_id
@@ -61,7 +68,8 @@ def _run_job(tmp_path: Path, uploads: dict[str, Path], *, hand: bool) -> tuple[d
     study = check_study(files, limits=UploadLimits())
     store = JobStore(tmp_path / "jobs.sqlite3")
     with ThreadPoolExecutor(1) as scoring:
-        worker = InferenceWorker(store=store, engine=BaselineEngine(), jobs_dir=jobs_dir, scoring=scoring)
+        worker = InferenceWorker(store=store, engine=BaselineEngine(), jobs_dir=jobs_dir, scoring=scoring,
+                                 killable=killable)
         if hand:
             assert worker.hand(job_id, study.images)
         del study
@@ -69,12 +77,13 @@ def _run_job(tmp_path: Path, uploads: dict[str, Path], *, hand: bool) -> tuple[d
         worker._run(store.claim_next())
     job = store.get(job_id)
     assert job.state == JobState.succeeded, job.error
-    return job.metrics, folder
+    return job, folder
 
 
-def test_a_job_decodes_each_upload_once_and_scores_the_mask_it_inferred(tmp_path, uploads, monkeypatch):
+def test_a_job_decodes_each_upload_once_and_scores_the_mask_it_inferred(tmp_path, uploads, monkeypatch, processes):
     counting = Counting(monkeypatch)
-    metrics, folder = _run_job(tmp_path / "handed", uploads, hand=True)
+    job, folder = _run_job(tmp_path / "handed", uploads, hand=True, killable=KillableScoring(processes, 60.0))
+    metrics = job.metrics
     assert sorted(counting.reads.values()) == [1, 1, 1] and len(counting.reads) == 3, counting.reads
     assert counting.resamplings == 1
     # The metrics of the in-memory mask and label are the scorer's on the files written and uploaded.
@@ -84,13 +93,24 @@ def test_a_job_decodes_each_upload_once_and_scores_the_mask_it_inferred(tmp_path
     assert metrics["gt_lesions"] == 3
 
 
-def test_a_job_without_handed_images_reads_its_files(tmp_path, uploads, monkeypatch):
+def test_a_job_without_handed_images_reads_its_files(tmp_path, uploads, monkeypatch, processes):
     """As after a restart, or with another study's images already held: the same metrics, from the files."""
-    handed, _ = _run_job(tmp_path / "handed", uploads, hand=True)
+    killable = KillableScoring(processes, 60.0)
+    handed, _ = _run_job(tmp_path / "handed", uploads, hand=True, killable=killable)
     counting = Counting(monkeypatch)
-    metrics, _ = _run_job(tmp_path / "read", uploads, hand=False)
-    assert sorted(counting.reads.values()) == [2, 2, 2], counting.reads  # the checks' reads, then the worker's
-    assert metrics == handed
+    job, _ = _run_job(tmp_path / "read", uploads, hand=False, killable=killable)
+    # The checks' reads, then the worker's (the label's in the scoring process, which counts nothing here).
+    assert counting.reads == {"pet-0123456789abcdef.mha": 2, "ct-0123456789abcdef.mha": 2,
+                              "label-0123456789abcdef.mha": 1}, counting.reads
+    assert job.metrics == handed.metrics
+
+
+def test_a_jobs_scoring_is_stopped_at_the_score_timeout(tmp_path, uploads, processes):
+    """The worker's label scoring runs under --score-timeout, as every scoring request: the mask stands, and the
+    job says why it has no metrics."""
+    job, folder = _run_job(tmp_path / "late", uploads, hand=True, killable=KillableScoring(processes, 0.0))
+    assert job.metrics is None and (folder / MASK_NAME).is_file()
+    assert "longer than the server's limit of 0 s (--score-timeout)" in job.notes["scoring_error"]
 
 
 @pytest.mark.parametrize("seed", range(8))

@@ -6,6 +6,7 @@ passes the server's `--score-timeout`, so no upload can hold a scoring slot for 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,18 @@ def call_killable(processes: KillableProcesses, function: Callable, *, timeout_s
         status, reason, field, file = payload
         raise ApiError(status, reason, field=field, file=file)
     return payload
+
+
+@dataclass(frozen=True)
+class KillableScoring:
+    """The timeout policy of every scoring path: a scoring process, killed when it passes --score-timeout."""
+
+    processes: KillableProcesses
+    timeout_s: float
+
+    def __call__(self, function: Callable, **kwargs) -> Any:
+        """`function(**kwargs)` in a scoring process (call_killable: 504 past the limit, 503 when it dies)."""
+        return call_killable(self.processes, function, timeout_s=self.timeout_s, **kwargs)
 
 
 def check_and_score(*, files: dict, limits: UploadLimits, study: str, ground_truth: Path | None = None) -> dict:

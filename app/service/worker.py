@@ -18,6 +18,7 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from app.service.jobs import Job, JobState, JobStore
+from app.service.scoring import KillableScoring
 from app.service.uploads import disk_full
 from petct.atomic import IncompleteWriteError
 from petct.errors import InputError
@@ -38,11 +39,14 @@ class InferenceWorker:
     """Takes the oldest queued job, segments it with the engine, and hands scoring to the scoring pool."""
 
     def __init__(self, *, store: JobStore, engine, jobs_dir: Path, scoring: Executor,
-                 keep_jobs_for_s: float | None = None):
+                 killable: KillableScoring | None = None, keep_jobs_for_s: float | None = None):
+        """`scoring` runs a labelled job's scoring off the inference thread; `killable` runs the scorer itself in a
+        scoring process under the server's --score-timeout, as every scoring request (None: no job has a label)."""
         self.store = store
         self.engine = engine
         self.jobs_dir = jobs_dir
         self.scoring = scoring
+        self.killable = killable
         self.keep_jobs_for_s = keep_jobs_for_s
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -167,8 +171,10 @@ class InferenceWorker:
         folder = self.jobs_dir / job.id
         started = time.perf_counter()
         try:
-            metrics = score_job(label=label, label_path=folder / job.files["label"], mask=mask,
-                                study=job.study or job.id)
+            if self.killable is None:
+                raise RuntimeError("this server has no scoring processes")
+            metrics = self.killable(score_job, label=label, label_path=folder / job.files["label"], mask=mask,
+                                    study=job.study or job.id)
         except Exception as exc:  # the mask stands; say why it has no metrics
             metrics, notes = None, {**notes, "scoring_error": getattr(exc, "reason", str(exc))}
         timings["scoring_s"] = round(time.perf_counter() - started, 3)
