@@ -21,10 +21,13 @@ class StudyResult:
     ground_truth_file: str = ""
     prediction_file: str = ""
 
+    def files(self) -> dict[str, str]:
+        """The files it was scored from, as a study record names them."""
+        return {"ground_truth_file": self.ground_truth_file, "prediction_file": self.prediction_file}
+
     def to_json(self) -> dict:
         """The metrics (null where undefined) beside the file names and warnings."""
-        return {**self.metrics.to_json(), "ground_truth_file": self.ground_truth_file,
-                "prediction_file": self.prediction_file, "warnings": list(self.warnings)}
+        return {**self.metrics.to_json(), **self.files(), "warnings": list(self.warnings)}
 
 
 def score_files(*, ground_truth: Path, prediction: Path, study: str | None = None) -> StudyResult:

@@ -1,6 +1,8 @@
 """A study job in-process: each upload decoded once, the CT resampled once, the mask scored as inferred."""
 from __future__ import annotations
 
+import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -105,12 +107,27 @@ def test_a_job_without_handed_images_reads_its_files(tmp_path, uploads, monkeypa
     assert job.metrics == handed.metrics
 
 
-def test_a_jobs_scoring_is_stopped_at_the_score_timeout(tmp_path, uploads, processes):
-    """The worker's label scoring runs under --score-timeout, as every scoring request: the mask stands, and the
-    job says why it has no metrics."""
-    job, folder = _run_job(tmp_path / "late", uploads, hand=True, killable=KillableScoring(processes, 0.0))
-    assert job.metrics is None and (folder / MASK_NAME).is_file()
-    assert "longer than the server's limit of 0 s (--score-timeout)" in job.notes["scoring_error"]
+def test_a_jobs_scoring_runs_under_the_score_timeout(tmp_path, uploads, processes, monkeypatch):
+    """The worker's label scoring goes through KillableScoring, as every scoring request, which stops a call
+    that passes the limit (504) and kills its process."""
+    called = []
+    real_call = KillableScoring.__call__
+
+    def recorded(self, function, **kwargs):
+        called.append((function.__name__, self.timeout_s))
+        return real_call(self, function, **kwargs)
+
+    monkeypatch.setattr(KillableScoring, "__call__", recorded)
+    job, _ = _run_job(tmp_path / "job", uploads, hand=True, killable=KillableScoring(processes, 60.0))
+    assert called == [("score_job", 60.0)] and job.metrics is not None
+
+    started = time.monotonic()
+    with pytest.raises(ApiError) as caught:
+        KillableScoring(processes, 0.5)(subprocess.run, args=["sleep", "20"])
+    assert caught.value.status == 504 and "0.5 s (--score-timeout)" in caught.value.reason
+    assert time.monotonic() - started < 10
+    assert KillableScoring(processes, 60.0)(score_job, label=None, label_path=uploads["label"],
+                                            mask=sitk.ReadImage(str(uploads["label"])), study="s")["dice"] == 1.0
 
 
 @pytest.mark.parametrize("seed", range(8))

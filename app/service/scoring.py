@@ -16,7 +16,7 @@ from app.service.errors import ApiError, echo_name
 from app.service.settings import UploadLimits
 from evaluation.aggregates import aggregate
 from evaluation.masks import mask_from_array, read_mask
-from evaluation.report import case_key
+from evaluation.records import case_key, metrics_json, study_record
 from evaluation.scoring import StudyResult, score_files, score_masks
 from petct.errors import InputError
 from petct.imageio import Geometry, grid_mismatches, read_geometry
@@ -68,15 +68,13 @@ def score_job(*, label: sitk.Image | None, label_path: Path, mask: sitk.Image, s
 
 
 def _record(result: StudyResult, *, study: str, names: dict[str, str | None], hide_ground_truth: bool) -> dict:
-    record = result.to_json()
-    record["study"] = study
-    record["prediction_file"] = echo_name(names.get("prediction"))
+    files = {"ground_truth_file": echo_name(names.get("ground_truth")),
+             "prediction_file": echo_name(names.get("prediction"))}
+    warnings = result.warnings
     if hide_ground_truth:
-        record.pop("ground_truth_file", None)
-        record["warnings"] = [w for w in record.get("warnings", []) if not w.startswith("ground truth")]
-    else:
-        record["ground_truth_file"] = echo_name(names.get("ground_truth"))
-    return record
+        del files["ground_truth_file"]
+        warnings = [w for w in warnings if not w.startswith("ground truth")]
+    return study_record(result.metrics, study=study, files=files, warnings=warnings)
 
 
 def score_case_set(*, pairs: dict[str, tuple[Path, Path, str | None]], show_cases: bool) -> dict:
@@ -102,7 +100,7 @@ def score_case_set(*, pairs: dict[str, tuple[Path, Path, str | None]], show_case
         results.append(result)
         case[case_key(study, taken=set(case))] = _record(result, study=study, names={"prediction": name},
                                                           hide_ground_truth=True)
-    return {"case": case, "aggregates": aggregate(results), "errors": []}
+    return metrics_json(case, aggregates=aggregate(results))
 
 
 def off_grid_reason(*, study: str, ground_truth: Path, prediction: Path) -> str | None:
