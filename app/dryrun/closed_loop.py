@@ -28,10 +28,9 @@ from evaluation.interactive import area_under_curve
 from evaluation.records import metrics_json
 from evaluation.scribble_simulation import SimulationFailed, next_scribbles
 from petct.clicks import Clicks
-from petct.editions import SCRIBBLE_STRATEGIES, Edition
+from petct.editions import CT_RELATIVE_PATH, PET_RELATIVE_PATH, SCRIBBLE_STRATEGIES, Edition
 from petct.errors import InputError
 from petct.imageio import Geometry, read_image
-from petct.layout import CT_RELATIVE_PATH, PET_RELATIVE_PATH
 from petct.scribbles import read_scribbles
 from petct.studykey import study_key
 
