@@ -3,7 +3,7 @@
 A 400 x 400 x 326 phantom study (SUV, a CT on a grid twice as fine in-plane, and a label) is sent to
 POST /v1/studies of a `python -m app serve --engine baseline` server on loopback; the figure is the time
 from the request to the finished job (inference, mask written, scored against the label) and the peak
-resident memory of the server with its child processes, sampled every 10 ms.
+proportional set size (PSS) of the server with its child processes, sampled every 10 ms.
 
 `--reference TREE` runs the same job against a second copy of the kit (e.g. an earlier commit from
 `git archive`) in the same run, alternating the two, and prints the ratios.
@@ -45,11 +45,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def tree_rss(process: psutil.Process) -> int:
+def tree_pss(process: psutil.Process) -> int:
+    """Proportional set size of the server and its children: pages shared with the scoring processes' fork
+    server are counted once, not once per process as resident sizes would."""
     total = 0
     for p in [process, *process.children(recursive=True)]:
         try:
-            total += p.memory_info().rss
+            total += p.memory_full_info().pss
+        except psutil.Error:
+            pass
+    return total
+
+
+def tree_cpu_s(process: psutil.Process) -> float:
+    """CPU seconds (user + system) of the server and its live children, less sensitive than wall time to
+    other work on a shared machine."""
+    total = 0.0
+    for p in [process, *process.children(recursive=True)]:
+        try:
+            times = p.cpu_times()
+            total += times.user + times.system
         except psutil.Error:
             pass
     return total
@@ -77,27 +92,32 @@ def one_job(tree: Path, inputs: dict[str, Path], data_dir: Path) -> dict:
         server = psutil.Process(proc.pid)
         with httpx.Client(base_url=url, timeout=600) as client:
             warm = make_study(1, size="tiny", n_lesions=2).write(data_dir.parent / "warm")
+            # With a label: the scoring processes are started (and idle) before the measured job, in both trees.
             submit(client, {"pet": warm / "SUV.mha", "ct": warm / "CTres.mha", "label": warm / "SEG.mha"})
+            with open(warm / "SEG.mha", "rb") as gt, open(warm / "SEG.mha", "rb") as pred:
+                client.post("/v1/score", files={"ground_truth": ("SEG.mha", gt), "prediction": ("SEG.mha", pred)})
             time.sleep(1.0)
-            baseline_rss = tree_rss(server)
-            peak = [baseline_rss]
+            idle_pss = tree_pss(server)
+            peak = [idle_pss]
             stop = threading.Event()
 
             def sample() -> None:
                 while not stop.is_set():
-                    peak[0] = max(peak[0], tree_rss(server))
+                    peak[0] = max(peak[0], tree_pss(server))
                     stop.wait(0.01)
 
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
+            cpu_before = tree_cpu_s(server)
             started = time.perf_counter()
             job = submit(client, inputs)
             seconds = time.perf_counter() - started
+            cpu_s = tree_cpu_s(server) - cpu_before
             stop.set()
             sampler.join()
         if job["state"] != "succeeded" or not job.get("metrics"):
             raise RuntimeError(f"job did not succeed with metrics: {job}")
-        return {"seconds": seconds, "peak_rss": peak[0], "rss_before": baseline_rss,
+        return {"seconds": seconds, "cpu_s": cpu_s, "peak_pss": peak[0], "pss_before": idle_pss,
                 "dice": job["metrics"].get("dice")}
     finally:
         proc.terminate()
@@ -136,13 +156,15 @@ def main() -> int:
                 data_dir = Path(tmp) / "data"
                 run = one_job(tree, inputs, data_dir)
             runs[name].append(run)
-            print(f"round {round_ + 1} {name}: {run['seconds']:.2f} s, peak {run['peak_rss'] / 2**20:.0f} MiB "
-                  f"(idle {run['rss_before'] / 2**20:.0f} MiB), dice {run['dice']}", flush=True)
-    summary = {name: {"best_s": min(r["seconds"] for r in rs), "peak_mib": max(r["peak_rss"] for r in rs) / 2**20}
+            print(f"round {round_ + 1} {name}: {run['seconds']:.2f} s ({run['cpu_s']:.2f} s CPU), peak {run['peak_pss'] / 2**20:.0f} MiB "
+                  f"(idle {run['pss_before'] / 2**20:.0f} MiB), dice {run['dice']}", flush=True)
+    summary = {name: {"best_s": min(r["seconds"] for r in rs), "best_cpu_s": min(r["cpu_s"] for r in rs), "peak_mib": max(r["peak_pss"] for r in rs) / 2**20,
+                   "idle_mib": max(r["pss_before"] for r in rs) / 2**20}
                for name, rs in runs.items()}
     if "reference" in summary:
         ref, new = summary["reference"], summary["this"]
         summary["speedup"] = ref["best_s"] / new["best_s"]
+        summary["cpu_ratio"] = new["best_cpu_s"] / ref["best_cpu_s"]
         summary["memory_ratio"] = new["peak_mib"] / ref["peak_mib"]
     print(json.dumps(summary, indent=2))
     out = REPO / "bench-out"
