@@ -17,7 +17,7 @@ import time
 
 from algorithm.cli import engine_options, parse_args
 from algorithm.data_centric import data_centric_answer, write_data_centric
-from algorithm.engines import MODEL_SEARCH_PATH, load_engine
+from algorithm.engine_choice import MODEL_SEARCH_PATH, load_engine
 from algorithm.failures import report_failure
 from algorithm.logs import configure_logging, log_engine, timed
 from algorithm.pipeline import check_probabilities_path, run_container

@@ -49,7 +49,7 @@ import numpy as np
 from scipy import ndimage
 
 from algorithm.click_refinement import refine_with_clicks
-from algorithm.engine import EngineOptions, Prediction
+from algorithm.engine_contract import EngineOptions, Prediction
 from petct.clicks import Clicks
 from petct.lesions import LESION_CONNECTIVITY
 

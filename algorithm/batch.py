@@ -24,7 +24,7 @@ from algorithm.batch_inputs import BASELINE_ROLES, BatchCase, FoundCases, find_c
 from algorithm.batch_job import StudyOutcome
 from algorithm.batch_select import mask_path, part_of, without_finished
 from algorithm.cli import add_model_arguments, check_engine_choice, engine_options
-from algorithm.engine import Engine
+from algorithm.engine_contract import Engine
 from algorithm.failures import EXIT_INPUT, EXIT_INTERNAL, describe_failure, report_failure
 from algorithm.loaded_engines import EngineSpec
 from algorithm.logs import configure_logging, log_engine, timed

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from algorithm.engine import EngineOptions
-from algorithm.engines import BAKED_MODEL, ENGINE_CHOICES
+from algorithm.engine_choice import BAKED_MODEL, ENGINE_CHOICES
+from algorithm.engine_contract import EngineOptions
 from petct import environment
 from petct.argtypes import positive_number
 from petct.editions import CHALLENGE_CHOICES, default_challenge

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from algorithm.engine import Engine
+from algorithm.engine_contract import Engine
 from algorithm.pipeline import SegmentationResult, StudyArrays, mask_path_for, read_study, segment_arrays
 from petct.clicks import Clicks
 from petct.editions import CLICKS_JSON, Edition
@@ -132,7 +132,7 @@ def parse_args(argv: list[str]):
 def main(argv: list[str]) -> int:
     """`python -m algorithm loop`: exit 0, or the single-study job's codes with one line on stderr."""
     from algorithm.cli import engine_options
-    from algorithm.engines import load_engine
+    from algorithm.engine_choice import load_engine
     from algorithm.failures import report_failure
     from algorithm.logs import configure_logging, timed
     from algorithm.pipeline import find_study_inputs

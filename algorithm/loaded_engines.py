@@ -11,8 +11,8 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from algorithm.engine import Engine, EngineOptions
-from algorithm.engines import load_engine
+from algorithm.engine_choice import load_engine
+from algorithm.engine_contract import Engine, EngineOptions
 
 MAX_LOADED = 2
 

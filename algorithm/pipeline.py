@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from algorithm.engine import Engine
+from algorithm.engine_contract import Engine
 from algorithm.logs import timed
 from petct.clicks import Clicks, read_clicks
 from petct.editions import CLICKS_JSON, Edition
@@ -73,18 +73,21 @@ def _single_image(folder: Path, what: str) -> Path:
     raise InputError(f"expected exactly one {what} image, found {len(images)}: {found}{extra}", path=folder)
 
 
-def read_study(*, pet_path: Path, ct_path: Path) -> StudyArrays:
+def read_study(*, pet_path: Path, ct_path: Path, images: dict[str, sitk.Image] | None = None) -> StudyArrays:
     """The PET grid, the SUV and the CT as float32 (z, y, x) arrays on it, and notes on what was done.
 
     Host memory matters at 660x400x400 voxels: each image becomes one array and its image is dropped, and a CT
-    on another grid is resampled from its stored type straight to float32 on the PET grid.
+    on another grid is resampled from its stored type straight to float32 on the PET grid. `images` holds the
+    images already decoded (by "pet" and "ct"; the service's upload checks read them): they are taken out of
+    it, so that each is freed once used, and only the others are read from their paths.
     """
-    pet_image = read_image(pet_path)
+    images = {} if images is None else images
+    pet_image = _taken_or_read(images, "pet", pet_path)
     geometry = Geometry.of(pet_image)
     pet = sitk.GetArrayFromImage(pet_image).astype(np.float32, copy=False)
     del pet_image
     require_finite(pet, path=pet_path, what="SUV image")
-    ct_image = read_image(ct_path)
+    ct_image = _taken_or_read(images, "ct", ct_path)
     require_finite(sitk.GetArrayViewFromImage(ct_image), path=ct_path, what="CT image")
     notes: dict[str, object] = {}
     mismatches = grid_mismatches(geometry, Geometry.of(ct_image))
@@ -98,15 +101,21 @@ def read_study(*, pet_path: Path, ct_path: Path) -> StudyArrays:
     return StudyArrays(geometry, pet, ct, notes)
 
 
-def segment_study(*, pet_path: Path, ct_path: Path, engine: Engine,
-                  clicks_path: Path | None = None, scribbles: bool = False) -> SegmentationResult:
+def _taken_or_read(images: dict[str, sitk.Image], key: str, path: Path) -> sitk.Image:
+    image = images.pop(key, None)
+    return read_image(path) if image is None else image
+
+
+def segment_study(*, pet_path: Path, ct_path: Path, engine: Engine, clicks_path: Path | None = None,
+                  scribbles: bool = False, images: dict[str, sitk.Image] | None = None) -> SegmentationResult:
     """Read and check one study (and its clicks, when given), run the engine, and return its mask on the PET grid.
 
     `scribbles`: the clicks file holds the 2026 profile's scribbles (any number of points, petct.scribbles).
+    `images`: the PET and CT already decoded, handed over (read_study).
     """
     timings: dict[str, float] = {}
     with timed(timings, "read inputs", log):
-        study = read_study(pet_path=Path(pet_path), ct_path=Path(ct_path))
+        study = read_study(pet_path=Path(pet_path), ct_path=Path(ct_path), images=images)
         read = read_scribbles if scribbles else read_clicks
         clicks = None if clicks_path is None else read(clicks_path, size_xyz=tuple(study.geometry.size))
     log.info("study: PET %s, %s voxels at %s mm", Path(pet_path).name, list(study.geometry.size),

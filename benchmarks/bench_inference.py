@@ -45,7 +45,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from algorithm.engine import EngineOptions
+from algorithm.engine_contract import EngineOptions
 from algorithm.nnunet import NnUNetEngine
 from algorithm.nnunet.engine import resolve_device
 from algorithm.nnunet.network import build_network

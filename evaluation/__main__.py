@@ -84,7 +84,8 @@ def score_interactive(args, jobs, ground_truth, problems, *, output: Path, predi
     from evaluation.batch import score_cases
     from evaluation.case_csv import write_case_csv
     from evaluation.interactive import CSV_COLUMNS, aggregate_interactive, collect, group_by_step
-    from evaluation.report import case_key, print_problems, write_report
+    from evaluation.records import case_key, metrics_json
+    from evaluation.report import print_problems, write_report
     studies, cases, steps_of, job_problems, broken = group_by_step(jobs, ground_truth, input_dir=args.input,
                                                          prediction_path=prediction_path)
     results, failed = score_cases(cases, workers=args.workers, timeout_s=args.timeout)
@@ -94,9 +95,8 @@ def score_interactive(args, jobs, ground_truth, problems, *, output: Path, predi
     keys: dict[str, str] = {}
     for study in complete:
         keys[study.study] = case_key(study.study, taken=set(keys.values()))
-    report = {"case": {keys[s.study]: s.to_json() for s in complete},
-              "aggregates": aggregate_interactive(complete),
-              "errors": [p.to_json() for p in problems]}
+    report = metrics_json({keys[s.study]: s.to_json() for s in complete},
+                          aggregates=aggregate_interactive(complete), errors=[p.to_json() for p in problems])
     target = output
     try:
         write_report(report, output)

@@ -34,6 +34,12 @@ def read_mask(path: Path, *, what: str, study: str | None = None, float_labels: 
         array, geometry = read_array(path)
     except InputError as exc:
         raise InputError(f"{what}: {exc.problem}", path=path, study=study) from None
+    return mask_from_array(array, geometry, path=path, what=what, study=study, float_labels=float_labels)
+
+
+def mask_from_array(array: np.ndarray, geometry: Geometry, *, path: str | Path, what: str, study: str | None = None,
+                    float_labels: bool = False) -> Mask:
+    """A mask already in memory (z, y, x), checked as read_mask checks a file's; `path` names it in errors."""
     warnings = []
     if not (np.issubdtype(array.dtype, np.integer) or (float_labels and _whole_numbers(array))):
         raise InputError(f"{what}: {_not_integer(array)}; a mask must hold integer labels 0 and 1",

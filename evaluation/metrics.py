@@ -7,6 +7,7 @@ components touches the whole volume. Overlaps are looked for only where the two 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import cc3d
@@ -37,6 +38,12 @@ class StudyMetrics:
     def to_json(self) -> dict:
         """Strict JSON: undefined values are None (null), never NaN."""
         return strict(asdict(self))
+
+    @classmethod
+    def from_json(cls, record: Mapping) -> "StudyMetrics":
+        """The metrics of a study record (to_json's, or a record holding them); null becomes NaN."""
+        values = {name: record.get(name) for name in cls.__dataclass_fields__}
+        return cls(**{name: math.nan if value is None else value for name, value in values.items()})
 
 
 def score_arrays(*, ground_truth: np.ndarray, prediction: np.ndarray, voxel_volume_ml: float) -> StudyMetrics:

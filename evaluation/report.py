@@ -2,19 +2,19 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Collection
 from pathlib import Path
 
 from evaluation.aggregates import aggregate
 from evaluation.pairing import Case
 from evaluation.problems import Problem
+from evaluation.records import MetricsJson, case_key, metrics_json, study_record
 from evaluation.scoring import StudyResult
 from petct.jsonio import write_json_atomic
-from petct.studykey import safe_key, study_key
+from petct.studykey import safe_key
 from petct.version import kit_version
 
 
-def build_report(results: list[tuple[Case, StudyResult]], problems: list[Problem]) -> dict:
+def build_report(results: list[tuple[Case, StudyResult]], problems: list[Problem]) -> MetricsJson:
     """The content of metrics.json (NaN becomes null when written).
 
     `case` is keyed by the study's key (see case_key); each record holds the name as is.
@@ -23,28 +23,11 @@ def build_report(results: list[tuple[Case, StudyResult]], problems: list[Problem
     # Names that are keys already keep them; a name made safe that collides with one gets a number.
     for study in sorted({item.study for item, _ in results}, key=lambda name: (safe_key(name) != name, name)):
         keys[study] = case_key(study, taken=set(keys.values()))
-    case = {keys[item.study]: {"study": item.study, **result.to_json(), "job": item.job}
+    case = {keys[item.study]: study_record(result.metrics, study=item.study, files=result.files(),
+                                           warnings=result.warnings, job=item.job, with_job=True)
             for item, result in sorted(results, key=lambda pair: pair[0].study)}
-    return {
-        "case": case,
-        "aggregates": aggregate([result for _, result in results]),
-        "errors": [problem.to_json() for problem in problems],
-    }
-
-
-def case_key(study: str, *, taken: Collection[str] = ()) -> str:
-    """The key of a study under `case`: petct.studykey.study_key of its name, unique among `taken`.
-
-    The leaderboard addresses values by dotted paths (`case.<study>.dice`), so a key must hold no dot;
-    study names made of DICOM UIDs or dates often do. Two-level studies (`<patient>__<study folder>`)
-    are named by their key already, so it is their name here too.
-    """
-    base = study_key(study)
-    key, number = base, 1
-    while key in taken:
-        number += 1
-        key = f"{base}_{number}"
-    return key
+    return metrics_json(case, aggregates=aggregate([result for _, result in results]),
+                        errors=[problem.to_json() for problem in problems])
 
 
 def write_report(report: dict, path: Path) -> Path:

@@ -1,6 +1,7 @@
 """CT onto the PET grid: the one resampling the algorithm container, the service and the dataset conversion use."""
 from __future__ import annotations
 
+import itertools
 import logging
 from pathlib import Path
 
@@ -14,6 +15,10 @@ log = logging.getLogger(__name__)
 
 CT_OUTSIDE_HU = -1024.0  # air, as the challenge's CTres uses outside the CT's field of view
 MIN_CT_COVERAGE = 0.5  # below this fraction of the PET grid covered by CT, warn
+NO_OVERLAP = "CT does not overlap the PET's field of view (check origin and direction)"
+# ITK's interpolators take a point as inside from half a voxel before the first index to half a voxel before
+# the end; a little slack keeps the header check from refusing what the resampling would accept.
+_INSIDE_SLACK = 1e-6
 
 
 def resample_ct_array(ct: sitk.Image, grid: Geometry, *, path: str | Path) -> tuple[np.ndarray, float]:
@@ -34,11 +39,30 @@ def resample_ct_array(ct: sitk.Image, grid: Geometry, *, path: str | Path) -> tu
     outside = np.isnan(out)
     coverage = 1.0 - float(np.count_nonzero(outside)) / out.size
     if coverage == 0.0:
-        raise InputError("CT does not overlap the PET's field of view (check origin and direction)", path=path)
+        raise InputError(NO_OVERLAP, path=path)
     if coverage < MIN_CT_COVERAGE:
         log.warning("the CT covers only %.0f %% of the PET's field of view", 100 * coverage)
     out[outside] = CT_OUTSIDE_HU
     return out, coverage
+
+
+def ct_overlaps(ct: Geometry, grid: Geometry) -> bool:
+    """Whether, by the headers alone, the CT's box meets the box of `grid`'s voxel centres (no voxel is read).
+
+    False means resample_ct_array finds no overlap either. The box around the grid's corners, taken in the CT's
+    index space, holds every voxel centre of the grid; a CT that meets that box but still covers no voxel centre
+    (a slab thinner than the grid's spacing, between two of its planes) is left to resample_ct_array to refuse.
+    """
+    corners = np.array(list(itertools.product(*[(0, n - 1) for n in grid.size])), dtype=np.float64)
+    points = np.asarray(grid.origin) + (corners * np.asarray(grid.spacing)) @ _matrix(grid).T
+    indices = np.linalg.solve(_matrix(ct), (points - np.asarray(ct.origin)).T).T / np.asarray(ct.spacing)
+    low, high = indices.min(axis=0), indices.max(axis=0)
+    return bool(np.all(high >= -0.5 - _INSIDE_SLACK) and np.all(low < np.asarray(ct.size) - 0.5 + _INSIDE_SLACK))
+
+
+def _matrix(grid: Geometry) -> np.ndarray:
+    dimension = len(grid.size)
+    return np.asarray(grid.direction, dtype=np.float64).reshape(dimension, dimension)
 
 
 def resample_ct_onto(ct: sitk.Image, reference: sitk.Image | Geometry, *,

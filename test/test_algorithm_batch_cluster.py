@@ -19,7 +19,7 @@ import SimpleITK as sitk
 from algorithm import batch
 from algorithm.batch_inputs import BatchCase, find_cases
 from algorithm.batch_select import mask_problem, part_of
-from algorithm.engine import EngineOptions
+from algorithm.engine_contract import EngineOptions
 from algorithm.loaded_engines import EngineSpec, load_counts
 from nnunet_helpers import make_dataset_json, make_plans, plain_architecture, study_arrays, write_results_folder
 from petct.phantom import make_study

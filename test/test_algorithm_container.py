@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from algorithm.engines import MODEL_SEARCH_PATH
+from algorithm.engine_choice import MODEL_SEARCH_PATH
 from algorithm_helpers import output_files, run_algorithm, set_read_only, tree_snapshot, write_platform_input
 from petct.editions import EDITIONS
 from petct.imageio import write_image_atomic

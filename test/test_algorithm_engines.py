@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from algorithm import engines
+from algorithm import engine_choice
 from algorithm.baseline import BaselineEngine
-from algorithm.engine import EngineOptions
+from algorithm.engine_contract import EngineOptions
 from algorithm.nnunet.selection import ModelChoice, resolve
 from petct.errors import InputError
 
@@ -27,7 +27,7 @@ def fake_nnunet(monkeypatch):
         loaded.append(([f.path for f in folders], options))
         return SimpleNamespace(name="nnunet", folders=folders)
 
-    monkeypatch.setattr(engines, "_nnunet_module", lambda: SimpleNamespace(load_model=load_model))
+    monkeypatch.setattr(engine_choice, "_nnunet_module", lambda: SimpleNamespace(load_model=load_model))
     return loaded
 
 
@@ -50,7 +50,7 @@ def test_absent_and_empty_locations_fall_back_to_baseline_and_say_why(tmp_path, 
     (tmp_path / "hidden-only" / ".DS_Store").write_text("")
     search = [tmp_path / "absent", tmp_path / "empty", tmp_path / "hidden-only"]
     with caplog.at_level(logging.WARNING):
-        engine = engines.load_engine(model=None, options=OPTIONS, search=search)
+        engine = engine_choice.load_engine(model=None, options=OPTIONS, search=search)
     assert isinstance(engine, BaselineEngine)
     assert fake_nnunet == []
     [record] = [r for r in caplog.records if "baseline" in r.getMessage()]
@@ -94,7 +94,7 @@ def test_non_empty_unusable_default_location_is_an_error_not_the_baseline(tmp_pa
         trainer_folder(location, dataset=False)
     baked = trainer_folder(tmp_path / "baked")  # a usable later location does not excuse an unusable first one
     with pytest.raises(InputError) as info:
-        engines.load_engine(model=None, options=EngineOptions(device="cpu"), search=[location, baked])
+        engine_choice.load_engine(model=None, options=EngineOptions(device="cpu"), search=[location, baked])
     assert expected in str(info.value)
     assert fake_nnunet == []
 
@@ -140,14 +140,14 @@ def test_choices_select_trainer_folders_folds_and_checkpoints(tmp_path):
 
 def test_first_non_empty_location_wins(tmp_path, fake_nnunet):
     first, second = tmp_path / "opt-ml-model", trainer_folder(tmp_path / "baked")
-    engine = engines.load_engine(model=None, options=OPTIONS, search=[first, second])
+    engine = engine_choice.load_engine(model=None, options=OPTIONS, search=[first, second])
     assert engine.name == "nnunet"
     assert fake_nnunet == [([second], OPTIONS)]
     first.mkdir()
-    engines.load_engine(model=None, options=OPTIONS, search=[first, second])  # empty: skipped
+    engine_choice.load_engine(model=None, options=OPTIONS, search=[first, second])  # empty: skipped
     assert fake_nnunet[-1] == ([second], OPTIONS)
     trainer_folder(first / "Dataset1_X" / TRAINER)
-    engines.load_engine(model=None, options=OPTIONS, search=[first, second])
+    engine_choice.load_engine(model=None, options=OPTIONS, search=[first, second])
     assert fake_nnunet[-1] == ([first / "Dataset1_X" / TRAINER], OPTIONS)
 
 
@@ -164,18 +164,18 @@ def test_explicit_unusable_model_is_an_error(tmp_path, fake_nnunet, kind):
     expected = {"missing": "does not exist", "file": "must be a folder", "not_results": "holds no nnU-Net results",
                 "empty": "holds no nnU-Net results folder"}
     with pytest.raises(InputError, match=expected[kind]) as info:
-        engines.load_engine(model=model, options=OPTIONS, search=[trainer_folder(tmp_path / "fallback")])
+        engine_choice.load_engine(model=model, options=OPTIONS, search=[trainer_folder(tmp_path / "fallback")])
     assert info.value.path == str(model)
     assert fake_nnunet == []
 
 
 def test_engine_choice(tmp_path, fake_nnunet):
     model = trainer_folder(tmp_path / "m")
-    assert isinstance(engines.load_engine(model=model, options=OPTIONS, engine="baseline"), BaselineEngine)
+    assert isinstance(engine_choice.load_engine(model=model, options=OPTIONS, engine="baseline"), BaselineEngine)
     with pytest.raises(InputError, match="--engine nnunet but no nnU-Net model found"):
-        engines.load_engine(model=None, options=OPTIONS, engine="nnunet", search=[tmp_path / "absent"])
+        engine_choice.load_engine(model=None, options=OPTIONS, engine="nnunet", search=[tmp_path / "absent"])
     with pytest.raises(ValueError):
-        engines.load_engine(model=None, options=OPTIONS, engine="magic")
+        engine_choice.load_engine(model=None, options=OPTIONS, engine="magic")
     assert fake_nnunet == []
 
 
@@ -183,9 +183,9 @@ def test_broken_nnunet_install_is_not_a_silent_fallback(tmp_path, monkeypatch):
     def broken():
         raise RuntimeError("the nnU-Net engine cannot be imported: no module named torch")
 
-    monkeypatch.setattr(engines, "_nnunet_module", broken)
+    monkeypatch.setattr(engine_choice, "_nnunet_module", broken)
     # No model anywhere: the baseline needs no nnU-Net, so a broken install does not matter ...
-    assert isinstance(engines.load_engine(model=None, options=OPTIONS, search=[tmp_path / "absent"]), BaselineEngine)
+    assert isinstance(engine_choice.load_engine(model=None, options=OPTIONS, search=[tmp_path / "absent"]), BaselineEngine)
     # ... but a model that is there and cannot be loaded is a failure.
     with pytest.raises(RuntimeError, match="cannot be imported"):
-        engines.load_engine(model=None, options=OPTIONS, search=[trainer_folder(tmp_path / "m")])
+        engine_choice.load_engine(model=None, options=OPTIONS, search=[trainer_folder(tmp_path / "m")])

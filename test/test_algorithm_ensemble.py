@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from algorithm.engine import EngineOptions
+from algorithm.engine_contract import EngineOptions
 from algorithm.nnunet import EnsembleEngine, NnUNetEngine, load_model
 from nnunet_helpers import (
     CONFIGURATION,

@@ -13,7 +13,7 @@ import pytest
 import SimpleITK as sitk
 
 import algorithm.__main__ as container
-from algorithm import engines
+from algorithm import engine_choice
 from algorithm.runinfo import parse_ran_line
 from algorithm_helpers import REPO, output_files, run_algorithm, write_platform_input
 from nnunet_helpers import require_nnunetv2
@@ -44,7 +44,7 @@ def models(tmp_path_factory, nnunet_case):
 
 def _run_in_process(argv, monkeypatch, search, capsys):
     """The container's main() with the default model locations replaced by `search`."""
-    monkeypatch.setattr(engines, "MODEL_SEARCH_PATH", tuple(search))
+    monkeypatch.setattr(engine_choice, "MODEL_SEARCH_PATH", tuple(search))
     code = container.main([str(a) for a in argv])
     return code, capsys.readouterr().err
 

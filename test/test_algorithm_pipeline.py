@@ -8,13 +8,14 @@ import pytest
 import SimpleITK as sitk
 
 from algorithm import cli, failures
-from algorithm.engine import Prediction
+from algorithm.engine_contract import Prediction
 from algorithm.pipeline import StudyInputs, check_probabilities_path, find_study_inputs, run_container, segment_study
 from algorithm_helpers import output_files, write_platform_input
 from petct.editions import EDITIONS
 from petct.errors import InputError
+from petct.imageio import Geometry
 from petct.phantom import make_study
-from petct.resample import CT_OUTSIDE_HU
+from petct.resample import CT_OUTSIDE_HU, ct_overlaps, resample_ct_array
 from petct.resample import resample_ct_onto as resample_onto
 
 
@@ -44,6 +45,34 @@ def _resample_reference(ct: sitk.Image, reference: sitk.Image) -> np.ndarray:
                 except RuntimeError:  # outside the CT
                     out[z, y, x] = CT_OUTSIDE_HU
     return out
+
+
+def _random_grid(rng) -> Geometry:
+    """A small grid with a random 3D rotation (QR of a random matrix, determinant +1) and a far-ranging origin."""
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return Geometry(size=tuple(int(n) for n in rng.integers(2, 9, 3)), spacing=tuple(rng.uniform(0.5, 4.0, 3)),
+                    origin=tuple(rng.uniform(-20, 20, 3)), direction=tuple(q.ravel()))
+
+
+def test_the_header_overlap_check_never_refuses_what_resampling_accepts():
+    """ct_overlaps (headers only) against resample_ct_array's coverage on many random CT and PET grids."""
+    rng = np.random.default_rng(19)
+    outcomes = set()
+    for _ in range(300):
+        ct_grid, pet_grid = _random_grid(rng), _random_grid(rng)
+        ct = ct_grid.apply_to(sitk.GetImageFromArray(np.zeros(ct_grid.size[::-1], np.int16)))
+        try:
+            resample_ct_array(ct, pet_grid, path="ct.mha")
+            covered = True
+        except InputError:
+            covered = False
+        overlaps = ct_overlaps(ct_grid, pet_grid)
+        assert overlaps or not covered, (ct_grid, pet_grid)
+        outcomes.add((overlaps, covered))
+    assert {(True, True), (False, False)} <= outcomes  # both answers were exercised
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -26,7 +26,7 @@ def dicom(tmp_path_factory):
 
 def test_nnunet_layout_loads_with_the_kits_nnunet_engine(dicom, tmp_path):
     require_nnunetv2()
-    from algorithm.engine import EngineOptions
+    from algorithm.engine_contract import EngineOptions
     from algorithm.nnunet import NnUNetEngine
     from nnunet_helpers import make_plans, plain_architecture, write_results_folder
 

@@ -9,11 +9,12 @@ import sys
 import numpy as np
 import pytest
 
-from evaluation.html_report.build import ReportOptions, _worst, build_report_html
+from evaluation.html_report.build import ReportOptions, _worst, build_report_html, kit_commit
 from evaluation.html_report.inputs import read_submission_metrics
 from evaluation.html_report.stability import bootstrap_ranks
 from evaluation.ranking import leaderboard, read_submission
 from paths import REPO
+from petct.version import kit_version
 from report_helpers import exact, numbers, random_metrics, write_metrics
 
 pytest.importorskip("matplotlib", reason="matplotlib is in evaluation/report-requirements.txt")
@@ -65,6 +66,9 @@ def test_every_number_shown_equals_metrics_json(tmp_path):
             assert text == f"{expected:.{digits}f}", (context, text, expected)
     # 30 studies x 8 metrics, plus the summary, per submission
     assert checked >= 3 * (30 * 8 + 3 * 4 + 2)
+    # The package's version and the checkout's commit, each under its own name.
+    assert f"<dt>Kit version</dt><dd>{kit_version()}</dd>" in output.read_text()
+    assert f"<dt>Kit commit</dt><dd>{kit_commit()}</dd>" in output.read_text()
 
 
 def test_leaderboard_is_ranks_and_stability_counts_every_resample(tmp_path):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from algorithm.engine import EngineOptions
+from algorithm.engine_contract import EngineOptions
 from algorithm.nnunet import NnUNetEngine, is_results_folder
 from algorithm.nnunet.budget import Schedule, choose_schedule
 from nnunet_helpers import make_dataset_json, require_nnunetv2

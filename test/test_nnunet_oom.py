@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from algorithm import failures
-from algorithm.engine import EngineOptions
+from algorithm.engine_contract import EngineOptions
 from algorithm.nnunet import NnUNetEngine, compiled
 from algorithm.nnunet import engine as engine_module
 from algorithm.nnunet.oom import on_host_if_out_of_memory, retry_out_of_memory

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from algorithm.engine import EngineOptions
+from algorithm.engine_contract import EngineOptions
 from algorithm.nnunet import NnUNetEngine
 from nnunet_helpers import (
     dice,

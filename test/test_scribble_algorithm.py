@@ -147,7 +147,7 @@ def organisers_channel(points, shape_xyz) -> np.ndarray:
 def test_four_channel_model_with_scribbles_matches_nnunet(scribble_model):
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    from algorithm.engine import EngineOptions
+    from algorithm.engine_contract import EngineOptions
     from algorithm.nnunet import NnUNetEngine
 
     folder, (pet, ct, spacing) = scribble_model
@@ -185,7 +185,7 @@ def test_the_organisers_dataset998_results_folder_loads_as_it_is(tmp_path):
     import shutil
     from pathlib import Path
 
-    from algorithm.engines import load_engine
+    from algorithm.engine_choice import load_engine
 
     source = Path(__file__).parent / "data" / "autopet-v" / "Dataset998_AutoPETV"
     trainer = tmp_path / "nnUNet_results" / "Dataset998_AutoPETV" / "nnUNetTrainer__nnUNetPlans__3d_fullres"

@@ -11,7 +11,7 @@ import torch
 
 from algorithm.__main__ import main as algorithm_main
 from algorithm.closed_loop import ReadyStudy
-from algorithm.engine import EngineOptions
+from algorithm.engine_contract import EngineOptions
 from nnunet_helpers import make_dataset_json, make_plans, plain_architecture, write_results_folder
 from petct.clicks import Clicks
 from petct.phantom import make_study

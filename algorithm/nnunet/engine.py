@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from algorithm.engine import EngineOptions, Prediction
+from algorithm.engine_contract import EngineOptions, Prediction
 from algorithm.nnunet.budget import Schedule, choose_schedule
 from algorithm.nnunet.compiled import CompiledNetwork
 from algorithm.nnunet.folder import (

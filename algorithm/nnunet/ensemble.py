@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from algorithm.engine import EngineOptions, Prediction
+from algorithm.engine_contract import EngineOptions, Prediction
 from algorithm.nnunet.engine import NnUNetEngine
 from petct.clicks import Clicks
 from petct.errors import InputError

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from algorithm.engine import EngineOptions
+from algorithm.engine_contract import EngineOptions
 from algorithm.nnunet.engine import NnUNetEngine
 from algorithm.nnunet.ensemble import EnsembleEngine
 from algorithm.nnunet.selection import ModelChoice, resolve

@@ -25,6 +25,7 @@ from app.dryrun.report import EvaluationReport, StudyReport
 from evaluation.aggregates import describe
 from evaluation.closed_loop import StepMetrics, pooled_dmm_curve, score_step, study_summary
 from evaluation.interactive import area_under_curve
+from evaluation.records import metrics_json
 from evaluation.scribble_simulation import SimulationFailed, next_scribbles
 from petct.clicks import Clicks
 from petct.editions import SCRIBBLE_STRATEGIES, Edition
@@ -140,7 +141,7 @@ def evaluate_loops(studies: list[StudyReport], cases: list[DryRunCase]) -> Evalu
                    "false_negative_volume_final")}
     aggregates["dmm_pooled"] = {"per_step": pooled, "auc": area_under_curve(pooled), "final": pooled[-1]}
     aggregates["studies"] = {"all": len(records)}
-    metrics = {"case": records, "aggregates": aggregates, "errors": []}
+    metrics = metrics_json(records, aggregates=aggregates)
     report = EvaluationReport(exit_code=0, seconds=0.0, metrics=metrics, aggregates=aggregates)
     return report
 

@@ -22,7 +22,7 @@ from app.service.jobs import JobStore
 from app.service.participants import ParticipantStore
 from app.service.phases import PhaseStore
 from app.service.routes import cases, health, jobs, phases, scoring
-from app.service.scoring import scoring_processes
+from app.service.scoring import KillableScoring, scoring_processes
 from app.service.security import BrowserSafety
 from app.service.sessions import SESSION_COOKIE, SessionStore
 from app.service.settings import ServiceSettings
@@ -40,7 +40,9 @@ def create_app(*, settings: ServiceSettings, engine) -> FastAPI:
         raise InputError(f"cannot create the data folder: {exc.strerror}", path=settings.data_dir) from None
     store = JobStore(settings.database)
     scoring_pool = ThreadPoolExecutor(max_workers=settings.scoring_workers, thread_name_prefix="scoring")
+    processes = scoring_processes(settings.scoring_workers)
     worker = InferenceWorker(store=store, engine=engine, jobs_dir=settings.jobs_dir, scoring=scoring_pool,
+                             killable=KillableScoring(processes, settings.score_timeout_s),
                              keep_jobs_for_s=settings.keep_jobs_for_s)
     cases_found = images_found = None
     if settings.ground_truth is not None:
@@ -49,7 +51,7 @@ def create_app(*, settings: ServiceSettings, engine) -> FastAPI:
         images_found = index_images(settings.images) if settings.images is not None else None
     service = Service(settings=settings, store=store, participants=ParticipantStore(settings.database),
                       phases=PhaseStore(settings.database), worker=worker, scoring=scoring_pool,
-                      processes=scoring_processes(settings.scoring_workers),
+                      processes=processes,
                       engine_info=dict(engine.describe()), cases=cases_found, images=images_found,
                       sessions=SessionStore(settings.database))
 

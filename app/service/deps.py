@@ -19,7 +19,7 @@ from app.service.jobs import JobStore
 from app.service.leaderboard import Leaderboards
 from app.service.participants import ParticipantStore, token_digest
 from app.service.phases import PhaseStore
-from app.service.scoring import call_killable
+from app.service.scoring import KillableScoring
 from app.service.sessions import SESSION_COOKIE, SessionStore
 from app.service.settings import ServiceSettings
 from app.service.submissions import InFlight
@@ -87,8 +87,7 @@ class Service:
 
     async def score(self, function, **kwargs):
         """`function(**kwargs)` in the scoring pool, in a process of its own killed at --score-timeout."""
-        return await self.in_pool(call_killable, self.processes, function, timeout_s=self.settings.score_timeout_s,
-                                  **kwargs)
+        return await self.in_pool(KillableScoring(self.processes, self.settings.score_timeout_s), function, **kwargs)
 
     def tokens_required(self) -> bool:
         """A token on every request: one is configured, cases are being kept secret, or participants exist."""

@@ -2,28 +2,23 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from app.service.jobs import Job, JobState
+from evaluation.records import StudyRecord
 
 
-class ScoreRecord(BaseModel):
-    """The scorer's per-study record (evaluation.scoring); volumes in ml, null where undefined."""
+def _score_record_fields() -> dict:
+    """evaluation.records.StudyRecord's fields (but `job`, which a grand-challenge job has): `study` required."""
+    hints = get_type_hints(StudyRecord)
+    fields = {name: (hint, None) for name, hint in hints.items() if name not in ("study", "warnings", "job")}
+    return {"study": (str, ...), **fields, "warnings": (list[str], Field(default_factory=list))}
 
-    model_config = ConfigDict(extra="allow")
-    study: str
-    dice: float | None = None
-    false_positive_volume: float | None = None
-    false_negative_volume: float | None = None
-    gt_volume: float | None = None
-    pred_volume: float | None = None
-    gt_lesions: int | None = None
-    detected_lesions: int | None = None
-    fp_components: int | None = None
-    prediction_file: str | None = None
-    ground_truth_file: str | None = None
-    warnings: list[str] = Field(default_factory=list)
+
+ScoreRecord = create_model("ScoreRecord", __config__=ConfigDict(extra="allow"), **_score_record_fields())
+ScoreRecord.__doc__ = "The scorer's per-study record (evaluation.records.StudyRecord); volumes in ml, null where undefined."
 
 
 class JobLinks(BaseModel):

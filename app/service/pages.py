@@ -391,19 +391,19 @@ def _report(service, jobs: list[Job], phases: list[str]) -> Path:
     from evaluation.aggregates import aggregate
     from evaluation.html_report.build import ReportOptions, build_report_html
     from evaluation.metrics import StudyMetrics
+    from evaluation.records import metrics_json, study_record
 
     folder = service.settings.data_dir / "report" / "jobs"
     html, key = _cached(folder, [[(j.id, j.finished_at) for j in jobs], phases])
     if html.is_file():
         return html
     jobs_dir = service.settings.jobs_dir
-    fields = list(StudyMetrics.__dataclass_fields__)
     names = _study_names(jobs)
-    cases = {names[j.id]: {**{f: j.metrics.get(f) for f in fields}, "study": names[j.id],
-                           "ground_truth_file": str(jobs_dir / j.id / j.files["label"]),
-                           "prediction_file": str(jobs_dir / j.id / MASK_NAME)} for j in jobs}
-    metrics = [StudyMetrics(**{f: math.nan if c[f] is None else c[f] for f in fields}) for c in cases.values()]
-    source = write_json_atomic({"case": cases, "aggregates": aggregate(metrics), "errors": []},
+    metrics = {j.id: StudyMetrics.from_json(j.metrics) for j in jobs}
+    cases = {names[j.id]: study_record(metrics[j.id], study=names[j.id], warnings=j.metrics.get("warnings") or (),
+                                       files={"ground_truth_file": str(jobs_dir / j.id / j.files["label"]),
+                                              "prediction_file": str(jobs_dir / j.id / MASK_NAME)}) for j in jobs}
+    source = write_json_atomic(metrics_json(cases, aggregates=aggregate(list(metrics.values()))),
                                folder / f"metrics-{key}.json")
     links = (("/", "the service"), *((f"/report/phases/{p}", f"phase {p}'s report") for p in phases))
     build_report_html(ReportOptions(metrics=[f"jobs={source}"], output=html, mip="all", links=links,

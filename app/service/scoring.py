@@ -6,19 +6,23 @@ passes the server's `--score-timeout`, so no upload can hold a scoring slot for 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import SimpleITK as sitk
 
 from app.service.errors import ApiError, echo_name
 from app.service.settings import UploadLimits
 from evaluation.aggregates import aggregate
-from evaluation.masks import read_mask
-from evaluation.report import case_key
-from evaluation.scoring import StudyResult, score_files
+from evaluation.masks import mask_from_array, read_mask
+from evaluation.records import case_key, metrics_json, study_record
+from evaluation.scoring import StudyResult, score_files, score_masks
 from petct.errors import InputError
 from petct.imageio import Geometry, grid_mismatches, read_geometry
 from petct.processes import Died, KillableProcesses, Timeout
 
+MASK_PATH = "<the job's mask>"  # what an in-memory mask is called in errors (never shown: the field is)
 # Imported once by the fork server: each scoring process starts with the scorer and the upload checks loaded.
 CHILD_PRELOAD = ["app.service.scoring", "app.service.upload_checks"]
 
@@ -44,16 +48,33 @@ def score_uploaded(*, ground_truth: Path, prediction: Path, study: str, names: d
     return _record(result, study=study, names=names, hide_ground_truth=hide_ground_truth)
 
 
+def score_job(*, label: sitk.Image | None, label_path: Path, mask: sitk.Image, study: str) -> dict:
+    """An inference job's metrics: its mask as inferred, against its label as the upload checks read it (None:
+    read from `label_path`, when the server restarted in between), without reading either from the disk again."""
+    names = {"ground_truth": "label", "prediction": "mask"}
+    try:
+        if label is None:
+            ground_truth = read_mask(label_path, what="ground truth", study=study, float_labels=True)
+        else:
+            ground_truth = mask_from_array(sitk.GetArrayFromImage(label), Geometry.of(label), path=label_path,
+                                           what="ground truth", study=study, float_labels=True)
+        prediction = mask_from_array(sitk.GetArrayFromImage(mask), Geometry.of(mask), path=MASK_PATH,
+                                     what="prediction", study=study)
+        result = score_masks(ground_truth=ground_truth, prediction=prediction, study=study)
+    except InputError as exc:
+        field = "prediction" if exc.path == MASK_PATH else "ground_truth"
+        raise ApiError(422, exc.problem, field=field, file=names[field]) from None
+    return _record(result, study=study, names=names, hide_ground_truth=False)
+
+
 def _record(result: StudyResult, *, study: str, names: dict[str, str | None], hide_ground_truth: bool) -> dict:
-    record = result.to_json()
-    record["study"] = study
-    record["prediction_file"] = echo_name(names.get("prediction"))
+    files = {"ground_truth_file": echo_name(names.get("ground_truth")),
+             "prediction_file": echo_name(names.get("prediction"))}
+    warnings = result.warnings
     if hide_ground_truth:
-        record.pop("ground_truth_file", None)
-        record["warnings"] = [w for w in record.get("warnings", []) if not w.startswith("ground truth")]
-    else:
-        record["ground_truth_file"] = echo_name(names.get("ground_truth"))
-    return record
+        del files["ground_truth_file"]
+        warnings = [w for w in warnings if not w.startswith("ground truth")]
+    return study_record(result.metrics, study=study, files=files, warnings=warnings)
 
 
 def score_case_set(*, pairs: dict[str, tuple[Path, Path, str | None]], show_cases: bool) -> dict:
@@ -79,7 +100,7 @@ def score_case_set(*, pairs: dict[str, tuple[Path, Path, str | None]], show_case
         results.append(result)
         case[case_key(study, taken=set(case))] = _record(result, study=study, names={"prediction": name},
                                                           hide_ground_truth=True)
-    return {"case": case, "aggregates": aggregate(results), "errors": []}
+    return metrics_json(case, aggregates=aggregate(results))
 
 
 def off_grid_reason(*, study: str, ground_truth: Path, prediction: Path) -> str | None:
@@ -133,6 +154,18 @@ def call_killable(processes: KillableProcesses, function: Callable, *, timeout_s
         status, reason, field, file = payload
         raise ApiError(status, reason, field=field, file=file)
     return payload
+
+
+@dataclass(frozen=True)
+class KillableScoring:
+    """The timeout policy of every scoring path: a scoring process, killed when it passes --score-timeout."""
+
+    processes: KillableProcesses
+    timeout_s: float
+
+    def __call__(self, function: Callable, **kwargs) -> Any:
+        """`function(**kwargs)` in a scoring process (call_killable: 504 past the limit, 503 when it dies)."""
+        return call_killable(self.processes, function, timeout_s=self.timeout_s, **kwargs)
 
 
 def check_and_score(*, files: dict, limits: UploadLimits, study: str, ground_truth: Path | None = None) -> dict:

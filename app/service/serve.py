@@ -12,8 +12,8 @@ log = logging.getLogger("app.serve")
 def load_service_engine(settings: ServiceSettings, *, engine: str = "auto"):
     """The inference engine the jobs run: the kit's own, as its container would choose it."""
     from algorithm.cli import click_encoding_for
-    from algorithm.engine import EngineOptions
-    from algorithm.engines import load_engine
+    from algorithm.engine_choice import load_engine
+    from algorithm.engine_contract import EngineOptions
 
     options = EngineOptions(device=settings.device, probabilities=False,
                             click_encoding=click_encoding_for(settings.challenge))  # 2026: scribbles as impulses

@@ -2,40 +2,49 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+
+import SimpleITK as sitk
 
 from app.service.errors import ApiError
 from app.service.settings import UploadLimits
-from app.service.upload_checks import check_uploads
+from app.service.upload_checks import read_uploads
 from app.service.uploads import ALLOWED_SUFFIXES, StoredFile
 from petct.clicks import NESTED_TOO_DEEPLY, parse_clicks
 from petct.editions import CLICKS_JSON
 from petct.errors import InputError
-from petct.imageio import Geometry, grid_mismatches, read_image
+from petct.imageio import Geometry, grid_mismatches
 from petct.jsonio import write_json_atomic
-from petct.resample import resample_ct_array
+from petct.resample import NO_OVERLAP, ct_overlaps
 from petct.scribbles import MAX_SCRIBBLE_POINTS, parse_scribbles
 
 
-def check_study(files: dict[str, StoredFile], *, limits: UploadLimits) -> dict[str, Geometry]:
-    """Each file a readable image within the limits (the request's total too); the label on the PET's grid;
-    a CT on another grid must overlap the PET. Returns the grids by field.
+@dataclass
+class UploadedStudy:
+    """A study's uploads as the checks read them: each image decoded once, by field, and its grid."""
 
-    The CT itself is resampled by the inference pipeline (petct.resample), as the command line does.
+    images: dict[str, sitk.Image]
+    grids: dict[str, Geometry]
+
+
+def check_study(files: dict[str, StoredFile], *, limits: UploadLimits) -> UploadedStudy:
+    """Each file a readable image within the limits (the request's total too); the label on the PET's grid;
+    a CT on another grid must overlap the PET (by the headers' geometry). Returns what was read.
+
+    The CT itself is resampled by the inference pipeline (petct.resample), as the command line does; the images
+    read here are handed to it, so that no upload is decoded twice.
     """
-    grids = check_uploads(files, limits=limits)
+    images = read_uploads(files, limits=limits)
+    grids = {field: Geometry.of(image) for field, image in images.items()}
     if "label" in grids:
         mismatches = grid_mismatches(grids["pet"], grids["label"])
         if mismatches:
             raise ApiError(422, f"not on the PET's grid: {'; '.join(mismatches)}", field="label",
                            file=files["label"].client_name)
-    if grid_mismatches(grids["pet"], grids["ct"]):
-        ct = files["ct"]
-        try:
-            resample_ct_array(read_image(ct.path), grids["pet"], path=ct.path)
-        except InputError as exc:
-            raise ApiError(422, exc.problem, field="ct", file=ct.client_name) from None
-    return grids
+    if grid_mismatches(grids["pet"], grids["ct"]) and not ct_overlaps(grids["ct"], grids["pet"]):
+        raise ApiError(422, NO_OVERLAP, field="ct", file=files["ct"].client_name)
+    return UploadedStudy(images=images, grids=grids)
 
 
 # The 2025 interactive track's lesion clicks (petct.clicks): at most 10 + 10 points, so a query parameter suffices.

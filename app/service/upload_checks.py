@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 
 from app.service.errors import ApiError
 from app.service.settings import UploadLimits
@@ -98,6 +99,16 @@ def check_uploads(files: Mapping[str, StoredFile], *, limits: UploadLimits,
             with _refusing(stored):
                 read_image(stored.path)
     return {field: header.geometry for field, header in headers.items()}
+
+
+def read_uploads(files: Mapping[str, StoredFile], *, limits: UploadLimits) -> dict[str, sitk.Image]:
+    """Each file decoded once, after check_uploads has passed every header: the images, by field."""
+    check_uploads(files, limits=limits, read_voxels=False)
+    images = {}
+    for field, stored in files.items():
+        with _refusing(stored):
+            images[field] = read_image(stored.path)
+    return images
 
 
 def _refusal(stored: StoredFile, reason: str) -> ApiError:

@@ -15,7 +15,10 @@ import traceback
 from concurrent.futures import Executor
 from pathlib import Path
 
+import SimpleITK as sitk
+
 from app.service.jobs import Job, JobState, JobStore
+from app.service.scoring import KillableScoring
 from app.service.uploads import disk_full
 from petct.atomic import IncompleteWriteError
 from petct.errors import InputError
@@ -27,21 +30,29 @@ MASK_NAME = "mask.mha"
 IDLE_POLL_S = 2.0  # the queue is also woken on every new job; polling only covers missed wake-ups
 BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # between retries of a failing database write or loop step
 EXPIRY_EVERY_S = 600.0
+# The upload checks' images are kept for this many queued jobs (a full-size study is several hundred MB);
+# a job beyond them, or one queued before a restart, has its files read again when its turn comes.
+HELD_STUDIES = 1
 
 
 class InferenceWorker:
     """Takes the oldest queued job, segments it with the engine, and hands scoring to the scoring pool."""
 
     def __init__(self, *, store: JobStore, engine, jobs_dir: Path, scoring: Executor,
-                 keep_jobs_for_s: float | None = None):
+                 killable: KillableScoring | None = None, keep_jobs_for_s: float | None = None):
+        """`scoring` runs a labelled job's scoring off the inference thread; `killable` runs the scorer itself in a
+        scoring process under the server's --score-timeout, as every scoring request (None: no job has a label)."""
         self.store = store
         self.engine = engine
         self.jobs_dir = jobs_dir
         self.scoring = scoring
+        self.killable = killable
         self.keep_jobs_for_s = keep_jobs_for_s
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._last_expiry = 0.0
+        self._held: dict[str, dict] = {}  # job id -> the images its upload checks read (field -> sitk.Image)
+        self._held_lock = threading.Lock()
         # Daemon: a job running at shutdown stays "running" in the database and is retried on restart.
         self._thread = threading.Thread(target=self._loop, name="inference", daemon=True)
 
@@ -55,6 +66,19 @@ class InferenceWorker:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def hand(self, job_id: str, images: dict) -> bool:
+        """Keep the images the upload checks read for the job's run, unless HELD_STUDIES are kept already."""
+        with self._held_lock:
+            if len(self._held) >= HELD_STUDIES:
+                return False
+            self._held[job_id] = images
+            return True
+
+    def take(self, job_id: str) -> dict:
+        """The images handed for the job (taken: the worker keeps them no longer), or {} when there are none."""
+        with self._held_lock:
+            return self._held.pop(job_id, {})
 
     @property
     def alive(self) -> bool:
@@ -108,11 +132,13 @@ class InferenceWorker:
         timings = {"queued_s": round(job.queued_s, 3)}
         try:
             started = time.perf_counter()
+            images = self.take(job.id)
+            label = images.pop("label", None)
             # the 2025 track's clicks or the 2026 profile's scribbles, both optional (app.service.studies)
             points = job.files.get("clicks") or job.files.get("scribbles")
             result = segment_study(pet_path=folder / job.files["pet"], ct_path=folder / job.files["ct"],
                                    engine=self.engine, clicks_path=folder / points if points else None,
-                                   scribbles="scribbles" in job.files)
+                                   scribbles="scribbles" in job.files, images=images)
             timings["inference_s"] = round(time.perf_counter() - started, 3)
             timings.update({f"engine_{k}": v for k, v in dict(result.timings).items()})
             write_image_atomic(result.mask, folder / MASK_NAME)
@@ -136,18 +162,21 @@ class InferenceWorker:
                                                                     timings=timings, notes=notes))
             return
         try:
-            self.scoring.submit(self._score, job, timings, notes)
+            self.scoring.submit(self._score, job, timings, notes, mask=result.mask, label=label)
         except RuntimeError:  # the pool is shut down: the server is stopping, and the job is retried on restart
             log.warning("job %s left running: the server stopped before it was scored", job.id)
 
-    def _score(self, job: Job, timings: dict, notes: dict) -> None:
-        from app.service.scoring import score_uploaded
+    def _score(self, job: Job, timings: dict, notes: dict, *, mask: sitk.Image, label: sitk.Image | None) -> None:
+        """Score the mask as inferred against the label as the upload checks read it (or from its file)."""
+        from app.service.scoring import score_job
 
         folder = self.jobs_dir / job.id
         started = time.perf_counter()
         try:
-            metrics = score_uploaded(ground_truth=folder / job.files["label"], prediction=folder / MASK_NAME,
-                                     study=job.study or job.id, names={"ground_truth": "label", "prediction": "mask"})
+            if self.killable is None:
+                raise RuntimeError("this server has no scoring processes")
+            metrics = self.killable(score_job, label=label, label_path=folder / job.files["label"], mask=mask,
+                                    study=job.study or job.id)
         except Exception as exc:  # the mask stands; say why it has no metrics
             metrics, notes = None, {**notes, "scoring_error": getattr(exc, "reason", str(exc))}
         timings["scoring_s"] = round(time.perf_counter() - started, 3)

@@ -24,6 +24,7 @@ from evaluation.ranking import RANKED_METRICS, Submission, leaderboard
 from petct.atomic import atomic_path
 from petct.errors import InputError
 from petct.nnunet_raw import tracer_of
+from petct.version import kit_version
 
 KIT_ROOT = Path(__file__).resolve().parents[2]
 TABLE_METRICS = {"dice": "Dice", "false_positive_volume": "FPV (ml)", "false_negative_volume": "FNV (ml)",
@@ -87,6 +88,7 @@ def build_report_html(options: ReportOptions) -> tuple[Path, list[str]]:
         "title": "autoPET evaluation report",
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "kit_version": kit_version(),
+        "kit_commit": kit_commit(),
         "ranked_metrics": RANKED_METRICS,
         "sections": sections,
         "table_metrics": TABLE_METRICS,
@@ -125,7 +127,7 @@ def number_cell(value, digits: int, *, tag: str = "span") -> str:
     return Markup(f'<{tag} class="num" data-value="{exact}">{value:.{digits}f}</{tag}>')
 
 
-def kit_version() -> str:
+def kit_commit() -> str:
     """The kit's git commit (with -dirty for local changes) where it is a checkout; 'unknown' elsewhere."""
     try:
         result = subprocess.run(["git", "-C", str(KIT_ROOT), "describe", "--always", "--dirty"], capture_output=True,

@@ -97,7 +97,8 @@ def build_click_report(metrics: list[str], output: Path) -> Path:
                          for s, value in read])
     for s in submissions:
         s.curves_png = curves_figure(s)
-    from evaluation.html_report.build import kit_version, render
+    from evaluation.html_report.build import render
+    from petct.version import kit_version
     html = render({"title": "autoPET IV interactive-track report", "kit_version": kit_version(),
                    "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
                    "rule": ranking_rule(), "board": board, "submissions": submissions, "curves": CURVE_TITLES},

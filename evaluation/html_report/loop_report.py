@@ -137,8 +137,8 @@ def build_loop_report(metrics: list[str], output: Path) -> Path:
             for tracer, records in sorted(tracers.items()):
                 s.categories[f"tracer {tracer}"] = _summarise(records)
         s.curves_png = curves_figure(s.categories["all"])
-    from evaluation.html_report.build import kit_version, render
-    html = render({"title": "autoPET V closed-loop report", "kit_version": kit_version(),
+    from evaluation.html_report.build import kit_commit, render
+    html = render({"title": "autoPET V closed-loop report", "kit_commit": kit_commit(),
                    "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
                    "submissions": submissions, "board": leaderboard(submissions)}, template="loop_report.html.j2")
     with atomic_path(output) as tmp:

@@ -52,16 +52,20 @@ async def submit_study(request: Request, response: Response, service: Service = 
         files = await receive_files(request, fields=fields, folder=folder,
                                     max_bytes=service.settings.max_upload_bytes)
         uploaded_scribbles = files.pop(SCRIBBLES_FIELD, None)
-        grids = await service.in_pool(check_study, files, limits=service.settings.upload_limits)
+        study = await service.in_pool(check_study, files, limits=service.settings.upload_limits)
         names = {field: stored.path.name for field, stored in files.items()}
+        size_xyz = tuple(study.grids["pet"].size)
         if clicks is not None:
-            names["clicks"] = store_clicks(clicks, folder=folder, size_xyz=tuple(grids["pet"].size))
+            names["clicks"] = store_clicks(clicks, folder=folder, size_xyz=size_xyz)
         if uploaded_scribbles is not None:
             names[SCRIBBLES_FIELD] = await service.in_pool(store_scribbles, uploaded_scribbles, folder=folder,
-                                                           size_xyz=tuple(grids["pet"].size))
+                                                           size_xyz=size_xyz)
+        service.worker.hand(job_id, study.images)  # before the job exists, so that the worker finds them
+        del study
         job = service.store.add(job_id, names,
                                 owner=caller.owner, study=study_name(files["pet"].client_name, default=job_id))
     except BaseException:
+        service.worker.take(job_id)
         shutil.rmtree(folder, ignore_errors=True)
         raise
     service.worker.wake()

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from algorithm.baseline import BaselineEngine
-from algorithm.engine import Engine, EngineOptions
+from algorithm.engine_contract import Engine, EngineOptions
 from petct.errors import InputError
 from petct.layout import DEFAULT_MODEL
 

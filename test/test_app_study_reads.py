@@ -1,0 +1,163 @@
+"""A study job in-process: each upload decoded once, the CT resampled once, the mask scored as inferred."""
+from __future__ import annotations
+
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from algorithm.baseline import BaselineEngine
+from app.service.errors import ApiError
+from app.service.jobs import Job, JobState, JobStore, new_job_id
+from app.service.scoring import KillableScoring, score_job, scoring_processes
+from app.service.settings import UploadLimits
+from app.service.studies import check_study
+from app.service.uploads import StoredFile
+from app.service.worker import MASK_NAME, InferenceWorker
+from evaluation.scoring import score_files
+from petct.phantom import make_study
+
+
+@pytest.fixture(scope="module")
+def uploads(tmp_path_factory) -> dict[str, Path]:
+    """A tiny phantom with its CT on a grid twice as fine in-plane (so that the CT is resampled) and its label."""
+    folder = make_study(3, size="tiny", n_lesions=3, with_ct=True).write(tmp_path_factory.mktemp("study"))
+    return {"pet": folder / "SUV.mha", "ct": folder / "CT.mha", "label": folder / "SEG.mha"}
+
+
+class Counting:
+    """Counts SimpleITK's image reads by file and the resamplings, calling the real functions."""
+
+    def __init__(self, monkeypatch):
+        self.reads: dict[str, int] = {}
+        self.resamplings = 0
+        read, execute = sitk.ReadImage, sitk.ResampleImageFilter.Execute
+
+        def counted_read(path, *args, **kwargs):
+            self.reads[Path(path).name] = self.reads.get(Path(path).name, 0) + 1
+            return read(path, *args, **kwargs)
+
+        def counted_execute(resampler, *args, **kwargs):
+            self.resamplings += 1
+            return execute(resampler, *args, **kwargs)
+
+        monkeypatch.setattr(sitk, "ReadImage", counted_read)
+        monkeypatch.setattr(sitk.ResampleImageFilter, "Execute", counted_execute)
+
+
+@pytest.fixture(scope="module")
+def processes():
+    processes = scoring_processes(1)
+    yield processes
+    processes.close()
+
+
+def _run_job(tmp_path: Path, uploads: dict[str, Path], *, hand: bool, killable: KillableScoring) -> tuple[Job, Path]:
+    """Check the uploads as POST /v1/studies does, then run the job's inference and scoring; the job and its folder."""
+    jobs_dir = tmp_path / "jobs"
+    job_id = new_job_id()
+    folder = jobs_dir / job_id
+    folder.mkdir(parents=True)
+    files = {}
+    for field, source in uploads.items():
+        stored = folder / f"{field}-0123456789abcdef.mha"
+        stored.write_bytes(source.read_bytes())
+        files[field] = StoredFile(field=field, client_name=source.name, path=stored, size=stored.stat().st_size)
+    study = check_study(files, limits=UploadLimits())
+    store = JobStore(tmp_path / "jobs.sqlite3")
+    with ThreadPoolExecutor(1) as scoring:
+        worker = InferenceWorker(store=store, engine=BaselineEngine(), jobs_dir=jobs_dir, scoring=scoring,
+                                 killable=killable)
+        if hand:
+            assert worker.hand(job_id, study.images)
+        del study
+        store.add(job_id, {field: stored.path.name for field, stored in files.items()}, study="SUV")
+        worker._run(store.claim_next())
+    job = store.get(job_id)
+    assert job.state == JobState.succeeded, job.error
+    return job, folder
+
+
+def test_a_job_decodes_each_upload_once_and_scores_the_mask_it_inferred(tmp_path, uploads, monkeypatch, processes):
+    counting = Counting(monkeypatch)
+    job, folder = _run_job(tmp_path / "handed", uploads, hand=True, killable=KillableScoring(processes, 60.0))
+    metrics = job.metrics
+    assert sorted(counting.reads.values()) == [1, 1, 1] and len(counting.reads) == 3, counting.reads
+    assert counting.resamplings == 1
+    # The metrics of the in-memory mask and label are the scorer's on the files written and uploaded.
+    reference = score_files(ground_truth=uploads["label"], prediction=folder / MASK_NAME, study="SUV").to_json()
+    expected = {**reference, "study": "SUV", "ground_truth_file": "label", "prediction_file": "mask"}
+    assert metrics == expected
+    assert metrics["gt_lesions"] == 3
+
+
+def test_a_job_without_handed_images_reads_its_files(tmp_path, uploads, monkeypatch, processes):
+    """As after a restart, or with another study's images already held: the same metrics, from the files."""
+    killable = KillableScoring(processes, 60.0)
+    handed, _ = _run_job(tmp_path / "handed", uploads, hand=True, killable=killable)
+    counting = Counting(monkeypatch)
+    job, _ = _run_job(tmp_path / "read", uploads, hand=False, killable=killable)
+    # The checks' reads, then the worker's (the label's in the scoring process, which counts nothing here).
+    assert counting.reads == {"pet-0123456789abcdef.mha": 2, "ct-0123456789abcdef.mha": 2,
+                              "label-0123456789abcdef.mha": 1}, counting.reads
+    assert job.metrics == handed.metrics
+
+
+def test_a_jobs_scoring_runs_under_the_score_timeout(tmp_path, uploads, processes, monkeypatch):
+    """The worker's label scoring goes through KillableScoring, as every scoring request, which stops a call
+    that passes the limit (504) and kills its process."""
+    called = []
+    real_call = KillableScoring.__call__
+
+    def recorded(self, function, **kwargs):
+        called.append((function.__name__, self.timeout_s))
+        return real_call(self, function, **kwargs)
+
+    monkeypatch.setattr(KillableScoring, "__call__", recorded)
+    job, _ = _run_job(tmp_path / "job", uploads, hand=True, killable=KillableScoring(processes, 60.0))
+    assert called == [("score_job", 60.0)] and job.metrics is not None
+
+    started = time.monotonic()
+    with pytest.raises(ApiError) as caught:
+        KillableScoring(processes, 0.5)(subprocess.run, args=["sleep", "20"])
+    assert caught.value.status == 504 and "0.5 s (--score-timeout)" in caught.value.reason
+    assert time.monotonic() - started < 10
+    assert KillableScoring(processes, 60.0)(score_job, label=None, label_path=uploads["label"],
+                                            mask=sitk.ReadImage(str(uploads["label"])), study="s")["dice"] == 1.0
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_in_memory_scoring_matches_the_scorer_on_files(tmp_path, seed):
+    """score_job on random masks (float labels and odd values included) against score_files on the same masks."""
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(n) for n in rng.integers(4, 12, 3))
+    label = (rng.random(shape) < rng.uniform(0.02, 0.3)).astype(rng.choice([np.uint8, np.int16, np.float32]))
+    if seed % 3 == 0:
+        label[0, 0, 0] = 2  # scored as lesion, with a warning
+    mask = (rng.random(shape) < rng.uniform(0.02, 0.3)).astype(np.uint8)
+    images = {}
+    for name, array in (("label", label), ("mask", mask)):
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing((2.0, 2.5, 3.0))
+        image.SetOrigin((1.0, -2.0, 3.0))
+        images[name] = image
+        sitk.WriteImage(image, str(tmp_path / f"{name}.mha"))
+    got = score_job(label=images["label"], label_path=tmp_path / "label.mha", mask=images["mask"], study="case")
+    from_file = score_job(label=None, label_path=tmp_path / "label.mha", mask=images["mask"], study="case")
+    reference = score_files(ground_truth=tmp_path / "label.mha", prediction=tmp_path / "mask.mha", study="case")
+    assert got == from_file == {**reference.to_json(), "study": "case", "ground_truth_file": "label",
+                                "prediction_file": "mask"}
+
+
+def test_a_label_with_nan_is_a_scoring_error_naming_the_label(tmp_path):
+    label = np.zeros((4, 5, 6), np.float32)
+    label[1, 1, 1] = np.nan
+    image = sitk.GetImageFromArray(label)
+    mask = sitk.GetImageFromArray(np.zeros((4, 5, 6), np.uint8))
+    with pytest.raises(ApiError) as caught:
+        score_job(label=image, label_path=tmp_path / "label.mha", mask=mask, study="case")
+    assert caught.value.field == "ground_truth" and "NaN" in caught.value.reason
