@@ -179,17 +179,23 @@ def test_algorithm_prepares_the_model_location(dockerfile):
 # Import name -> the distribution that provides it, where they differ (starlette comes with fastapi).
 DISTRIBUTION_OF = {"SimpleITK": "simpleitk", "cc3d": "connected-components-3d", "python_multipart": "python-multipart",
                    "starlette": "fastapi", "yaml": "pyyaml", "markupsafe": "jinja2", "fastapi_offline": "fastapi-offline",
-                   "skimage": "scikit-image"}
-# The report and mip commands' libraries: the evaluation image leaves them out, so the scoring path must never
-# import them at module level (test_eval_report_html checks it never loads them at all).
-REPORT_ONLY = {"evaluation": "evaluation/report-requirements.txt"}
+                   "skimage": "scikit-image", "distributed": "dask"}
+# Optional libraries the images leave out, per package: the report and mip commands' (the scoring path must never
+# import them at module level; test_eval_report_html checks it never loads them at all), and Dask for
+# predict-folder on a cluster. Only the modules named beside them, themselves imported lazily, may import
+# them at module level.
+OPTIONAL = {"evaluation": ("evaluation/report-requirements.txt", ()),
+            "algorithm": ("algorithm/requirements-distributed.txt", ("algorithm/batch_cluster.py",)),
+            "app": ("algorithm/requirements-distributed.txt", ())}  # campaigns on a cluster
 
 
-def _third_party_imports(package: str, *, lazy: bool = True) -> dict[str, str]:
+def _third_party_imports(package: str, *, lazy: bool = True, skip: tuple[str, ...] = ()) -> dict[str, str]:
     """Top-level module -> a file of `package` importing it, for every import outside the stdlib and the kit
-    (with lazy=False, module-level imports only)."""
+    (with lazy=False, module-level imports only; files in `skip`, relative to the repository, left out)."""
     found = {}
     for path in sorted((REPO / package).rglob("*.py")):
+        if str(path.relative_to(REPO)) in skip:
+            continue
         tree = ast.parse(path.read_text())
         for node in (ast.walk(tree) if lazy else tree.body):
             if isinstance(node, ast.Import):
@@ -226,8 +232,9 @@ def test_every_import_of_an_image_is_installed_in_it(dockerfile, target):
               for m in [re.search(r"(\w+)/?\s+/opt/app/\1/?$", rest)] if m and m.group(1) in KIT_PACKAGES}
     assert copied, target
     for package in sorted(copied):
-        eager = _third_party_imports(package, lazy=False)
-        optional = _requirement_names(REPORT_ONLY[package]) if package in REPORT_ONLY else set()
+        requirements, lazy_modules = OPTIONAL.get(package, (None, ()))
+        eager = _third_party_imports(package, lazy=False, skip=lazy_modules)
+        optional = _requirement_names(requirements) if requirements else set()
         for module, where in _third_party_imports(package).items():
             distribution = DISTRIBUTION_OF.get(module, module).lower()
             if distribution in optional and distribution not in installed:
@@ -235,6 +242,20 @@ def test_every_import_of_an_image_is_installed_in_it(dockerfile, target):
                 continue
             assert distribution in installed, \
                 f"{target}: {where} imports {module}, which no requirement of the image installs"
+
+
+def test_modules_that_import_optional_libraries_are_imported_lazily():
+    """A module allowed to import an optional library at module level must itself never be imported so."""
+    for _, lazy_modules in OPTIONAL.values():
+        for module in lazy_modules:
+            dotted = module.removesuffix(".py").replace("/", ".")
+            for path in sorted(REPO.glob("*/**/*.py")):
+                if ".venv" in path.parts or path.parts[len(REPO.parts)] not in KIT_PACKAGES:
+                    continue
+                for node in ast.parse(path.read_text()).body:
+                    names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                        [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+                    assert dotted not in names, f"{path.relative_to(REPO)} imports {dotted} at module level"
 
 
 def _ignored(path: str, patterns: list[str]) -> bool:
