@@ -28,16 +28,15 @@ from pathlib import Path
 
 import psutil
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from algorithm.batch_cluster import dask_client, predict_on_cluster
+from algorithm.batch_inputs import BASELINE_ROLES, find_cases
+from algorithm.batch_job import predict_study
+from algorithm.engine_contract import EngineOptions
+from algorithm.loaded_engines import EngineSpec
+from petct.argtypes import whole_number
+from petct.phantom import SIZES, make_study
 
-from algorithm.batch_cluster import dask_client, predict_on_cluster  # noqa: E402
-from algorithm.batch_inputs import BASELINE_ROLES, find_cases  # noqa: E402
-from algorithm.batch_job import predict_study  # noqa: E402
-from algorithm.engine_contract import EngineOptions  # noqa: E402
-from algorithm.loaded_engines import EngineSpec  # noqa: E402
-from petct.argtypes import whole_number  # noqa: E402
-from petct.phantom import SIZES, make_study  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 GOAL_OVERHEAD_MS = 50.0  # scheduling CPU per study
 

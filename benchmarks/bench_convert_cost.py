@@ -21,11 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
+from bench_dataset import synthesize
+from petct.argtypes import whole_number
 
-from bench_dataset import synthesize  # noqa: E402
-from petct.argtypes import whole_number  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def kit_seconds(tree: Path, dicom: Path, out: Path) -> dict:

@@ -13,19 +13,17 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO)]
+from app.service.leaderboard import Leaderboards
+from app.service.models import Leaderboard
+from app.service.phases import Phase, Rank, Submission, SubmissionState
+from petct.argtypes import whole_number
 
-from app.service.leaderboard import Leaderboards  # noqa: E402
-from app.service.models import Leaderboard  # noqa: E402
-from app.service.phases import Phase, Rank, Submission, SubmissionState  # noqa: E402
-from petct.argtypes import whole_number  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 METRICS = ("dice", "false_positive_volume", "false_negative_volume", "gt_volume", "pred_volume")
 

@@ -11,16 +11,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO)]
+from app.service.security import BrowserSafety
+from app.service.sessions import SESSION_COOKIE
+from petct.argtypes import whole_number
 
-from app.service.security import BrowserSafety  # noqa: E402
-from app.service.sessions import SESSION_COOKIE  # noqa: E402
-from petct.argtypes import whole_number  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 async def bare(scope, receive, send):

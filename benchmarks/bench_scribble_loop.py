@@ -23,11 +23,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "test"), str(ROOT / "benchmarks")]
+from petct.argtypes import whole_number
+from petct.phantom import SIZES, make_study
 
-from petct.argtypes import whole_number  # noqa: E402
-from petct.phantom import SIZES, make_study  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 OUTPUT = Path("images/tumor-lesion-segmentation/study.mha")
 
@@ -36,7 +35,9 @@ def build(root: Path) -> tuple[Path, Path, Path]:
     """The study in the platform's layout, its label, and the model folder."""
     import torch
 
-    from nnunet_helpers import make_dataset_json, make_plans, plain_architecture, write_results_folder
+    from suite_helpers import test_helpers
+
+    write_scribble_model = test_helpers("nnunet_helpers").write_scribble_model
 
     torch.set_num_threads(2)
     study = make_study(11, size="small", n_lesions=3)
@@ -46,15 +47,7 @@ def build(root: Path) -> tuple[Path, Path, Path]:
         sitk.WriteImage(image, str(inp / "images" / sub / "study.mha"))
     sitk.WriteImage(study.seg, str(root / "SEG.mha"))
     spacing = [float(s) for s in reversed(study.suv.GetSpacing())]
-    plans = make_plans(plain_architecture(), patch_size=(48, 64, 64), spacing=spacing,
-                       normalization=("CTNormalization", "ZScoreNormalization", "ZScoreNormalization",
-                                      "ZScoreNormalization"))
-    for channel in ("2", "3"):
-        plans["foreground_intensity_properties_per_channel"][channel] = {
-            "max": 1.0, "mean": 0.01, "median": 0.0, "min": 0.0, "percentile_00_5": 0.0, "percentile_99_5": 1.0,
-            "std": 0.05}
-    model = write_results_folder(root / "model", plans=plans, folds=(0,), gain=3.0,
-                                 dataset=make_dataset_json(("CT", "PET", "FG", "BG")))
+    model = write_scribble_model(root / "model", spacing=spacing, patch_size=(48, 64, 64))
     return inp, root / "SEG.mha", model
 
 

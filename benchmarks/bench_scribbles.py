@@ -26,14 +26,13 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from evaluation.scribble_simulation import next_scribbles
+from petct.argtypes import whole_number
+from petct.clicks import Clicks
+from petct.editions import SCRIBBLE_STRATEGIES
+from petct.phantom import make_study
 
-from evaluation.scribble_simulation import next_scribbles  # noqa: E402
-from petct.argtypes import whole_number  # noqa: E402
-from petct.clicks import Clicks  # noqa: E402
-from petct.editions import SCRIBBLE_STRATEGIES  # noqa: E402
-from petct.phantom import make_study  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # Run with the organisers' interactive/ folder on sys.path: times one step (both regions, then the
 # choice) per strategy and prints the new scribble and the mean seconds.

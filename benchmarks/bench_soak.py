@@ -35,11 +35,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "test")]
+from petct.argtypes import whole_number
+from suite_helpers import test_helpers
 
-from app_helpers import Server, write_mask  # noqa: E402
-from petct.argtypes import whole_number  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+
+Server = test_helpers("app_helpers").Server
+write_mask = test_helpers("app_helpers").write_mask
 
 ORGANISER = "organiser-token-for-the-soak-0123456"
 CASES = ("CASE_A", "CASE_B", "CASE_C")

@@ -26,14 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import evaluation.mip as mip_module
+from app.service.viewer import StudyFiles, Volume, viewer_volume
+from evaluation.mip import VIEWS, mip_png, overlay_mip, read_study
+from petct.imageio import image_from_array, read_array, write_image_atomic
+from petct.phantom import make_study
 
-import evaluation.mip as mip_module  # noqa: E402
-from app.service.viewer import StudyFiles, Volume, viewer_volume  # noqa: E402
-from evaluation.mip import VIEWS, mip_png, overlay_mip, read_study  # noqa: E402
-from petct.imageio import image_from_array, read_array, write_image_atomic  # noqa: E402
-from petct.phantom import make_study  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 REPEATS = 3
 

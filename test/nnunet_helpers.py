@@ -204,6 +204,20 @@ def write_results_folder(folder: Path, *, plans: dict, dataset: dict, folds=(0, 
     return folder
 
 
+def write_scribble_model(folder: Path, *, spacing, patch_size) -> Path:
+    """A random-weight 4-channel model laid out as the organisers' Dataset998_AutoPETV: CT, PET and the tumour and
+    background scribble channels, these z-score normalised with the statistics their plans give them."""
+    plans = make_plans(plain_architecture(), patch_size=patch_size, spacing=list(spacing),
+                       normalization=("CTNormalization", "ZScoreNormalization", "ZScoreNormalization",
+                                      "ZScoreNormalization"))
+    for channel in ("2", "3"):
+        plans["foreground_intensity_properties_per_channel"][channel] = {
+            "max": 1.0, "mean": 0.01, "median": 0.0, "min": 0.0, "percentile_00_5": 0.0, "percentile_99_5": 1.0,
+            "std": 0.05}
+    return write_results_folder(folder, plans=plans, folds=(0,), gain=3.0,
+                                dataset=make_dataset_json(("CT", "PET", "FG", "BG")))
+
+
 def study_arrays(seed: int, size_xyz=(56, 56, 40)) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
     """A phantom study's SUV and CTres as (z, y, x) float32 arrays and its (z, y, x) spacing."""
     import SimpleITK as sitk

@@ -14,7 +14,7 @@ from scipy import ndimage
 from algorithm.__main__ import main as algorithm_main
 from algorithm.baseline import BaselineEngine
 from algorithm.cli import engine_options, parse_args
-from nnunet_helpers import make_dataset_json, make_plans, plain_architecture, study_arrays, write_results_folder
+from nnunet_helpers import study_arrays, write_results_folder, write_scribble_model
 from petct.clicks import Clicks
 from petct.errors import InputError
 from petct.phantom import make_study
@@ -123,15 +123,7 @@ def scribble_model(tmp_path_factory):
     torch.set_num_threads(2)
     study = study_arrays(4, (48, 48, 32))
     # the organisers' Dataset998_AutoPETV: CT, PET, FG, BG, the scribble channels z-score normalised
-    plans = make_plans(plain_architecture(), patch_size=PATCH, spacing=list(study[2]),
-                       normalization=("CTNormalization", "ZScoreNormalization", "ZScoreNormalization",
-                                      "ZScoreNormalization"))
-    for channel in ("2", "3"):
-        plans["foreground_intensity_properties_per_channel"][channel] = {
-            "max": 1.0, "mean": 0.01, "median": 0.0, "min": 0.0, "percentile_00_5": 0.0, "percentile_99_5": 1.0,
-            "std": 0.05}
-    folder = write_results_folder(tmp_path_factory.mktemp("scribbles"), plans=plans, folds=(0,), gain=3.0,
-                                  dataset=make_dataset_json(("CT", "PET", "FG", "BG")))
+    folder = write_scribble_model(tmp_path_factory.mktemp("scribbles"), spacing=list(study[2]), patch_size=PATCH)
     return folder, study
 
 

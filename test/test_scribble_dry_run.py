@@ -147,19 +147,11 @@ def test_closed_loop_with_a_small_nnunet_model(tmp_path):
     """A random-weight 4-channel model (CT, PET, FG, BG) through two steps of the loop on one phantom."""
     import pytest
     pytest.importorskip("nnunetv2")
-    from nnunet_helpers import make_dataset_json, make_plans, plain_architecture, write_results_folder
+    from nnunet_helpers import write_scribble_model
     from petct.phantom import make_study
 
     spacing = [float(s) for s in reversed(make_study(11, size="tiny", n_lesions=3).suv.GetSpacing())]
-    plans = make_plans(plain_architecture(), patch_size=(48, 64, 64), spacing=spacing,
-                       normalization=("CTNormalization", "ZScoreNormalization", "ZScoreNormalization",
-                                      "ZScoreNormalization"))
-    for channel in ("2", "3"):
-        plans["foreground_intensity_properties_per_channel"][channel] = {
-            "max": 1.0, "mean": 0.01, "median": 0.0, "min": 0.0, "percentile_00_5": 0.0, "percentile_99_5": 1.0,
-            "std": 0.05}
-    model = write_results_folder(tmp_path / "model", plans=plans, folds=(0,), gain=3.0,
-                                 dataset=make_dataset_json(("CT", "PET", "FG", "BG")))
+    model = write_scribble_model(tmp_path / "model", spacing=spacing, patch_size=(48, 64, 64))
     command = f"{sys.executable} -m algorithm --input {{input}} --output {{output}} --model {model}"
     runs = {}
     for name, runner in (("separate", ["--command", command]), ("loop", ["--model", str(model)])):

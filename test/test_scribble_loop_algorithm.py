@@ -12,7 +12,7 @@ import torch
 from algorithm.__main__ import main as algorithm_main
 from algorithm.closed_loop import ReadyStudy
 from algorithm.engine_contract import EngineOptions
-from nnunet_helpers import make_dataset_json, make_plans, plain_architecture, write_results_folder
+from nnunet_helpers import write_scribble_model
 from petct.clicks import Clicks
 from petct.phantom import make_study
 from petct.scribbles import SCRIBBLE_ENCODING
@@ -64,15 +64,7 @@ def scribble_model(tmp_path_factory):
     study = make_study(11, size=(48, 48, 32), n_lesions=3)
     spacing = tuple(float(s) for s in reversed(study.suv.GetSpacing()))
     # a plan spacing other than the study's: preprocessing resamples, CT and PET apart from the scribbles
-    plans = make_plans(plain_architecture(), patch_size=(24, 32, 32), spacing=[s * 1.3 for s in spacing],
-                       normalization=("CTNormalization", "ZScoreNormalization", "ZScoreNormalization",
-                                      "ZScoreNormalization"))
-    for channel in ("2", "3"):
-        plans["foreground_intensity_properties_per_channel"][channel] = {
-            "max": 1.0, "mean": 0.01, "median": 0.0, "min": 0.0, "percentile_00_5": 0.0, "percentile_99_5": 1.0,
-            "std": 0.05}
-    folder = write_results_folder(tmp_path_factory.mktemp("model"), plans=plans, folds=(0,), gain=3.0,
-                                  dataset=make_dataset_json(("CT", "PET", "FG", "BG")))
+    folder = write_scribble_model(tmp_path_factory.mktemp("model"), spacing=[s * 1.3 for s in spacing], patch_size=(24, 32, 32))
     return folder, study
 
 
