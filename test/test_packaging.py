@@ -59,3 +59,17 @@ def test_each_extra_reads_requirements_files_that_exist():
         assert spec["file"] and all((REPO / path).is_file() for path in spec["file"]), name
     # Dask for --workers/--scheduler: its one home is the algorithm's optional requirements file.
     assert extras["distributed"]["file"] == ["algorithm/requirements-distributed.txt"]
+
+
+def test_no_module_edits_the_import_path():
+    """The kit is installed: code, tests and benchmarks import it as a package, never by editing sys.path."""
+    import ast
+
+    edits = []
+    for folder in ("algorithm", "app", "dataset", "evaluation", "images", "petct", "test", "benchmarks"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Attribute) and node.attr == "path" and \
+                        isinstance(node.value, ast.Name) and node.value.id == "sys":
+                    edits.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not edits, edits
