@@ -90,7 +90,7 @@ def create_app(*, settings: ServiceSettings, engine) -> FastAPI:
         app.include_router(cases.router)
         app.include_router(phases.router)
     pages.add_offline_docs(app)
-    app.include_router(pages.pages_router(service))
+    app.include_router(pages.router)
     _only_declared_responses(app)
     return app
 

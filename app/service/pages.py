@@ -5,6 +5,7 @@ sends a page GET without credentials to /login; what each caller may see is deci
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -19,7 +20,7 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
 from app.service.access import JobAccess, job_access, submissions_of
-from app.service.deps import Caller, Role, caller_for, get_caller, organiser_only, session_cookie
+from app.service.deps import Caller, Role, Service, caller_for, get_caller, get_service, organiser_only, session_cookie
 from app.service.errors import ApiError
 from app.service.jobs import Job, JobState
 from app.service.phases import AGGREGATE_SIGNIFICANT_DIGITS
@@ -57,6 +58,7 @@ def rounded_cell(value: float | None) -> Markup:
     return Markup(f'<span class="num" data-value="{value!r}">{value:.{AGGREGATE_SIGNIFICANT_DIGITS}g}</span>')
 
 
+@functools.cache
 def _templates() -> Jinja2Templates:
     from evaluation.html_report.build import number_cell
 
@@ -67,156 +69,171 @@ def _templates() -> Jinja2Templates:
     return Jinja2Templates(env=environment)
 
 
-def pages_router(service) -> APIRouter:
-    """The pages, over the service's store, settings and scoring pool."""
-    router = APIRouter(include_in_schema=False)
-    templates = _templates()
+# The pages, over the service's store, settings and scoring pool (the service as every router gets it).
+router = APIRouter(include_in_schema=False)
+def page(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
+    """A page from its template, with what every page shows (who is logged in, whether the report is theirs)."""
+    service = get_service(request)
+    caller = getattr(request.state, "caller", None)
+    shared = {"token_required": service.tokens_required(), "who": who(caller),
+              "can_report": job_access(caller).report if caller else False}
+    return _templates().TemplateResponse(request, name, {**shared, **context}, status_code=status)
 
-    def page(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
-        caller = getattr(request.state, "caller", None)
-        shared = {"token_required": service.tokens_required(), "who": who(caller),
-                  "can_report": job_access(caller).report if caller else False}
-        return templates.TemplateResponse(request, name, {**shared, **context}, status_code=status)
 
-    @router.get("/login", response_class=HTMLResponse)
-    async def login_form(request: Request):
-        return page(request, "login.html.j2", error=None, can_report=False)
+@router.get("/login", response_class=HTMLResponse)
+async def login_form(request: Request, service: Service = Depends(get_service)):
+    return page(request, "login.html.j2", error=None, can_report=False)
 
-    @router.post("/login", response_class=HTMLResponse)
-    async def login(request: Request, token: str = Form("")):
-        if not service.tokens_required():
-            return RedirectResponse("/", status_code=303)
-        if caller_for(service, token.encode("utf-8", "surrogateescape")) is None:
-            return page(request, "login.html.j2", status=401, can_report=False,
-                        error="That token is neither the organiser's nor a live participant's.")
-        response = RedirectResponse("/", status_code=303)
-        response.set_cookie(SESSION_COOKIE, service.sessions.open(token), httponly=True, samesite="strict",
-                            secure=is_secure(request), path="/")
-        return response
 
-    @router.post("/logout")
-    async def logout(request: Request):
-        session = session_cookie(request.headers.get("cookie", "").encode("latin-1"))
-        if session:
-            service.sessions.close_session(session)
-        response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(SESSION_COOKIE, path="/")
-        return response
+@router.post("/login", response_class=HTMLResponse)
+async def login(request: Request, token: str = Form(""), service: Service = Depends(get_service)):
+    if not service.tokens_required():
+        return RedirectResponse("/", status_code=303)
+    if caller_for(service, token.encode("utf-8", "surrogateescape")) is None:
+        return page(request, "login.html.j2", status=401, can_report=False,
+                    error="That token is neither the organiser's nor a live participant's.")
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(SESSION_COOKIE, service.sessions.open(token), httponly=True, samesite="strict",
+                        secure=is_secure(request), path="/")
+    return response
 
-    @router.get("/", response_class=HTMLResponse)
-    async def index(request: Request, caller: Caller = Depends(get_caller)):
-        jobs, total = service.store.page(limit=RECENT_JOBS, offset=0, owner=caller.owner,
-                                         everyone=caller.sees_everything)
-        info = service.engine_info
-        state = {"engine": info.get("engine", info.get("name", "unknown")), "model": info.get("model"),
-                 "device": info.get("device"), "worker": "running" if service.worker.alive else "stopped",
-                 "queued": service.store.count(JobState.queued)}
-        phases = service.phases.list() if service.cases is not None else []
-        return page(request, "index.html.j2", state=state, jobs=jobs, total=total, phases=phases,
-                    report=job_access(caller).report, organiser_mode=service.cases is not None)
 
-    @router.get("/jobs/{job_id}", response_class=HTMLResponse)
-    async def job_page(request: Request, job_id: str):
-        job, access = _visible_job(service, request, job_id)
-        running = job.state in (JobState.queued, JobState.running)
-        metrics = job.metrics if access.ground_truth else None
-        return page(request, "job.html.j2", job=job, metrics=metrics, refresh_s=REFRESH_S if running else None,
-                    timings=[(timing_label(name), seconds) for name, seconds in job.timings.items()],
-                    has_mask=job.state == JobState.succeeded, viewer=_viewer_context(job, access))
+@router.post("/logout")
+async def logout(request: Request, service: Service = Depends(get_service)):
+    session = session_cookie(request.headers.get("cookie", "").encode("latin-1"))
+    if session:
+        service.sessions.close_session(session)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
 
-    @router.get("/jobs/{job_id}/mip.png")
-    async def job_mip(request: Request, job_id: str):
-        job, access = _visible_job(service, request, job_id)
-        if job.state != JobState.succeeded:
-            raise ApiError(409, f"job is {job.state.value}; its MIP exists once it has succeeded")
-        path = await service.in_pool(_job_mip, service.settings.jobs_dir / job.id, job, access.ground_truth)
-        return FileResponse(path, media_type="image/png")
 
-    @router.get("/jobs/{job_id}/viewer/{volume}.nii.gz")
-    async def job_volume(request: Request, job_id: str, volume: str):
-        # The job page's rules: the job's owner or the organiser; the components (against the label) only
-        # where the page shows the label's metrics.
-        job, access = _visible_job(service, request, job_id)
-        wanted = _viewer_volume_or_404(volume, job=job, access=access)
-        if job.state != JobState.succeeded:
-            raise ApiError(409, f"job is {job.state.value}; its images are shown once it has succeeded")
-        folder = service.settings.jobs_dir / job.id
-        files = StudyFiles(ct=folder / job.files["ct"], pet=folder / job.files["pet"], mask=folder / MASK_NAME,
-                           label=folder / job.files["label"] if "label" in job.files else None)
-        path = await service.in_pool(viewer_volume, cache=folder / VIEWER_FOLDER, files=files, volume=wanted)
-        return FileResponse(path, media_type="application/octet-stream")
+@router.get("/", response_class=HTMLResponse)
+async def index(request: Request, caller: Caller = Depends(get_caller),
+                service: Service = Depends(get_service)):
+    jobs, total = service.store.page(limit=RECENT_JOBS, offset=0, owner=caller.owner,
+                                     everyone=caller.sees_everything)
+    info = service.engine_info
+    state = {"engine": info.get("engine", info.get("name", "unknown")), "model": info.get("model"),
+             "device": info.get("device"), "worker": "running" if service.worker.alive else "stopped",
+             "queued": service.store.count(JobState.queued)}
+    phases = service.phases.list() if service.cases is not None else []
+    return page(request, "index.html.j2", state=state, jobs=jobs, total=total, phases=phases,
+                report=job_access(caller).report, organiser_mode=service.cases is not None)
 
-    @router.get("/phases/{phase}/submissions/{submission_id}/cases/{case}", response_class=HTMLResponse)
-    async def submission_case(request: Request, phase: str, submission_id: str, case: str,
-                              _: Caller = Depends(organiser_only)):
-        # The organiser's alone (others get 404): the case's images, the submitted mask and the ground truth.
-        submission, files = _kept_case(service, phase, submission_id, case)
-        record = next((r for r in (submission.report or {}).get("case", {}).values() if r.get("study") == case), {})
-        base = f"/phases/{phase}/submissions/{submission_id}/cases/{case}/viewer"
-        viewer = {"ct": f"{base}/{Volume.ct.value}.nii.gz", "suv": f"{base}/{Volume.suv.value}.nii.gz",
-                  "mask": f"{base}/{Volume.components.value}.nii.gz", "labels": [asdict(s) for s in COMPONENT_LABELS]}
-        return page(request, "submission_case.html.j2", phase=phase, submission=submission, case=case,
-                    record=record, viewer=viewer, submitted_at=_utc(submission.created_at))
 
-    @router.get("/phases/{phase}/submissions/{submission_id}/cases/{case}/viewer/{volume}.nii.gz")
-    async def submission_case_volume(phase: str, submission_id: str, case: str, volume: str,
-                                     _: Caller = Depends(organiser_only)):
-        _, files = _kept_case(service, phase, submission_id, case)
-        wanted = next((v for v in Volume if v.value == volume and v != Volume.prediction), None)
-        if wanted is None:
-            raise ApiError(404, "no such image")
-        cache = service.settings.submissions_dir / submission_id / VIEWER_FOLDER / hashlib.sha256(
-            case.encode()).hexdigest()[:16]
-        path = await service.in_pool(viewer_volume, cache=cache, files=files, volume=wanted)
-        return FileResponse(path, media_type="application/octet-stream")
+@router.get("/jobs/{job_id}", response_class=HTMLResponse)
+async def job_page(request: Request, job_id: str, service: Service = Depends(get_service)):
+    job, access = _visible_job(service, request, job_id)
+    running = job.state in (JobState.queued, JobState.running)
+    metrics = job.metrics if access.ground_truth else None
+    return page(request, "job.html.j2", job=job, metrics=metrics, refresh_s=REFRESH_S if running else None,
+                timings=[(timing_label(name), seconds) for name, seconds in job.timings.items()],
+                has_mask=job.state == JobState.succeeded, viewer=_viewer_context(job, access))
 
-    @router.get("/report", response_class=HTMLResponse)
-    async def report(request: Request, _: Caller = Depends(organiser_only)):
-        # Over every scored job, everyone's: the organiser's alone (others get 404, as in the API)
-        jobs = _scored_jobs(service)
-        phases = _phases_with_scores(service)
-        if not jobs:
-            return page(request, "empty_report.html.j2", phases=phases)
-        path = await service.in_pool(_report, service, jobs, phases)
-        return _report_response(path)
 
-    @router.get("/report/phases/{phase}", response_class=HTMLResponse)
-    async def phase_report(request: Request, phase: str, _: Caller = Depends(organiser_only)):
-        # Each participant's ranked submission (the leaderboard's), from the metrics stored when it was scored.
-        current = service.phases.get(phase) if service.cases is not None else None
-        if current is None:
-            raise ApiError(404, "no such phase")
-        rows = service.leaderboards.rows(phase)
-        if not rows:
-            return page(request, "empty_report.html.j2", phases=[], phase=phase)
-        ranked = {s.id: s for s in service.phases.of(phase)}
-        path = await service.in_pool(_phase_report, service, phase, [ranked[r["submission"]] for r in rows])
-        return _report_response(path)
+@router.get("/jobs/{job_id}/mip.png")
+async def job_mip(request: Request, job_id: str, service: Service = Depends(get_service)):
+    job, access = _visible_job(service, request, job_id)
+    if job.state != JobState.succeeded:
+        raise ApiError(409, f"job is {job.state.value}; its MIP exists once it has succeeded")
+    path = await service.in_pool(_job_mip, service.settings.jobs_dir / job.id, job, access.ground_truth)
+    return FileResponse(path, media_type="image/png")
 
-    @router.get("/phases/{phase}", response_class=HTMLResponse)
-    async def phase_page(request: Request, phase: str, caller: Caller = Depends(get_caller)):
-        # The API's own decisions (app.service.routes.phases): the caller's submissions (the organiser: all),
-        # aggregates with single cases' statistics left out and per-case records only where the phase shows them.
-        from app.service.routes.phases import board_rows, phase_view, view
-        from evaluation.html_report.build import TABLE_METRICS
-        from evaluation.ranking import RANKED_METRICS
 
-        current = service.phases.get(phase) if service.cases is not None else None
-        if current is None:
-            raise ApiError(404, "no such phase")
-        everyone = service.phases.of(phase)
-        whose = submissions_of(caller)
-        own = [s for s in everyone if whose is None or s.participant == whose]
-        rows = board_rows(service, current, caller)
-        submitted_at = {s.id: _utc(s.created_at) for s in everyone}
-        return page(request, "phase.html.j2", phase=phase_view(service, current, caller), metrics=METRICS,
-                    labels=TABLE_METRICS, ranked=RANKED_METRICS, statistics=STATISTIC_LABELS,
-                    submissions=[view(s, current, caller) for s in reversed(own)], leaderboard=rows,
-                    submitted_at=submitted_at, sees_everything=caller.sees_everything,
-                    budget=_budget(service, current, caller), missing=_missing_cases(service, current),
-                    viewable={s.id: viewable_cases(service, s) for s in own} if caller.sees_everything else {})
+@router.get("/jobs/{job_id}/viewer/{volume}.nii.gz")
+async def job_volume(request: Request, job_id: str, volume: str,
+                     service: Service = Depends(get_service)):
+    # The job page's rules: the job's owner or the organiser; the components (against the label) only
+    # where the page shows the label's metrics.
+    job, access = _visible_job(service, request, job_id)
+    wanted = _viewer_volume_or_404(volume, job=job, access=access)
+    if job.state != JobState.succeeded:
+        raise ApiError(409, f"job is {job.state.value}; its images are shown once it has succeeded")
+    folder = service.settings.jobs_dir / job.id
+    files = StudyFiles(ct=folder / job.files["ct"], pet=folder / job.files["pet"], mask=folder / MASK_NAME,
+                       label=folder / job.files["label"] if "label" in job.files else None)
+    path = await service.in_pool(viewer_volume, cache=folder / VIEWER_FOLDER, files=files, volume=wanted)
+    return FileResponse(path, media_type="application/octet-stream")
 
-    return router
+
+@router.get("/phases/{phase}/submissions/{submission_id}/cases/{case}", response_class=HTMLResponse)
+async def submission_case(request: Request, phase: str, submission_id: str, case: str,
+                          _: Caller = Depends(organiser_only), service: Service = Depends(get_service)):
+    # The organiser's alone (others get 404): the case's images, the submitted mask and the ground truth.
+    submission, files = _kept_case(service, phase, submission_id, case)
+    record = next((r for r in (submission.report or {}).get("case", {}).values() if r.get("study") == case), {})
+    base = f"/phases/{phase}/submissions/{submission_id}/cases/{case}/viewer"
+    viewer = {"ct": f"{base}/{Volume.ct.value}.nii.gz", "suv": f"{base}/{Volume.suv.value}.nii.gz",
+              "mask": f"{base}/{Volume.components.value}.nii.gz", "labels": [asdict(s) for s in COMPONENT_LABELS]}
+    return page(request, "submission_case.html.j2", phase=phase, submission=submission, case=case,
+                record=record, viewer=viewer, submitted_at=_utc(submission.created_at))
+
+
+@router.get("/phases/{phase}/submissions/{submission_id}/cases/{case}/viewer/{volume}.nii.gz")
+async def submission_case_volume(phase: str, submission_id: str, case: str, volume: str,
+                                 _: Caller = Depends(organiser_only), service: Service = Depends(get_service)):
+    _, files = _kept_case(service, phase, submission_id, case)
+    wanted = next((v for v in Volume if v.value == volume and v != Volume.prediction), None)
+    if wanted is None:
+        raise ApiError(404, "no such image")
+    cache = service.settings.submissions_dir / submission_id / VIEWER_FOLDER / hashlib.sha256(
+        case.encode()).hexdigest()[:16]
+    path = await service.in_pool(viewer_volume, cache=cache, files=files, volume=wanted)
+    return FileResponse(path, media_type="application/octet-stream")
+
+
+@router.get("/report", response_class=HTMLResponse)
+async def report(request: Request, _: Caller = Depends(organiser_only),
+                 service: Service = Depends(get_service)):
+    # Over every scored job, everyone's: the organiser's alone (others get 404, as in the API)
+    jobs = _scored_jobs(service)
+    phases = _phases_with_scores(service)
+    if not jobs:
+        return page(request, "empty_report.html.j2", phases=phases)
+    path = await service.in_pool(_report, service, jobs, phases)
+    return _report_response(path)
+
+
+@router.get("/report/phases/{phase}", response_class=HTMLResponse)
+async def phase_report(request: Request, phase: str, _: Caller = Depends(organiser_only),
+                       service: Service = Depends(get_service)):
+    # Each participant's ranked submission (the leaderboard's), from the metrics stored when it was scored.
+    current = service.phases.get(phase) if service.cases is not None else None
+    if current is None:
+        raise ApiError(404, "no such phase")
+    rows = service.leaderboards.rows(phase)
+    if not rows:
+        return page(request, "empty_report.html.j2", phases=[], phase=phase)
+    ranked = {s.id: s for s in service.phases.of(phase)}
+    path = await service.in_pool(_phase_report, service, phase, [ranked[r["submission"]] for r in rows])
+    return _report_response(path)
+
+
+@router.get("/phases/{phase}", response_class=HTMLResponse)
+async def phase_page(request: Request, phase: str, caller: Caller = Depends(get_caller),
+                     service: Service = Depends(get_service)):
+    # The API's own decisions (app.service.routes.phases): the caller's submissions (the organiser: all),
+    # aggregates with single cases' statistics left out and per-case records only where the phase shows them.
+    from app.service.routes.phases import board_rows, phase_view, view
+    from evaluation.html_report.build import TABLE_METRICS
+    from evaluation.ranking import RANKED_METRICS
+
+    current = service.phases.get(phase) if service.cases is not None else None
+    if current is None:
+        raise ApiError(404, "no such phase")
+    everyone = service.phases.of(phase)
+    whose = submissions_of(caller)
+    own = [s for s in everyone if whose is None or s.participant == whose]
+    rows = board_rows(service, current, caller)
+    submitted_at = {s.id: _utc(s.created_at) for s in everyone}
+    return page(request, "phase.html.j2", phase=phase_view(service, current, caller), metrics=METRICS,
+                labels=TABLE_METRICS, ranked=RANKED_METRICS, statistics=STATISTIC_LABELS,
+                submissions=[view(s, current, caller) for s in reversed(own)], leaderboard=rows,
+                submitted_at=submitted_at, sees_everything=caller.sees_everything,
+                budget=_budget(service, current, caller), missing=_missing_cases(service, current),
+                viewable={s.id: viewable_cases(service, s) for s in own} if caller.sees_everything else {})
+
 
 
 # A job's timings (app.service.worker, the engine's stages from algorithm.logs.timed) named in words.
