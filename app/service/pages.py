@@ -199,9 +199,9 @@ async def report(request: Request, _: Caller = Depends(organiser_only),
 async def phase_report(request: Request, phase: str, _: Caller = Depends(organiser_only),
                        service: Service = Depends(get_service)):
     # Each participant's ranked submission (the leaderboard's), from the metrics stored when it was scored.
-    current = service.phases.get(phase) if service.cases is not None else None
-    if current is None:
-        raise ApiError(404, "no such phase")
+    from app.service.routes.phases import phase_or_404
+
+    phase_or_404(service, phase)
     rows = service.leaderboards.rows(phase)
     if not rows:
         return page(request, "empty_report.html.j2", phases=[], phase=phase)
@@ -215,13 +215,11 @@ async def phase_page(request: Request, phase: str, caller: Caller = Depends(get_
                      service: Service = Depends(get_service)):
     # The API's own decisions (app.service.routes.phases): the caller's submissions (the organiser: all),
     # aggregates with single cases' statistics left out and per-case records only where the phase shows them.
-    from app.service.routes.phases import board_rows, phase_view, view
+    from app.service.routes.phases import board_rows, phase_or_404, phase_view, view
     from evaluation.html_report.build import TABLE_METRICS
     from evaluation.ranking import RANKED_METRICS
 
-    current = service.phases.get(phase) if service.cases is not None else None
-    if current is None:
-        raise ApiError(404, "no such phase")
+    current = phase_or_404(service, phase)
     everyone = service.phases.of(phase)
     whose = submissions_of(caller)
     own = [s for s in everyone if whose is None or s.participant == whose]
