@@ -86,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     dry.add_argument("--model", type=Path, help="nnU-Net results folder: with --image mounted read-only at "
                                                 "/opt/ml/model, else passed as --model to the kit's algorithm")
     dry.add_argument("--gpus", action=argparse.BooleanOptionalAction, default=None,
-                     help="--image: pass --gpus all (default: when nvidia-smi lists a GPU)")
+                     help="--image: give the container the GPUs (those CUDA_VISIBLE_DEVICES names, else all; default: when nvidia-smi lists a GPU)")
     dry.add_argument("--workdir", type=Path, help="where the jobs' folders go, kept afterwards "
                                                   "(default: a temporary folder, removed)")
     dry.add_argument("--output", type=Path, default=defaults.output,

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from app.dryrun.jobstore import JOB_JSON
 from app.dryrun.run import DryRunOptions, run_dry_run, study_names
+from app.dryrun.runner import gpu_count
 from petct.atomic import atomic_path
 from petct.editions import edition as edition_named
 from petct.errors import InputError
@@ -150,9 +151,11 @@ def _on_dask(teams: list[Team], base: DryRunOptions, campaign: Path, *, workers:
 
     from algorithm.batch_cluster import GPU, dask_client, gpu_worker_count
 
+    # Local workers on a GPU machine: each pinned to one GPU (CUDA_VISIBLE_DEVICES), which its jobs' containers get.
+    gpus = 0 if scheduler is not None or base.gpus is False else gpu_count()
     results: dict[str, TeamResult] = {}
     try:
-        with dask_client(scheduler=scheduler, workers=workers) as client:
+        with dask_client(scheduler=scheduler, workers=workers, gpus=gpus) as client:
             # When workers declare GPUs, each study's jobs take one: one study per GPU at a time.
             resources = {GPU: 1} if gpu_worker_count(client) else None
             futures = {_submit_team(client, team, base, campaign.resolve(), resources=resources): team

@@ -213,6 +213,34 @@ def test_on_dask_a_teams_studies_spread_over_the_workers_and_a_dead_worker_costs
     assert _scores(campaign / "teams" / "A" / "metrics.json") == three_phantoms_reference
 
 
+@pytest.mark.parametrize("scheduler, gpus_option, pinned", [(None, None, 2), (None, False, 0),
+                                                             ("tcp://gpu-a:8786", None, 0)])
+def test_local_campaign_workers_are_pinned_to_the_machines_gpus(monkeypatch, tmp_path, scheduler, gpus_option, pinned):
+    """--workers N on a GPU machine: each local worker gets one GPU (and its image jobs that GPU); a cluster's
+    workers were pinned when they were started."""
+    import contextlib
+
+    import algorithm.batch_cluster
+    import app.campaign as campaign_module
+    from app.campaign import Team, run_campaign
+    from app.dryrun.run import DryRunOptions
+
+    asked = {}
+
+    @contextlib.contextmanager
+    def cluster_that_stops_here(**kwargs):
+        asked.update(kwargs)
+        raise OSError("stopped by the test")
+        yield
+
+    monkeypatch.setattr(campaign_module, "gpu_count", lambda: 2)
+    monkeypatch.setattr(algorithm.batch_cluster, "dask_client", cluster_that_stops_here)
+    with pytest.raises(InputError, match="stopped by the test"):
+        run_campaign([Team(name="A", command="x {input} {output}")], DryRunOptions(gpus=gpus_option), tmp_path,
+                     workers=None if scheduler else 2, scheduler=scheduler)
+    assert asked == {"scheduler": scheduler, "workers": None if scheduler else 2, "gpus": pinned}
+
+
 def test_on_dask_a_scheduler_that_cannot_be_reached_is_one_line(tmp_path):
     run = subprocess.run([sys.executable, "-m", "app", "campaign", "--command", f"A={_command()}", *PHANTOMS,
                           "--output", str(tmp_path / "c"), "--scheduler", "tcp://127.0.0.1:9"], cwd=REPO,

@@ -227,6 +227,74 @@ def test_docker_argv_is_the_platforms_flag_for_flag():
     assert plain == [sizes.get(a, a) for a in expected]
 
 
+def _argv(**gpu) -> list[str]:
+    return docker_run_argv(image="i", input_dir=Path("/a"), output_dir=Path("/b"), tmp_dir=Path("/c"), memory="4g",
+                           shm_size="2g", **gpu)
+
+
+def test_a_container_gets_the_gpus_it_is_given_in_each_engines_words():
+    assert _argv(gpus=True, docker="docker")[6:8] == ["--gpus", "all"]
+    assert _argv(gpus=True, gpu_devices=["1"], docker="/usr/bin/docker")[6:8] == ["--gpus", '"device=1"']
+    # Docker reads the value as CSV: the device list is one quoted field.
+    assert _argv(gpus=True, gpu_devices=["0", "GPU-8f3a"])[6:8] == ["--gpus", '"device=0,GPU-8f3a"']
+    # podman has no --gpus before 5.0: the NVIDIA toolkit's CDI device names.
+    assert _argv(gpus=True, docker="podman")[6:8] == ["--device", "nvidia.com/gpu=all"]
+    assert _argv(gpus=True, gpu_devices=["2", "3"], docker="podman")[6:10] == [
+        "--device", "nvidia.com/gpu=2", "--device", "nvidia.com/gpu=3"]
+    for engine in ("docker", "podman"):
+        assert not {"--gpus", "--device"} & set(_argv(gpus=False, gpu_devices=["1"], docker=engine))
+
+
+@pytest.mark.parametrize("value, devices", [(None, None), ("1", ["1"]), ("0,2", ["0", "2"]), (" 3 , 1", ["3", "1"]),
+                                            ("", []), ("-1", []), ("1,-1,2", ["1"]), ("GPU-8f3a", ["GPU-8f3a"])])
+def test_visible_gpus_reads_cuda_visible_devices_as_cuda_does(monkeypatch, value, devices):
+    from app.dryrun.runner import visible_gpus
+
+    if value is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", value)
+    assert visible_gpus() == devices
+
+
+def _image_job_argv(tmp_path: Path, **options) -> list[str]:
+    from types import SimpleNamespace
+
+    from app.dryrun.run import DryRunOptions, _job_command
+
+    job = SimpleNamespace(pk="0123456789abcdef", input_dir=tmp_path / "in", output_dir=tmp_path / "out",
+                          tmp_dir=tmp_path / "tmp")
+    argv, _, _, _ = _job_command(job, DryRunOptions(image="team/algo:1", container_engine="docker", **options))
+    return argv
+
+
+def test_an_image_job_on_a_gpu_worker_gets_that_workers_gpu_not_all(monkeypatch, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    assert distributed
+    from types import SimpleNamespace
+
+    import app.dryrun.run as dry
+    from algorithm.batch_cluster import PinGpu
+
+    monkeypatch.setattr(dry, "gpu_count", lambda: 4)  # nvidia-smi -L lists the machine's four GPUs
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
+    PinGpu(4).setup(SimpleNamespace(name=6))  # local worker 6 of a GPU machine: pinned to GPU 2
+    argv = _image_job_argv(tmp_path)
+    assert argv[argv.index("--gpus") + 1] == '"device=2"'
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-8f3a")  # `CUDA_VISIBLE_DEVICES=GPU-8f3a dask worker ...`
+    argv = _image_job_argv(tmp_path)
+    assert argv[argv.index("--gpus") + 1] == '"device=GPU-8f3a"'
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")  # no pinning: every GPU, as the platform gives
+    argv = _image_job_argv(tmp_path)
+    assert argv[argv.index("--gpus") + 1] == "all"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # a worker given no GPU runs its containers without one
+    assert "--gpus" not in _image_job_argv(tmp_path)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert "--gpus" not in _image_job_argv(tmp_path, gpus=False)
+    monkeypatch.setattr(dry, "gpu_count", lambda: 0)
+    assert "--gpus" not in _image_job_argv(tmp_path)
+
+
 def test_docker_mounts_refuse_a_colon_in_a_path():
     with pytest.raises(InputError, match="':'"):
         docker_run_argv(image="i", input_dir=Path("/w/a:b/in"), output_dir=Path("/b"), tmp_dir=Path("/c"),

@@ -32,9 +32,10 @@ from app.dryrun.runner import (
     command_argv,
     default_command,
     docker_run_argv,
-    gpu_present,
+    gpu_count,
     run_limited,
     tail,
+    visible_gpus,
 )
 from images.container_engine import detect_engine, engine_env
 from petct.clicks import Clicks
@@ -62,7 +63,7 @@ class DryRunOptions:
     time_limit_s: float = 300.0
     memory_bytes: int = 16 * 1024**3
     model: Path | None = None  # mounted read-only at /opt/ml/model (Docker); the kit's algorithm: its --model
-    gpus: bool | None = None  # None: --gpus all when nvidia-smi lists a GPU
+    gpus: bool | None = None  # None: when nvidia-smi lists a GPU; the job gets CUDA_VISIBLE_DEVICES' GPUs, else all
     workdir: Path | None = None  # kept when given; else a temporary folder, removed at the end
     output: Path = Path("out/dry-run")
     junit: Path | None = None
@@ -353,11 +354,13 @@ def _job_command(job: platform.AlgorithmJob, options: DryRunOptions):
     """argv, environment, timeout hook and clean-up hook of one job."""
     if options.image:
         name = f"petct-dry-run-{job.pk[:12]}"
-        gpus = gpu_present() if options.gpus is None else options.gpus
+        # Read where the job runs: on a Dask GPU worker, CUDA_VISIBLE_DEVICES names that worker's GPU.
+        devices = visible_gpus()
+        gpus = (gpu_count() > 0 and devices != []) if options.gpus is None else options.gpus
         argv = docker_run_argv(image=options.image, input_dir=job.input_dir, output_dir=job.output_dir,
                                tmp_dir=job.tmp_dir, memory=docker_size(options.memory_bytes),
-                               shm_size=docker_size(options.memory_bytes // 2), gpus=gpus, model_dir=options.model,
-                               name=name, docker=options.container_engine)
+                               shm_size=docker_size(options.memory_bytes // 2), gpus=gpus, gpu_devices=devices,
+                               model_dir=options.model, name=name, docker=options.container_engine)
         env = engine_env(options.container_engine)
         return (argv, env, lambda: _docker_quietly(options.container_engine, "kill", name, env=env),
                 lambda: _docker_quietly(options.container_engine, "rm", "-f", name, env=env))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psutil
 
+from images.container_engine import gpu_flags
 from petct.errors import InputError
 
 KIT_ROOT = Path(__file__).resolve().parents[2]
@@ -58,12 +59,13 @@ def command_argv(template: str | list[str], *, input_dir: Path, output_dir: Path
 
 
 def docker_run_argv(*, image: str, input_dir: Path, output_dir: Path, tmp_dir: Path, memory: str, shm_size: str,
-                    gpus: bool, model_dir: Path | None = None, name: str | None = None,
-                    docker: str = "docker") -> list[str]:
+                    gpus: bool, gpu_devices: list[str] | None = None, model_dir: Path | None = None,
+                    name: str | None = None, docker: str = "docker") -> list[str]:
     """`docker run` as the platform runs an algorithm job: no network, read-only input, limits, no privileges.
 
     The flags and their order are those of docs/grand-challenge.md ("Running a container locally"),
-    plus a --name so that a job over its time limit can be killed.
+    plus a --name so that a job over its time limit can be killed. With `gpus`, the container gets
+    `gpu_devices` (None: every GPU, as on the platform; see visible_gpus).
     """
     mounts = [(input_dir, "/input:ro"), (output_dir, "/output"), (tmp_dir, "/tmp")]
     if model_dir is not None:
@@ -76,7 +78,7 @@ def docker_run_argv(*, image: str, input_dir: Path, output_dir: Path, tmp_dir: P
     if name:
         argv += ["--name", name]
     if gpus:
-        argv += ["--gpus", "all"]
+        argv += gpu_flags(docker, gpu_devices)
     argv += [f"--memory={memory}", f"--memory-swap={memory}", f"--shm-size={shm_size}",
              f"--pids-limit={PIDS_LIMIT}", "--cap-drop=ALL", "--security-opt=no-new-privileges"]
     for folder, target in mounts:
@@ -107,15 +109,33 @@ def check_docker_image(image: str, *, docker: str = "docker", env: dict[str, str
         raise InputError(f"--image {image} is built for {os_arch}; grand-challenge runs {PLATFORM_OS_ARCH} only")
 
 
-def gpu_present() -> bool:
-    """Whether `nvidia-smi -L` lists a GPU (then `docker run` gets --gpus all, as on the platform)."""
+def visible_gpus() -> list[str] | None:
+    """The GPUs this process is given by CUDA_VISIBLE_DEVICES (a Dask GPU worker's own GPU), None when unset: all.
+
+    As CUDA reads it: the entries up to the first invalid one (e.g. -1); an empty list means no GPU.
+    """
+    value = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if value is None:
+        return None
+    devices = []
+    for entry in (word.strip() for word in value.split(",")):
+        if not entry or entry.startswith("-"):
+            break
+        devices.append(entry)
+    return devices
+
+
+def gpu_count() -> int:
+    """The GPUs `nvidia-smi -L` lists (all of the machine's: it ignores CUDA_VISIBLE_DEVICES); 0 without it."""
     if shutil.which("nvidia-smi") is None:
-        return False
+        return 0
     try:
         listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
-        return False
-    return listing.returncode == 0 and "GPU" in listing.stdout
+        return 0
+    if listing.returncode != 0:
+        return 0
+    return sum(1 for line in listing.stdout.splitlines() if line.startswith("GPU "))
 
 
 def run_limited(argv: list[str], *, limits: Limits, log: Path, env: dict[str, str] | None = None,
