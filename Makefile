@@ -35,7 +35,8 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
-# Everything but the slow tests (nnU-Net parity against nnunetv2, container images): for the edit-test loop.
+# Everything but the slow tests (nnU-Net parity, container images, end-to-end dry runs and campaigns, Dask
+# clusters, the browser: the `slow` marker in pyproject.toml): the edit-test loop, a few minutes. CI runs `make test`.
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" test
 

@@ -92,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     dry.add_argument("--output", type=Path, default=defaults.output,
                      help="where metrics.json, dry-run.json and the job logs go (default: %(default)s)")
     dry.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report here")
+    dry.add_argument("--report", action=argparse.BooleanOptionalAction, default=defaults.report,
+                     help="write report.html, with a MIP of every study (default: yes; --no-report saves its "
+                          "figures' seconds when only the verdict and metrics.json are needed)")
     dry.add_argument("--challenge", choices=CHALLENGE_CHOICES, default=default_challenge(),
                      help="the autoPET edition's contract: outputs checked, 11 click steps per study for "
                           "autopet-2025-interactive, the closed scribble loop for autopet-2026-interactive, "
@@ -129,6 +132,8 @@ def _parser() -> argparse.ArgumentParser:
     campaign.add_argument("--output", type=Path, default=Path("out/campaign"),
                           help="the campaign folder: teams/<team>/, leaderboard.json/.txt, report.html "
                                "(default: %(default)s)")
+    campaign.add_argument("--report", action=argparse.BooleanOptionalAction, default=defaults.report,
+                          help="write report.html comparing the teams, and each team's own (default: yes)")
     where = campaign.add_mutually_exclusive_group()
     where.add_argument("--workers", type=whole_number(1), metavar="N", help="run the teams on N local Dask workers")
     where.add_argument("--scheduler", metavar="ADDRESS", help="run the teams on the Dask cluster at ADDRESS")
@@ -204,7 +209,7 @@ def _campaign(args: argparse.Namespace) -> int:
         return 2
     base = DryRunOptions(container_engine=args.container_engine, cases=args.cases, phantoms=args.phantoms,
                          phantom_size=args.phantom_size, time_limit_s=args.time_limit, memory_bytes=args.memory,
-                         challenge=args.challenge)
+                         challenge=args.challenge, report=args.report)
     results = run_campaign(teams, base, args.output, workers=args.workers, scheduler=args.scheduler)
     for r in results:
         print(f"team {r.name}: {'finished earlier' if r.skipped else f'{r.seconds:.1f} s'}, "
@@ -221,7 +226,7 @@ def _dry_run(args: argparse.Namespace) -> int:
         phantom_size=args.phantom_size, time_limit_s=args.time_limit, memory_bytes=args.memory, model=args.model,
         gpus=args.gpus, workdir=args.workdir, output=args.output, junit=args.junit, challenge=args.challenge,
         strategy=args.strategy, scribbles_dir=args.scribbles_dir, steps=args.steps, scribble_rule=args.scribble_rule,
-        csv=args.csv))
+        csv=args.csv, report=args.report))
 
 
 if __name__ == "__main__":

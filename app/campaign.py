@@ -136,7 +136,7 @@ def run_campaign(teams: list[Team], base: DryRunOptions, campaign: Path, *, work
         results = [run_team(team, base, campaign) for team in teams]
     else:
         results = _on_dask(teams, base, campaign, workers=workers, scheduler=scheduler)
-    rank(teams, campaign, challenge=base.challenge, images=base.cases)
+    rank(teams, campaign, challenge=base.challenge, images=base.cases, report=base.report)
     return results
 
 
@@ -200,8 +200,8 @@ def _team_result(future, team: Team) -> TeamResult:
     return TeamResult(team.name, 2, 0.0)
 
 
-def rank(teams: list[Team], campaign: Path, *, challenge: str, images: Path | None) -> None:
-    """leaderboard.json and .txt over the teams that were scored, and report.html comparing them."""
+def rank(teams: list[Team], campaign: Path, *, challenge: str, images: Path | None, report: bool = True) -> None:
+    """leaderboard.json and .txt over the teams that were scored, and (with `report`) report.html comparing them."""
     from evaluation.ranking import format_leaderboard, leaderboard, read_submission
 
     edition = edition_named(challenge)
@@ -218,6 +218,8 @@ def rank(teams: list[Team], campaign: Path, *, challenge: str, images: Path | No
                 "--studies with the teams' metrics.json)\n"
     with atomic_path(campaign / "leaderboard.txt") as tmp:
         tmp.write_text(text)
+    if not report:
+        return
     from evaluation.html_report.build import ReportOptions, build_report_html
 
     build_report_html(ReportOptions(metrics=[f"{name}={path}" for name, path in scored],

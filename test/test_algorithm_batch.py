@@ -47,6 +47,7 @@ def _predict_folder(setup, folder, out, *extra):
                          *extra)
 
 
+@pytest.mark.slow
 def test_every_layout_gives_the_single_study_masks(setup, tmp_path):
     raw, flat, nested = tmp_path / "raw", tmp_path / "flat", tmp_path / "nested"
     a, b, c = setup["studies"]
@@ -100,6 +101,7 @@ def test_a_broken_study_is_one_line_and_the_others_are_written(setup, tmp_path):
     assert np.array_equal(_array(tmp_path / "out" / f"{c.name}.nii.gz"), setup["single"][c.name])
 
 
+@pytest.mark.slow
 def test_unusable_model_or_empty_folder_is_one_line(setup, tmp_path):
     (tmp_path / "empty").mkdir()
     result = _predict_folder(setup, tmp_path / "empty", tmp_path / "out")

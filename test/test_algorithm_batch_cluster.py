@@ -25,7 +25,7 @@ from nnunet_helpers import make_dataset_json, make_plans, plain_architecture, st
 from petct.phantom import make_study
 
 pytest.importorskip("distributed")
-from algorithm.batch_cluster import dask_client, predict_on_cluster  # noqa: E402
+from algorithm.batch_cluster import LOCAL_CLUSTER_CONFIG, dask_client, predict_on_cluster  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = (24, 24, 20)  # a few tiles per study without mirroring: quick
@@ -96,6 +96,7 @@ def test_serial_run_does_not_import_dask(data, tmp_path):
     assert run.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_workers_give_the_serial_masks_and_load_the_model_once_each(data, client, tmp_path):
     for engine, folder in ((["--engine", "baseline"], "tiny"), (_model_args(data, tta=False), "small")):
         assert batch.main([str(data / folder), str(tmp_path / f"serial-{folder}"), *engine]) == 0
@@ -127,6 +128,7 @@ def _busy_workers(dask_worker) -> tuple[int, list[str]]:
     return os.getpid(), [str(ts.key) for ts in dask_worker.state.executing]
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_study_costs_that_study_a_retry_never_a_result(data, client, tmp_path):
     cases = find_cases(data / "slow", roles=("ct", "pet")).cases
     # The options the command line gives (no probability map), so that later runs find the model loaded.
@@ -157,6 +159,7 @@ def test_a_worker_killed_mid_study_costs_that_study_a_retry_never_a_result(data,
         assert mask_problem(tmp_path / f"{case.key}.nii.gz", pet_path=case.pet) is None
 
 
+@pytest.mark.slow
 def test_continue_after_a_killed_run_redoes_only_the_unfinished(data, client, tmp_path):
     out = tmp_path / "out"
     with open(tmp_path / "log", "w") as log:
@@ -188,13 +191,14 @@ def test_continue_after_a_killed_run_redoes_only_the_unfinished(data, client, tm
         assert mask_problem(out / name, pet_path=data / "slow" / f"PETCT_{seed}" / "SUV.mha") is None
 
 
+@pytest.mark.slow
 def test_losing_the_scheduler_ends_the_run_with_one_line_on_what_finished(data, tmp_path, capsys):
     import dask
     from distributed import LocalCluster
 
     out = tmp_path / "out"
     # The worker left without a scheduler retries for `connect` before it closes with the cluster.
-    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}), \
+    with dask.config.set({**LOCAL_CLUSTER_CONFIG, "distributed.comm.timeouts.connect": "2s"}), \
             LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0") as cluster:
         def stop_the_scheduler_after_the_first_mask() -> None:
             while not list(out.glob("[!.]*.nii.gz")):

@@ -71,6 +71,7 @@ def test_ct_on_another_grid_is_resampled(tmp_path, study):
 
 
 @pytest.mark.parametrize("case", ["no_pet", "two_pets", "corrupt", "truncated", "nan_suv", "no_ct_folder"])
+@pytest.mark.slow
 def test_bad_input_fails_with_one_line(tmp_path, platform_input, study, case):
     pet_dir = platform_input.pet.parent
     needles: tuple[str, ...]

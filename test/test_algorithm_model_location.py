@@ -107,6 +107,7 @@ def test_fold_all_and_checkpoint_run_and_the_last_line_says_so(models, tmp_path,
         stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_two_trainers_chosen_with_plans_through_the_cli(models, tmp_path):
     result = run_algorithm("--input", models["input"].root, "--output", tmp_path / "out", "--model", models["two"],
                            "--device", "cpu", "--no-tta", "--plans", "nnUNetResEncUNetMPlans")
@@ -134,6 +135,7 @@ def _dry_run(*args) -> subprocess.CompletedProcess:
                           env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
+@pytest.mark.slow
 def test_dry_run_passes_model_to_the_local_algorithm_and_shows_the_engine(models, tmp_path):
     result = _dry_run("--model", models["fold_all"], "--output", tmp_path / "bad")
     assert result.returncode == 1

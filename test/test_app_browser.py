@@ -79,6 +79,7 @@ def _fits_width(driver) -> bool:
     return driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth + 1")
 
 
+@pytest.mark.slow
 def test_upload_through_the_form_then_job_page_and_report(browser, tmp_path):
     from selenium.webdriver.common.by import By
 
@@ -135,6 +136,7 @@ def test_upload_through_the_form_then_job_page_and_report(browser, tmp_path):
         browser.save_screenshot(str(tmp_path / "job-phone.png"))
 
 
+@pytest.mark.slow
 def test_docs_render_their_operations_offline(browser, tmp_path):
     from selenium.webdriver.common.by import By
 
@@ -168,6 +170,7 @@ def _status_of(driver, path: str) -> int:
     return driver.execute_async_script("fetch(arguments[0]).then(r => arguments[1](r.status))", path)
 
 
+@pytest.mark.slow
 def test_slice_viewer_shows_the_owners_study_to_the_owner_alone(browser, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -226,6 +229,7 @@ def _one_line(driver, selector: str) -> list[str]:
         "parseFloat(getComputedStyle(e).lineHeight || '20')).map(e => e.textContent)", selector)
 
 
+@pytest.mark.slow
 def test_phase_page_budget_upload_submissions_and_leaderboard(browser, tmp_path):
     import zipfile
 
@@ -301,6 +305,7 @@ def test_phase_page_budget_upload_submissions_and_leaderboard(browser, tmp_path)
         browser.save_screenshot(str(tmp_path / "phase-phone.png"))
 
 
+@pytest.mark.slow
 def test_organiser_views_a_kept_submissions_case(browser, tmp_path):
     import numpy as np
     from selenium.webdriver.common.by import By

@@ -18,9 +18,13 @@ from app.campaign import teams_from
 from petct.errors import InputError
 
 pytest.importorskip("distributed")
+from algorithm.batch_cluster import LOCAL_CLUSTER_CONFIG  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PHANTOMS = ("--phantoms", "2", "--phantom-size", "tiny")
+THREE = ("--phantoms", "3", "--phantom-size", "tiny")
+# Runs that are not about the HTML reports skip their figures (seconds each); the first test checks them.
+NO_REPORT = ("--no-report",)
 PER_RUN = ("ground_truth_file", "prediction_file", "job")  # temporary paths and job ids, new in every run
 
 
@@ -47,15 +51,15 @@ def test_teams_from_options():
             teams_from(**{"commands": [], "images": [], "models": [], **bad})
 
 
-def test_two_teams_on_dask_score_as_their_serial_dry_runs_and_a_rerun_continues(tmp_path):
+@pytest.mark.slow
+def test_two_teams_on_dask_score_as_their_serial_dry_runs_and_a_rerun_continues(tmp_path, three_phantoms_reference):
     campaign = tmp_path / "campaign"
     teams = ("--command", f"A={_command()}", "--command", f"B={_command('--device', 'cpu')}")
-    run = _app("campaign", *teams, *PHANTOMS, "--output", str(campaign), "--workers", "2")
+    run = _app("campaign", *teams, *THREE, "--output", str(campaign), "--workers", "2")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    serial = _app("dry-run", "--command", _command(), *PHANTOMS, "--output", str(tmp_path / "serial"))
-    assert serial.returncode == 0, serial.stdout[-3000:]
-    reference = _scores(tmp_path / "serial" / "metrics.json")
-    assert reference and all("dice" in record for record in reference.values())
+    reference = three_phantoms_reference
+    assert len(reference) == 3 and all("dice" in record for record in reference.values())
+    assert (campaign / "teams" / "A" / "report.html").is_file()
     for team in ("A", "B"):
         assert _scores(campaign / "teams" / team / "metrics.json") == reference
     board = json.loads((campaign / "leaderboard.json").read_text())["leaderboard"]
@@ -64,8 +68,10 @@ def test_two_teams_on_dask_score_as_their_serial_dry_runs_and_a_rerun_continues(
 
     finished_a = (campaign / "teams" / "A" / "team.json").stat().st_mtime_ns
     (campaign / "teams" / "B" / "team.json").unlink()  # B as a run killed before its folder was complete
-    again = _app("campaign", *teams, *PHANTOMS, "--output", str(campaign))
+    (campaign / "report.html").unlink()
+    again = _app("campaign", *teams, *THREE, "--output", str(campaign), "--no-report")
     assert again.returncode == 0, again.stdout[-3000:]
+    assert not (campaign / "report.html").exists() and not (campaign / "teams" / "B" / "report.html").exists()
     assert "team A: finished earlier" in again.stdout and "team B: finished earlier" not in again.stdout
     assert (campaign / "teams" / "A" / "team.json").stat().st_mtime_ns == finished_a
     assert _scores(campaign / "teams" / "B" / "metrics.json") == reference
@@ -80,7 +86,6 @@ with open(log, "a") as f:
 os.execv(sys.executable, [sys.executable, "-m", "algorithm", "--input", inputs, "--output", output,
                           "--engine", "baseline"])
 '''
-THREE = ("--phantoms", "3", "--phantom-size", "tiny")
 
 
 def _counting_command(tmp_path: Path) -> tuple[str, Path]:
@@ -119,15 +124,17 @@ def _finished_jobs(store: Path) -> set[str]:
 def three_phantoms_reference(tmp_path_factory) -> dict:
     """The scores of an uninterrupted dry run of the baseline on three tiny phantoms."""
     folder = tmp_path_factory.mktemp("reference")
-    serial = _app("dry-run", "--command", _command(), *THREE, "--output", str(folder))
+    serial = _app("dry-run", "--command", _command(), *THREE, *NO_REPORT, "--output", str(folder))
     assert serial.returncode == 0, serial.stdout[-3000:]
     return _scores(folder / "metrics.json")
 
 
+@pytest.mark.slow
 def test_a_team_killed_midway_reruns_only_its_unfinished_jobs(tmp_path, three_phantoms_reference):
     command, log = _counting_command(tmp_path)
     campaign = tmp_path / "campaign"
-    argv = [sys.executable, "-m", "app", "campaign", "--command", f"A={command}", *THREE, "--output", str(campaign)]
+    argv = [sys.executable, "-m", "app", "campaign", "--command", f"A={command}", *THREE, *NO_REPORT,
+            "--output", str(campaign)]
     store = campaign / "jobs" / "A"
     with open(tmp_path / "first.log", "w") as out:
         first = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=out, start_new_session=True)
@@ -151,7 +158,7 @@ def test_a_team_killed_midway_reruns_only_its_unfinished_jobs(tmp_path, three_ph
     (store / ".partial-PHANTOM_9999-0123456789abcdef-00000000").mkdir()  # a job killed while being saved
 
     log.unlink()
-    again = _app("campaign", "--command", f"A={command}", *THREE, "--output", str(campaign))
+    again = _app("campaign", "--command", f"A={command}", *THREE, *NO_REPORT, "--output", str(campaign))
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-2000:]
     studies = sorted(three_phantoms_reference)
     assert sorted(_ran(log)) == sorted(set(studies) - finished)  # each unfinished job once, no finished one
@@ -164,6 +171,7 @@ def _busy(dask_worker) -> tuple[int, int, float | None]:
     return os.getpid(), len(dask_worker.state.executing), dask_worker.state.available_resources.get("GPU")
 
 
+@pytest.mark.slow
 def test_on_dask_a_teams_studies_spread_over_the_workers_and_a_dead_worker_costs_a_retry(tmp_path, three_phantoms_reference):
     import dask
     from distributed import Client, LocalCluster
@@ -175,7 +183,7 @@ def test_on_dask_a_teams_studies_spread_over_the_workers_and_a_dead_worker_costs
     campaign = tmp_path / "campaign"
     store = campaign / "jobs" / "A"
     killed: dict[str, object] = {}
-    with dask.config.set({"distributed.worker.profile.enabled": False}), \
+    with dask.config.set(LOCAL_CLUSTER_CONFIG), \
             LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                          resources={"GPU": 1}) as cluster, \
             Client(cluster) as client:
@@ -199,7 +207,7 @@ def test_on_dask_a_teams_studies_spread_over_the_workers_and_a_dead_worker_costs
 
         killer = threading.Thread(target=kill_the_team_after_its_first_job, daemon=True)
         killer.start()
-        base = DryRunOptions(phantoms=3, phantom_size="tiny")
+        base = DryRunOptions(phantoms=3, phantom_size="tiny", report=False)
         results = run_campaign([Team(name="A", command=command)], base, campaign, scheduler=cluster.scheduler_address)
         killer.join(timeout=30)
     assert killed.get("both_busy"), "the team's studies did not run on both workers at once"
@@ -241,6 +249,7 @@ def test_local_campaign_workers_are_pinned_to_the_machines_gpus(monkeypatch, tmp
     assert asked == {"scheduler": scheduler, "workers": None if scheduler else 2, "gpus": pinned}
 
 
+@pytest.mark.slow
 def test_on_dask_a_scheduler_that_cannot_be_reached_is_one_line(tmp_path):
     run = subprocess.run([sys.executable, "-m", "app", "campaign", "--command", f"A={_command()}", *PHANTOMS,
                           "--output", str(tmp_path / "c"), "--scheduler", "tcp://127.0.0.1:9"], cwd=REPO,
@@ -254,6 +263,7 @@ def test_on_dask_a_scheduler_that_cannot_be_reached_is_one_line(tmp_path):
     assert "run the same command again" in lines[0]
 
 
+@pytest.mark.slow
 def test_losing_the_scheduler_ends_the_campaign_in_one_line_and_a_rerun_keeps_the_finished_jobs(
         tmp_path, three_phantoms_reference):
     import dask
@@ -262,8 +272,8 @@ def test_losing_the_scheduler_ends_the_campaign_in_one_line_and_a_rerun_keeps_th
     command, log = _counting_command(tmp_path)
     campaign = tmp_path / "campaign"
     store = campaign / "jobs" / "A"
-    argv = ["campaign", "--command", f"A={command}", *THREE, "--output", str(campaign)]
-    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}), \
+    argv = ["campaign", "--command", f"A={command}", *THREE, *NO_REPORT, "--output", str(campaign)]
+    with dask.config.set({**LOCAL_CLUSTER_CONFIG, "distributed.comm.timeouts.connect": "2s"}), \
             LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
         def stop_the_scheduler_after_the_first_job() -> None:
             deadline = time.monotonic() + 120

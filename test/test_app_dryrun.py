@@ -29,6 +29,7 @@ def dry_run(*args: str, env: dict | None = None, timeout: float = 300) -> subpro
                           timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
 
 
+@pytest.mark.slow
 def test_default_run_lays_out_jobs_as_the_platform_and_scores_them(tmp_path):
     work, out, junit = tmp_path / "work", tmp_path / "out", tmp_path / "report.xml"
     result = dry_run("--phantom-size", "tiny", "--workdir", str(work), "--output", str(out), "--junit", str(junit))
@@ -118,6 +119,7 @@ EXPECTED = {
 }
 
 
+@pytest.mark.slow
 def test_each_contract_violation_is_named_per_study(tmp_path):
     cases = tmp_path / "cases"
     for name in [*EXPECTED, "good", "writes_input"]:
@@ -179,6 +181,7 @@ def _fake_docker(tmp_path: Path) -> tuple[dict[str, str], Path]:
     return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "FAKE_DOCKER_LOG": str(calls)}, calls
 
 
+@pytest.mark.slow
 def test_image_mode_runs_docker_with_the_platform_flags(tmp_path):
     env, calls = _fake_docker(tmp_path)
     result = dry_run("--image", "team/algo:1", "--phantoms", "1", "--phantom-size", "tiny", "--no-gpus",
@@ -314,6 +317,7 @@ def _wait_gone(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("new_session", [False, True])
+@pytest.mark.slow
 def test_time_limit_kills_the_whole_process_tree(tmp_path, new_session):
     """A job's children die with it at the time limit, a `setsid` grandchild outside its group included."""
     pid_file = tmp_path / "grandchild.pid"
@@ -359,6 +363,7 @@ def test_a_broken_case_is_a_usage_error_before_any_job_runs(tmp_path):
     ["--junit", "/dev/null/report.xml"],
     ["--junit", "/tmp"],
 ])
+@pytest.mark.slow
 def test_usage_errors_exit_2(args):
     result = dry_run(*args)
     assert result.returncode == 2, result.stdout + result.stderr
@@ -384,6 +389,7 @@ def test_docker_sizes_round_trip():
             parse_size(bad)
 
 
+@pytest.mark.slow
 def test_case_names_with_dots_get_their_metrics(tmp_path):
     # metrics.json keys replace dots (the leaderboard reads dotted paths); the dry-run must still find each study.
     cases = tmp_path / "cases"
@@ -407,6 +413,7 @@ def test_image_that_docker_lacks_or_that_is_not_amd64_is_a_usage_error(tmp_path,
 
 
 @pytest.mark.parametrize("how", ["child", "setsid", "double_fork", "env_i_setsid_sh"])
+@pytest.mark.slow
 def test_a_normal_exit_kills_every_process_the_job_left(tmp_path, how):
     """Background children, setsid daemons and double-forked orphans all die when the job's main process exits."""
     pid_file = tmp_path / "straggler.pid"
@@ -459,6 +466,7 @@ LATE_WRITER = textwrap.dedent("""\
 """)
 
 
+@pytest.mark.slow
 def test_dry_run_kills_a_late_writer_and_reports_it(tmp_path):
     script = tmp_path / "late_writer.py"
     script.write_text(LATE_WRITER.format(repo=str(REPO)))

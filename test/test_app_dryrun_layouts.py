@@ -68,6 +68,7 @@ def test_two_folders_with_one_study_key_are_refused(tmp_path):
         folder_cases(tmp_path)
 
 
+@pytest.mark.slow
 def test_dry_run_on_the_dataset_layout(tmp_path):
     cases = tmp_path / "cases"
     expected = dataset_layout(cases)

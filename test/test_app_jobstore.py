@@ -11,6 +11,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
+
 from app.dryrun import jobstore
 from app.dryrun.run import DryRunOptions, run_dry_run
 from app.dryrun.runner import RunOutcome
@@ -67,6 +69,7 @@ def test_a_saved_job_comes_back_whole_and_a_half_saved_one_not_at_all(tmp_path):
     assert sorted(p.name for p in store.iterdir()) == ["S1-abc"]
 
 
+@pytest.mark.slow
 def test_a_rerun_of_the_closed_loop_takes_every_step_back_and_scores_the_same(tmp_path):
     command = f"{sys.executable} -m algorithm --input {{input}} --output {{output}} --engine baseline"
     printed, metrics = [], []

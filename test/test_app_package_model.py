@@ -26,6 +26,7 @@ def package(*args) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
+@pytest.mark.slow
 def test_the_command_line_works(tmp_path):
     results_folder(tmp_path / "results")
     result = subprocess.run([sys.executable, "-m", "app", "package-model", str(tmp_path / "results"),

@@ -81,6 +81,7 @@ def test_docs_load_their_assets_from_the_service(tmp_path):
         assert client.get("/redoc").status_code == 404  # ReDoc would load from a CDN
 
 
+@pytest.mark.slow
 def test_job_page_report_and_mip_show_the_apis_numbers(tmp_path):
     study = write_phantom(tmp_path / "study", 5, n_lesions=3)
     with Server(data_dir=tmp_path / "data") as server, server.client() as client:
@@ -122,6 +123,7 @@ def _logged_in(server: Server, token: str) -> httpx.Client:
     return browser
 
 
+@pytest.mark.slow
 def test_pages_per_caller_organiser_and_participants(tmp_path):
     data = tmp_path / "data"
     tokens = {name: _add_participant(name, data) for name in ("alice", "bob")}
@@ -162,6 +164,7 @@ def _cell_values(page: str, **context: str) -> list[float | None]:
     return [exact(v) for c, v, _ in numbers(page).found if all(c.get(k) == want for k, want in context.items())]
 
 
+@pytest.mark.slow
 def test_phase_pages_follow_the_phases_rules(tmp_path):
     import numpy as np
 
@@ -234,6 +237,7 @@ def test_timings_are_named_in_words(name, words):
     assert timing_label(name) == words
 
 
+@pytest.mark.slow
 def test_job_pages_and_scores_name_the_study_by_its_file(tmp_path):
     study = write_phantom(tmp_path / "study", 5, n_lesions=2)
     named = {"pet": ("PETCT_0af7ffe12a_SUV.mha", study["pet"].read_bytes()),
@@ -260,6 +264,7 @@ def test_job_pages_and_scores_name_the_study_by_its_file(tmp_path):
         assert chosen.json()["study"] == "mine"
 
 
+@pytest.mark.slow
 def test_kept_submissions_are_shown_to_the_organiser_on_the_test_sets_images(tmp_path):
     import numpy as np
 

@@ -17,6 +17,7 @@ ORGANISER = "organiser-token-for-schema-tests-01"
 AUTH = {"Authorization": f"Bearer {ORGANISER}"}
 
 
+@pytest.mark.slow
 def test_no_server_error_and_responses_match_the_schema(tmp_path):
     write_mask(random_mask(np.random.default_rng(1), density=0.1), tmp_path / "gt" / "CASE_A.mha")
     with Server(data_dir=tmp_path / "data", args=["--max-upload", "1MB", "--ground-truth", str(tmp_path / "gt")],

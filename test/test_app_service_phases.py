@@ -109,6 +109,7 @@ def per_case_scorer(client, tmp_path: Path):
     return post
 
 
+@pytest.mark.slow
 def test_bisection_rebuilds_a_case_for_the_organiser_only(setup, tmp_path):
     server, tokens, truth, _ = setup
     with server.client() as organiser:  # the attack is real: with per-case scores it rebuilds the case
@@ -271,6 +272,7 @@ def test_jobs_belong_to_whoever_created_them(setup, tmp_path):
         assert alice.delete(f"/v1/jobs/{job_id}").status_code == 204
 
 
+@pytest.mark.slow
 def test_revoked_tokens_and_the_cli(setup, tmp_path):
     server, tokens, _, _ = setup
     eve = app_cli("participants", "add", "eve", data=server.data_dir)
@@ -364,6 +366,7 @@ def test_a_mask_off_its_cases_grid_is_refused_with_both_grids(setup, tmp_path):
                 assert (error["reason"], error["field"], error["file"]) == (expected, "CASE_B", "CASE_B.mha")
 
 
+@pytest.mark.slow
 def test_a_phase_naming_cases_without_ground_truth_stays_closed(tmp_path):
     gt = tmp_path / "gt"
     write_mask(np.ones(SHAPE, np.uint8), gt / "CASE_A_SEG.mha")

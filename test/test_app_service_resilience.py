@@ -197,6 +197,7 @@ def test_a_scoring_request_past_its_deadline_is_killed_and_answered_504():
 
 @pytest.mark.parametrize("token", [" leading-space-token-0123456789", "trailing-space-token-0123456789 ",
                                    "tab\tinside-is-fine-but-newline-end\n", " " * 20])
+@pytest.mark.slow
 def test_tokens_with_outer_white_space_are_refused_at_start_up(tmp_path, token):
     with pytest.raises(InputError, match="white space"):
         ServiceSettings(data_dir=tmp_path, token=token).check()

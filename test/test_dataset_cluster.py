@@ -23,6 +23,8 @@ pytest.importorskip("distributed")
 import dask  # noqa: E402
 from distributed import Client, LocalCluster  # noqa: E402
 
+from algorithm.batch_cluster import LOCAL_CLUSTER_CONFIG  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = range(71, 76)
 QUICK_RECONNECT = {**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"}
@@ -48,9 +50,10 @@ def _outputs(folder: Path) -> dict[str, np.ndarray]:
             for p in sorted(folder.rglob("*.nii.gz"))}
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_study_costs_that_study_a_retry_never_a_result(dicom, tmp_path):
     killed: list[int] = []
-    with dask.config.set({"distributed.worker.profile.enabled": False}), \
+    with dask.config.set(LOCAL_CLUSTER_CONFIG), \
             LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         client.wait_for_workers(2)
@@ -79,10 +82,11 @@ def test_a_worker_killed_mid_study_costs_that_study_a_retry_never_a_result(dicom
         assert np.array_equal(array, converted[name]), name
 
 
+@pytest.mark.slow
 def test_losing_the_scheduler_ends_the_command_with_one_line_and_a_rerun_continues(dicom, tmp_path):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "dataset", "convert", str(dicom / "in"), str(out), "--no-progress"]
-    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}), \
+    with dask.config.set({**LOCAL_CLUSTER_CONFIG, "distributed.comm.timeouts.connect": "2s"}), \
             LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://",
                          dashboard_address=":0") as cluster:
         def stop_the_scheduler_after_the_first_study() -> None:
@@ -110,6 +114,7 @@ def test_losing_the_scheduler_ends_the_command_with_one_line_and_a_rerun_continu
     assert _outputs(out).keys() == _outputs(dicom / "serial").keys()
 
 
+@pytest.mark.slow
 def test_an_unreachable_scheduler_is_one_line(dicom, tmp_path):
     run = subprocess.run([sys.executable, "-m", "dataset", "convert", str(dicom / "in"), str(tmp_path / "out"),
                           "--no-progress", "--scheduler", "tcp://127.0.0.1:9"], cwd=REPO, env=QUICK_RECONNECT,

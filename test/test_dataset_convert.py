@@ -45,6 +45,7 @@ def test_siemens_study_converts_back_to_the_phantom(siemens, tmp_path):
     dict(vendor="ge"), dict(vendor="philips-bqml"), dict(vendor="philips-cnts"), dict(decay_correction="ADMIN"),
     dict(series_after_acquisition=True),
 ], ids=["ge-private-scan-time", "philips-bqml", "philips-cnts", "decay-admin", "series-after-acquisition"])
+@pytest.mark.slow
 def test_vendor_variant_converts_back_to_the_phantom(options, tmp_path):
     study = synth(tmp_path / "dicom", seed=5, n_lesions=2, **options)
     record = _only(convert(tmp_path / "dicom", tmp_path / "out"))
@@ -146,6 +147,7 @@ def test_ct_short_of_the_pet_warns_with_the_covered_fraction(siemens, tmp_path):
     assert any("the CT covers 7" in w for w in record.warnings), record.warnings
 
 
+@pytest.mark.slow
 def test_one_failure_never_stops_the_others_and_the_cli_exits_1(siemens, tmp_path):
     good = copy_study(siemens, tmp_path / "dicom")
     bad = synth(tmp_path / "dicom", seed=9, n_lesions=1)

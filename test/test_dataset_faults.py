@@ -27,6 +27,7 @@ def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dataset", *args], capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_a_fifo_in_the_input_tree_is_skipped_and_named(study, tmp_path):
     folder = copy_study(study, tmp_path / "in")
     fifo = folder / "PET" / "zz-pipe.dcm"

@@ -24,6 +24,7 @@ def dicom(tmp_path_factory):
     return root, studies
 
 
+@pytest.mark.slow
 def test_nnunet_layout_loads_with_the_kits_nnunet_engine(dicom, tmp_path):
     require_nnunetv2()
     from algorithm.engine_contract import EngineOptions
@@ -50,6 +51,7 @@ def test_nnunet_layout_loads_with_the_kits_nnunet_engine(dicom, tmp_path):
     assert prediction.mask.shape == sitk.GetArrayFromImage(label).shape
 
 
+@pytest.mark.slow
 def test_grand_challenge_layout_runs_through_the_algorithm_and_scoring(dicom, tmp_path):
     root, studies = dicom
     records = convert(root, tmp_path / "gc", layout="grand-challenge", fmt="mha")
@@ -74,6 +76,7 @@ def test_grand_challenge_layout_runs_through_the_algorithm_and_scoring(dicom, tm
     assert key in (tmp_path / "metrics.json").read_text()
 
 
+@pytest.mark.slow
 def test_dask_local_cluster_run_equals_the_process_pool_run(dicom, tmp_path):
     from distributed import LocalCluster
 

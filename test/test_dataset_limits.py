@@ -32,6 +32,7 @@ def _decoded_by_reading(folder) -> int:
     return total
 
 
+@pytest.mark.slow
 def test_the_limit_is_checked_from_the_headers_before_any_file_is_read(study, tmp_path, monkeypatch):
     folder = copy_study(study, tmp_path / "in")
     expected = _decoded_by_reading(folder)

@@ -364,6 +364,7 @@ def dry_run(tmp_path, *args, env=None):
                           env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
 
 
+@pytest.mark.slow
 def test_dry_run_2024_checks_the_data_centric_output(tmp_path):
     result = dry_run(tmp_path / "ok", "--challenge", "autopet-2024", "--phantoms", "2",
                      env={"PETCT_KIT_DATA_CENTRIC": "false"})
@@ -375,6 +376,7 @@ def test_dry_run_2024_checks_the_data_centric_output(tmp_path):
     assert result.returncode == 1 and "data-centric-model.json holds 1; expected true or false" in result.stdout
 
 
+@pytest.mark.slow
 def test_dry_run_2025_runs_eleven_steps_per_study_and_scores_the_curves(tmp_path):
     result = dry_run(tmp_path, "--challenge", "autopet-2025-interactive", "--phantoms", "1")
     assert result.returncode == 0, result.stdout + result.stderr

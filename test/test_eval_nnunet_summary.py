@@ -12,6 +12,7 @@ import pytest
 from app_helpers import REPO, write_mask
 
 
+@pytest.mark.slow
 def test_summary_reads_as_nnunets_and_its_dice_is_nnunets(tmp_path):
     evaluate = pytest.importorskip("nnunetv2.evaluation.evaluate_predictions")
     rng = np.random.default_rng(21)

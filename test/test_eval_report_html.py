@@ -180,6 +180,7 @@ def test_studies_csv_of_dataset_stats_is_matched_by_its_key_column(tmp_path):
         assert f'<th scope="row">{group}</th>' in html
 
 
+@pytest.mark.slow
 def test_report_command_writes_the_file_and_one_line_per_bad_input(tmp_path):
     paths = _three_submissions(tmp_path, studies=5)
     run = subprocess.run([sys.executable, "-m", "evaluation", "report", *map(str, paths[:2]), "--output",

@@ -136,6 +136,7 @@ def organisers_channel(points, shape_xyz) -> np.ndarray:
     return ndimage.gaussian_filter(heat, sigma=0).transpose(2, 1, 0)  # back to (z, y, x)
 
 
+@pytest.mark.slow
 def test_four_channel_model_with_scribbles_matches_nnunet(scribble_model):
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from app.__main__ import main as app_main
@@ -35,6 +36,7 @@ def mask_of(job: Path) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.ReadImage(str(mask)))
 
 
+@pytest.mark.slow
 def test_each_step_gets_the_scribbles_of_the_last_mask_and_is_scored_as_the_loop_scores(tmp_path):
     assert dry_run(tmp_path, "--strategy", "random", "--csv", str(tmp_path / "loop.csv"),
                    "--junit", str(tmp_path / "junit.xml")) == 0
@@ -79,6 +81,7 @@ def same_loops(one: Path, other: Path) -> None:
             read_scribbles(other_jobs[key] / "input" / "lesion-clicks.json")
 
 
+@pytest.mark.slow
 def test_the_kit_algorithm_runs_each_loop_in_one_process_with_the_masks_of_separate_runs(tmp_path):
     assert dry_run(tmp_path / "loop", "--strategy", "mixed") == 0
     assert len(list((tmp_path / "loop" / "work" / "loops").iterdir())) == 2  # one process per study
@@ -88,6 +91,7 @@ def test_the_kit_algorithm_runs_each_loop_in_one_process_with_the_masks_of_separ
     same_loops(tmp_path / "loop", tmp_path / "separate")
 
 
+@pytest.mark.slow
 def test_recorded_scribbles_are_replayed_unchanged(tmp_path):
     recorded = tmp_path / "recorded"
     recorded.mkdir()
@@ -116,6 +120,7 @@ sitk.WriteImage(mask, str(out / pet.name), True)
 """
 
 
+@pytest.mark.slow
 def test_published_rule_scores_a_failed_simulation_zero_without_a_job(tmp_path, capsys):
     script = tmp_path / "empty_mask.py"
     script.write_text(EMPTY_MASK_ALGORITHM)
@@ -143,6 +148,7 @@ def test_mixed_deals_each_strategy_to_a_third_by_name():
     assert dealt == [strategy_for(n, list(reversed(names)), "mixed") for n in names]  # by name, not by order
 
 
+@pytest.mark.slow
 def test_closed_loop_with_a_small_nnunet_model(tmp_path):
     """A random-weight 4-channel model (CT, PET, FG, BG) through two steps of the loop on one phantom."""
     import pytest

@@ -75,6 +75,7 @@ def test_nnunet_loop_masks_equal_separate_runs(tmp_path, scribble_model):
         assert np.array_equal(loop_mask, separate)
 
 
+@pytest.mark.slow
 def test_kept_study_predicts_what_a_fresh_engine_predicts(tmp_path, scribble_model):
     from algorithm.nnunet import NnUNetEngine
 

@@ -67,6 +67,7 @@ class DryRunOptions:
     workdir: Path | None = None  # kept when given; else a temporary folder, removed at the end
     output: Path = Path("out/dry-run")
     junit: Path | None = None
+    report: bool = True  # report.html (figures take seconds); metrics.json and dry-run.json are always written
     challenge: str = DEFAULT_CHALLENGE  # petct.editions profile: outputs checked, clicks protocol, scoring
     # 2026 closed loop (app/dryrun/closed_loop.py)
     strategy: str = "mixed"  # centerline | random | boundary | mixed (a third each, seeded)
@@ -113,7 +114,7 @@ def run_dry_run(options: DryRunOptions) -> int:
         evaluation = _evaluate(studies, cases, workdir, edition=edition)
         _note_late_writes(studies)
         _write_results(options, studies, evaluation)
-        report = _write_html_report(options, cases, evaluation)
+        report = _write_html_report(options, cases, evaluation) if options.report else None
     finally:
         platform.make_writable(workdir)
         if options.workdir is None:
