@@ -87,6 +87,27 @@ def test_part_runs_write_every_study_once(data, tmp_path):
     assert sorted(written) == [f"PETCT_{seed}.nii.gz" for seed in range(61, 65)]
 
 
+def test_the_readmes_cluster_environment_is_the_local_clusters_config(monkeypatch):
+    """README's `export DASK_...` for a cluster of one's own sets what --workers sets, no more, no less."""
+    import re
+
+    import dask
+
+    block = re.search(r"export (DASK_DISTRIBUTED__.*?)\n```", (REPO / "README.md").read_text(), re.S)
+    assert block, "README lost its cluster environment"
+    env = dict(word.split("=", 1) for word in block.group(1).replace("\\\n", " ").split())
+    assert len(env) == len(LOCAL_CLUSTER_CONFIG)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    try:
+        dask.config.refresh()
+        for key, value in LOCAL_CLUSTER_CONFIG.items():
+            assert dask.config.get(key) == value, key
+    finally:
+        monkeypatch.undo()
+        dask.config.refresh()
+
+
 def test_serial_run_does_not_import_dask(data, tmp_path):
     code = (f"import sys; from algorithm import batch\n"
             f"assert batch.main([{str(data / 'tiny')!r}, {str(tmp_path)!r}, '--engine', 'baseline']) == 0\n"
