@@ -88,11 +88,25 @@ def test_a_job_decodes_each_upload_once_and_scores_the_mask_it_inferred(tmp_path
     metrics = job.metrics
     assert sorted(counting.reads.values()) == [1, 1, 1] and len(counting.reads) == 3, counting.reads
     assert counting.resamplings == 1
-    # The metrics of the in-memory mask and label are the scorer's on the files written and uploaded.
+    # The metrics of the in-memory mask and the uploaded label are the scorer's on the files written and uploaded.
     reference = score_files(ground_truth=uploads["label"], prediction=folder / MASK_NAME, study="SUV").to_json()
     expected = {**reference, "study": "SUV", "ground_truth_file": "label", "prediction_file": "mask"}
     assert metrics == expected
     assert metrics["gt_lesions"] == 3
+
+
+def test_the_worker_holds_only_the_images_inference_reads(tmp_path, uploads):
+    """The label is not held through inference (the scoring process reads its upload); the PET and CT are."""
+    files = {field: StoredFile(field=field, client_name=path.name, path=path, size=path.stat().st_size)
+             for field, path in uploads.items()}
+    study = check_study(files, limits=UploadLimits())
+    assert set(study.images) == {"pet", "ct", "label"}
+    with ThreadPoolExecutor(1) as scoring:
+        worker = InferenceWorker(store=JobStore(tmp_path / "jobs.sqlite3"), engine=BaselineEngine(),
+                                 jobs_dir=tmp_path / "jobs", scoring=scoring)
+        assert worker.hand("job", study.images)
+        held = worker.take("job")
+    assert set(held) == {"pet", "ct"} and held["pet"] is study.images["pet"] and held["ct"] is study.images["ct"]
 
 
 def test_a_job_without_handed_images_reads_its_files(tmp_path, uploads, monkeypatch, processes):
