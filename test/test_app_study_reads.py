@@ -34,11 +34,13 @@ class Counting:
 
     def __init__(self, monkeypatch):
         self.reads: dict[str, int] = {}
+        self.order: list[str] = []  # file names, in the order read
         self.resamplings = 0
         read, execute = sitk.ReadImage, sitk.ResampleImageFilter.Execute
 
         def counted_read(path, *args, **kwargs):
             self.reads[Path(path).name] = self.reads.get(Path(path).name, 0) + 1
+            self.order.append(Path(path).name)
             return read(path, *args, **kwargs)
 
         def counted_execute(resampler, *args, **kwargs):
@@ -106,6 +108,18 @@ def test_a_job_with_its_ct_on_the_pet_grid_decodes_each_upload_once(tmp_path, up
     assert sorted(counting.reads.values()) == [1, 1, 1] and len(counting.reads) == 3, counting.reads
     assert counting.resamplings == 0
     assert job.metrics["gt_lesions"] == handed.metrics["gt_lesions"] == 3
+
+
+def test_the_upload_checks_decode_the_largest_image_first(uploads, monkeypatch):
+    """The CT (int16 on a grid four times as large) is decoded before the PET and label, while nothing else is held."""
+    files = {field: StoredFile(field=field, client_name=path.name, path=path, size=path.stat().st_size)
+             for field, path in uploads.items()}
+    counting = Counting(monkeypatch)
+    study = check_study(files, limits=UploadLimits())
+    assert counting.order == ["CT.mha", "SUV.mha", "SEG.mha"]
+    assert list(study.images) == ["pet", "ct", "label"]
+    assert study.images["ct"].GetSize() == tuple(2 * n for n in study.images["pet"].GetSize()[:2]) + (
+        study.images["pet"].GetSize()[2],)
 
 
 def test_the_worker_holds_only_the_images_inference_reads(tmp_path, uploads):
