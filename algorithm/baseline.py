@@ -150,20 +150,23 @@ class BaselineEngine:
                                                            spacing=spacing, settings=s)
         threshold = max(s.min_threshold_suv, 1.5 * liver_median + 2.0 * liver_sd)
         low = max(s.min_grow_suv, s.grow_fraction * threshold)
+        del body  # no longer needed: freed before the candidates are labelled
         # Within the filled body: a lung nodule is soft tissue surrounded by air, not part of the body component.
         candidates = hysteresis(pet, high=threshold, low=low, within=filled)
+        del filled
         timings["candidates"] = time.perf_counter() - t1
 
         t2 = time.perf_counter()
-        labels = cc3d.connected_components(candidates.astype(np.uint8), connectivity=LESION_CONNECTIVITY)
+        labels = cc3d.connected_components(candidates, connectivity=LESION_CONNECTIVITY, binary_image=True)
+        del candidates
         components = describe_components(labels=labels, pet=pet, spacing=spacing, voxel_ml=voxel_ml,
                                          landmarks=landmarks)
         dropped = classify_physiological(components, landmarks=landmarks, settings=s)
-        keep = np.ones(len(components) + 1, dtype=bool)
-        keep[0] = False
+        keep = np.ones(len(components) + 1, dtype=np.uint8)
+        keep[0] = 0
         for label in dropped:
-            keep[label] = False
-        mask = keep[labels].astype(np.uint8)
+            keep[label] = 0
+        mask = keep[labels]
         timings["organ_rules"] = time.perf_counter() - t2
         click_notes = None
         if clicks is not None:  # 2025 interactive track (algorithm.click_refinement)
@@ -193,18 +196,35 @@ def body_mask(ct: np.ndarray, body_hu: float) -> tuple[np.ndarray, np.ndarray]:
     if not tissue.any():
         return tissue, tissue
     body = largest_component(tissue)
+    del tissue
     filled = np.empty_like(body)
     for z in range(body.shape[0]):
         filled[z] = fill_holes_2d(body[z])
     return body, filled
 
 
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
+    """The smallest box (one slice per axis) holding every True voxel of a non-empty mask."""
+    box = []
+    for axis in range(mask.ndim):
+        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(int(present[0]), int(present[-1]) + 1))
+    return tuple(box)
+
+
 def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 6-connected component of a non-empty boolean mask."""
-    labels = cc3d.connected_components(mask.astype(np.uint8), connectivity=6)
-    counts = np.bincount(labels.ravel())
+    """The largest 6-connected component of a non-empty boolean mask (the first in scan order on a tie).
+
+    Labelled within the mask's bounding box, and counted by cc3d rather than by np.bincount (which would
+    copy the labels as 64-bit integers): a full-size study's body is one 50 MB mask, not 600 MB of labels.
+    """
+    box = bounding_box(mask)
+    labels = cc3d.connected_components(mask[box], connectivity=6, binary_image=True)
+    counts = np.asarray(cc3d.statistics(labels, no_slice_conversion=True)["voxel_counts"], dtype=np.int64)
     counts[0] = 0
-    return labels == int(np.argmax(counts))
+    largest = np.zeros(mask.shape, dtype=bool)
+    np.equal(labels, int(np.argmax(counts)), out=largest[box])
+    return largest
 
 
 def fill_holes_2d(mask: np.ndarray) -> np.ndarray:
@@ -228,15 +248,25 @@ def find_landmarks(*, ct: np.ndarray, body: np.ndarray, filled: np.ndarray, spac
     # the z axis gives the same heights.
     z_lo, z_hi = body_z[0] * sz, (body_z[-1] + 1) * sz
 
-    air = filled & ~body & (ct < settings.lung_hu)
-    labels = cc3d.connected_components(air.astype(np.uint8), connectivity=6)
-    stats = cc3d.statistics(labels)
+    # filled & ~body & (ct < lung_hu), built in one array
+    air = np.less(ct, settings.lung_hu)
+    air &= filled
+    np.greater(air, body, out=air)
+    # Labelled within the body's extent across the slices (air lies in the filled body): the z centroids,
+    # the only ones used, are those of the whole volume.
+    plane = filled.any(axis=0)
+    across = bounding_box(plane) if plane.any() else (slice(None), slice(None))
+    labels = cc3d.connected_components(air[(slice(None), *across)], connectivity=6, binary_image=True)
+    del air
+    stats = cc3d.statistics(labels, no_slice_conversion=True)
+    del labels
     counts = np.asarray(stats["voxel_counts"], dtype=np.int64)
     counts[0] = 0
     order = [int(i) for i in np.argsort(counts)[::-1][:2] if counts[i] * voxel_ml >= settings.min_lung_ml]
     if order:
-        lungs = np.isin(labels, order)
-        lung_z = np.flatnonzero(lungs.any(axis=(1, 2)))
+        # bounding_boxes: (z0, z1, y0, y1, x0, x1) per label, ends inclusive
+        boxes = np.asarray(stats["bounding_boxes"], dtype=np.int64)[order]
+        lung_z = np.array([boxes[:, 0].min(), boxes[:, 1].max()])
         lung_lo, lung_hi = lung_z[0] * sz, (lung_z[-1] + 1) * sz
         weights = counts[order].astype(np.float64)
         centre = (float(np.average(np.asarray(stats["centroids"])[order, 0], weights=weights)) + 0.5) * sz
@@ -283,13 +313,18 @@ def liver_reference(*, pet: np.ndarray, ct: np.ndarray, body: np.ndarray, landma
 
 def hysteresis(pet: np.ndarray, *, high: float, low: float, within: np.ndarray) -> np.ndarray:
     """Voxels above `low` connected (as lesions are) to a voxel above `high`, inside `within`."""
-    weak = (pet >= low) & within
+    weak = pet >= low
+    weak &= within
     if not weak.any():
         return weak
-    labels = cc3d.connected_components(weak.astype(np.uint8), connectivity=LESION_CONNECTIVITY)
-    seeded = np.unique(labels[(pet >= high) & weak])
-    seeded = seeded[seeded != 0]
-    return np.isin(labels, seeded)
+    # Components lie within the weak voxels' bounding box: labelled there only.
+    box = bounding_box(weak)
+    labels = cc3d.connected_components(weak[box], connectivity=LESION_CONNECTIVITY, binary_image=True)
+    seeded = np.zeros(int(labels.max()) + 1, dtype=bool)
+    seeded[labels[pet[box] >= high]] = True
+    seeded[0] = False
+    weak[box] = seeded[labels]
+    return weak
 
 
 def describe_components(*, labels: np.ndarray, pet: np.ndarray, spacing: tuple[float, ...], voxel_ml: float,

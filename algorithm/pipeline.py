@@ -15,10 +15,18 @@ from algorithm.logs import timed
 from petct.clicks import Clicks, read_clicks
 from petct.editions import CLICKS_JSON, Edition
 from petct.errors import InputError
-from petct.imageio import Geometry, grid_mismatches, image_from_array, read_image, require_finite, write_image_atomic
+from petct.imageio import (
+    Geometry,
+    grid_mismatches,
+    image_from_array,
+    read_geometry,
+    read_image,
+    require_finite,
+    write_image_atomic,
+)
 from petct.jsonio import dumps
 from petct.layout import INPUTS_JSON, image_stem, list_images
-from petct.resample import CT_OUTSIDE_HU, resample_ct_array
+from petct.resample import CT_OUTSIDE_HU, resample_ct_image, resampled_ct_array
 from petct.scribbles import read_scribbles
 
 log = logging.getLogger(__name__)
@@ -77,16 +85,15 @@ def read_study(*, pet_path: Path, ct_path: Path, images: dict[str, sitk.Image] |
     """The PET grid, the SUV and the CT as float32 (z, y, x) arrays on it, and notes on what was done.
 
     Host memory matters at 660x400x400 voxels: each image becomes one array and its image is dropped, and a CT
-    on another grid is resampled from its stored type straight to float32 on the PET grid. `images` holds the
-    images already decoded (by "pet" and "ct"; the service's upload checks read them): they are taken out of
-    it, so that each is freed once used, and only the others are read from their paths.
+    on another grid (often the largest image, on a finer grid) is resampled from its stored type straight to
+    float32 on the PET grid, then freed, before the PET is decoded. `images` holds the images already decoded
+    (by "pet" and "ct"; the service's upload checks read them): they are taken out of it, so that each is freed
+    once used, and only the others are read from their paths; a decoded PET is dropped while a CT is resampled
+    (it would add its size to that peak) and read again after, which costs far less time than the resampling.
     """
     images = {} if images is None else images
-    pet_image = _taken_or_read(images, "pet", pet_path)
-    geometry = Geometry.of(pet_image)
-    pet = sitk.GetArrayFromImage(pet_image).astype(np.float32, copy=False)
-    del pet_image
-    require_finite(pet, path=pet_path, what="SUV image")
+    pet_image = images.pop("pet", None)
+    geometry = read_geometry(pet_path) if pet_image is None else Geometry.of(pet_image)
     ct_image = _taken_or_read(images, "ct", ct_path)
     require_finite(sitk.GetArrayViewFromImage(ct_image), path=ct_path, what="CT image")
     notes: dict[str, object] = {}
@@ -94,10 +101,21 @@ def read_study(*, pet_path: Path, ct_path: Path, images: dict[str, sitk.Image] |
     if mismatches:
         log.info("CT grid differs from the PET grid (%s): resampling CT onto the PET grid (linear, %g HU outside)",
                  "; ".join(mismatches), CT_OUTSIDE_HU)
-        ct, coverage = resample_ct_array(ct_image, geometry, path=ct_path)
+        pet_image = None
+        resampled = resample_ct_image(ct_image, geometry)
+        del ct_image  # the largest image: freed before the resampled one is copied into an array
+        ct, coverage = resampled_ct_array(resampled, path=ct_path)
+        del resampled
         notes["ct_resampled"] = {"from": mismatches, "coverage": round(coverage, 4)}
     else:
         ct = sitk.GetArrayFromImage(ct_image).astype(np.float32, copy=False)
+        del ct_image
+    pet_image = read_image(pet_path) if pet_image is None else pet_image
+    if Geometry.of(pet_image) != geometry:
+        raise InputError("the PET image changed while the study was read", path=pet_path)
+    pet = sitk.GetArrayFromImage(pet_image).astype(np.float32, copy=False)
+    del pet_image
+    require_finite(pet, path=pet_path, what="SUV image")
     return StudyArrays(geometry, pet, ct, notes)
 
 

@@ -26,6 +26,15 @@ def resample_ct_array(ct: sitk.Image, grid: Geometry, *, path: str | Path) -> tu
 
     InputError (naming `path`) when the CT does not overlap the grid at all; a warning below half coverage.
     """
+    return resampled_ct_array(resample_ct_image(ct, grid), path=path)
+
+
+def resample_ct_image(ct: sitk.Image, grid: Geometry) -> sitk.Image:
+    """CT resampled onto `grid` (linear) as a float32 image, NaN outside the CT: resampled_ct_array's input.
+
+    Apart from resample_ct_array so that a caller holding the only reference to a large CT can free it before
+    the resampled image is copied into an array.
+    """
     resampler = sitk.ResampleImageFilter()
     resampler.SetSize(grid.size)
     resampler.SetOutputSpacing(grid.spacing)
@@ -35,7 +44,12 @@ def resample_ct_array(ct: sitk.Image, grid: Geometry, *, path: str | Path) -> tu
     resampler.SetOutputPixelType(sitk.sitkFloat32)
     # NaN marks voxels outside the CT (inputs are checked finite before), then becomes air.
     resampler.SetDefaultPixelValue(float("nan"))
-    out = sitk.GetArrayFromImage(resampler.Execute(ct))
+    return resampler.Execute(ct)
+
+
+def resampled_ct_array(resampled: sitk.Image, *, path: str | Path) -> tuple[np.ndarray, float]:
+    """resample_ct_image's image as a float32 (z, y, x) array with air outside the CT, and the fraction covered."""
+    out = sitk.GetArrayFromImage(resampled)
     outside = np.isnan(out)
     coverage = 1.0 - float(np.count_nonzero(outside)) / out.size
     if coverage == 0.0:

@@ -1,4 +1,4 @@
-"""A study job in-process: each upload decoded once, the CT resampled once, the mask scored as inferred."""
+"""A study job in-process: the CT and label decoded once, the CT resampled once, the mask scored as inferred."""
 from __future__ import annotations
 
 import subprocess
@@ -34,11 +34,13 @@ class Counting:
 
     def __init__(self, monkeypatch):
         self.reads: dict[str, int] = {}
+        self.order: list[str] = []  # file names, in the order read
         self.resamplings = 0
         read, execute = sitk.ReadImage, sitk.ResampleImageFilter.Execute
 
         def counted_read(path, *args, **kwargs):
             self.reads[Path(path).name] = self.reads.get(Path(path).name, 0) + 1
+            self.order.append(Path(path).name)
             return read(path, *args, **kwargs)
 
         def counted_execute(resampler, *args, **kwargs):
@@ -82,17 +84,56 @@ def _run_job(tmp_path: Path, uploads: dict[str, Path], *, hand: bool, killable: 
     return job, folder
 
 
-def test_a_job_decodes_each_upload_once_and_scores_the_mask_it_inferred(tmp_path, uploads, monkeypatch, processes):
+def test_a_job_decodes_its_ct_once_and_scores_the_mask_it_inferred(tmp_path, uploads, monkeypatch, processes):
     counting = Counting(monkeypatch)
     job, folder = _run_job(tmp_path / "handed", uploads, hand=True, killable=KillableScoring(processes, 60.0))
     metrics = job.metrics
-    assert sorted(counting.reads.values()) == [1, 1, 1] and len(counting.reads) == 3, counting.reads
+    # The CT is on another grid: the checks' PET is dropped while it is resampled (it would add to that peak)
+    # and read again after; the label is read by the scoring process, which counts nothing here.
+    assert counting.reads == {"pet-0123456789abcdef.mha": 2, "ct-0123456789abcdef.mha": 1,
+                              "label-0123456789abcdef.mha": 1}, counting.reads
     assert counting.resamplings == 1
-    # The metrics of the in-memory mask and label are the scorer's on the files written and uploaded.
+    # The metrics of the in-memory mask and the uploaded label are the scorer's on the files written and uploaded.
     reference = score_files(ground_truth=uploads["label"], prediction=folder / MASK_NAME, study="SUV").to_json()
     expected = {**reference, "study": "SUV", "ground_truth_file": "label", "prediction_file": "mask"}
     assert metrics == expected
     assert metrics["gt_lesions"] == 3
+
+
+def test_a_job_with_its_ct_on_the_pet_grid_decodes_each_upload_once(tmp_path, uploads, monkeypatch, processes):
+    on_grid = {**uploads, "ct": uploads["ct"].with_name("CTres.mha")}
+    handed, _ = _run_job(tmp_path / "resampled", uploads, hand=True, killable=KillableScoring(processes, 60.0))
+    counting = Counting(monkeypatch)
+    job, _ = _run_job(tmp_path / "on-grid", on_grid, hand=True, killable=KillableScoring(processes, 60.0))
+    assert sorted(counting.reads.values()) == [1, 1, 1] and len(counting.reads) == 3, counting.reads
+    assert counting.resamplings == 0
+    assert job.metrics["gt_lesions"] == handed.metrics["gt_lesions"] == 3
+
+
+def test_the_upload_checks_decode_the_largest_image_first(uploads, monkeypatch):
+    """The CT (int16 on a grid four times as large) is decoded before the PET and label, while nothing else is held."""
+    files = {field: StoredFile(field=field, client_name=path.name, path=path, size=path.stat().st_size)
+             for field, path in uploads.items()}
+    counting = Counting(monkeypatch)
+    study = check_study(files, limits=UploadLimits())
+    assert counting.order == ["CT.mha", "SUV.mha", "SEG.mha"]
+    assert list(study.images) == ["pet", "ct", "label"]
+    assert study.images["ct"].GetSize() == tuple(2 * n for n in study.images["pet"].GetSize()[:2]) + (
+        study.images["pet"].GetSize()[2],)
+
+
+def test_the_worker_holds_only_the_images_inference_reads(tmp_path, uploads):
+    """The label is not held through inference (the scoring process reads its upload); the PET and CT are."""
+    files = {field: StoredFile(field=field, client_name=path.name, path=path, size=path.stat().st_size)
+             for field, path in uploads.items()}
+    study = check_study(files, limits=UploadLimits())
+    assert set(study.images) == {"pet", "ct", "label"}
+    with ThreadPoolExecutor(1) as scoring:
+        worker = InferenceWorker(store=JobStore(tmp_path / "jobs.sqlite3"), engine=BaselineEngine(),
+                                 jobs_dir=tmp_path / "jobs", scoring=scoring)
+        assert worker.hand("job", study.images)
+        held = worker.take("job")
+    assert set(held) == {"pet", "ct"} and held["pet"] is study.images["pet"] and held["ct"] is study.images["ct"]
 
 
 def test_a_job_without_handed_images_reads_its_files(tmp_path, uploads, monkeypatch, processes):

@@ -49,8 +49,8 @@ def score_uploaded(*, ground_truth: Path, prediction: Path, study: str, names: d
 
 
 def score_job(*, label: sitk.Image | None, label_path: Path, mask: sitk.Image, study: str) -> dict:
-    """An inference job's metrics: its mask as inferred, against its label as the upload checks read it (None:
-    read from `label_path`, when the server restarted in between), without reading either from the disk again."""
+    """An inference job's metrics: its mask as inferred (never read back from the disk), against its label as
+    given, or, when None, as read from `label_path` (the worker's way: the label does not wait in its memory)."""
     names = {"ground_truth": "label", "prediction": "mask"}
     try:
         if label is None:

@@ -32,8 +32,9 @@ def check_study(files: dict[str, StoredFile], *, limits: UploadLimits) -> Upload
     """Each file a readable image within the limits (the request's total too); the label on the PET's grid;
     a CT on another grid must overlap the PET (by the headers' geometry). Returns what was read.
 
-    The CT itself is resampled by the inference pipeline (petct.resample), as the command line does; the images
-    read here are handed to it, so that no upload is decoded twice.
+    The CT itself is resampled by the inference pipeline (petct.resample), as the command line does; the PET and
+    CT read here are handed to it (algorithm.pipeline.read_study decodes the PET again after resampling a CT, and
+    the scoring process reads the label from its upload, both to keep a job's peak memory down).
     """
     images = read_uploads(files, limits=limits)
     grids = {field: Geometry.of(image) for field, image in images.items()}

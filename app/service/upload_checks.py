@@ -89,11 +89,7 @@ def check_uploads(files: Mapping[str, StoredFile], *, limits: UploadLimits,
 
     All headers are checked before any file's voxels are read, so a request over the total costs no decoding.
     """
-    headers = {field: check_upload(stored, limits=limits, read_voxels=False) for field, stored in files.items()}
-    total = sum(header.decoded_bytes for header in headers.values())
-    if total > limits.max_request_image_bytes:
-        raise ApiError(422, f"the images of this request decode to {format_size(total)}, over the server's limit "
-                            f"of {format_size(limits.max_request_image_bytes)} per request")
+    headers = _checked_headers(files, limits=limits)
     if read_voxels:
         for stored in files.values():
             with _refusing(stored):
@@ -101,14 +97,27 @@ def check_uploads(files: Mapping[str, StoredFile], *, limits: UploadLimits,
     return {field: header.geometry for field, header in headers.items()}
 
 
+def _checked_headers(files: Mapping[str, StoredFile], *, limits: UploadLimits) -> dict[str, ImageHeader]:
+    headers = {field: check_upload(stored, limits=limits, read_voxels=False) for field, stored in files.items()}
+    total = sum(header.decoded_bytes for header in headers.values())
+    if total > limits.max_request_image_bytes:
+        raise ApiError(422, f"the images of this request decode to {format_size(total)}, over the server's limit "
+                            f"of {format_size(limits.max_request_image_bytes)} per request")
+    return headers
+
+
 def read_uploads(files: Mapping[str, StoredFile], *, limits: UploadLimits) -> dict[str, sitk.Image]:
-    """Each file decoded once, after check_uploads has passed every header: the images, by field."""
-    check_uploads(files, limits=limits, read_voxels=False)
+    """Each file decoded once, after check_uploads has passed every header: the images, by field.
+
+    The largest image (by its header: a full-size CT is 400 MiB as int16) is decoded first, while no other is
+    held: a compressed file's reader holds its compressed bytes beside the voxels it inflates them into.
+    """
+    headers = _checked_headers(files, limits=limits)
     images = {}
-    for field, stored in files.items():
-        with _refusing(stored):
-            images[field] = read_image(stored.path)
-    return images
+    for field in sorted(files, key=lambda name: headers[name].decoded_bytes, reverse=True):
+        with _refusing(files[field]):
+            images[field] = read_image(files[field].path)
+    return {field: images[field] for field in files}
 
 
 def _refusal(stored: StoredFile, reason: str) -> ApiError:

@@ -33,6 +33,7 @@ EXPIRY_EVERY_S = 600.0
 # The upload checks' images are kept for this many queued jobs (a full-size study is several hundred MB);
 # a job beyond them, or one queued before a restart, has its files read again when its turn comes.
 HELD_STUDIES = 1
+INFERENCE_INPUTS = ("pet", "ct")  # the uploads' images kept for a job's run
 
 
 class InferenceWorker:
@@ -68,11 +69,15 @@ class InferenceWorker:
         self._wake.set()
 
     def hand(self, job_id: str, images: dict) -> bool:
-        """Keep the images the upload checks read for the job's run, unless HELD_STUDIES are kept already."""
+        """Keep the PET and CT the upload checks read for the job's run, unless HELD_STUDIES are kept already.
+
+        Not the label: it would wait in memory through inference, at its peak, only to be scored after it; the
+        scoring process reads it from its upload instead (a mask's file is small and quick to read).
+        """
         with self._held_lock:
             if len(self._held) >= HELD_STUDIES:
                 return False
-            self._held[job_id] = images
+            self._held[job_id] = {field: image for field, image in images.items() if field in INFERENCE_INPUTS}
             return True
 
     def take(self, job_id: str) -> dict:
@@ -133,7 +138,6 @@ class InferenceWorker:
         try:
             started = time.perf_counter()
             images = self.take(job.id)
-            label = images.pop("label", None)
             # the 2025 track's clicks or the 2026 profile's scribbles, both optional (app.service.studies)
             points = job.files.get("clicks") or job.files.get("scribbles")
             result = segment_study(pet_path=folder / job.files["pet"], ct_path=folder / job.files["ct"],
@@ -162,12 +166,12 @@ class InferenceWorker:
                                                                     timings=timings, notes=notes))
             return
         try:
-            self.scoring.submit(self._score, job, timings, notes, mask=result.mask, label=label)
+            self.scoring.submit(self._score, job, timings, notes, mask=result.mask)
         except RuntimeError:  # the pool is shut down: the server is stopping, and the job is retried on restart
             log.warning("job %s left running: the server stopped before it was scored", job.id)
 
-    def _score(self, job: Job, timings: dict, notes: dict, *, mask: sitk.Image, label: sitk.Image | None) -> None:
-        """Score the mask as inferred against the label as the upload checks read it (or from its file)."""
+    def _score(self, job: Job, timings: dict, notes: dict, *, mask: sitk.Image) -> None:
+        """Score the mask as inferred against the label read from its upload (in the scoring process)."""
         from app.service.scoring import score_job
 
         folder = self.jobs_dir / job.id
@@ -175,7 +179,7 @@ class InferenceWorker:
         try:
             if self.killable is None:
                 raise RuntimeError("this server has no scoring processes")
-            metrics = self.killable(score_job, label=label, label_path=folder / job.files["label"], mask=mask,
+            metrics = self.killable(score_job, label=None, label_path=folder / job.files["label"], mask=mask,
                                     study=job.study or job.id)
         except Exception as exc:  # the mask stands; say why it has no metrics
             metrics, notes = None, {**notes, "scoring_error": getattr(exc, "reason", str(exc))}
