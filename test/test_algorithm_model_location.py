@@ -130,7 +130,7 @@ def test_engine_from_the_environment(models, tmp_path):
 
 
 def _dry_run(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app", "dry-run", "--phantoms", "2", "--phantom-size", "tiny",
+    return subprocess.run([sys.executable, "-m", "app", "dry-run", "--phantoms", "2", "--phantom-size", "tiny", "--no-report",
                            *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
 

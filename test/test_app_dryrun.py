@@ -24,15 +24,19 @@ from petct.sizes import docker_size, parse_size
 TINY = (24, 24, 16)
 
 
-def dry_run(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app", "dry-run", *args], cwd=REPO, capture_output=True, text=True,
+def dry_run(*args: str, env: dict | None = None, timeout: float = 300,
+            report: bool = False) -> subprocess.CompletedProcess:
+    """`python -m app dry-run ARGS`; without its HTML report (seconds of figures) unless a test looks at it."""
+    flag = "--report" if report else "--no-report"
+    return subprocess.run([sys.executable, "-m", "app", "dry-run", flag, *args], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
 
 
 @pytest.mark.slow
 def test_default_run_lays_out_jobs_as_the_platform_and_scores_them(tmp_path):
     work, out, junit = tmp_path / "work", tmp_path / "out", tmp_path / "report.xml"
-    result = dry_run("--phantom-size", "tiny", "--workdir", str(work), "--output", str(out), "--junit", str(junit))
+    result = dry_run("--phantom-size", "tiny", "--workdir", str(work), "--output", str(out), "--junit", str(junit),
+                     report=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "dry run PASSED: 3/3 studies" in result.stdout
 
@@ -400,6 +404,7 @@ def test_case_names_with_dots_get_their_metrics(tmp_path):
     [study] = report["studies"]
     assert study["study"] == "PETCT_1.2.840"
     assert study["metrics"] is not None and study["metrics"]["dice"] is not None
+    assert not (tmp_path / "out" / "report.html").exists() and "report:" not in result.stdout  # --no-report
 
 
 @pytest.mark.parametrize("image,reason", [("team/missing:1", "No such image"), ("team/arm:1", "linux/arm64")])

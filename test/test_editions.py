@@ -358,7 +358,7 @@ def test_csv_for_the_single_prediction_profiles(tmp_path):
 # --- every profile end to end through the dry run ---------------------------------------------------------------------
 
 def dry_run(tmp_path, *args, env=None):
-    return subprocess.run([sys.executable, "-m", "app", "dry-run", "--phantom-size", "tiny", "--output",
+    return subprocess.run([sys.executable, "-m", "app", "dry-run", "--no-report", "--phantom-size", "tiny", "--output",
                            str(tmp_path / "out"), "--workdir", str(tmp_path / "work"), *args], cwd=REPO,
                           capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
@@ -378,7 +378,7 @@ def test_dry_run_2024_checks_the_data_centric_output(tmp_path):
 
 @pytest.mark.slow
 def test_dry_run_2025_runs_eleven_steps_per_study_and_scores_the_curves(tmp_path):
-    result = dry_run(tmp_path, "--challenge", "autopet-2025-interactive", "--phantoms", "1")
+    result = dry_run(tmp_path, "--challenge", "autopet-2025-interactive", "--phantoms", "1", "--report")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "dry run PASSED: 11/11 jobs met the contract" in result.stdout
     jobs = sorted((tmp_path / "work/jobs").iterdir())

@@ -21,7 +21,7 @@ CHALLENGE = ("--challenge", "autopet-2026-interactive")
 
 
 def dry_run(tmp_path: Path, *args: str) -> int:
-    return app_main(["dry-run", *CHALLENGE, "--phantoms", "2", "--phantom-size", "tiny", "--steps", "3",
+    return app_main(["dry-run", *CHALLENGE, "--no-report", "--phantoms", "2", "--phantom-size", "tiny", "--steps", "3",
                      "--workdir", str(tmp_path / "work"), "--output", str(tmp_path / "out"), *args])
 
 
@@ -38,7 +38,7 @@ def mask_of(job: Path) -> np.ndarray:
 
 @pytest.mark.slow
 def test_each_step_gets_the_scribbles_of_the_last_mask_and_is_scored_as_the_loop_scores(tmp_path):
-    assert dry_run(tmp_path, "--strategy", "random", "--csv", str(tmp_path / "loop.csv"),
+    assert dry_run(tmp_path, "--report", "--strategy", "random", "--csv", str(tmp_path / "loop.csv"),
                    "--junit", str(tmp_path / "junit.xml")) == 0
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     jobs = jobs_by_step(tmp_path)
@@ -162,7 +162,7 @@ def test_closed_loop_with_a_small_nnunet_model(tmp_path):
     runs = {}
     for name, runner in (("separate", ["--command", command]), ("loop", ["--model", str(model)])):
         folder = tmp_path / name
-        assert app_main(["dry-run", *CHALLENGE, "--phantoms", "1", "--phantom-size", "tiny", "--steps", "2",
+        assert app_main(["dry-run", *CHALLENGE, "--no-report", "--phantoms", "1", "--phantom-size", "tiny", "--steps", "2",
                          *runner, "--workdir", str(folder / "work"), "--output", str(folder / "out")]) == 0
         runs[name] = json.loads((folder / "out" / "dry-run.json").read_text())["studies"]
     assert [r["engine"] for r in runs["loop"]] == [r["engine"] for r in runs["separate"]]
