@@ -21,8 +21,11 @@ from app.service.studies import check_study
 from app.service.uploads import StoredFile
 from app.service.worker import MASK_NAME, InferenceWorker
 from evaluation.scoring import score_files
+from petct.errors import InputError
+from petct.imageio import Geometry
 from petct.jsonio import strict
 from petct.phantom import make_study
+from petct.resample import NO_OVERLAP, ct_overlaps
 
 
 @pytest.fixture(scope="module")
@@ -254,3 +257,21 @@ def test_a_label_with_nan_is_a_scoring_error_naming_the_label(tmp_path):
     with pytest.raises(ApiError) as caught:
         score_job(label=image, label_path=tmp_path / "label.mha", mask=mask, study="case")
     assert caught.value.field == "ground_truth" and "NaN" in caught.value.reason
+
+
+def test_the_upload_checks_refuse_a_ct_that_resampled_covers_no_pet_voxel(tmp_path, uploads):
+    """A one-slice CT between two PET planes passes the headers' overlap check but covers no PET voxel centre:
+    the resampling finds it, and the checks refuse it as the command line does, naming the CT's upload."""
+    pet = sitk.ReadImage(str(uploads["pet"]))
+    slab = sitk.Image(pet.GetSize()[0], pet.GetSize()[1], 1, sitk.sitkInt16)
+    slab.SetSpacing((pet.GetSpacing()[0], pet.GetSpacing()[1], pet.GetSpacing()[2] / 4))
+    slab.SetOrigin(pet.TransformContinuousIndexToPhysicalPoint((0.0, 0.0, 0.5)))  # half-way between two planes
+    slab.SetDirection(pet.GetDirection())
+    sitk.WriteImage(slab, str(tmp_path / "CT.mha"))
+    assert ct_overlaps(Geometry.of(slab), Geometry.of(pet))
+    with pytest.raises(InputError, match="does not overlap"):
+        read_study(pet_path=uploads["pet"], ct_path=tmp_path / "CT.mha")
+    with pytest.raises(ApiError) as caught:
+        check_study(_stored({**uploads, "ct": tmp_path / "CT.mha"}), limits=UploadLimits())
+    assert (caught.value.status, caught.value.field, caught.value.file, caught.value.reason) == (
+        422, "ct", "CT.mha", NO_OVERLAP)
