@@ -98,11 +98,17 @@ def _command_line(uploads: dict[str, Path]):
 
 def test_a_job_decodes_each_upload_once_and_scores_the_mask_it_inferred(tmp_path, uploads, monkeypatch, processes):
     counting = Counting(monkeypatch)
-    job, folder = _run_job(tmp_path / "handed", uploads, hand=True, killable=KillableScoring(processes, 60.0))
+    killable, sent = KillableScoring(processes, 60.0), []
+
+    def scoring(function, **kwargs):
+        sent.append(kwargs["label"])
+        return killable(function, **kwargs)
+
+    job, folder = _run_job(tmp_path / "handed", uploads, hand=True, killable=scoring)
     metrics = job.metrics
+    assert len(sent) == 1 and isinstance(sent[0], sitk.Image)  # the label as read, not its path to read again
     # The CT is on another grid: the upload checks resample it before the PET is decoded, and the worker reads
-    # nothing again. The label's count is the checks' read: the scoring process reads its upload once more (in
-    # another process, which counts nothing here).
+    # nothing again; the label the checks read is sent to the scoring process, which reads nothing either.
     assert counting.reads == {"pet-0123456789abcdef.mha": 1, "ct-0123456789abcdef.mha": 1,
                               "label-0123456789abcdef.mha": 1}, counting.reads
     assert counting.order[:2] == ["ct-0123456789abcdef.mha", "pet-0123456789abcdef.mha"]
@@ -176,8 +182,8 @@ def test_the_upload_checks_refuse_a_ct_with_nan_before_resampling_it(tmp_path, u
     assert "1 NaN or infinite voxel" in caught.value.reason
 
 
-def test_the_worker_holds_only_the_images_inference_reads(tmp_path, uploads):
-    """The label is not held through inference (the scoring process reads its upload); the PET and CT are."""
+def test_the_worker_holds_the_images_inference_reads_and_the_label_for_the_scoring(tmp_path, uploads):
+    """The PET and CT for inference, the label (as the checks read it) for the scoring after it."""
     study = check_study(_stored(uploads), limits=UploadLimits())
     assert set(study.images) == {"pet", "ct", "label"}
     with ThreadPoolExecutor(1) as scoring:
@@ -187,6 +193,7 @@ def test_the_worker_holds_only_the_images_inference_reads(tmp_path, uploads):
         held = worker.take("job")
     assert set(held.images) == {"pet", "ct"} and held.notes == study.notes and "ct_resampled" in held.notes
     assert held.images["pet"] is study.images["pet"] and held.images["ct"] is study.images["ct"]
+    assert held.label is study.images["label"]
     assert worker.take("job").images == {}
 
 

@@ -43,6 +43,7 @@ class HeldStudy:
 
     images: dict[str, sitk.Image] = field(default_factory=dict)
     notes: dict[str, object] = field(default_factory=dict)
+    label: sitk.Image | None = None  # scored against the mask once it is inferred
 
 
 class InferenceWorker:
@@ -79,17 +80,16 @@ class InferenceWorker:
 
     def hand(self, job_id: str, images: dict, *, notes: dict | None = None) -> bool:
         """Keep the PET and CT the upload checks read for the job's run, with `notes` on what the checks did to
-        them (a CT resampled onto the PET's grid), unless HELD_STUDIES are kept already.
-
-        Not the label: it would wait in memory through inference, at its peak, only to be scored after it; the
-        scoring process reads it from its upload instead (a mask's file is small and quick to read).
+        them (a CT resampled onto the PET's grid), and its label for the scoring, unless HELD_STUDIES are kept
+        already. The label waits through inference (a mask: a quarter of the PET's size as uint8) so that the
+        scoring process is sent it as read instead of decoding its upload a second time.
         """
         with self._held_lock:
             if len(self._held) >= HELD_STUDIES:
                 return False
             self._held[job_id] = HeldStudy(
                 images={name: image for name, image in images.items() if name in INFERENCE_INPUTS},
-                notes=dict(notes or {}))
+                notes=dict(notes or {}), label=images.get("label"))
             return True
 
     def take(self, job_id: str) -> HeldStudy:
@@ -150,6 +150,7 @@ class InferenceWorker:
         try:
             started = time.perf_counter()
             held = self.take(job.id)
+            label = held.label
             # the 2025 track's clicks or the 2026 profile's scribbles, both optional (app.service.studies)
             points = job.files.get("clicks") or job.files.get("scribbles")
             result = segment_study(pet_path=folder / job.files["pet"], ct_path=folder / job.files["ct"],
@@ -179,12 +180,13 @@ class InferenceWorker:
                                                                     timings=timings, notes=notes))
             return
         try:
-            self.scoring.submit(self._score, job, timings, notes, mask=result.mask)
+            self.scoring.submit(self._score, job, timings, notes, mask=result.mask, label=label)
         except RuntimeError:  # the pool is shut down: the server is stopping, and the job is retried on restart
             log.warning("job %s left running: the server stopped before it was scored", job.id)
 
-    def _score(self, job: Job, timings: dict, notes: dict, *, mask: sitk.Image) -> None:
-        """Score the mask as inferred against the label read from its upload (in the scoring process)."""
+    def _score(self, job: Job, timings: dict, notes: dict, *, mask: sitk.Image, label: sitk.Image | None) -> None:
+        """Score the mask as inferred against the label as the upload checks read it (None: from its upload, when
+        the job was queued before a restart or beyond HELD_STUDIES), in the scoring process."""
         from app.service.scoring import score_job
 
         folder = self.jobs_dir / job.id
@@ -192,7 +194,7 @@ class InferenceWorker:
         try:
             if self.killable is None:
                 raise RuntimeError("this server has no scoring processes")
-            metrics = self.killable(score_job, label=None, label_path=folder / job.files["label"], mask=mask,
+            metrics = self.killable(score_job, label=label, label_path=folder / job.files["label"], mask=mask,
                                     study=job.study or job.id)
         except Exception as exc:  # the mask stands; say why it has no metrics
             metrics, notes = None, {**notes, "scoring_error": getattr(exc, "reason", str(exc))}
