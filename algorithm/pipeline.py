@@ -26,7 +26,7 @@ from petct.imageio import (
 )
 from petct.jsonio import dumps
 from petct.layout import INPUTS_JSON, image_stem, list_images
-from petct.resample import CT_OUTSIDE_HU, resample_ct_image, resampled_ct_array
+from petct.resample import CT_OUTSIDE_HU, resample_ct_image, resampled_ct_array, resampling_note
 from petct.scribbles import read_scribbles
 
 log = logging.getLogger(__name__)
@@ -81,32 +81,32 @@ def _single_image(folder: Path, what: str) -> Path:
     raise InputError(f"expected exactly one {what} image, found {len(images)}: {found}{extra}", path=folder)
 
 
-def read_study(*, pet_path: Path, ct_path: Path, images: dict[str, sitk.Image] | None = None) -> StudyArrays:
+def read_study(*, pet_path: Path, ct_path: Path, images: dict[str, sitk.Image] | None = None,
+               notes: dict[str, object] | None = None) -> StudyArrays:
     """The PET grid, the SUV and the CT as float32 (z, y, x) arrays on it, and notes on what was done.
 
     Host memory matters at 660x400x400 voxels: each image becomes one array and its image is dropped, and a CT
     on another grid (often the largest image, on a finer grid) is resampled from its stored type straight to
     float32 on the PET grid, then freed, before the PET is decoded. `images` holds the images already decoded
-    (by "pet" and "ct"; the service's upload checks read them): they are taken out of it, so that each is freed
-    once used, and only the others are read from their paths; a decoded PET is dropped while a CT is resampled
-    (it would add its size to that peak) and read again after, which costs far less time than the resampling.
+    (by "pet" and "ct"; the service's upload checks decode them, a CT on another grid already resampled onto the
+    PET's) and `notes` what was done to them: the images are taken out of it, so that each is freed once used,
+    and only the others are read from their paths.
     """
     images = {} if images is None else images
     pet_image = images.pop("pet", None)
     geometry = read_geometry(pet_path) if pet_image is None else Geometry.of(pet_image)
     ct_image = _taken_or_read(images, "ct", ct_path)
     require_finite(sitk.GetArrayViewFromImage(ct_image), path=ct_path, what="CT image")
-    notes: dict[str, object] = {}
+    notes = dict(notes or {})
     mismatches = grid_mismatches(geometry, Geometry.of(ct_image))
     if mismatches:
         log.info("CT grid differs from the PET grid (%s): resampling CT onto the PET grid (linear, %g HU outside)",
                  "; ".join(mismatches), CT_OUTSIDE_HU)
-        pet_image = None
         resampled = resample_ct_image(ct_image, geometry)
         del ct_image  # the largest image: freed before the resampled one is copied into an array
         ct, coverage = resampled_ct_array(resampled, path=ct_path)
         del resampled
-        notes["ct_resampled"] = {"from": mismatches, "coverage": round(coverage, 4)}
+        notes["ct_resampled"] = resampling_note(mismatches, coverage)
     else:
         ct = sitk.GetArrayFromImage(ct_image).astype(np.float32, copy=False)
         del ct_image
@@ -125,15 +125,16 @@ def _taken_or_read(images: dict[str, sitk.Image], key: str, path: Path) -> sitk.
 
 
 def segment_study(*, pet_path: Path, ct_path: Path, engine: Engine, clicks_path: Path | None = None,
-                  scribbles: bool = False, images: dict[str, sitk.Image] | None = None) -> SegmentationResult:
+                  scribbles: bool = False, images: dict[str, sitk.Image] | None = None,
+                  notes: dict[str, object] | None = None) -> SegmentationResult:
     """Read and check one study (and its clicks, when given), run the engine, and return its mask on the PET grid.
 
     `scribbles`: the clicks file holds the 2026 profile's scribbles (any number of points, petct.scribbles).
-    `images`: the PET and CT already decoded, handed over (read_study).
+    `images`: the PET and CT already decoded, handed over, and `notes` what was done to them (read_study).
     """
     timings: dict[str, float] = {}
     with timed(timings, "read inputs", log):
-        study = read_study(pet_path=Path(pet_path), ct_path=Path(ct_path), images=images)
+        study = read_study(pet_path=Path(pet_path), ct_path=Path(ct_path), images=images, notes=notes)
         read = read_scribbles if scribbles else read_clicks
         clicks = None if clicks_path is None else read(clicks_path, size_xyz=tuple(study.geometry.size))
     log.info("study: PET %s, %s voxels at %s mm", Path(pet_path).name, list(study.geometry.size),

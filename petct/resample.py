@@ -60,6 +60,11 @@ def resampled_ct_array(resampled: sitk.Image, *, path: str | Path) -> tuple[np.n
     return out, coverage
 
 
+def resampling_note(mismatches: list[str], coverage: float) -> dict[str, object]:
+    """What a study's notes say of a CT resampled onto the PET grid (its "ct_resampled" entry)."""
+    return {"from": list(mismatches), "coverage": round(coverage, 4)}
+
+
 def ct_overlaps(ct: Geometry, grid: Geometry) -> bool:
     """Whether, by the headers alone, the CT's box meets the box of `grid`'s voxel centres (no voxel is read).
 

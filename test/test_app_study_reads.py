@@ -1,6 +1,7 @@
-"""A study job in-process: the CT and label decoded once, the CT resampled once, the mask scored as inferred."""
+"""A study job in-process: each upload decoded once, the CT resampled once, the mask scored as inferred."""
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,6 +12,7 @@ import pytest
 import SimpleITK as sitk
 
 from algorithm.baseline import BaselineEngine
+from algorithm.pipeline import read_study, segment_study
 from app.service.errors import ApiError
 from app.service.jobs import Job, JobState, JobStore, new_job_id
 from app.service.scoring import KillableScoring, score_job, scoring_processes
@@ -19,7 +21,11 @@ from app.service.studies import check_study
 from app.service.uploads import StoredFile
 from app.service.worker import MASK_NAME, InferenceWorker
 from evaluation.scoring import score_files
+from petct.errors import InputError
+from petct.imageio import Geometry
+from petct.jsonio import strict
 from petct.phantom import make_study
+from petct.resample import NO_OVERLAP, ct_overlaps
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +81,7 @@ def _run_job(tmp_path: Path, uploads: dict[str, Path], *, hand: bool, killable: 
         worker = InferenceWorker(store=store, engine=BaselineEngine(), jobs_dir=jobs_dir, scoring=scoring,
                                  killable=killable)
         if hand:
-            assert worker.hand(job_id, study.images)
+            assert worker.hand(job_id, study.images, notes=study.notes)
         del study
         store.add(job_id, {field: stored.path.name for field, stored in files.items()}, study="SUV")
         worker._run(store.claim_next())
@@ -84,20 +90,52 @@ def _run_job(tmp_path: Path, uploads: dict[str, Path], *, hand: bool, killable: 
     return job, folder
 
 
-def test_a_job_decodes_its_ct_once_and_scores_the_mask_it_inferred(tmp_path, uploads, monkeypatch, processes):
+def _command_line(uploads: dict[str, Path]):
+    """The study as `python -m algorithm` segments it (no images handed): its mask array and JSON notes."""
+    result = segment_study(pet_path=uploads["pet"], ct_path=uploads["ct"], engine=BaselineEngine())
+    return sitk.GetArrayFromImage(result.mask), json.loads(json.dumps(strict(result.notes), default=str)), result
+
+
+def test_a_job_decodes_each_upload_once_and_scores_the_mask_it_inferred(tmp_path, uploads, monkeypatch, processes):
     counting = Counting(monkeypatch)
-    job, folder = _run_job(tmp_path / "handed", uploads, hand=True, killable=KillableScoring(processes, 60.0))
+    killable, sent = KillableScoring(processes, 60.0), []
+
+    def scoring(function, **kwargs):
+        sent.append(kwargs["label"])
+        return killable(function, **kwargs)
+
+    job, folder = _run_job(tmp_path / "handed", uploads, hand=True, killable=scoring)
     metrics = job.metrics
-    # The CT is on another grid: the checks' PET is dropped while it is resampled (it would add to that peak)
-    # and read again after; the label is read by the scoring process, which counts nothing here.
-    assert counting.reads == {"pet-0123456789abcdef.mha": 2, "ct-0123456789abcdef.mha": 1,
+    assert len(sent) == 1 and isinstance(sent[0], sitk.Image)  # the label as read, not its path to read again
+    # The CT is on another grid: the upload checks resample it before the PET is decoded, and the worker reads
+    # nothing again; the label the checks read is sent to the scoring process, which reads nothing either.
+    assert counting.reads == {"pet-0123456789abcdef.mha": 1, "ct-0123456789abcdef.mha": 1,
                               "label-0123456789abcdef.mha": 1}, counting.reads
+    assert counting.order[:2] == ["ct-0123456789abcdef.mha", "pet-0123456789abcdef.mha"]
     assert counting.resamplings == 1
     # The metrics of the in-memory mask and the uploaded label are the scorer's on the files written and uploaded.
     reference = score_files(ground_truth=uploads["label"], prediction=folder / MASK_NAME, study="SUV").to_json()
     expected = {**reference, "study": "SUV", "ground_truth_file": "label", "prediction_file": "mask"}
     assert metrics == expected
     assert metrics["gt_lesions"] == 3
+
+
+def test_a_job_gives_the_command_lines_mask_and_notes(tmp_path, uploads, monkeypatch, processes):
+    """The CT resampled by the upload checks: the same mask (voxel for voxel, on the PET grid) and the same notes
+    as the command line, which resamples it itself, decoding each image once too (the CT before the PET)."""
+    counting = Counting(monkeypatch)
+    mask, notes, result = _command_line(uploads)
+    assert counting.reads == {"CT.mha": 1, "SUV.mha": 1} and counting.order == ["CT.mha", "SUV.mha"]
+    assert counting.resamplings == 1
+    assert set(notes["ct_resampled"]) == {"from", "coverage"} and notes["ct_resampled"]["coverage"] == 1.0
+    for hand in (True, False):
+        job, folder = _run_job(tmp_path / f"hand-{hand}", uploads, hand=hand, killable=KillableScoring(processes, 60.0))
+        assert job.notes == notes, (hand, job.notes)
+        written = sitk.ReadImage(str(folder / MASK_NAME))
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(written), mask)
+        assert (written.GetSize(), written.GetSpacing(), written.GetOrigin(), written.GetDirection()) == (
+            result.mask.GetSize(), result.mask.GetSpacing(), result.mask.GetOrigin(), result.mask.GetDirection())
+    assert mask.any()
 
 
 def test_a_job_with_its_ct_on_the_pet_grid_decodes_each_upload_once(tmp_path, uploads, monkeypatch, processes):
@@ -110,30 +148,53 @@ def test_a_job_with_its_ct_on_the_pet_grid_decodes_each_upload_once(tmp_path, up
     assert job.metrics["gt_lesions"] == handed.metrics["gt_lesions"] == 3
 
 
-def test_the_upload_checks_decode_the_largest_image_first(uploads, monkeypatch):
-    """The CT (int16 on a grid four times as large) is decoded before the PET and label, while nothing else is held."""
-    files = {field: StoredFile(field=field, client_name=path.name, path=path, size=path.stat().st_size)
-             for field, path in uploads.items()}
+def _stored(uploads: dict[str, Path]) -> dict[str, StoredFile]:
+    return {field: StoredFile(field=field, client_name=path.name, path=path, size=path.stat().st_size)
+            for field, path in uploads.items()}
+
+
+def test_the_upload_checks_resample_the_ct_before_decoding_the_others(uploads, monkeypatch):
+    """The CT (int16 on a grid four times as large) is decoded, resampled onto the PET's grid and freed before the
+    PET and label are decoded; the checks' notes are the command line's."""
     counting = Counting(monkeypatch)
-    study = check_study(files, limits=UploadLimits())
-    assert counting.order == ["CT.mha", "SUV.mha", "SEG.mha"]
+    study = check_study(_stored(uploads), limits=UploadLimits())
+    assert counting.order == ["CT.mha", "SUV.mha", "SEG.mha"] and counting.resamplings == 1
     assert list(study.images) == ["pet", "ct", "label"]
-    assert study.images["ct"].GetSize() == tuple(2 * n for n in study.images["pet"].GetSize()[:2]) + (
-        study.images["pet"].GetSize()[2],)
+    pet, ct = study.images["pet"], study.images["ct"]
+    assert (ct.GetSize(), ct.GetSpacing(), ct.GetOrigin(), ct.GetDirection()) == (
+        pet.GetSize(), pet.GetSpacing(), pet.GetOrigin(), pet.GetDirection())
+    assert ct.GetPixelID() == sitk.sitkFloat32 and np.isfinite(sitk.GetArrayViewFromImage(ct)).all()
+    assert study.grids["ct"].size == tuple(2 * n for n in pet.GetSize()[:2]) + (pet.GetSize()[2],)
+    assert study.notes == read_study(pet_path=uploads["pet"], ct_path=uploads["ct"]).notes
 
 
-def test_the_worker_holds_only_the_images_inference_reads(tmp_path, uploads):
-    """The label is not held through inference (the scoring process reads its upload); the PET and CT are."""
-    files = {field: StoredFile(field=field, client_name=path.name, path=path, size=path.stat().st_size)
-             for field, path in uploads.items()}
-    study = check_study(files, limits=UploadLimits())
+def test_the_upload_checks_refuse_a_ct_with_nan_before_resampling_it(tmp_path, uploads):
+    """NaN would pass for "outside the CT" once resampled (air): the checks refuse it, naming the CT's upload."""
+    ct = sitk.ReadImage(str(uploads["ct"]), sitk.sitkFloat32)
+    array = sitk.GetArrayFromImage(ct)
+    array[1, 2, 3] = np.nan
+    broken = sitk.GetImageFromArray(array)
+    broken.CopyInformation(ct)
+    sitk.WriteImage(broken, str(tmp_path / "CT.mha"))
+    with pytest.raises(ApiError) as caught:
+        check_study(_stored({**uploads, "ct": tmp_path / "CT.mha"}), limits=UploadLimits())
+    assert (caught.value.status, caught.value.field, caught.value.file) == (422, "ct", "CT.mha")
+    assert "1 NaN or infinite voxel" in caught.value.reason
+
+
+def test_the_worker_holds_the_images_inference_reads_and_the_label_for_the_scoring(tmp_path, uploads):
+    """The PET and CT for inference, the label (as the checks read it) for the scoring after it."""
+    study = check_study(_stored(uploads), limits=UploadLimits())
     assert set(study.images) == {"pet", "ct", "label"}
     with ThreadPoolExecutor(1) as scoring:
         worker = InferenceWorker(store=JobStore(tmp_path / "jobs.sqlite3"), engine=BaselineEngine(),
                                  jobs_dir=tmp_path / "jobs", scoring=scoring)
-        assert worker.hand("job", study.images)
+        assert worker.hand("job", study.images, notes=study.notes)
         held = worker.take("job")
-    assert set(held) == {"pet", "ct"} and held["pet"] is study.images["pet"] and held["ct"] is study.images["ct"]
+    assert set(held.images) == {"pet", "ct"} and held.notes == study.notes and "ct_resampled" in held.notes
+    assert held.images["pet"] is study.images["pet"] and held.images["ct"] is study.images["ct"]
+    assert held.label is study.images["label"]
+    assert worker.take("job").images == {}
 
 
 def test_a_job_without_handed_images_reads_its_files(tmp_path, uploads, monkeypatch, processes):
@@ -145,7 +206,8 @@ def test_a_job_without_handed_images_reads_its_files(tmp_path, uploads, monkeypa
     # The checks' reads, then the worker's (the label's in the scoring process, which counts nothing here).
     assert counting.reads == {"pet-0123456789abcdef.mha": 2, "ct-0123456789abcdef.mha": 2,
                               "label-0123456789abcdef.mha": 1}, counting.reads
-    assert job.metrics == handed.metrics
+    assert counting.resamplings == 2  # the checks', then the worker's own
+    assert job.metrics == handed.metrics and job.notes == handed.notes
 
 
 def test_a_jobs_scoring_runs_under_the_score_timeout(tmp_path, uploads, processes, monkeypatch):
@@ -202,3 +264,21 @@ def test_a_label_with_nan_is_a_scoring_error_naming_the_label(tmp_path):
     with pytest.raises(ApiError) as caught:
         score_job(label=image, label_path=tmp_path / "label.mha", mask=mask, study="case")
     assert caught.value.field == "ground_truth" and "NaN" in caught.value.reason
+
+
+def test_the_upload_checks_refuse_a_ct_that_resampled_covers_no_pet_voxel(tmp_path, uploads):
+    """A one-slice CT between two PET planes passes the headers' overlap check but covers no PET voxel centre:
+    the resampling finds it, and the checks refuse it as the command line does, naming the CT's upload."""
+    pet = sitk.ReadImage(str(uploads["pet"]))
+    slab = sitk.Image(pet.GetSize()[0], pet.GetSize()[1], 1, sitk.sitkInt16)
+    slab.SetSpacing((pet.GetSpacing()[0], pet.GetSpacing()[1], pet.GetSpacing()[2] / 4))
+    slab.SetOrigin(pet.TransformContinuousIndexToPhysicalPoint((0.0, 0.0, 0.5)))  # half-way between two planes
+    slab.SetDirection(pet.GetDirection())
+    sitk.WriteImage(slab, str(tmp_path / "CT.mha"))
+    assert ct_overlaps(Geometry.of(slab), Geometry.of(pet))
+    with pytest.raises(InputError, match="does not overlap"):
+        read_study(pet_path=uploads["pet"], ct_path=tmp_path / "CT.mha")
+    with pytest.raises(ApiError) as caught:
+        check_study(_stored({**uploads, "ct": tmp_path / "CT.mha"}), limits=UploadLimits())
+    assert (caught.value.status, caught.value.field, caught.value.file, caught.value.reason) == (
+        422, "ct", "CT.mha", NO_OVERLAP)

@@ -50,7 +50,7 @@ def score_uploaded(*, ground_truth: Path, prediction: Path, study: str, names: d
 
 def score_job(*, label: sitk.Image | None, label_path: Path, mask: sitk.Image, study: str) -> dict:
     """An inference job's metrics: its mask as inferred (never read back from the disk), against its label as
-    given, or, when None, as read from `label_path` (the worker's way: the label does not wait in its memory)."""
+    the upload checks read it, or, when None (the job was not handed its images), as read from `label_path`."""
     names = {"ground_truth": "label", "prediction": "mask"}
     try:
         if label is None:

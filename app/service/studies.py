@@ -2,50 +2,91 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import SimpleITK as sitk
 
 from app.service.errors import ApiError
 from app.service.settings import UploadLimits
-from app.service.upload_checks import read_uploads
+from app.service.upload_checks import checked_headers, read_uploads, refusing
 from app.service.uploads import ALLOWED_SUFFIXES, StoredFile
 from petct.clicks import NESTED_TOO_DEEPLY, parse_clicks
 from petct.editions import CLICKS_JSON
 from petct.errors import InputError
-from petct.imageio import Geometry, grid_mismatches
+from petct.imageio import Geometry, grid_mismatches, image_from_array, read_image, require_finite
 from petct.jsonio import write_json_atomic
-from petct.resample import NO_OVERLAP, ct_overlaps
+from petct.resample import (
+    CT_OUTSIDE_HU,
+    NO_OVERLAP,
+    ct_overlaps,
+    resample_ct_image,
+    resampled_ct_array,
+    resampling_note,
+)
 from petct.scribbles import MAX_SCRIBBLE_POINTS, parse_scribbles
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class UploadedStudy:
-    """A study's uploads as the checks read them: each image decoded once, by field, and its grid."""
+    """A study's uploads as the checks read them: each image decoded once, by field (a CT on another grid already
+    resampled onto the PET's, float32 with air outside), each upload's grid, and what was done (the job's notes)."""
 
     images: dict[str, sitk.Image]
     grids: dict[str, Geometry]
+    notes: dict[str, object] = field(default_factory=dict)
 
 
 def check_study(files: dict[str, StoredFile], *, limits: UploadLimits) -> UploadedStudy:
     """Each file a readable image within the limits (the request's total too); the label on the PET's grid;
-    a CT on another grid must overlap the PET (by the headers' geometry). Returns what was read.
+    a CT on another grid overlapping the PET, resampled onto it as the command line does. Returns what was read.
 
-    The CT itself is resampled by the inference pipeline (petct.resample), as the command line does; the PET and
-    CT read here are handed to it (algorithm.pipeline.read_study decodes the PET again after resampling a CT, and
-    the scoring process reads the label from its upload, both to keep a job's peak memory down).
+    Each upload is decoded once. A CT on another grid (often the largest image, on a finer grid) is decoded
+    first, resampled and freed before any other image is decoded, so that the resampling's peak holds the CT and
+    its resampled copy only; the PET and this CT are handed to the inference (algorithm.pipeline.read_study reads
+    nothing again), and the scoring process reads the label from its upload, to keep a job's peak memory down.
     """
-    images = read_uploads(files, limits=limits)
-    grids = {field: Geometry.of(image) for field, image in images.items()}
+    headers = checked_headers(files, limits=limits)
+    grids = {name: header.geometry for name, header in headers.items()}
     if "label" in grids:
         mismatches = grid_mismatches(grids["pet"], grids["label"])
         if mismatches:
             raise ApiError(422, f"not on the PET's grid: {'; '.join(mismatches)}", field="label",
                            file=files["label"].client_name)
-    if grid_mismatches(grids["pet"], grids["ct"]) and not ct_overlaps(grids["ct"], grids["pet"]):
-        raise ApiError(422, NO_OVERLAP, field="ct", file=files["ct"].client_name)
-    return UploadedStudy(images=images, grids=grids)
+    images: dict[str, sitk.Image] = {}
+    notes: dict[str, object] = {}
+    mismatches = grid_mismatches(grids["pet"], grids["ct"])
+    if mismatches:
+        if not ct_overlaps(grids["ct"], grids["pet"]):
+            raise ApiError(422, NO_OVERLAP, field="ct", file=files["ct"].client_name)
+        images["ct"], coverage = _ct_on_grid(files["ct"], grid=grids["pet"], mismatches=mismatches)
+        notes["ct_resampled"] = resampling_note(mismatches, coverage)
+    images.update(read_uploads({name: stored for name, stored in files.items() if name not in images},
+                               headers=headers))
+    for name in files:
+        if Geometry.of(images[name]) != grids[name] and not (name == "ct" and mismatches):
+            raise ApiError(422, "the image's voxels came with another grid than its header's", field=name,
+                           file=files[name].client_name)
+    return UploadedStudy(images={name: images[name] for name in files}, grids=grids, notes=notes)
+
+
+def _ct_on_grid(stored: StoredFile, *, grid: Geometry, mismatches: list[str]) -> tuple[sitk.Image, float]:
+    """The CT decoded, checked finite and resampled onto `grid` (float32, air outside), and the fraction covered;
+    the decoded CT is freed before the resampled image is copied."""
+    log.info("CT grid differs from the PET grid (%s): resampling CT onto the PET grid (linear, %g HU outside)",
+             "; ".join(mismatches), CT_OUTSIDE_HU)
+    with refusing(stored):
+        ct = read_image(stored.path)
+        # NaN marks voxels outside the CT in the resampled image: the CT's own must be refused before.
+        require_finite(sitk.GetArrayViewFromImage(ct), path=stored.path, what="CT image")
+        resampled = resample_ct_image(ct, grid)
+        del ct
+        array, coverage = resampled_ct_array(resampled, path=stored.path)
+        del resampled
+        return image_from_array(array, grid), coverage
 
 
 # The 2025 interactive track's lesion clicks (petct.clicks): at most 10 + 10 points, so a query parameter suffices.

@@ -72,13 +72,13 @@ def check_upload(stored: StoredFile, *, limits: UploadLimits, read_voxels: bool 
     reason = detached_data_reason(stored.path)
     if reason:
         raise _refusal(stored, reason)
-    with _refusing(stored):
+    with refusing(stored):
         header = read_header(stored.path)
     reason = _over_limits(header, stored_bytes=stored.path.stat().st_size, limits=limits)
     if reason:
         raise _refusal(stored, reason)
     if read_voxels:
-        with _refusing(stored):
+        with refusing(stored):
             read_image(stored.path)
     return header
 
@@ -89,15 +89,16 @@ def check_uploads(files: Mapping[str, StoredFile], *, limits: UploadLimits,
 
     All headers are checked before any file's voxels are read, so a request over the total costs no decoding.
     """
-    headers = _checked_headers(files, limits=limits)
+    headers = checked_headers(files, limits=limits)
     if read_voxels:
         for stored in files.values():
-            with _refusing(stored):
+            with refusing(stored):
                 read_image(stored.path)
     return {field: header.geometry for field, header in headers.items()}
 
 
-def _checked_headers(files: Mapping[str, StoredFile], *, limits: UploadLimits) -> dict[str, ImageHeader]:
+def checked_headers(files: Mapping[str, StoredFile], *, limits: UploadLimits) -> dict[str, ImageHeader]:
+    """Each file's header within the per-file limits, and their decoded total within the request's."""
     headers = {field: check_upload(stored, limits=limits, read_voxels=False) for field, stored in files.items()}
     total = sum(header.decoded_bytes for header in headers.values())
     if total > limits.max_request_image_bytes:
@@ -106,16 +107,16 @@ def _checked_headers(files: Mapping[str, StoredFile], *, limits: UploadLimits) -
     return headers
 
 
-def read_uploads(files: Mapping[str, StoredFile], *, limits: UploadLimits) -> dict[str, sitk.Image]:
-    """Each file decoded once, after check_uploads has passed every header: the images, by field.
+def read_uploads(files: Mapping[str, StoredFile], *,
+                 headers: Mapping[str, ImageHeader]) -> dict[str, sitk.Image]:
+    """Each file decoded once, after checked_headers has passed every header (`headers`): the images, by field.
 
     The largest image (by its header: a full-size CT is 400 MiB as int16) is decoded first, while no other is
     held: a compressed file's reader holds its compressed bytes beside the voxels it inflates them into.
     """
-    headers = _checked_headers(files, limits=limits)
     images = {}
     for field in sorted(files, key=lambda name: headers[name].decoded_bytes, reverse=True):
-        with _refusing(files[field]):
+        with refusing(files[field]):
             images[field] = read_image(files[field].path)
     return {field: images[field] for field in files}
 
@@ -125,7 +126,7 @@ def _refusal(stored: StoredFile, reason: str) -> ApiError:
 
 
 @contextlib.contextmanager
-def _refusing(stored: StoredFile) -> Iterator[None]:
+def refusing(stored: StoredFile) -> Iterator[None]:
     """InputError -> ApiError(422) with exc.problem, not str(exc): messages must not reveal the server's paths."""
     try:
         yield

@@ -13,6 +13,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import Executor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import SimpleITK as sitk
@@ -36,6 +37,15 @@ HELD_STUDIES = 1
 INFERENCE_INPUTS = ("pet", "ct")  # the uploads' images kept for a job's run
 
 
+@dataclass
+class HeldStudy:
+    """A queued job's images as the upload checks decoded them (field -> sitk.Image), and what they did to them."""
+
+    images: dict[str, sitk.Image] = field(default_factory=dict)
+    notes: dict[str, object] = field(default_factory=dict)
+    label: sitk.Image | None = None  # scored against the mask once it is inferred
+
+
 class InferenceWorker:
     """Takes the oldest queued job, segments it with the engine, and hands scoring to the scoring pool."""
 
@@ -52,7 +62,7 @@ class InferenceWorker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._last_expiry = 0.0
-        self._held: dict[str, dict] = {}  # job id -> the images its upload checks read (field -> sitk.Image)
+        self._held: dict[str, HeldStudy] = {}  # job id -> the images its upload checks read
         self._held_lock = threading.Lock()
         # Daemon: a job running at shutdown stays "running" in the database and is retried on restart.
         self._thread = threading.Thread(target=self._loop, name="inference", daemon=True)
@@ -68,22 +78,24 @@ class InferenceWorker:
     def wake(self) -> None:
         self._wake.set()
 
-    def hand(self, job_id: str, images: dict) -> bool:
-        """Keep the PET and CT the upload checks read for the job's run, unless HELD_STUDIES are kept already.
-
-        Not the label: it would wait in memory through inference, at its peak, only to be scored after it; the
-        scoring process reads it from its upload instead (a mask's file is small and quick to read).
+    def hand(self, job_id: str, images: dict, *, notes: dict | None = None) -> bool:
+        """Keep the PET and CT the upload checks read for the job's run, with `notes` on what the checks did to
+        them (a CT resampled onto the PET's grid), and its label for the scoring, unless HELD_STUDIES are kept
+        already. The label waits through inference (a mask: a quarter of the PET's size as uint8) so that the
+        scoring process is sent it as read instead of decoding its upload a second time.
         """
         with self._held_lock:
             if len(self._held) >= HELD_STUDIES:
                 return False
-            self._held[job_id] = {field: image for field, image in images.items() if field in INFERENCE_INPUTS}
+            self._held[job_id] = HeldStudy(
+                images={name: image for name, image in images.items() if name in INFERENCE_INPUTS},
+                notes=dict(notes or {}), label=images.get("label"))
             return True
 
-    def take(self, job_id: str) -> dict:
-        """The images handed for the job (taken: the worker keeps them no longer), or {} when there are none."""
+    def take(self, job_id: str) -> HeldStudy:
+        """What was handed for the job (taken: the worker keeps it no longer); no images when none were handed."""
         with self._held_lock:
-            return self._held.pop(job_id, {})
+            return self._held.pop(job_id, None) or HeldStudy()
 
     @property
     def alive(self) -> bool:
@@ -137,12 +149,14 @@ class InferenceWorker:
         timings = {"queued_s": round(job.queued_s, 3)}
         try:
             started = time.perf_counter()
-            images = self.take(job.id)
+            held = self.take(job.id)
+            label = held.label
             # the 2025 track's clicks or the 2026 profile's scribbles, both optional (app.service.studies)
             points = job.files.get("clicks") or job.files.get("scribbles")
             result = segment_study(pet_path=folder / job.files["pet"], ct_path=folder / job.files["ct"],
                                    engine=self.engine, clicks_path=folder / points if points else None,
-                                   scribbles="scribbles" in job.files, images=images)
+                                   scribbles="scribbles" in job.files, images=held.images, notes=held.notes)
+            del held
             timings["inference_s"] = round(time.perf_counter() - started, 3)
             timings.update({f"engine_{k}": v for k, v in dict(result.timings).items()})
             write_image_atomic(result.mask, folder / MASK_NAME)
@@ -166,12 +180,13 @@ class InferenceWorker:
                                                                     timings=timings, notes=notes))
             return
         try:
-            self.scoring.submit(self._score, job, timings, notes, mask=result.mask)
+            self.scoring.submit(self._score, job, timings, notes, mask=result.mask, label=label)
         except RuntimeError:  # the pool is shut down: the server is stopping, and the job is retried on restart
             log.warning("job %s left running: the server stopped before it was scored", job.id)
 
-    def _score(self, job: Job, timings: dict, notes: dict, *, mask: sitk.Image) -> None:
-        """Score the mask as inferred against the label read from its upload (in the scoring process)."""
+    def _score(self, job: Job, timings: dict, notes: dict, *, mask: sitk.Image, label: sitk.Image | None) -> None:
+        """Score the mask as inferred against the label as the upload checks read it (None: from its upload, when
+        the job was queued before a restart or beyond HELD_STUDIES), in the scoring process."""
         from app.service.scoring import score_job
 
         folder = self.jobs_dir / job.id
@@ -179,7 +194,7 @@ class InferenceWorker:
         try:
             if self.killable is None:
                 raise RuntimeError("this server has no scoring processes")
-            metrics = self.killable(score_job, label=None, label_path=folder / job.files["label"], mask=mask,
+            metrics = self.killable(score_job, label=label, label_path=folder / job.files["label"], mask=mask,
                                     study=job.study or job.id)
         except Exception as exc:  # the mask stands; say why it has no metrics
             metrics, notes = None, {**notes, "scoring_error": getattr(exc, "reason", str(exc))}

@@ -60,7 +60,7 @@ async def submit_study(request: Request, response: Response, service: Service = 
         if uploaded_scribbles is not None:
             names[SCRIBBLES_FIELD] = await service.in_pool(store_scribbles, uploaded_scribbles, folder=folder,
                                                            size_xyz=size_xyz)
-        service.worker.hand(job_id, study.images)  # before the job exists, so that the worker finds them
+        service.worker.hand(job_id, study.images, notes=study.notes)  # before the job exists: the worker finds them
         del study
         job = service.store.add(job_id, names,
                                 owner=caller.owner, study=study_name(files["pet"].client_name, default=job_id))
