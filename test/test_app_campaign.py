@@ -3,6 +3,8 @@ skips the finished teams and redoes a half-written one; a team killed midway (th
 reruns only its unfinished jobs; leaderboard and report."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from app.__main__ import main as app_main
 from app.campaign import teams_from
 from petct.errors import InputError
 
@@ -38,7 +41,17 @@ def _command(*extra: str) -> str:
 
 
 def _app(*args: str) -> subprocess.CompletedProcess:
+    """`python -m app ARGS` in a process of its own: its exit status and output."""
     return subprocess.run([sys.executable, "-m", "app", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def _app_here(*args: str) -> subprocess.CompletedProcess:
+    """The same command run in this process (its jobs still run as processes of their own), without an
+    interpreter's start-up and imports: its exit status and what it printed."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = app_main(list(args))
+    return subprocess.CompletedProcess(["app", *args], code, out.getvalue(), err.getvalue())
 
 
 def test_teams_from_options():
@@ -55,10 +68,11 @@ def test_teams_from_options():
 def test_two_teams_on_dask_score_as_their_serial_dry_runs_and_a_rerun_continues(tmp_path, three_phantoms_reference):
     campaign = tmp_path / "campaign"
     teams = ("--command", f"A={_command()}", "--command", f"B={_command('--device', 'cpu')}")
-    run = _app("campaign", *teams, *THREE, "--output", str(campaign), "--workers", "2")
+    run = _app("campaign", *teams, *PHANTOMS, "--output", str(campaign), "--workers", "2")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    reference = three_phantoms_reference
-    assert len(reference) == 3 and all("dice" in record for record in reference.values())
+    # The phantoms are the same first ones whatever their number: the serial run's first two.
+    reference = dict(list(three_phantoms_reference.items())[:2])
+    assert len(reference) == 2 and all("dice" in record for record in reference.values())
     assert (campaign / "teams" / "A" / "report.html").is_file()
     for team in ("A", "B"):
         assert _scores(campaign / "teams" / team / "metrics.json") == reference
@@ -69,7 +83,7 @@ def test_two_teams_on_dask_score_as_their_serial_dry_runs_and_a_rerun_continues(
     finished_a = (campaign / "teams" / "A" / "team.json").stat().st_mtime_ns
     (campaign / "teams" / "B" / "team.json").unlink()  # B as a run killed before its folder was complete
     (campaign / "report.html").unlink()
-    again = _app("campaign", *teams, *THREE, "--output", str(campaign), "--no-report")
+    again = _app_here("campaign", *teams, *PHANTOMS, "--output", str(campaign), "--no-report")
     assert again.returncode == 0, again.stdout[-3000:]
     assert not (campaign / "report.html").exists() and not (campaign / "teams" / "B" / "report.html").exists()
     assert "team A: finished earlier" in again.stdout and "team B: finished earlier" not in again.stdout
@@ -124,7 +138,7 @@ def _finished_jobs(store: Path) -> set[str]:
 def three_phantoms_reference(tmp_path_factory) -> dict:
     """The scores of an uninterrupted dry run of the baseline on three tiny phantoms."""
     folder = tmp_path_factory.mktemp("reference")
-    serial = _app("dry-run", "--command", _command(), *THREE, *NO_REPORT, "--output", str(folder))
+    serial = _app_here("dry-run", "--command", _command(), *THREE, *NO_REPORT, "--output", str(folder))
     assert serial.returncode == 0, serial.stdout[-3000:]
     return _scores(folder / "metrics.json")
 
@@ -158,7 +172,7 @@ def test_a_team_killed_midway_reruns_only_its_unfinished_jobs(tmp_path, three_ph
     (store / ".partial-PHANTOM_9999-0123456789abcdef-00000000").mkdir()  # a job killed while being saved
 
     log.unlink()
-    again = _app("campaign", "--command", f"A={command}", *THREE, *NO_REPORT, "--output", str(campaign))
+    again = _app_here("campaign", "--command", f"A={command}", *THREE, *NO_REPORT, "--output", str(campaign))
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-2000:]
     studies = sorted(three_phantoms_reference)
     assert sorted(_ran(log)) == sorted(set(studies) - finished)  # each unfinished job once, no finished one
@@ -296,7 +310,7 @@ def test_losing_the_scheduler_ends_the_campaign_in_one_line_and_a_rerun_keeps_th
     assert 1 <= reported <= len(finished) < 3
 
     log.unlink()
-    again = _app(*argv)
+    again = _app_here(*argv)
     assert again.returncode == 0, again.stdout[-3000:]
     assert sorted(_ran(log)) == sorted(set(three_phantoms_reference) - finished)
     assert _scores(campaign / "teams" / "A" / "metrics.json") == three_phantoms_reference
