@@ -47,7 +47,7 @@ def check_study(files: dict[str, StoredFile], *, limits: UploadLimits) -> Upload
     Each upload is decoded once. A CT on another grid (often the largest image, on a finer grid) is decoded
     first, resampled and freed before any other image is decoded, so that the resampling's peak holds the CT and
     its resampled copy only; the PET and this CT are handed to the inference (algorithm.pipeline.read_study reads
-    nothing again), and the scoring process reads the label from its upload, to keep a job's peak memory down.
+    nothing again), and the label to the scoring process, which reads nothing from the disk either.
     """
     headers = checked_headers(files, limits=limits)
     grids = {name: header.geometry for name, header in headers.items()}
