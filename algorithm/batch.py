@@ -165,7 +165,7 @@ def _on_cluster(cluster, args: argparse.Namespace, spec: EngineSpec, cases: list
         advance()
 
     try:
-        gpus = 0 if args.scheduler else cluster.local_gpus(spec)
+        gpus = [] if args.scheduler else cluster.local_gpus(spec)
         with cluster.dask_client(scheduler=args.scheduler, workers=args.workers, gpus=gpus) as client:
             run = cluster.predict_on_cluster(client, cases, spec=spec, output_dir=args.output, suffix=args.suffix,
                                              on_outcome=record)

@@ -28,6 +28,7 @@ from algorithm.batch_job import StudyOutcome, predict_study
 from algorithm.failures import EXIT_INTERNAL, EXIT_MEMORY
 from algorithm.loaded_engines import EngineSpec
 from petct.errors import InputError
+from petct.gpus import local_gpu_ids
 from petct.quietlogs import quiet_loggers
 
 log = logging.getLogger("algorithm")
@@ -58,21 +59,22 @@ class ClusterRun:
 
 
 class PinGpu(WorkerPlugin):
-    """Local GPU workers: worker K sees only GPU K mod the GPU count (set before the engine imports torch)."""
+    """Local GPU workers: worker K sees only the K-th (mod their number) of `devices`, the machine's names of
+    the GPUs the command may use (set before the engine imports torch; a container job is given the same)."""
 
     name = "petct-pin-gpu"
 
-    def __init__(self, gpus: int):
-        self.gpus = gpus
+    def __init__(self, devices: list[str]):
+        self.devices = list(devices)
 
     def setup(self, worker) -> None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(int(worker.name) % self.gpus)
+        os.environ["CUDA_VISIBLE_DEVICES"] = self.devices[int(worker.name) % len(self.devices)]
 
 
 @contextlib.contextmanager
-def dask_client(*, scheduler: str | None, workers: int | None, gpus: int = 0) -> Iterator[Client]:
+def dask_client(*, scheduler: str | None, workers: int | None, gpus: list[str] | None = None) -> Iterator[Client]:
     """A client of the cluster at `scheduler`, or of `workers` local worker processes (one thread each; with
-    `gpus`, each declares GPU=1 and is pinned to one GPU)."""
+    `gpus`, the machine's names of the GPUs to use, each declares GPU=1 and is pinned to one of them)."""
     # Reconnection tracebacks and the like: the run reports in its own lines (with --debug too).
     with quiet_loggers("distributed"):
         if scheduler is not None:
@@ -169,15 +171,16 @@ def _outcome(future, case: BatchCase) -> StudyOutcome:
         return StudyOutcome(case.key, None, f"internal error: {type(exc).__name__}: {exc}", EXIT_INTERNAL, 0.0, 0.0, "")
 
 
-def local_gpus(spec: EngineSpec) -> int:
-    """GPUs local workers should be pinned to: none for the baseline or --device cpu."""
+def local_gpus(spec: EngineSpec) -> list[str]:
+    """The GPUs local workers should be pinned to (the machine's names of those this process sees): none for
+    the baseline or --device cpu."""
     if spec.engine == "baseline" or spec.options.device == "cpu":
-        return 0
+        return []
     try:
         import torch
     except ImportError:
-        return 0
-    return torch.cuda.device_count()
+        return []
+    return local_gpu_ids(torch.cuda.device_count())
 
 
 def checking_spec(spec: EngineSpec) -> EngineSpec:

@@ -28,6 +28,7 @@ from app.dryrun.runner import gpu_count
 from petct.atomic import atomic_path
 from petct.editions import edition as edition_named
 from petct.errors import InputError
+from petct.gpus import local_gpu_ids
 from petct.jsonio import read_json, write_json_atomic
 from petct.layout import METRICS_JSON
 from petct.studykey import safe_key
@@ -152,7 +153,7 @@ def _on_dask(teams: list[Team], base: DryRunOptions, campaign: Path, *, workers:
     from algorithm.batch_cluster import GPU, dask_client, gpu_worker_count
 
     # Local workers on a GPU machine: each pinned to one GPU (CUDA_VISIBLE_DEVICES), which its jobs' containers get.
-    gpus = 0 if scheduler is not None or base.gpus is False else gpu_count()
+    gpus = [] if scheduler is not None or base.gpus is False else local_gpu_ids(gpu_count())
     results: dict[str, TeamResult] = {}
     try:
         with dask_client(scheduler=scheduler, workers=workers, gpus=gpus) as client:

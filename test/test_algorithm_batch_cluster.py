@@ -108,6 +108,23 @@ def test_the_readmes_cluster_environment_is_the_local_clusters_config(monkeypatc
         dask.config.refresh()
 
 
+def test_local_gpu_workers_are_pinned_to_the_machines_names_of_the_commands_gpus(monkeypatch):
+    """--workers on a GPU machine run as `CUDA_VISIBLE_DEVICES=5,7 ...`: the workers get GPUs 5 and 7, not 0
+    and 1; the baseline and --device cpu get none."""
+    import torch
+
+    from algorithm.batch_cluster import local_gpus
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
+    nnunet = EngineSpec(model=Path("/models/m"), engine="nnunet", options=EngineOptions(device="cuda"))
+    assert local_gpus(nnunet) == ["5", "7"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert local_gpus(nnunet) == ["0", "1"]
+    assert local_gpus(EngineSpec(model=None, engine="baseline", options=EngineOptions())) == []
+    assert local_gpus(EngineSpec(model=Path("/m"), engine="nnunet", options=EngineOptions(device="cpu"))) == []
+
+
 def test_serial_run_does_not_import_dask(data, tmp_path):
     code = (f"import sys; from algorithm import batch\n"
             f"assert batch.main([{str(data / 'tiny')!r}, {str(tmp_path)!r}, '--engine', 'baseline']) == 0\n"

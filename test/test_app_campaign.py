@@ -235,8 +235,8 @@ def test_on_dask_a_teams_studies_spread_over_the_workers_and_a_dead_worker_costs
     assert _scores(campaign / "teams" / "A" / "metrics.json") == three_phantoms_reference
 
 
-@pytest.mark.parametrize("scheduler, gpus_option, pinned", [(None, None, 2), (None, False, 0),
-                                                             ("tcp://gpu-a:8786", None, 0)])
+@pytest.mark.parametrize("scheduler, gpus_option, pinned", [(None, None, ["0", "1"]), (None, False, []),
+                                                             ("tcp://gpu-a:8786", None, [])])
 def test_local_campaign_workers_are_pinned_to_the_machines_gpus(monkeypatch, tmp_path, scheduler, gpus_option, pinned):
     """--workers N on a GPU machine: each local worker gets one GPU (and its image jobs that GPU); a cluster's
     workers were pinned when they were started."""
@@ -256,6 +256,7 @@ def test_local_campaign_workers_are_pinned_to_the_machines_gpus(monkeypatch, tmp
         yield
 
     monkeypatch.setattr(campaign_module, "gpu_count", lambda: 2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setattr(algorithm.batch_cluster, "dask_client", cluster_that_stops_here)
     with pytest.raises(InputError, match="stopped by the test"):
         run_campaign([Team(name="A", command="x {input} {output}")], DryRunOptions(gpus=gpus_option), tmp_path,

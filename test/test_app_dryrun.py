@@ -252,18 +252,6 @@ def test_a_container_gets_the_gpus_it_is_given_in_each_engines_words():
         assert not {"--gpus", "--device"} & set(_argv(gpus=False, gpu_devices=["1"], docker=engine))
 
 
-@pytest.mark.parametrize("value, devices", [(None, None), ("1", ["1"]), ("0,2", ["0", "2"]), (" 3 , 1", ["3", "1"]),
-                                            ("", []), ("-1", []), ("1,-1,2", ["1"]), ("GPU-8f3a", ["GPU-8f3a"])])
-def test_visible_gpus_reads_cuda_visible_devices_as_cuda_does(monkeypatch, value, devices):
-    from app.dryrun.runner import visible_gpus
-
-    if value is None:
-        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    else:
-        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", value)
-    assert visible_gpus() == devices
-
-
 def _image_job_argv(tmp_path: Path, **options) -> list[str]:
     from types import SimpleNamespace
 
@@ -282,12 +270,19 @@ def test_an_image_job_on_a_gpu_worker_gets_that_workers_gpu_not_all(monkeypatch,
 
     import app.dryrun.run as dry
     from algorithm.batch_cluster import PinGpu
+    from petct.gpus import local_gpu_ids
 
     monkeypatch.setattr(dry, "gpu_count", lambda: 4)  # nvidia-smi -L lists the machine's four GPUs
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3")
-    PinGpu(4).setup(SimpleNamespace(name=6))  # local worker 6 of a GPU machine: pinned to GPU 2
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    PinGpu(local_gpu_ids(4)).setup(SimpleNamespace(name=6))  # local worker 6 of a 4-GPU machine: pinned to GPU 2
     argv = _image_job_argv(tmp_path)
     assert argv[argv.index("--gpus") + 1] == '"device=2"'
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")  # the command was given the machine's GPUs 2 and 3 ...
+    devices = local_gpu_ids(2)  # ... which CUDA, in it, numbers 0 and 1
+    assert devices == ["2", "3"]
+    PinGpu(devices).setup(SimpleNamespace(name=1))  # local worker 1: the machine's GPU 3, not GPU 1
+    argv = _image_job_argv(tmp_path)
+    assert argv[argv.index("--gpus") + 1] == '"device=3"'
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-8f3a")  # `CUDA_VISIBLE_DEVICES=GPU-8f3a dask worker ...`
     argv = _image_job_argv(tmp_path)
     assert argv[argv.index("--gpus") + 1] == '"device=GPU-8f3a"'

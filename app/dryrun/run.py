@@ -35,7 +35,6 @@ from app.dryrun.runner import (
     gpu_count,
     run_limited,
     tail,
-    visible_gpus,
 )
 from images.container_engine import detect_engine, engine_env
 from petct.clicks import Clicks
@@ -43,6 +42,7 @@ from petct.editions import CLICKS_JSON, DEFAULT_CHALLENGE, SCRIBBLE_STEPS, Editi
 from petct.editions import edition as edition_named
 from petct.environment import CHALLENGE
 from petct.errors import InputError
+from petct.gpus import visible_gpus
 from petct.imageio import Geometry
 from petct.jsonio import read_json, write_json_atomic
 from petct.layout import METRICS_JSON

@@ -65,7 +65,7 @@ def docker_run_argv(*, image: str, input_dir: Path, output_dir: Path, tmp_dir: P
 
     The flags and their order are those of docs/grand-challenge.md ("Running a container locally"),
     plus a --name so that a job over its time limit can be killed. With `gpus`, the container gets
-    `gpu_devices` (None: every GPU, as on the platform; see visible_gpus).
+    `gpu_devices` (None: every GPU, as on the platform; see petct.gpus).
     """
     mounts = [(input_dir, "/input:ro"), (output_dir, "/output"), (tmp_dir, "/tmp")]
     if model_dir is not None:
@@ -107,22 +107,6 @@ def check_docker_image(image: str, *, docker: str = "docker", env: dict[str, str
     os_arch = found.stdout.strip()
     if os_arch != PLATFORM_OS_ARCH:
         raise InputError(f"--image {image} is built for {os_arch}; grand-challenge runs {PLATFORM_OS_ARCH} only")
-
-
-def visible_gpus() -> list[str] | None:
-    """The GPUs this process is given by CUDA_VISIBLE_DEVICES (a Dask GPU worker's own GPU), None when unset: all.
-
-    As CUDA reads it: the entries up to the first invalid one (e.g. -1); an empty list means no GPU.
-    """
-    value = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if value is None:
-        return None
-    devices = []
-    for entry in (word.strip() for word in value.split(",")):
-        if not entry or entry.startswith("-"):
-            break
-        devices.append(entry)
-    return devices
 
 
 def gpu_count() -> int:
