@@ -130,7 +130,7 @@ def test_engine_from_the_environment(models, tmp_path):
 
 
 def _dry_run(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app", "dry-run", "--phantoms", "2", "--phantom-size", "tiny", "--no-report",
+    return subprocess.run([sys.executable, "-m", "app", "dry-run", "--phantoms", "1", "--phantom-size", "tiny", "--no-report",
                            *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
 
@@ -140,7 +140,7 @@ def test_dry_run_passes_model_to_the_local_algorithm_and_shows_the_engine(models
     result = _dry_run("--model", models["fold_all"], "--output", tmp_path / "bad")
     assert result.returncode == 1
     verdicts = json.loads((tmp_path / "bad" / "dry-run.json").read_text())
-    assert [s["exit_code"] for s in verdicts["studies"]] == [2, 2]
+    assert [s["exit_code"] for s in verdicts["studies"]] == [2]
     assert all(s["engine"] is None for s in verdicts["studies"])
     log = (tmp_path / "bad" / "logs" / f"{verdicts['studies'][0]['study']}.log").read_text()
     assert "pass --folds all" in log.strip().splitlines()[-1]
