@@ -36,7 +36,9 @@ log = logging.getLogger("algorithm")
 GPU = "GPU"  # the Dask resource a GPU worker declares (dask worker --resources GPU=1)
 # A local cluster's housekeeping, made rarer: Dask's defaults wake every process 50 times a second (the event
 # loop's tick monitor) and sample each worker every 10 ms (the statistical profiler), about 90 ms of CPU per second
-# for 2 idle workers on the cores the studies need; with these, about 16. None of them changes what runs where.
+# for 2 idle workers on the cores the studies need; with these, about 20 (BENCHMARKS.md). The costs: queued tasks
+# are rebalanced between workers (work stealing) once a second, and a worker's memory limit is checked once a
+# second, so a study that overruns it is stopped up to a second later.
 LOCAL_CLUSTER_CONFIG = {
     "distributed.worker.profile.enabled": False,
     "distributed.admin.tick.interval": "1s",

@@ -26,7 +26,7 @@ from petct.imageio import (
 )
 from petct.jsonio import dumps
 from petct.layout import INPUTS_JSON, image_stem, list_images
-from petct.resample import CT_OUTSIDE_HU, resample_ct_image, resampled_ct_array, resampling_note
+from petct.resample import resample_taken_ct
 from petct.scribbles import read_scribbles
 
 log = logging.getLogger(__name__)
@@ -95,21 +95,15 @@ def read_study(*, pet_path: Path, ct_path: Path, images: dict[str, sitk.Image] |
     images = {} if images is None else images
     pet_image = images.pop("pet", None)
     geometry = read_geometry(pet_path) if pet_image is None else Geometry.of(pet_image)
-    ct_image = _taken_or_read(images, "ct", ct_path)
-    require_finite(sitk.GetArrayViewFromImage(ct_image), path=ct_path, what="CT image")
+    if "ct" not in images:
+        images["ct"] = read_image(ct_path)
+    require_finite(sitk.GetArrayViewFromImage(images["ct"]), path=ct_path, what="CT image")
     notes = dict(notes or {})
-    mismatches = grid_mismatches(geometry, Geometry.of(ct_image))
+    mismatches = grid_mismatches(geometry, Geometry.of(images["ct"]))
     if mismatches:
-        log.info("CT grid differs from the PET grid (%s): resampling CT onto the PET grid (linear, %g HU outside)",
-                 "; ".join(mismatches), CT_OUTSIDE_HU)
-        resampled = resample_ct_image(ct_image, geometry)
-        del ct_image  # the largest image: freed before the resampled one is copied into an array
-        ct, coverage = resampled_ct_array(resampled, path=ct_path)
-        del resampled
-        notes["ct_resampled"] = resampling_note(mismatches, coverage)
+        ct, notes["ct_resampled"] = resample_taken_ct(images, geometry, mismatches=mismatches, path=ct_path)
     else:
-        ct = sitk.GetArrayFromImage(ct_image).astype(np.float32, copy=False)
-        del ct_image
+        ct = sitk.GetArrayFromImage(images.pop("ct")).astype(np.float32, copy=False)
     pet_image = read_image(pet_path) if pet_image is None else pet_image
     if Geometry.of(pet_image) != geometry:
         raise InputError("the PET image changed while the study was read", path=pet_path)

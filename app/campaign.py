@@ -219,7 +219,8 @@ def rank(teams: list[Team], campaign: Path, *, challenge: str, images: Path | No
                 "--studies with the teams' metrics.json)\n"
     with atomic_path(campaign / "leaderboard.txt") as tmp:
         tmp.write_text(text)
-    if not report:
+    if not report:  # an earlier run's report would contradict this leaderboard
+        (campaign / "report.html").unlink(missing_ok=True)
         return
     from evaluation.html_report.build import ReportOptions, build_report_html
 

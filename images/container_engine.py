@@ -84,11 +84,13 @@ def engine_env(engine: str, base: dict[str, str] | None = None) -> dict[str, str
 
 
 def gpu_flags(engine: str, devices: list[str] | None) -> list[str]:
-    """The `run` flags that give a container the GPUs `devices` (indices or UUIDs; None: every GPU).
+    """The `run` flags that give a container the GPUs `devices` (indices or UUIDs; None: every GPU; []: none).
 
     Docker takes `--gpus` (a device list is one CSV field, hence the quotes inside the argument); podman takes
     the NVIDIA Container Toolkit's CDI names (`nvidia.com/gpu=K`), which every podman version understands.
     """
+    if devices == []:  # CUDA_VISIBLE_DEVICES="" or -1: this process was given no GPU
+        return []
     if Path(engine).name == "podman":
         return [flag for device in (devices or ["all"]) for flag in ("--device", f"nvidia.com/gpu={device}")]
     return ["--gpus", "all" if devices is None else '"device=' + ",".join(devices) + '"']

@@ -60,6 +60,21 @@ def resampled_ct_array(resampled: sitk.Image, *, path: str | Path) -> tuple[np.n
     return out, coverage
 
 
+def resample_taken_ct(images: dict[str, sitk.Image], grid: Geometry, *, mismatches: list[str],
+                      path: str | Path) -> tuple[np.ndarray, dict[str, object]]:
+    """`images["ct"]`, a CT on another grid than the PET's (checked finite before), resampled onto `grid` as a
+    float32 (z, y, x) array with air outside, and the note a study's notes keep of it ("ct_resampled").
+
+    The CT is taken out of `images`, so that (the caller holding no other reference) the largest image of a study
+    is freed before its resampled copy is made into an array: the peak holds the CT and one resampled copy.
+    """
+    log.info("CT grid differs from the PET grid (%s): resampling CT onto the PET grid (linear, %g HU outside)",
+             "; ".join(mismatches), CT_OUTSIDE_HU)
+    resampled = resample_ct_image(images.pop("ct"), grid)
+    array, coverage = resampled_ct_array(resampled, path=path)
+    return array, resampling_note(mismatches, coverage)
+
+
 def resampling_note(mismatches: list[str], coverage: float) -> dict[str, object]:
     """What a study's notes say of a CT resampled onto the PET grid (its "ct_resampled" entry)."""
     return {"from": list(mismatches), "coverage": round(coverage, 4)}

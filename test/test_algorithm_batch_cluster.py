@@ -150,6 +150,7 @@ def test_workers_give_the_serial_masks_and_load_the_model_once_each(data, client
     assert sum(counts.get(str(data / "model"), 0) for counts in loads.values()) >= 1
 
 
+@pytest.mark.slow
 def test_a_study_that_fails_on_its_own_fails_alone(data, client, tmp_path, capsys):
     shutil.copytree(data / "tiny", tmp_path / "in")
     broken = tmp_path / "in" / "PETCT_62" / "SUV.mha"

@@ -250,6 +250,8 @@ def test_a_container_gets_the_gpus_it_is_given_in_each_engines_words():
         "--device", "nvidia.com/gpu=2", "--device", "nvidia.com/gpu=3"]
     for engine in ("docker", "podman"):
         assert not {"--gpus", "--device"} & set(_argv(gpus=False, gpu_devices=["1"], docker=engine))
+        # CUDA_VISIBLE_DEVICES="" (or -1) gave this process no GPU: a forced --gpus gives the container none either.
+        assert not {"--gpus", "--device"} & set(_argv(gpus=True, gpu_devices=[], docker=engine))
 
 
 def _image_job_argv(tmp_path: Path, **options) -> list[str]:
@@ -493,6 +495,7 @@ ZERO_WRITER = textwrap.dedent("""\
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("moment", ["checking", "scoring"])
 def test_a_write_after_the_job_ended_changes_neither_the_check_nor_the_score(tmp_path, monkeypatch, moment):
     """A straggler the dry run cannot find (`env -i setsid sh -c '(...)&'`, started outside the job here, as one

@@ -59,6 +59,20 @@ def test_short_disk_and_a_stopped_worker_refuse_new_studies_with_a_reason(tmp_pa
     assert not list((tmp_path / "data" / "jobs").iterdir())
 
 
+def test_deleting_a_queued_job_frees_the_images_held_for_it(tmp_path):
+    """The worker keeps one queued study's images; deleting that job must give the place back."""
+    with service_client(tmp_path) as client:
+        service = client.app.state.service
+        service.worker.stop()  # the job stays queued
+        job_id = new_job_id()
+        (service.settings.jobs_dir / job_id).mkdir(parents=True)
+        service.store.add(job_id, {"pet": "pet.mha", "ct": "ct.mha"}, owner=None, study="s")
+        assert service.worker.reserve(job_id) and service.worker.hand(job_id, {"pet": object()})
+        assert not service.worker.reserve(new_job_id())  # the one place is taken
+        assert client.delete(f"/v1/jobs/{job_id}").status_code == 204
+        assert service.worker.reserve(new_job_id())
+
+
 def test_an_upload_that_fills_the_disk_gets_507_and_leaves_nothing(tmp_path, study, monkeypatch):
     real_write = uploads.os.write
     written = {"bytes": 0}

@@ -75,7 +75,7 @@ def _run_job(tmp_path: Path, uploads: dict[str, Path], *, hand: bool, killable: 
         stored = folder / f"{field}-0123456789abcdef.mha"
         stored.write_bytes(source.read_bytes())
         files[field] = StoredFile(field=field, client_name=source.name, path=stored, size=stored.stat().st_size)
-    study = check_study(files, limits=UploadLimits())
+    study = check_study(files, limits=UploadLimits(), resample=hand)  # as the route: resampled if it is kept
     store = JobStore(tmp_path / "jobs.sqlite3")
     with ThreadPoolExecutor(1) as scoring:
         worker = InferenceWorker(store=store, engine=BaselineEngine(), jobs_dir=jobs_dir, scoring=scoring,
@@ -197,8 +197,27 @@ def test_the_worker_holds_the_images_inference_reads_and_the_label_for_the_scori
     assert worker.take("job").images == {}
 
 
+def test_only_a_job_with_a_place_kept_is_resampled_at_upload_and_handed_its_images(tmp_path, uploads):
+    """The place is kept before the upload checks, so that a job queued behind a held one is not resampled twice
+    (at upload, then by its run); taking (the run, a failed upload, a deleted job) frees the place."""
+    with ThreadPoolExecutor(1) as scoring:
+        worker = InferenceWorker(store=JobStore(tmp_path / "jobs.sqlite3"), engine=BaselineEngine(),
+                                 jobs_dir=tmp_path / "jobs", scoring=scoring)
+        assert worker.reserve("first") and worker.reserve("first")  # kept; asking again keeps it
+        assert not worker.reserve("second")
+        unkept = check_study(_stored(uploads), limits=UploadLimits(), resample=False)
+        assert unkept.notes == {} and Geometry.of(unkept.images["ct"]) == unkept.grids["ct"]  # as uploaded
+        assert not worker.hand("second", unkept.images)
+        kept = check_study(_stored(uploads), limits=UploadLimits(), resample=True)
+        assert "ct_resampled" in kept.notes and Geometry.of(kept.images["ct"]) == kept.grids["pet"]
+        assert worker.hand("first", kept.images, notes=kept.notes)
+        assert worker.take("first").images["ct"] is kept.images["ct"]
+        assert worker.reserve("second")
+
+
 def test_a_job_without_handed_images_reads_its_files(tmp_path, uploads, monkeypatch, processes):
-    """As after a restart, or with another study's images already held: the same metrics, from the files."""
+    """As after a restart, or with another study's images already held (its upload checks then leave the
+    resampling to the job): the same metrics and notes, from the files, with one resampling."""
     killable = KillableScoring(processes, 60.0)
     handed, _ = _run_job(tmp_path / "handed", uploads, hand=True, killable=killable)
     counting = Counting(monkeypatch)
@@ -206,7 +225,7 @@ def test_a_job_without_handed_images_reads_its_files(tmp_path, uploads, monkeypa
     # The checks' reads, then the worker's (the label's in the scoring process, which counts nothing here).
     assert counting.reads == {"pet-0123456789abcdef.mha": 2, "ct-0123456789abcdef.mha": 2,
                               "label-0123456789abcdef.mha": 1}, counting.reads
-    assert counting.resamplings == 2  # the checks', then the worker's own
+    assert counting.resamplings == 1  # the worker's own: the checks did not resample what they did not keep
     assert job.metrics == handed.metrics and job.notes == handed.notes
 
 

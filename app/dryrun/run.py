@@ -114,7 +114,11 @@ def run_dry_run(options: DryRunOptions) -> int:
         evaluation = _evaluate(studies, cases, workdir, edition=edition)
         _note_late_writes(studies)
         _write_results(options, studies, evaluation)
-        report = _write_html_report(options, cases, evaluation) if options.report else None
+        if options.report:
+            report = _write_html_report(options, cases, evaluation)
+        else:  # an earlier run's report would contradict this run's metrics.json
+            report = None
+            (options.output / "report.html").unlink(missing_ok=True)
     finally:
         platform.make_writable(workdir)
         if options.workdir is None:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,17 +16,8 @@ from petct.editions import CLICKS_JSON
 from petct.errors import InputError
 from petct.imageio import Geometry, grid_mismatches, image_from_array, read_image, require_finite
 from petct.jsonio import write_json_atomic
-from petct.resample import (
-    CT_OUTSIDE_HU,
-    NO_OVERLAP,
-    ct_overlaps,
-    resample_ct_image,
-    resampled_ct_array,
-    resampling_note,
-)
+from petct.resample import NO_OVERLAP, ct_overlaps, resample_taken_ct
 from petct.scribbles import MAX_SCRIBBLE_POINTS, parse_scribbles
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,7 +30,7 @@ class UploadedStudy:
     notes: dict[str, object] = field(default_factory=dict)
 
 
-def check_study(files: dict[str, StoredFile], *, limits: UploadLimits) -> UploadedStudy:
+def check_study(files: dict[str, StoredFile], *, limits: UploadLimits, resample: bool = True) -> UploadedStudy:
     """Each file a readable image within the limits (the request's total too); the label on the PET's grid;
     a CT on another grid overlapping the PET, resampled onto it as the command line does. Returns what was read.
 
@@ -48,6 +38,8 @@ def check_study(files: dict[str, StoredFile], *, limits: UploadLimits) -> Upload
     first, resampled and freed before any other image is decoded, so that the resampling's peak holds the CT and
     its resampled copy only; the PET and this CT are handed to the inference (algorithm.pipeline.read_study reads
     nothing again), and the label to the scoring process, which reads nothing from the disk either.
+    `resample=False` (a job whose images will not be kept: the job reads and resamples its files itself) checks
+    a CT on another grid by its header's overlap alone and decodes it as it is.
     """
     headers = checked_headers(files, limits=limits)
     grids = {name: header.geometry for name, header in headers.items()}
@@ -62,31 +54,27 @@ def check_study(files: dict[str, StoredFile], *, limits: UploadLimits) -> Upload
     if mismatches:
         if not ct_overlaps(grids["ct"], grids["pet"]):
             raise ApiError(422, NO_OVERLAP, field="ct", file=files["ct"].client_name)
-        images["ct"], coverage = _ct_on_grid(files["ct"], grid=grids["pet"], mismatches=mismatches)
-        notes["ct_resampled"] = resampling_note(mismatches, coverage)
+        if resample:
+            images["ct"], notes["ct_resampled"] = _ct_on_grid(files["ct"], grid=grids["pet"],
+                                                              mismatches=mismatches)
     images.update(read_uploads({name: stored for name, stored in files.items() if name not in images},
                                headers=headers))
     for name in files:
-        if Geometry.of(images[name]) != grids[name] and not (name == "ct" and mismatches):
+        if Geometry.of(images[name]) != grids[name] and not (name == "ct" and "ct_resampled" in notes):
             raise ApiError(422, "the image's voxels came with another grid than its header's", field=name,
                            file=files[name].client_name)
     return UploadedStudy(images={name: images[name] for name in files}, grids=grids, notes=notes)
 
 
-def _ct_on_grid(stored: StoredFile, *, grid: Geometry, mismatches: list[str]) -> tuple[sitk.Image, float]:
-    """The CT decoded, checked finite and resampled onto `grid` (float32, air outside), and the fraction covered;
-    the decoded CT is freed before the resampled image is copied."""
-    log.info("CT grid differs from the PET grid (%s): resampling CT onto the PET grid (linear, %g HU outside)",
-             "; ".join(mismatches), CT_OUTSIDE_HU)
+def _ct_on_grid(stored: StoredFile, *, grid: Geometry, mismatches: list[str]) -> tuple[sitk.Image, dict]:
+    """The CT decoded, checked finite and resampled onto `grid` (float32, air outside), and its note; the decoded
+    CT is freed before the resampled image is copied."""
     with refusing(stored):
-        ct = read_image(stored.path)
+        held = {"ct": read_image(stored.path)}
         # NaN marks voxels outside the CT in the resampled image: the CT's own must be refused before.
-        require_finite(sitk.GetArrayViewFromImage(ct), path=stored.path, what="CT image")
-        resampled = resample_ct_image(ct, grid)
-        del ct
-        array, coverage = resampled_ct_array(resampled, path=stored.path)
-        del resampled
-        return image_from_array(array, grid), coverage
+        require_finite(sitk.GetArrayViewFromImage(held["ct"]), path=stored.path, what="CT image")
+        array, note = resample_taken_ct(held, grid, mismatches=mismatches, path=stored.path)
+        return image_from_array(array, grid), note
 
 
 # The 2025 interactive track's lesion clicks (petct.clicks): at most 10 + 10 points, so a query parameter suffices.

@@ -78,6 +78,15 @@ class InferenceWorker:
     def wake(self) -> None:
         self._wake.set()
 
+    def reserve(self, job_id: str) -> bool:
+        """Keep a place for the job's images (before its upload checks, which resample a CT on another grid only
+        for a job whose images will be kept), unless HELD_STUDIES are kept already."""
+        with self._held_lock:
+            if job_id not in self._held and len(self._held) >= HELD_STUDIES:
+                return False
+            self._held.setdefault(job_id, HeldStudy())
+            return True
+
     def hand(self, job_id: str, images: dict, *, notes: dict | None = None) -> bool:
         """Keep the PET and CT the upload checks read for the job's run, with `notes` on what the checks did to
         them (a CT resampled onto the PET's grid), and its label for the scoring, unless HELD_STUDIES are kept
@@ -85,7 +94,7 @@ class InferenceWorker:
         scoring process is sent it as read instead of decoding its upload a second time.
         """
         with self._held_lock:
-            if len(self._held) >= HELD_STUDIES:
+            if job_id not in self._held and len(self._held) >= HELD_STUDIES:
                 return False
             self._held[job_id] = HeldStudy(
                 images={name: image for name, image in images.items() if name in INFERENCE_INPUTS},

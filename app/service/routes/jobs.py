@@ -52,7 +52,9 @@ async def submit_study(request: Request, response: Response, service: Service = 
         files = await receive_files(request, fields=fields, folder=folder,
                                     max_bytes=service.settings.max_upload_bytes)
         uploaded_scribbles = files.pop(SCRIBBLES_FIELD, None)
-        study = await service.in_pool(check_study, files, limits=service.settings.upload_limits)
+        # Only a job whose images the worker will keep has its CT resampled here (else the job does it).
+        held = service.worker.reserve(job_id)
+        study = await service.in_pool(check_study, files, limits=service.settings.upload_limits, resample=held)
         names = {field: stored.path.name for field, stored in files.items()}
         size_xyz = tuple(study.grids["pet"].size)
         if clicks is not None:
@@ -60,7 +62,8 @@ async def submit_study(request: Request, response: Response, service: Service = 
         if uploaded_scribbles is not None:
             names[SCRIBBLES_FIELD] = await service.in_pool(store_scribbles, uploaded_scribbles, folder=folder,
                                                            size_xyz=size_xyz)
-        service.worker.hand(job_id, study.images, notes=study.notes)  # before the job exists: the worker finds them
+        if held:  # before the job exists: the worker finds them
+            service.worker.hand(job_id, study.images, notes=study.notes)
         del study
         job = service.store.add(job_id, names,
                                 owner=caller.owner, study=study_name(files["pet"].client_name, default=job_id))
@@ -112,6 +115,7 @@ async def delete_job(job_id: str, service: Service = Depends(get_service), calle
         raise ApiError(404, "no such job")
     if state == JobState.running:
         raise ApiError(409, "job is running; delete it once it has finished")
+    service.worker.take(job_id)  # a queued job's images, held for its run
     shutil.rmtree(service.settings.jobs_dir / job_id, ignore_errors=True)
     return Response(status_code=204)
 
