@@ -4,9 +4,10 @@ algorithm as a local command, the same model, the same phantoms (`python benchma
 Both runs are `python -m app dry-run` with a small random-weight nnU-Net results folder (the test suite's):
 once with `--image petct-kit/algorithm:cpu --model DIR` (podman or Docker, the platform's flags), once with
 `--model DIR` (the kit's `python -m algorithm` as a fresh process per job). Each job's time is the dry run's
-own (from the process's start to its exit); their difference is the container's start and stop, per job. The
-figures the campaign estimate in BENCHMARKS.md takes from here: that overhead and the local job's time, whose
-start-up and model load a GPU does not shorten.
+own (from the process's start to its exit); the two interpreters differ (the image's imports less than a
+development venv), so the container's own start and stop are timed apart: `run --rm --entrypoint python IMAGE -c
+pass` against the local `python -c pass`. The figures the campaign estimate in BENCHMARKS.md takes from here: the
+container's start and stop, and a job's time, whose start-up and model load a GPU does not shorten.
 
 Needs the image (`make images CPU=1`) and nnunetv2 (a test dependency: the model is written with its classes).
 """
@@ -21,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from images.container_engine import detect_engine, engine_env
 from petct.argtypes import whole_number
 from suite_helpers import test_helpers
 
@@ -38,6 +40,15 @@ def dry_run(runner: list[str], *, model: Path, phantoms: int, output: Path) -> t
         raise SystemExit(f"dry run {' '.join(runner) or '(local)'} failed:\n{run.stdout[-3000:]}{run.stderr[-2000:]}")
     studies = json.loads((output / "dry-run.json").read_text())["studies"]
     return wall, [float(s["seconds"]) for s in studies]
+
+
+def median_seconds(argv: list[str], *, repeats: int, env: dict[str, str] | None = None) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        subprocess.run(argv, env=env, check=True, capture_output=True)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 def main() -> int:
@@ -64,9 +75,15 @@ def main() -> int:
                 print(f"round {round_ + 1} {name}: dry run {wall:.2f} s, jobs {[round(s, 2) for s in seconds]}",
                       flush=True)
     image, local = statistics.median(jobs["image"]), statistics.median(jobs["local"])
-    print(f"per job, median of {len(jobs['image'])}: image {image:.2f} s, local command {local:.2f} s, "
-          f"container's share {image - local:+.2f} s")
-    print(json.dumps({"image_job_s": image, "local_job_s": local, "container_overhead_s": image - local,
+    print(f"per job, median of {len(jobs['image'])}: image {image:.2f} s, local command {local:.2f} s")
+    engine = detect_engine(None)
+    env = engine_env(engine)
+    in_container = median_seconds([engine, "run", "--rm", "--platform=linux/amd64", "--network", "none",
+                                   "--entrypoint", "python", args.image, "-c", "pass"], repeats=7, env=env)
+    here = median_seconds([sys.executable, "-c", "pass"], repeats=7)
+    print(f"{engine} run --rm ... python -c pass: {in_container:.3f} s; python -c pass here: {here:.3f} s; "
+          f"the container's start and stop: {in_container - here:.3f} s")
+    print(json.dumps({"image_job_s": image, "local_job_s": local, "container_start_stop_s": in_container - here,
                       "image_dry_run_s": min(walls["image"]), "local_dry_run_s": min(walls["local"])}, indent=2))
     return 0
 
