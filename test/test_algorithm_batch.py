@@ -81,6 +81,7 @@ def test_every_layout_gives_the_single_study_masks(setup, tmp_path):
     assert np.array_equal(_array(tmp_path / "out_nested" / "PETCT_x__07_2002.nii.gz"), setup["single"][c.name])
 
 
+@pytest.mark.slow
 def test_a_broken_study_is_one_line_and_the_others_are_written(setup, tmp_path):
     folder = tmp_path / "in"
     a, b, c = setup["studies"]

@@ -120,6 +120,7 @@ def test_evaluation_runs_as_nobody_on_a_read_only_input(nobody_python, sandbox, 
     assert all(m["false_positive_volume"] == 0 for m in metrics["case"].values())
 
 
+@pytest.mark.slow
 def test_dry_run_runs_as_nobody(nobody_python, sandbox):
     exe, env = nobody_python
     output = _writable_by_nobody(sandbox / "dry-run-output")
