@@ -50,6 +50,7 @@ from scipy import ndimage
 
 from algorithm.click_refinement import refine_with_clicks
 from algorithm.engine_contract import EngineOptions, Prediction
+from petct.boxes import bounding_box
 from petct.clicks import Clicks
 from petct.lesions import LESION_CONNECTIVITY
 
@@ -203,15 +204,6 @@ def body_mask(ct: np.ndarray, body_hu: float) -> tuple[np.ndarray, np.ndarray]:
     return body, filled
 
 
-def bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
-    """The smallest box (one slice per axis) holding every True voxel of a non-empty mask."""
-    box = []
-    for axis in range(mask.ndim):
-        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        box.append(slice(int(present[0]), int(present[-1]) + 1))
-    return tuple(box)
-
-
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest 6-connected component of a non-empty boolean mask (the first in scan order on a tie).
 
@@ -255,7 +247,7 @@ def find_landmarks(*, ct: np.ndarray, body: np.ndarray, filled: np.ndarray, spac
     # Labelled within the body's extent across the slices (air lies in the filled body): the z centroids,
     # the only ones used, are those of the whole volume.
     plane = filled.any(axis=0)
-    across = bounding_box(plane) if plane.any() else (slice(None), slice(None))
+    across = bounding_box(plane) or (slice(None), slice(None))
     labels = cc3d.connected_components(air[(slice(None), *across)], connectivity=6, binary_image=True)
     del air
     stats = cc3d.statistics(labels, no_slice_conversion=True)
@@ -315,10 +307,10 @@ def hysteresis(pet: np.ndarray, *, high: float, low: float, within: np.ndarray) 
     """Voxels above `low` connected (as lesions are) to a voxel above `high`, inside `within`."""
     weak = pet >= low
     weak &= within
-    if not weak.any():
-        return weak
     # Components lie within the weak voxels' bounding box: labelled there only.
     box = bounding_box(weak)
+    if box is None:
+        return weak
     labels = cc3d.connected_components(weak[box], connectivity=LESION_CONNECTIVITY, binary_image=True)
     seeded = np.zeros(int(labels.max()) + 1, dtype=bool)
     seeded[labels[pet[box] >= high]] = True

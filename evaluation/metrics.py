@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import cc3d
 import numpy as np
 
+from petct.boxes import bounding_box
 from petct.jsonio import strict
 from petct.lesions import LESION_CONNECTIVITY
 
@@ -99,7 +100,7 @@ class Labelled:
 
     @classmethod
     def of(cls, mask: np.ndarray) -> "Labelled":
-        box = _bounding_box(mask)
+        box = bounding_box(mask)
         if box is None:
             return cls(None, None, np.zeros(0, dtype=np.int64))
         crop = np.ascontiguousarray(mask[box])
@@ -135,19 +136,6 @@ def _binary_u8(mask: np.ndarray) -> np.ndarray:
     if mask.dtype == np.uint8 and (mask.size == 0 or mask.max() <= 1):
         return mask
     return (mask != 0).view(np.uint8)
-
-
-def _bounding_box(mask: np.ndarray) -> Box | None:
-    """The smallest (z, y, x) box holding every nonzero voxel; None for an empty mask."""
-    # Projections by max are single cheap passes; the box is then found on small 1D/2D arrays.
-    plane = mask.max(axis=0)  # (y, x)
-    if not plane.any():
-        return None
-    box = []
-    for profile in (mask.max(axis=(1, 2)), plane.max(axis=1), plane.max(axis=0)):
-        hits = np.flatnonzero(profile)
-        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
-    return tuple(box)
 
 
 def _intersection(a: Box | None, b: Box | None) -> Box | None:

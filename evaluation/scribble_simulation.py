@@ -31,6 +31,7 @@ from skimage.draw import line
 from skimage.morphology import skeletonize
 from skimage.segmentation import find_boundaries
 
+from petct.boxes import bounding_box
 from petct.clicks import Clicks, Point
 from petct.editions import SCRIBBLE_RULES as RULES
 from petct.editions import SCRIBBLE_STRATEGIES as STRATEGIES
@@ -87,7 +88,7 @@ def simulate_scribble(region_zyx: np.ndarray, *, strategy: str, seed: int = SEED
 
 def _largest_slice_component(region_zyx: np.ndarray) -> tuple[int, np.ndarray] | None:
     """(z, (x, y) pixels) of the largest 8-connected component of any z slice; the first slice wins ties."""
-    box = _box(region_zyx)
+    box = bounding_box(region_zyx)
     if box is None:
         return None
     labels, count = ndimage.label(region_zyx[box], structure=_IN_PLANE_8)
@@ -234,18 +235,9 @@ def next_scribbles(*, ground_truth_zyx: np.ndarray, prediction_zyx: np.ndarray, 
 
 def _union_box(a: np.ndarray, b: np.ndarray) -> tuple[slice, slice, slice] | None:
     """The smallest (z, y, x) box holding every nonzero voxel of either array; None when both are empty."""
-    boxes = [box for box in (_box(a), _box(b)) if box is not None]
+    boxes = [box for box in (bounding_box(a), bounding_box(b)) if box is not None]
     if not boxes:
         return None
     return tuple(slice(min(bx[i].start for bx in boxes), max(bx[i].stop for bx in boxes)) for i in range(3))
 
 
-def _box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
-    plane = mask.max(axis=0)
-    if not plane.any():
-        return None
-    out = []
-    for profile in (mask.max(axis=(1, 2)), plane.max(axis=1), plane.max(axis=0)):
-        hits = np.flatnonzero(profile)
-        out.append(slice(int(hits[0]), int(hits[-1]) + 1))
-    return tuple(out)
