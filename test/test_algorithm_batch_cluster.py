@@ -21,6 +21,7 @@ from algorithm.batch_inputs import BatchCase, find_cases
 from algorithm.batch_select import mask_problem, part_of
 from algorithm.engine_contract import EngineOptions
 from algorithm.loaded_engines import EngineSpec, load_counts
+from cluster_helpers import busy_workers, kill_a_busy_worker
 from nnunet_helpers import make_dataset_json, make_plans, plain_architecture, study_arrays, write_results_folder
 from petct.phantom import make_study
 
@@ -163,10 +164,6 @@ def test_a_study_that_fails_on_its_own_fails_alone(data, client, tmp_path, capsy
     assert len(errors) == 1 and "study PETCT_62" in errors[0] and str(broken) in errors[0], errors
 
 
-def _busy_workers(dask_worker) -> tuple[int, list[str]]:
-    return os.getpid(), [str(ts.key) for ts in dask_worker.state.executing]
-
-
 @pytest.mark.slow
 def test_a_worker_killed_mid_study_costs_that_study_a_retry_never_a_result(data, client, tmp_path):
     cases = find_cases(data / "slow", roles=("ct", "pet")).cases
@@ -174,19 +171,13 @@ def test_a_worker_killed_mid_study_costs_that_study_a_retry_never_a_result(data,
     spec = EngineSpec(model=data / "model", engine="nnunet", options=EngineOptions(device="cpu", probabilities=False))
     killed: dict[str, object] = {}
 
-    def kill_a_busy_worker(outcome) -> None:
-        deadline = time.monotonic() + 60
-        while not killed and time.monotonic() < deadline:
-            for pid, keys in client.run(_busy_workers).values():
-                if keys:
-                    os.kill(pid, signal.SIGKILL)
-                    killed.update(pid=pid, key=keys[0])
-                    return
-            time.sleep(0.02)
+    def kill_one_once(outcome) -> None:
+        if not killed:
+            killed.update(zip(("pid", "key"), kill_a_busy_worker(client, timeout_s=60) or ()))
 
     client.wait_for_workers(2)
     run = predict_on_cluster(client, cases, spec=spec, output_dir=tmp_path, suffix=".nii.gz",
-                             on_outcome=kill_a_busy_worker)
+                             on_outcome=kill_one_once)
     assert killed, "no worker was busy"
     assert run.lost is None
     assert sorted(o.key for o in run.outcomes) == sorted(c.key for c in cases)  # each study exactly once
@@ -212,7 +203,7 @@ def test_continue_after_a_killed_run_redoes_only_the_unfinished(data, client, tm
         finally:
             os.killpg(command.pid, signal.SIGKILL)  # the command, mid-run
             command.wait()
-    while any(keys for _, keys in client.run(_busy_workers).values()):
+    while any(keys for _, keys in client.run(busy_workers).values()):
         time.sleep(0.05)  # the studies the workers were on when it was killed still end (their masks are whole)
     finished = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.glob("[!.]*.nii.gz")}
     expected = sorted(f"PETCT_{seed}.nii.gz" for seed in range(51, 55))

@@ -3,7 +3,6 @@ retry, never a lost or duplicated result; losing the scheduler ends the command 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from cluster_helpers import kill_a_busy_worker
 from dataset.convert import STAGING_PREFIX, ConvertOptions
 from dataset.run import MANIFEST, convert_tree
 from dataset_helpers import synth
@@ -41,10 +41,6 @@ def dicom(tmp_path_factory):
     return root
 
 
-def _busy(dask_worker) -> tuple[int, int]:
-    return os.getpid(), len(dask_worker.state.executing)
-
-
 def _outputs(folder: Path) -> dict[str, np.ndarray]:
     return {str(p.relative_to(folder)): sitk.GetArrayFromImage(sitk.ReadImage(str(p)))
             for p in sorted(folder.rglob("*.nii.gz"))}
@@ -58,18 +54,12 @@ def test_a_worker_killed_mid_study_costs_that_study_a_retry_never_a_result(dicom
             Client(cluster) as client:
         client.wait_for_workers(2)
 
-        def kill_a_busy_worker(record) -> None:
-            deadline = time.monotonic() + 30
-            while not killed and time.monotonic() < deadline:
-                for pid, executing in client.run(_busy).values():
-                    if executing:
-                        os.kill(pid, signal.SIGKILL)
-                        killed.append(pid)
-                        return
-                time.sleep(0.01)
+        def kill_one_once(record) -> None:
+            if not killed:
+                killed.extend(kill_a_busy_worker(client, timeout_s=30, poll_s=0.01) or ())
 
         summary = convert_tree(dicom / "in", tmp_path, ConvertOptions(), scheduler=cluster.scheduler_address,
-                               on_record=kill_a_busy_worker)
+                               on_record=kill_one_once)
     assert killed, "no worker was busy"
     keys = sorted(r.key for r in summary.records)
     assert len(keys) == len(set(keys)) == len(SEEDS)  # every study exactly once
