@@ -359,9 +359,10 @@ def _job_command(job: platform.AlgorithmJob, options: DryRunOptions):
     """argv, environment, timeout hook and clean-up hook of one job."""
     if options.image:
         name = f"petct-dry-run-{job.pk[:12]}"
-        # Read where the job runs: on a Dask GPU worker, CUDA_VISIBLE_DEVICES names that worker's GPU.
+        # Read where the job runs: on a Dask GPU worker, CUDA_VISIBLE_DEVICES names that worker's GPU (and an
+        # empty list, no GPU: images.container_engine.gpu_flags gives none).
         devices = visible_gpus()
-        gpus = (gpu_count() > 0 and devices != []) if options.gpus is None else options.gpus
+        gpus = gpu_count() > 0 if options.gpus is None else options.gpus
         argv = docker_run_argv(image=options.image, input_dir=job.input_dir, output_dir=job.output_dir,
                                tmp_dir=job.tmp_dir, memory=docker_size(options.memory_bytes),
                                shm_size=docker_size(options.memory_bytes // 2), gpus=gpus, gpu_devices=devices,
