@@ -82,10 +82,14 @@ class InferenceWorker:
         """Keep a place for the job's images (before its upload checks, which resample a CT on another grid only
         for a job whose images will be kept), unless HELD_STUDIES are kept already."""
         with self._held_lock:
-            if job_id not in self._held and len(self._held) >= HELD_STUDIES:
-                return False
-            self._held.setdefault(job_id, HeldStudy())
-            return True
+            return self._place_for(job_id)
+
+    def _place_for(self, job_id: str) -> bool:
+        """Whether the job has a place (kept now if one is free); the caller holds the lock."""
+        if job_id not in self._held and len(self._held) >= HELD_STUDIES:
+            return False
+        self._held.setdefault(job_id, HeldStudy())
+        return True
 
     def hand(self, job_id: str, images: dict, *, notes: dict | None = None) -> bool:
         """Keep the PET and CT the upload checks read for the job's run, with `notes` on what the checks did to
@@ -94,7 +98,7 @@ class InferenceWorker:
         scoring process is sent it as read instead of decoding its upload a second time.
         """
         with self._held_lock:
-            if job_id not in self._held and len(self._held) >= HELD_STUDIES:
+            if not self._place_for(job_id):
                 return False
             self._held[job_id] = HeldStudy(
                 images={name: image for name, image in images.items() if name in INFERENCE_INPUTS},
