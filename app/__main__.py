@@ -25,13 +25,6 @@ EXIT_USAGE = 2
 def _parser() -> argparse.ArgumentParser:
     from app.dryrun.run import DryRunOptions
     from app.service.settings import DEFAULT_DATA_DIR, add_options
-    from petct.editions import (
-        CHALLENGE_CHOICES,
-        PUBLISHED_CODE_SCRIBBLE_STEPS,
-        SCRIBBLE_RULES,
-        SCRIBBLE_STRATEGIES,
-        default_challenge,
-    )
 
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -70,48 +63,14 @@ def _parser() -> argparse.ArgumentParser:
                                           "(default: the kit's python -m algorithm)")
     runner.add_argument("--image", metavar="TAG", help="Docker image, run with the platform's flags "
                                                        "(no network, read-only /input, memory and pid limits, ...)")
-    dry.add_argument("--cases", type=Path, help="folder of <case>/{SUV,CTres,SEG} images, or the dataset's "
-                                                "<patient>/<study folder>/{SUV,CTres,SEG} (study <patient>__<study "
-                                                "folder>) (default: built-in phantom studies)")
-    dry.add_argument("--phantoms", type=whole_number(1), default=defaults.phantoms, help="phantom studies (default: %(default)s)")
-    dry.add_argument("--phantom-size", choices=("tiny", "small"), default=defaults.phantom_size,
-                     help="grid of the phantom studies: tiny 64x64x48 voxels (seconds), small 128x128x96 "
-                          "(default: %(default)s)")
-    dry.add_argument("--time-limit", type=positive_number, default=defaults.time_limit_s, metavar="SECONDS",
-                     help="per study (default: %(default)g; the platform allows 5 min to 24 h)")
-    dry.add_argument("--memory", type=byte_size, default=defaults.memory_bytes, metavar="SIZE",
-                     help="per study, e.g. 16g (default: 16g); Docker gets half of it as /dev/shm")
-    dry.add_argument("--container-engine", choices=("docker", "podman"), default=None,
-                     help="--image: run it with this (default: docker when its daemon answers, else podman)")
     dry.add_argument("--model", type=Path, help="nnU-Net results folder: with --image mounted read-only at "
                                                 "/opt/ml/model, else passed as --model to the kit's algorithm")
-    dry.add_argument("--gpus", action=argparse.BooleanOptionalAction, default=None,
-                     help="--image: give the container the GPUs (those CUDA_VISIBLE_DEVICES names, else all; default: when nvidia-smi lists a GPU)")
     dry.add_argument("--workdir", type=Path, help="where the jobs' folders go, kept afterwards "
                                                   "(default: a temporary folder, removed)")
     dry.add_argument("--output", type=Path, default=defaults.output,
                      help="where metrics.json, dry-run.json and the job logs go (default: %(default)s)")
     dry.add_argument("--junit", type=Path, metavar="FILE", help="write a JUnit XML report here")
-    dry.add_argument("--report", action=argparse.BooleanOptionalAction, default=defaults.report,
-                     help="write report.html, with a MIP of every study (default: yes; --no-report saves its "
-                          "figures' seconds when only the verdict and metrics.json are needed)")
-    dry.add_argument("--challenge", choices=CHALLENGE_CHOICES, default=default_challenge(),
-                     help="the autoPET edition's contract: outputs checked, 11 click steps per study for "
-                          "autopet-2025-interactive, the closed scribble loop for autopet-2026-interactive, "
-                          "scoring (README, Editions; default: %(default)s)")
-    loop = dry.add_argument_group("autopet-2026-interactive (the closed scribble loop)")
-    loop.add_argument("--strategy", choices=(*SCRIBBLE_STRATEGIES, "mixed"), default=defaults.strategy,
-                      help="how scribbles are drawn; mixed: each strategy on a third of the studies, dealt by a "
-                           "fixed seeded rule (default: %(default)s)")
-    loop.add_argument("--scribbles-dir", type=Path, metavar="DIR",
-                      help="replay recorded scribbles instead: DIR/<study>_step<K>.json for K = 1..steps-1")
-    loop.add_argument("--steps", type=whole_number(2), default=defaults.steps,
-                      help=f"steps per study, the first without scribbles (default: %(default)s, the organisers' "
-                           f"web page; their code runs {PUBLISHED_CODE_SCRIBBLE_STEPS})")
-    loop.add_argument("--scribble-rule", choices=SCRIBBLE_RULES, default=defaults.scribble_rule,
-                      help="a mask without false positives or without false negatives: kit scribbles the side "
-                           "with errors, published fails the step as the organisers' loop does "
-                           "(default: %(default)s)")
+    loop = _add_run_options(dry, defaults)
     loop.add_argument("--csv", type=Path, metavar="FILE", help="also write one row per study (areas, final values)")
 
     campaign = commands.add_parser("campaign", help="several submissions over one case set, each as dry-run runs "
@@ -122,18 +81,10 @@ def _parser() -> argparse.ArgumentParser:
                           help="a team's container image, as dry-run --image (repeat)")
     campaign.add_argument("--model", action="append", default=[], metavar="TEAM=PATH",
                           help="a team's nnU-Net results folder, as dry-run --model (repeat)")
-    campaign.add_argument("--cases", type=Path, help="as dry-run --cases (default: built-in phantom studies)")
-    campaign.add_argument("--phantoms", type=whole_number(1), default=defaults.phantoms)
-    campaign.add_argument("--phantom-size", choices=("tiny", "small"), default=defaults.phantom_size)
-    campaign.add_argument("--time-limit", type=positive_number, default=defaults.time_limit_s, metavar="SECONDS")
-    campaign.add_argument("--memory", type=byte_size, default=defaults.memory_bytes, metavar="SIZE")
-    campaign.add_argument("--container-engine", choices=("docker", "podman"), default=None)
-    campaign.add_argument("--challenge", choices=CHALLENGE_CHOICES, default=default_challenge())
     campaign.add_argument("--output", type=Path, default=Path("out/campaign"),
                           help="the campaign folder: teams/<team>/, leaderboard.json/.txt, report.html "
                                "(default: %(default)s)")
-    campaign.add_argument("--report", action=argparse.BooleanOptionalAction, default=defaults.report,
-                          help="write report.html comparing the teams, and each team's own (default: yes)")
+    _add_run_options(campaign, defaults)
     where = campaign.add_mutually_exclusive_group()
     where.add_argument("--workers", type=whole_number(1), metavar="N", help="run the teams on N local Dask workers")
     where.add_argument("--scheduler", metavar="ADDRESS", help="run the teams on the Dask cluster at ADDRESS")
@@ -146,6 +97,65 @@ def _parser() -> argparse.ArgumentParser:
     package.add_argument("output", type=Path, metavar="MODEL_TAR_GZ", help="e.g. model.tar.gz")
     return parser
 
+
+
+def _add_run_options(parser: argparse.ArgumentParser, defaults) -> argparse._ArgumentGroup:
+    """How studies are run and scored, shared by dry-run and campaign; returns the 2026 loop's group."""
+    from petct.editions import (
+        CHALLENGE_CHOICES,
+        PUBLISHED_CODE_SCRIBBLE_STEPS,
+        SCRIBBLE_RULES,
+        SCRIBBLE_STRATEGIES,
+        default_challenge,
+    )
+
+    parser.add_argument("--cases", type=Path, help="folder of <case>/{SUV,CTres,SEG} images, or the dataset's "
+                                                   "<patient>/<study folder>/{SUV,CTres,SEG} (study <patient>__<study "
+                                                   "folder>) (default: built-in phantom studies)")
+    parser.add_argument("--phantoms", type=whole_number(1), default=defaults.phantoms,
+                        help="phantom studies (default: %(default)s)")
+    parser.add_argument("--phantom-size", choices=("tiny", "small"), default=defaults.phantom_size,
+                        help="grid of the phantom studies: tiny 64x64x48 voxels (seconds), small 128x128x96 "
+                             "(default: %(default)s)")
+    parser.add_argument("--time-limit", type=positive_number, default=defaults.time_limit_s, metavar="SECONDS",
+                        help="per study (default: %(default)g; the platform allows 5 min to 24 h)")
+    parser.add_argument("--memory", type=byte_size, default=defaults.memory_bytes, metavar="SIZE",
+                        help="per study, e.g. 16g (default: 16g); Docker gets half of it as /dev/shm")
+    parser.add_argument("--container-engine", choices=("docker", "podman"), default=None,
+                        help="--image: run it with this (default: docker when its daemon answers, else podman)")
+    parser.add_argument("--gpus", action=argparse.BooleanOptionalAction, default=defaults.gpus,
+                        help="--image: give the container the GPUs (those CUDA_VISIBLE_DEVICES names, else all; "
+                             "default: when nvidia-smi lists a GPU)")
+    parser.add_argument("--report", action=argparse.BooleanOptionalAction, default=defaults.report,
+                        help="write report.html, with a MIP of every study (a campaign's compares the teams; default: "
+                             "yes; --no-report saves its figures' seconds when only the verdict and metrics.json "
+                             "are needed)")
+    parser.add_argument("--challenge", choices=CHALLENGE_CHOICES, default=default_challenge(),
+                        help="the autoPET edition's contract: outputs checked, 11 click steps per study for "
+                             "autopet-2025-interactive, the closed scribble loop for autopet-2026-interactive, "
+                             "scoring (README, Editions; default: %(default)s)")
+    loop = parser.add_argument_group("autopet-2026-interactive (the closed scribble loop)")
+    loop.add_argument("--strategy", choices=(*SCRIBBLE_STRATEGIES, "mixed"), default=defaults.strategy,
+                      help="how scribbles are drawn; mixed: each strategy on a third of the studies, dealt by a "
+                           "fixed seeded rule (default: %(default)s)")
+    loop.add_argument("--scribbles-dir", type=Path, metavar="DIR",
+                      help="replay recorded scribbles instead: DIR/<study>_step<K>.json for K = 1..steps-1")
+    loop.add_argument("--steps", type=whole_number(2), default=defaults.steps,
+                      help=f"steps per study, the first without scribbles (default: %(default)s, the organisers' "
+                           f"web page; their code runs {PUBLISHED_CODE_SCRIBBLE_STEPS})")
+    loop.add_argument("--scribble-rule", choices=SCRIBBLE_RULES, default=defaults.scribble_rule,
+                      help="a mask without false positives or without false negatives: kit scribbles the side "
+                           "with errors, published fails the step as the organisers' loop does "
+                           "(default: %(default)s)")
+    return loop
+
+
+def _run_options(args: argparse.Namespace) -> dict:
+    """The DryRunOptions fields _add_run_options' options give."""
+    return dict(cases=args.cases, phantoms=args.phantoms, phantom_size=args.phantom_size,
+                time_limit_s=args.time_limit, memory_bytes=args.memory, container_engine=args.container_engine,
+                gpus=args.gpus, report=args.report, challenge=args.challenge, strategy=args.strategy,
+                scribbles_dir=args.scribbles_dir, steps=args.steps, scribble_rule=args.scribble_rule)
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
@@ -207,9 +217,7 @@ def _campaign(args: argparse.Namespace) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    base = DryRunOptions(container_engine=args.container_engine, cases=args.cases, phantoms=args.phantoms,
-                         phantom_size=args.phantom_size, time_limit_s=args.time_limit, memory_bytes=args.memory,
-                         challenge=args.challenge, report=args.report)
+    base = DryRunOptions(**_run_options(args))
     results = run_campaign(teams, base, args.output, workers=args.workers, scheduler=args.scheduler)
     for r in results:
         print(f"team {r.name}: {'finished earlier' if r.skipped else f'{r.seconds:.1f} s'}, "
@@ -221,12 +229,8 @@ def _campaign(args: argparse.Namespace) -> int:
 def _dry_run(args: argparse.Namespace) -> int:
     from app.dryrun.run import DryRunOptions, run_dry_run
 
-    return run_dry_run(DryRunOptions(
-        command=args.command, image=args.image, container_engine=args.container_engine, cases=args.cases, phantoms=args.phantoms,
-        phantom_size=args.phantom_size, time_limit_s=args.time_limit, memory_bytes=args.memory, model=args.model,
-        gpus=args.gpus, workdir=args.workdir, output=args.output, junit=args.junit, challenge=args.challenge,
-        strategy=args.strategy, scribbles_dir=args.scribbles_dir, steps=args.steps, scribble_rule=args.scribble_rule,
-        csv=args.csv, report=args.report))
+    return run_dry_run(DryRunOptions(command=args.command, image=args.image, model=args.model, workdir=args.workdir,
+                                     output=args.output, junit=args.junit, csv=args.csv, **_run_options(args)))
 
 
 if __name__ == "__main__":

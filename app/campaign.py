@@ -24,11 +24,10 @@ from pathlib import Path
 
 from app.dryrun.jobstore import JOB_JSON
 from app.dryrun.run import DryRunOptions, run_dry_run, study_names
-from app.dryrun.runner import gpu_count
 from petct.atomic import atomic_path
 from petct.editions import edition as edition_named
 from petct.errors import InputError
-from petct.gpus import local_gpu_ids
+from petct.gpus import gpu_count, local_gpu_ids
 from petct.jsonio import read_json, write_json_atomic
 from petct.layout import METRICS_JSON
 from petct.studykey import safe_key
@@ -203,17 +202,17 @@ def _team_result(future, team: Team) -> TeamResult:
 
 def rank(teams: list[Team], campaign: Path, *, challenge: str, images: Path | None, report: bool = True) -> None:
     """leaderboard.json and .txt over the teams that were scored, and (with `report`) report.html comparing them."""
-    from evaluation.ranking import format_leaderboard, leaderboard, read_submission
+    from evaluation.leaderboards import edition_leaderboard
 
     edition = edition_named(challenge)
-    scored = [(t.name, campaign / "teams" / t.name / METRICS_JSON) for t in teams
+    scored = [f"{t.name}={campaign / 'teams' / t.name / METRICS_JSON}" for t in teams
               if (campaign / "teams" / t.name / METRICS_JSON).is_file()]
     if not scored:
         return
-    suffix = "_auc" if edition.clicks else ""  # 2025: the areas under the curves, as `evaluation rank`
-    rows = leaderboard([read_submission(path, name=name, subsets=None, suffix=suffix) for name, path in scored])
-    write_json_atomic({"leaderboard": rows, "subsets": None, "challenge": challenge}, campaign / "leaderboard.json")
-    text = format_leaderboard(rows) + "\n"
+    board = edition_leaderboard(scored, challenge=challenge)
+    write_json_atomic({"leaderboard": board.rows, "subsets": None, "challenge": challenge},
+                      campaign / "leaderboard.json")
+    text = board.text + "\n"
     if edition.rank_needs_subsets:
         text += f"(over all studies: {challenge} ranks per tracer x centre subset; use python -m evaluation rank " \
                 "--studies with the teams' metrics.json)\n"
@@ -222,7 +221,12 @@ def rank(teams: list[Team], campaign: Path, *, challenge: str, images: Path | No
     if not report:  # an earlier run's report would contradict this leaderboard
         (campaign / "report.html").unlink(missing_ok=True)
         return
+    from evaluation.html_report.steps import steps_report_builder
+
+    build = steps_report_builder(edition)
+    if build is not None:  # 2025's click curves, 2026's closed loops
+        build(scored, campaign / "report.html")
+        return
     from evaluation.html_report.build import ReportOptions, build_report_html
 
-    build_report_html(ReportOptions(metrics=[f"{name}={path}" for name, path in scored],
-                                    output=campaign / "report.html", images=images))
+    build_report_html(ReportOptions(metrics=scored, output=campaign / "report.html", images=images))

@@ -204,46 +204,37 @@ def next_scribbles(args) -> int:
 
 def rank_submissions(args) -> int:
     """Several submissions' metrics.json in, the leaderboard out (printed, and as JSON with --output)."""
-    from evaluation.ranking import (
-        format_leaderboard,
-        format_subset_means,
-        leaderboard,
-        read_studies_csv,
-        read_submission,
-        read_subsets,
-        study_set_warnings,
-        submission_argument,
-    )
+    from evaluation.leaderboards import edition_leaderboard
+    from evaluation.ranking import read_studies_csv, read_subsets
     from petct.editions import edition as edition_named
     from petct.jsonio import write_json_atomic
     # bad options, exit 2 as every mode's (README): checked before any file is read
+    edition = edition_named(args.challenge)
     if args.subsets is not None and args.studies is not None:
         print("error: give --subsets or --studies, not both", file=sys.stderr)
         return EXIT_USAGE
-    if args.subsets is None and args.studies is None and edition_named(args.challenge).rank_needs_subsets:
+    if args.subsets is None and args.studies is None and edition.rank_needs_subsets:
         print(f"error: {args.challenge} ranks per tracer x centre subset: give --subsets JSON or --studies "
               "CSV (with study, tracer and centre columns); refusing to rank over all studies", file=sys.stderr)
+        return EXIT_USAGE
+    if (args.subsets is not None or args.studies is not None) and edition.scribbles:
+        print(f"error: {args.challenge} ranks over all studies (the pooled DMM pools them): give no --subsets "
+              "or --studies", file=sys.stderr)
         return EXIT_USAGE
     try:
         subsets = read_subsets(args.subsets) if args.subsets is not None else None
         if args.studies is not None:
             subsets = read_studies_csv(args.studies)
-        suffix = "_auc" if edition_named(args.challenge).clicks else ""  # 2025: rank the areas under the curves
-        submissions = [read_submission(path, name=name, subsets=subsets, suffix=suffix)
-                       for name, path in map(submission_argument, args.submissions)]
-        rows = leaderboard(submissions)
+        board = edition_leaderboard(args.submissions, challenge=args.challenge, subsets=subsets)
         if args.output is not None:
-            write_json_atomic({"leaderboard": rows, "subsets": sorted(set(subsets.values())) if subsets else None},
-                              args.output)
+            write_json_atomic({"leaderboard": board.rows, "subsets": sorted(set(subsets.values())) if subsets else None,
+                               "challenge": args.challenge}, args.output)
     except (InputError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    for line in study_set_warnings(submissions):
+    for line in board.warnings:
         print(line, file=sys.stderr)
-    if subsets is not None:
-        print(format_subset_means(submissions))
-        print()
-    print(format_leaderboard(rows))
+    print(board.text)
     return EXIT_OK
 
 
@@ -251,12 +242,10 @@ def write_html_report(args) -> int:
     """metrics.json files (and optionally a studies CSV and images) in, one self-contained HTML file out."""
     # matplotlib and Jinja2 load here only: scoring never pays for them.
     from evaluation.html_report.build import ReportOptions, build_report_html
+    from evaluation.html_report.steps import steps_report_builder
     from petct.editions import edition as edition_named
-    profile = edition_named(args.challenge) if args.challenge is not None else None
-    if profile is not None and (profile.scribbles or profile.clicks):
-        from evaluation.html_report.click_report import build_click_report
-        from evaluation.html_report.loop_report import build_loop_report
-        build = build_loop_report if profile.scribbles else build_click_report
+    build = steps_report_builder(edition_named(args.challenge)) if args.challenge is not None else None
+    if build is not None:
         try:
             print(build(args.metrics, args.output))
         except (InputError, OSError) as exc:

@@ -1,7 +1,11 @@
-"""Which GPUs this process may use, as CUDA_VISIBLE_DEVICES says, and how local worker processes share them."""
+"""GPUs: how many the machine has (nvidia-smi), which this process may use (CUDA_VISIBLE_DEVICES), and how local
+worker processes share them."""
 from __future__ import annotations
 
+import functools
 import os
+import shutil
+import subprocess
 
 
 def visible_gpus() -> list[str] | None:
@@ -28,3 +32,17 @@ def local_gpu_ids(count: int) -> list[str]:
     if visible is None:
         return [str(index) for index in range(count)]
     return visible[:count]
+
+
+@functools.cache  # asked per job; the machine's GPUs do not change while a command runs
+def gpu_count() -> int:
+    """The GPUs `nvidia-smi -L` lists (all of the machine's: it ignores CUDA_VISIBLE_DEVICES); 0 without it."""
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    if listing.returncode != 0:
+        return 0
+    return sum(1 for line in listing.stdout.splitlines() if line.startswith("GPU "))

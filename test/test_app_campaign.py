@@ -64,6 +64,86 @@ def test_teams_from_options():
             teams_from(**{"commands": [], "images": [], "models": [], **bad})
 
 
+
+def test_a_campaign_takes_the_dry_runs_options_for_running_and_scoring_studies(monkeypatch, tmp_path):
+    """Every option of how studies are run and scored (limits, GPUs, edition, the 2026 loop's strategy, steps
+    and rule) is declared once for both commands: the campaign's teams run as `dry-run` with the same options."""
+    import app.campaign as campaign_module
+    from app.__main__ import _parser
+    from app.dryrun.run import DryRunOptions
+
+    shared = ("cases", "phantoms", "phantom_size", "time_limit", "memory", "container_engine", "gpus", "report",
+              "challenge", "strategy", "scribbles_dir", "steps", "scribble_rule")
+
+    def declared(command: str) -> dict:
+        sub = next(a for a in _parser()._actions if a.dest == "command").choices[command]
+        return {a.dest: (a.option_strings, a.default, a.help, a.choices) for a in sub._actions if a.dest in shared}
+
+    assert declared("campaign") == declared("dry-run") and len(declared("campaign")) == len(shared)
+    given = {}
+    monkeypatch.setattr(campaign_module, "run_campaign", lambda teams, base, output, **kw: given.update(
+        base=base, output=output) or [])
+    options = ["--phantoms", "4", "--phantom-size", "tiny", "--time-limit", "60", "--memory", "2g", "--no-gpus",
+               "--no-report", "--challenge", "autopet-2026-interactive", "--strategy", "boundary", "--steps", "3",
+               "--scribble-rule", "published", "--scribbles-dir", str(tmp_path / "s"), "--cases", str(tmp_path)]
+    assert app_main(["campaign", "--command", "A=x {input} {output}", "--output", str(tmp_path / "c"), *options]) == 0
+    assert given["base"] == DryRunOptions(
+        cases=tmp_path, phantoms=4, phantom_size="tiny", time_limit_s=60.0, memory_bytes=2 * 1024**3, gpus=False,
+        report=False, challenge="autopet-2026-interactive", strategy="boundary", steps=3, scribble_rule="published",
+        scribbles_dir=tmp_path / "s")
+
+
+
+EMPTY_MASK_WRITER = """\
+import sys
+from pathlib import Path
+import SimpleITK as sitk
+inp, out = Path(sys.argv[1]), Path(sys.argv[2])
+pet = sitk.ReadImage(str(next((inp / "images" / "pet").iterdir())))
+mask = sitk.Image(pet.GetSize(), sitk.sitkUInt8)
+mask.CopyInformation(pet)
+(out / sys.argv[3]).mkdir(parents=True, exist_ok=True)  # the loop's later steps: the last step's output
+sitk.WriteImage(mask, str(out / sys.argv[3] / "mask.mha"))
+"""
+
+
+@pytest.mark.slow
+def test_a_2026_campaign_runs_each_teams_closed_loop_as_its_dry_run_and_ranks_on_the_loops_areas(tmp_path):
+    from petct.editions import edition
+
+    loop = ("--challenge", "autopet-2026-interactive", "--strategy", "boundary", "--steps", "3", *PHANTOMS)
+    writer = tmp_path / "empty.py"
+    writer.write_text(EMPTY_MASK_WRITER)
+    empty = f"{sys.executable} {writer} {{input}} {{output}} {edition('autopet-2026-interactive').output_relative_path}"
+    campaign = tmp_path / "campaign"
+    run = _app_here("campaign", "--command", f"kit={_command()}", "--command", f"empty={empty}", *loop,
+                    "--output", str(campaign))
+    assert run.returncode == 0, run.stdout + run.stderr
+    alone = _app_here("dry-run", "--command", _command(), *loop, "--no-report", "--output", str(tmp_path / "alone"))
+    assert alone.returncode == 0, alone.stdout + alone.stderr
+    assert _scores(campaign / "teams" / "kit" / "metrics.json") == _scores(tmp_path / "alone" / "metrics.json")
+
+    def reference(team: str) -> tuple[float, float]:
+        """Mean AUC-Dice over the studies, and the trapezoid area of the F1 of the counts pooled per step."""
+        cases = json.loads((campaign / "teams" / team / "metrics.json").read_text())["case"].values()
+        assert {case["strategy"] for case in cases} == {"boundary"} and {len(c["steps"]) for c in cases} == {3}
+        pooled = []
+        for step in ("0", "1", "2"):
+            tp, fp, fn = (sum(case["steps"][step][k] for case in cases) for k in ("tp", "fp", "fn"))
+            pooled.append(2 * tp / (2 * tp + fp + fn))
+        return (sum(case["dice_auc"] for case in cases) / len(cases),
+                sum((a + b) / 2 for a, b in zip(pooled, pooled[1:])))
+
+    rows = json.loads((campaign / "leaderboard.json").read_text())["leaderboard"]
+    assert [row["name"] for row in rows] == ["kit", "empty"]
+    for row in rows:
+        assert (row["dice_auc"], row["pooled_dmm_auc"]) == pytest.approx(reference(row["name"]))
+    kit, empty = reference("kit"), reference("empty")  # an empty mask finds no lesion (a lesion-free study's Dice is 1)
+    assert empty[1] == 0.0 and kit[0] > empty[0] and kit[1] > 0.0
+    assert (campaign / "leaderboard.txt").read_text().splitlines()[1].split()[:2] == ["1", "kit"]
+    assert "autoPET V closed-loop report" in (campaign / "report.html").read_text()
+
+
 @pytest.mark.slow
 def test_two_teams_on_dask_score_as_their_serial_dry_runs_and_a_rerun_continues(tmp_path, three_phantoms_reference):
     campaign = tmp_path / "campaign"

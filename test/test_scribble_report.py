@@ -5,8 +5,10 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 from evaluation.__main__ import main
-from evaluation.html_report.loop_report import LoopSubmission, leaderboard
+from evaluation.loop_ranking import LoopSubmission, leaderboard
 
 CHALLENGE = ("--challenge", "autopet-2026-interactive")
 
@@ -61,3 +63,26 @@ def test_leaderboard_orders_by_the_mean_rank_of_the_two_areas():
     # ranks: a 3+1, b 1+3, d 2+2 (mean 2 each: AUC-Dice decides), c 4+4
     assert [r["name"] for r in board] == ["b", "d", "a", "c"]
     assert [r["score"] for r in board] == [2, 2, 2, 4]
+
+
+def test_rank_orders_closed_loops_as_the_report_does(tmp_path, capsys):
+    good = loop_metrics(tmp_path / "good" / "metrics.json", gain=0.2)
+    weak = loop_metrics(tmp_path / "weak" / "metrics.json", gain=0.05)
+    board = tmp_path / "board.json"
+    assert main(["rank", *CHALLENGE, f"weak={weak}", f"good={good}", "--output", str(board)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in table[1:]] == [["1", "good"], ["2", "weak"]]
+    rows = json.loads(board.read_text())["leaderboard"]
+    # every study's DMM per step: tp = 1 + k // 2, fp = 1, fn = 2 - k // 2 for k = 0, 1, 2 (loop_metrics)
+    f1 = [2 * 3 * (1 + k // 2) / (2 * 3 * (1 + k // 2) + 3 + 3 * (2 - k // 2)) for k in range(3)]
+    assert rows[0]["pooled_dmm_auc"] == pytest.approx((f1[0] + 2 * f1[1] + f1[2]) / 2)
+    assert rows[0]["dice_auc"] == pytest.approx((0.5 + 2 * 0.7 + 0.9) / 2)
+    assert main(["report", *CHALLENGE, f"weak={weak}", f"good={good}", "--output", str(tmp_path / "r.html")]) == 0
+    html = (tmp_path / "r.html").read_text()
+    assert html.index("<td>1</td><td>good</td>") < html.index("<td>2</td><td>weak</td>")
+
+
+def test_rank_of_closed_loops_refuses_subsets_before_reading_files(tmp_path, capsys):
+    assert main(["rank", *CHALLENGE, "--subsets", str(tmp_path / "s.json"), str(tmp_path / "none.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "ranks over all studies" in err

@@ -32,7 +32,6 @@ from app.dryrun.runner import (
     command_argv,
     default_command,
     docker_run_argv,
-    gpu_count,
     run_limited,
     tail,
 )
@@ -42,7 +41,7 @@ from petct.editions import CLICKS_JSON, DEFAULT_CHALLENGE, SCRIBBLE_STEPS, Editi
 from petct.editions import edition as edition_named
 from petct.environment import CHALLENGE
 from petct.errors import InputError
-from petct.gpus import visible_gpus
+from petct.gpus import gpu_count, visible_gpus
 from petct.imageio import Geometry
 from petct.jsonio import read_json, write_json_atomic
 from petct.layout import METRICS_JSON
@@ -470,10 +469,9 @@ def _write_html_report(options: DryRunOptions, cases: list[DryRunCase], evaluati
     """report.html beside metrics.json, with the MIP of every study (while the jobs' files still exist)."""
     if evaluation.metrics is None:
         return None
-    if options.challenge_scribbles or edition_named(options.challenge).clicks:  # reports of the steps' curves
-        from evaluation.html_report.click_report import build_click_report
-        from evaluation.html_report.loop_report import build_loop_report
-        build = build_loop_report if options.challenge_scribbles else build_click_report
+    from evaluation.html_report.steps import steps_report_builder
+    build = steps_report_builder(edition_named(options.challenge))
+    if build is not None:  # the report of the steps' curves
         try:
             return build([f"dry-run={options.output / METRICS_JSON}"], options.output / "report.html")
         except (InputError, OSError) as exc:

@@ -5,7 +5,6 @@ import ctypes
 import os
 import secrets
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -107,19 +106,6 @@ def check_docker_image(image: str, *, docker: str = "docker", env: dict[str, str
     os_arch = found.stdout.strip()
     if os_arch != PLATFORM_OS_ARCH:
         raise InputError(f"--image {image} is built for {os_arch}; grand-challenge runs {PLATFORM_OS_ARCH} only")
-
-
-def gpu_count() -> int:
-    """The GPUs `nvidia-smi -L` lists (all of the machine's: it ignores CUDA_VISIBLE_DEVICES); 0 without it."""
-    if shutil.which("nvidia-smi") is None:
-        return 0
-    try:
-        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return 0
-    if listing.returncode != 0:
-        return 0
-    return sum(1 for line in listing.stdout.splitlines() if line.startswith("GPU "))
 
 
 def run_limited(argv: list[str], *, limits: Limits, log: Path, env: dict[str, str] | None = None,
