@@ -25,7 +25,7 @@ from petct.errors import InputError
 from petct.imageio import Geometry
 from petct.jsonio import strict
 from petct.phantom import make_study
-from petct.resample import NO_OVERLAP, ct_overlaps
+from petct.resample import NO_OVERLAP, ResampledCT, ct_overlaps
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def _run_job(tmp_path: Path, uploads: dict[str, Path], *, hand: bool, killable: 
         worker = InferenceWorker(store=store, engine=BaselineEngine(), jobs_dir=jobs_dir, scoring=scoring,
                                  killable=killable)
         if hand:
-            assert worker.hand(job_id, study.images, notes=study.notes)
+            assert worker.hand(job_id, study.decoded, label=study.label)
         del study
         store.add(job_id, {field: stored.path.name for field, stored in files.items()}, study="SUV")
         worker._run(store.claim_next())
@@ -159,11 +159,11 @@ def test_the_upload_checks_resample_the_ct_before_decoding_the_others(uploads, m
     counting = Counting(monkeypatch)
     study = check_study(_stored(uploads), limits=UploadLimits())
     assert counting.order == ["CT.mha", "SUV.mha", "SEG.mha"] and counting.resamplings == 1
-    assert list(study.images) == ["pet", "ct", "label"]
-    pet, ct = study.images["pet"], study.images["ct"]
-    assert (ct.GetSize(), ct.GetSpacing(), ct.GetOrigin(), ct.GetDirection()) == (
-        pet.GetSize(), pet.GetSpacing(), pet.GetOrigin(), pet.GetDirection())
-    assert ct.GetPixelID() == sitk.sitkFloat32 and np.isfinite(sitk.GetArrayViewFromImage(ct)).all()
+    pet, ct = study.decoded.pet, study.decoded.ct
+    assert isinstance(pet, sitk.Image) and isinstance(study.label, sitk.Image)
+    # The resampled CT as the resampling's array (no image made of it again), on the PET's grid.
+    assert isinstance(ct, ResampledCT) and ct.grid == Geometry.of(pet)
+    assert ct.array.dtype == np.float32 and ct.array.shape == pet.GetSize()[::-1] and np.isfinite(ct.array).all()
     assert study.grids["ct"].size == tuple(2 * n for n in pet.GetSize()[:2]) + (pet.GetSize()[2],)
     assert study.notes == read_study(pet_path=uploads["pet"], ct_path=uploads["ct"]).notes
 
@@ -185,16 +185,17 @@ def test_the_upload_checks_refuse_a_ct_with_nan_before_resampling_it(tmp_path, u
 def test_the_worker_holds_the_images_inference_reads_and_the_label_for_the_scoring(tmp_path, uploads):
     """The PET and CT for inference, the label (as the checks read it) for the scoring after it."""
     study = check_study(_stored(uploads), limits=UploadLimits())
-    assert set(study.images) == {"pet", "ct", "label"}
+    pet, ct, label = study.decoded.pet, study.decoded.ct, study.label
     with ThreadPoolExecutor(1) as scoring:
         worker = InferenceWorker(store=JobStore(tmp_path / "jobs.sqlite3"), engine=BaselineEngine(),
                                  jobs_dir=tmp_path / "jobs", scoring=scoring)
-        assert worker.hand("job", study.images, notes=study.notes)
+        assert worker.hand("job", study.decoded, label=study.label)
         held = worker.take("job")
-    assert set(held.images) == {"pet", "ct"} and held.notes == study.notes and "ct_resampled" in held.notes
-    assert held.images["pet"] is study.images["pet"] and held.images["ct"] is study.images["ct"]
-    assert held.label is study.images["label"]
-    assert worker.take("job").images == {}
+    assert held.decoded.pet is pet and held.decoded.ct is ct and isinstance(ct, ResampledCT)
+    assert held.decoded.notes == study.notes == {"ct_resampled": ct.note}
+    assert held.label is label
+    nothing = worker.take("job")
+    assert (nothing.decoded.pet, nothing.decoded.ct, nothing.label) == (None, None, None)
 
 
 def test_only_a_job_with_a_place_kept_is_resampled_at_upload_and_handed_its_images(tmp_path, uploads):
@@ -206,12 +207,13 @@ def test_only_a_job_with_a_place_kept_is_resampled_at_upload_and_handed_its_imag
         assert worker.reserve("first") and worker.reserve("first")  # kept; asking again keeps it
         assert not worker.reserve("second")
         unkept = check_study(_stored(uploads), limits=UploadLimits(), resample=False)
-        assert unkept.notes == {} and Geometry.of(unkept.images["ct"]) == unkept.grids["ct"]  # as uploaded
-        assert not worker.hand("second", unkept.images)
+        assert unkept.notes == {} and Geometry.of(unkept.decoded.ct) == unkept.grids["ct"]  # as uploaded
+        assert not worker.hand("second", unkept.decoded, label=unkept.label)
         kept = check_study(_stored(uploads), limits=UploadLimits(), resample=True)
-        assert "ct_resampled" in kept.notes and Geometry.of(kept.images["ct"]) == kept.grids["pet"]
-        assert worker.hand("first", kept.images, notes=kept.notes)
-        assert worker.take("first").images["ct"] is kept.images["ct"]
+        resampled = kept.decoded.ct
+        assert "ct_resampled" in kept.notes and resampled.grid == kept.grids["pet"]
+        assert worker.hand("first", kept.decoded, label=kept.label)
+        assert worker.take("first").decoded.ct is resampled
         assert worker.reserve("second")
 
 
