@@ -62,8 +62,8 @@ def check_study(files: dict[str, StoredFile], *, limits: UploadLimits, resample:
             raise ApiError(422, NO_OVERLAP, field="ct", file=files["ct"].client_name)
         if resample:
             resampled = _ct_on_grid(files["ct"], grid=grids["pet"], mismatches=mismatches)
-    images = read_uploads({name: stored for name, stored in files.items() if not (name == "ct" and resampled)},
-                          headers=headers)
+    to_read = {name: stored for name, stored in files.items() if not (name == "ct" and resampled is not None)}
+    images = read_uploads(to_read, headers=headers)
     for name, image in images.items():
         if Geometry.of(image) != grids[name]:
             raise ApiError(422, "the image's voxels came with another grid than its header's", field=name,
