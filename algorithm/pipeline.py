@@ -13,6 +13,7 @@ import SimpleITK as sitk
 from algorithm.engine_contract import Engine
 from algorithm.logs import timed
 from petct.clicks import Clicks, read_clicks
+from petct.decoded import DecodedStudy
 from petct.editions import CLICKS_JSON, Edition
 from petct.errors import InputError
 from petct.imageio import (
@@ -26,7 +27,7 @@ from petct.imageio import (
 )
 from petct.jsonio import dumps
 from petct.layout import INPUTS_JSON, image_stem, list_images
-from petct.resample import resample_taken_ct
+from petct.resample import ResampledCT, resample_taken_ct
 from petct.scribbles import read_scribbles
 
 log = logging.getLogger(__name__)
@@ -81,54 +82,66 @@ def _single_image(folder: Path, what: str) -> Path:
     raise InputError(f"expected exactly one {what} image, found {len(images)}: {found}{extra}", path=folder)
 
 
-def read_study(*, pet_path: Path, ct_path: Path, images: dict[str, sitk.Image] | None = None,
-               notes: dict[str, object] | None = None) -> StudyArrays:
+def read_study(*, pet_path: Path, ct_path: Path, decoded: DecodedStudy | None = None) -> StudyArrays:
     """The PET grid, the SUV and the CT as float32 (z, y, x) arrays on it, and notes on what was done.
 
-    Host memory matters at 660x400x400 voxels: each image becomes one array and its image is dropped, and a CT
-    on another grid (often the largest image, on a finer grid) is resampled from its stored type straight to
-    float32 on the PET grid, then freed, before the PET is decoded. `images` holds the images already decoded
-    (by "pet" and "ct"; the service's upload checks decode them, a CT on another grid already resampled onto the
-    PET's) and `notes` what was done to them: the images are taken out of it, so that each is freed once used,
+    Host memory matters at 660x400x400 voxels: each image becomes one array (one copy, straight to float32) and
+    its image is dropped, and a CT on another grid (often the largest image, on a finer grid) is resampled from its
+    stored type straight to float32 on the PET grid, then freed, before the PET is decoded. `decoded` holds the
+    images already in memory (the service's upload checks decode them, a CT on another grid already resampled
+    onto the PET's, whose array is taken as it is): they are taken out of it, so that each is freed once used,
     and only the others are read from their paths.
     """
-    images = {} if images is None else images
-    pet_image = images.pop("pet", None)
+    decoded = DecodedStudy() if decoded is None else decoded
+    pet_image = decoded.take_pet()
     geometry = read_geometry(pet_path) if pet_image is None else Geometry.of(pet_image)
-    if "ct" not in images:
-        images["ct"] = read_image(ct_path)
-    require_finite(sitk.GetArrayViewFromImage(images["ct"]), path=ct_path, what="CT image")
-    notes = dict(notes or {})
-    mismatches = grid_mismatches(geometry, Geometry.of(images["ct"]))
-    if mismatches:
-        ct, notes["ct_resampled"] = resample_taken_ct(images, geometry, mismatches=mismatches, path=ct_path)
-    else:
-        ct = sitk.GetArrayFromImage(images.pop("ct")).astype(np.float32, copy=False)
+    ct = _ct_on_grid(decoded.take_ct(), geometry, path=ct_path)
+    notes: dict[str, object] = {}
+    if isinstance(ct, ResampledCT):
+        ct, notes["ct_resampled"] = ct.array, ct.note
     pet_image = read_image(pet_path) if pet_image is None else pet_image
     if Geometry.of(pet_image) != geometry:
         raise InputError("the PET image changed while the study was read", path=pet_path)
-    pet = sitk.GetArrayFromImage(pet_image).astype(np.float32, copy=False)
+    pet = _float32_copy(pet_image)
     del pet_image
     require_finite(pet, path=pet_path, what="SUV image")
     return StudyArrays(geometry, pet, ct, notes)
 
 
-def _taken_or_read(images: dict[str, sitk.Image], key: str, path: Path) -> sitk.Image:
-    image = images.pop(key, None)
-    return read_image(path) if image is None else image
+def _ct_on_grid(taken: sitk.Image | ResampledCT | None, geometry: Geometry, *,
+                path: Path) -> np.ndarray | ResampledCT:
+    """The CT as a float32 (z, y, x) array on `geometry`: `taken` (read from `path` when None) as it is when on that
+    grid, else resampled onto it (a ResampledCT, with its note); a CT the upload checks resampled, as they did."""
+    if isinstance(taken, ResampledCT):
+        if taken.grid != geometry:  # a caller's bug, not bad input: the checks resample onto the PET's header grid
+            raise ValueError(f"the CT handed over was resampled onto another grid than the PET's: {path}")
+        return taken
+    held = {"ct": read_image(path) if taken is None else taken}
+    del taken  # `held` keeps the only reference, for resample_taken_ct to free the CT before its copy is made
+    require_finite(sitk.GetArrayViewFromImage(held["ct"]), path=path, what="CT image")
+    mismatches = grid_mismatches(geometry, Geometry.of(held["ct"]))
+    if mismatches:
+        return resample_taken_ct(held, geometry, mismatches=mismatches, path=path)
+    return _float32_copy(held.pop("ct"))
+
+
+def _float32_copy(image: sitk.Image) -> np.ndarray:
+    """The image's voxels as a new float32 (z, y, x) array, copied once from a view of its buffer (GetArrayFromImage
+    and then astype would copy twice when the image is not float32)."""
+    # The view does not keep `image` alive: the argument holds it until the copy is made.
+    return np.array(sitk.GetArrayViewFromImage(image), dtype=np.float32)
 
 
 def segment_study(*, pet_path: Path, ct_path: Path, engine: Engine, clicks_path: Path | None = None,
-                  scribbles: bool = False, images: dict[str, sitk.Image] | None = None,
-                  notes: dict[str, object] | None = None) -> SegmentationResult:
+                  scribbles: bool = False, decoded: DecodedStudy | None = None) -> SegmentationResult:
     """Read and check one study (and its clicks, when given), run the engine, and return its mask on the PET grid.
 
     `scribbles`: the clicks file holds the 2026 profile's scribbles (any number of points, petct.scribbles).
-    `images`: the PET and CT already decoded, handed over, and `notes` what was done to them (read_study).
+    `decoded`: the PET and CT already in memory, handed over (read_study).
     """
     timings: dict[str, float] = {}
     with timed(timings, "read inputs", log):
-        study = read_study(pet_path=Path(pet_path), ct_path=Path(ct_path), images=images, notes=notes)
+        study = read_study(pet_path=Path(pet_path), ct_path=Path(ct_path), decoded=decoded)
         read = read_scribbles if scribbles else read_clicks
         clicks = None if clicks_path is None else read(clicks_path, size_xyz=tuple(study.geometry.size))
     log.info("study: PET %s, %s voxels at %s mm", Path(pet_path).name, list(study.geometry.size),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,10 +61,20 @@ def resampled_ct_array(resampled: sitk.Image, *, path: str | Path) -> tuple[np.n
     return out, coverage
 
 
+@dataclass
+class ResampledCT:
+    """A CT resampled onto a PET's grid: float32 (z, y, x) with air outside, that grid, and the note a study's notes
+    keep of it (their "ct_resampled" entry)."""
+
+    array: np.ndarray
+    grid: Geometry
+    note: dict[str, object]
+
+
 def resample_taken_ct(images: dict[str, sitk.Image], grid: Geometry, *, mismatches: list[str],
-                      path: str | Path) -> tuple[np.ndarray, dict[str, object]]:
+                      path: str | Path) -> ResampledCT:
     """`images["ct"]`, a CT on another grid than the PET's (checked finite before), resampled onto `grid` as a
-    float32 (z, y, x) array with air outside, and the note a study's notes keep of it ("ct_resampled").
+    float32 (z, y, x) array with air outside, with the note a study's notes keep of it.
 
     The CT is taken out of `images`, so that (the caller holding no other reference) the largest image of a study
     is freed before its resampled copy is made into an array: the peak holds the CT and one resampled copy.
@@ -72,7 +83,7 @@ def resample_taken_ct(images: dict[str, sitk.Image], grid: Geometry, *, mismatch
              "; ".join(mismatches), CT_OUTSIDE_HU)
     resampled = resample_ct_image(images.pop("ct"), grid)
     array, coverage = resampled_ct_array(resampled, path=path)
-    return array, resampling_note(mismatches, coverage)
+    return ResampledCT(array=array, grid=grid, note=resampling_note(mismatches, coverage))
 
 
 def resampling_note(mismatches: list[str], coverage: float) -> dict[str, object]:

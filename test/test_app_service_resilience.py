@@ -24,6 +24,7 @@ from app.service.settings import ServiceSettings
 from app.service.worker import InferenceWorker
 from app_helpers import REPO, files_of, write_phantom
 from petct.atomic import IncompleteWriteError
+from petct.decoded import DecodedStudy
 from petct.errors import InputError
 
 
@@ -67,7 +68,7 @@ def test_deleting_a_queued_job_frees_the_images_held_for_it(tmp_path):
         job_id = new_job_id()
         (service.settings.jobs_dir / job_id).mkdir(parents=True)
         service.store.add(job_id, {"pet": "pet.mha", "ct": "ct.mha"}, owner=None, study="s")
-        assert service.worker.reserve(job_id) and service.worker.hand(job_id, {"pet": object()})
+        assert service.worker.reserve(job_id) and service.worker.hand(job_id, DecodedStudy())
         assert not service.worker.reserve(new_job_id())  # the one place is taken
         assert client.delete(f"/v1/jobs/{job_id}").status_code == 204
         assert service.worker.reserve(new_job_id())

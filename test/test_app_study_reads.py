@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+import app.service.studies as studies
 from algorithm.baseline import BaselineEngine
 from algorithm.pipeline import read_study, segment_study
 from app.service.errors import ApiError
@@ -21,11 +22,12 @@ from app.service.studies import check_study
 from app.service.uploads import StoredFile
 from app.service.worker import MASK_NAME, InferenceWorker
 from evaluation.scoring import score_files
+from petct.decoded import DecodedStudy
 from petct.errors import InputError
 from petct.imageio import Geometry
 from petct.jsonio import strict
 from petct.phantom import make_study
-from petct.resample import NO_OVERLAP, ct_overlaps
+from petct.resample import NO_OVERLAP, ResampledCT, ct_overlaps, resample_taken_ct
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +35,31 @@ def uploads(tmp_path_factory) -> dict[str, Path]:
     """A tiny phantom with its CT on a grid twice as fine in-plane (so that the CT is resampled) and its label."""
     folder = make_study(3, size="tiny", n_lesions=3, with_ct=True).write(tmp_path_factory.mktemp("study"))
     return {"pet": folder / "SUV.mha", "ct": folder / "CT.mha", "label": folder / "SEG.mha"}
+
+
+@pytest.fixture(scope="module")
+def shifted_uploads(tmp_path_factory, uploads) -> dict[str, Path]:
+    """The same study with its CT moved by 16 of the PET's 48 planes along z and 3 of its voxels across: a CT on
+    another grid that leaves a third of the PET's field of view outside it (air there once resampled)."""
+    ct = sitk.ReadImage(str(uploads["ct"]))
+    pet = sitk.ReadImage(str(uploads["pet"]))
+    x, y, z = ct.GetOrigin()
+    ct.SetOrigin((x + 3 * pet.GetSpacing()[0], y, z + 16 * pet.GetSpacing()[2]))
+    folder = tmp_path_factory.mktemp("shifted")
+    sitk.WriteImage(ct, str(folder / "CT.mha"), useCompression=True)
+    return {**uploads, "ct": folder / "CT.mha"}
+
+
+class RecordingEngine(BaselineEngine):
+    """The baseline engine, keeping the PET and CT arrays it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.given: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def predict(self, *, pet, ct, **kwargs):
+        self.given.append((pet, ct))
+        return super().predict(pet=pet, ct=ct, **kwargs)
 
 
 class Counting:
@@ -64,7 +91,8 @@ def processes():
     processes.close()
 
 
-def _run_job(tmp_path: Path, uploads: dict[str, Path], *, hand: bool, killable: KillableScoring) -> tuple[Job, Path]:
+def _run_job(tmp_path: Path, uploads: dict[str, Path], *, hand: bool, killable: KillableScoring,
+             engine: BaselineEngine | None = None) -> tuple[Job, Path]:
     """Check the uploads as POST /v1/studies does, then run the job's inference and scoring; the job and its folder."""
     jobs_dir = tmp_path / "jobs"
     job_id = new_job_id()
@@ -78,10 +106,10 @@ def _run_job(tmp_path: Path, uploads: dict[str, Path], *, hand: bool, killable: 
     study = check_study(files, limits=UploadLimits(), resample=hand)  # as the route: resampled if it is kept
     store = JobStore(tmp_path / "jobs.sqlite3")
     with ThreadPoolExecutor(1) as scoring:
-        worker = InferenceWorker(store=store, engine=BaselineEngine(), jobs_dir=jobs_dir, scoring=scoring,
+        worker = InferenceWorker(store=store, engine=engine or BaselineEngine(), jobs_dir=jobs_dir, scoring=scoring,
                                  killable=killable)
         if hand:
-            assert worker.hand(job_id, study.images, notes=study.notes)
+            assert worker.hand(job_id, study.decoded, label=study.label)
         del study
         store.add(job_id, {field: stored.path.name for field, stored in files.items()}, study="SUV")
         worker._run(store.claim_next())
@@ -120,14 +148,17 @@ def test_a_job_decodes_each_upload_once_and_scores_the_mask_it_inferred(tmp_path
     assert metrics["gt_lesions"] == 3
 
 
-def test_a_job_gives_the_command_lines_mask_and_notes(tmp_path, uploads, monkeypatch, processes):
-    """The CT resampled by the upload checks: the same mask (voxel for voxel, on the PET grid) and the same notes
-    as the command line, which resamples it itself, decoding each image once too (the CT before the PET)."""
+@pytest.mark.parametrize(("ct", "coverage"), [("finer", 1.0), ("shifted", 0.6354)])
+def test_a_job_gives_the_command_lines_mask_and_notes(tmp_path, request, ct, coverage, monkeypatch, processes):
+    """The CT resampled by the upload checks (twice as fine in-plane; or moved too, so that a third of the PET's
+    field of view is air): the same mask (voxel for voxel, on the PET grid) and the same notes as the command line,
+    which resamples it itself, decoding each image once too (the CT before the PET)."""
+    uploads = request.getfixturevalue({"finer": "uploads", "shifted": "shifted_uploads"}[ct])
     counting = Counting(monkeypatch)
     mask, notes, result = _command_line(uploads)
     assert counting.reads == {"CT.mha": 1, "SUV.mha": 1} and counting.order == ["CT.mha", "SUV.mha"]
     assert counting.resamplings == 1
-    assert set(notes["ct_resampled"]) == {"from", "coverage"} and notes["ct_resampled"]["coverage"] == 1.0
+    assert set(notes["ct_resampled"]) == {"from", "coverage"} and notes["ct_resampled"]["coverage"] == coverage
     for hand in (True, False):
         job, folder = _run_job(tmp_path / f"hand-{hand}", uploads, hand=hand, killable=KillableScoring(processes, 60.0))
         assert job.notes == notes, (hand, job.notes)
@@ -136,6 +167,73 @@ def test_a_job_gives_the_command_lines_mask_and_notes(tmp_path, uploads, monkeyp
         assert (written.GetSize(), written.GetSpacing(), written.GetOrigin(), written.GetDirection()) == (
             result.mask.GetSize(), result.mask.GetSpacing(), result.mask.GetOrigin(), result.mask.GetDirection())
     assert mask.any()
+
+
+def test_a_job_takes_the_resampled_ct_as_the_upload_checks_made_it(tmp_path, uploads, monkeypatch, processes):
+    """The engine gets the very array the upload checks' resampling made (not read, resampled or copied again),
+    and a PET array of its own (writable, owning its voxels), as the command line gives it."""
+    made: list[ResampledCT] = []
+
+    def recorded(*args, **kwargs):
+        made.append(resample_taken_ct(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(studies, "resample_taken_ct", recorded)
+    counting = Counting(monkeypatch)
+    engine = RecordingEngine()
+    job, _ = _run_job(tmp_path, uploads, hand=True, killable=KillableScoring(processes, 60.0), engine=engine)
+    assert counting.reads["ct-0123456789abcdef.mha"] == 1 and counting.resamplings == 1
+    (resampled,), ((pet, ct),) = made, engine.given
+    assert ct is resampled.array and job.notes["ct_resampled"] == resampled.note
+    assert pet.dtype == np.float32 and pet.flags.writeable and pet.flags.owndata and pet.flags.c_contiguous
+    cli = RecordingEngine()
+    segment_study(pet_path=uploads["pet"], ct_path=uploads["ct"], engine=cli)
+    ((cli_pet, cli_ct),) = cli.given
+    np.testing.assert_array_equal(pet, cli_pet)
+    np.testing.assert_array_equal(ct, cli_ct)
+    assert ct.dtype == cli_ct.dtype == np.float32 and ct.flags.writeable == cli_ct.flags.writeable
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_read_study_makes_float32_arrays_of_images_on_the_pet_grid_as_numpy_does(tmp_path, seed):
+    """A PET and a CT on one grid, of random voxel types: read as decoded or handed over, each is the float32 array
+    numpy makes of SimpleITK's copy of the voxels, writable and owning its memory."""
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(n) for n in rng.integers(3, 9, 3))
+    types = [np.float32, np.float64, np.int16, np.uint8, np.int32]
+    geometry = None
+    paths = {}
+    for name, scale in (("pet", 20.0), ("ct", 1500.0)):
+        dtype = types[rng.integers(len(types))]
+        array = (rng.uniform(-1, 1, shape) * scale).astype(dtype)
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing(tuple(float(v) for v in rng.uniform(0.5, 4, 3)))
+        image.SetOrigin(tuple(float(v) for v in rng.uniform(-100, 100, 3)))
+        if geometry is None:
+            geometry = Geometry.of(image)
+        geometry.apply_to(image)
+        paths[name] = tmp_path / f"{name}.mha"
+        sitk.WriteImage(image, str(paths[name]))
+    expected = {name: sitk.GetArrayFromImage(sitk.ReadImage(str(path))).astype(np.float32)
+                for name, path in paths.items()}
+    handed = DecodedStudy(pet=sitk.ReadImage(str(paths["pet"])), ct=sitk.ReadImage(str(paths["ct"])))
+    for study in (read_study(pet_path=paths["pet"], ct_path=paths["ct"]),
+                  read_study(pet_path=paths["pet"], ct_path=paths["ct"], decoded=handed)):
+        assert study.geometry == geometry and study.notes == {}
+        for name, array in (("pet", study.pet), ("ct", study.ct)):
+            assert array.dtype == np.float32 and array.flags.writeable and array.flags.owndata
+            np.testing.assert_array_equal(array, expected[name])
+    assert (handed.pet, handed.ct) == (None, None)  # taken, so that each is freed once used
+
+
+def test_read_study_refuses_a_ct_handed_over_on_another_grid_than_the_pets(uploads):
+    study = check_study(_stored(uploads), limits=UploadLimits())
+    resampled = study.decoded.ct
+    other = Geometry(size=resampled.grid.size, spacing=resampled.grid.spacing,
+                     origin=tuple(v + 1.0 for v in resampled.grid.origin), direction=resampled.grid.direction)
+    study.decoded.ct = ResampledCT(array=resampled.array, grid=other, note=resampled.note)
+    with pytest.raises(ValueError, match="resampled onto another grid than the PET's"):
+        read_study(pet_path=uploads["pet"], ct_path=uploads["ct"], decoded=study.decoded)
 
 
 def test_a_job_with_its_ct_on_the_pet_grid_decodes_each_upload_once(tmp_path, uploads, monkeypatch, processes):
@@ -159,11 +257,11 @@ def test_the_upload_checks_resample_the_ct_before_decoding_the_others(uploads, m
     counting = Counting(monkeypatch)
     study = check_study(_stored(uploads), limits=UploadLimits())
     assert counting.order == ["CT.mha", "SUV.mha", "SEG.mha"] and counting.resamplings == 1
-    assert list(study.images) == ["pet", "ct", "label"]
-    pet, ct = study.images["pet"], study.images["ct"]
-    assert (ct.GetSize(), ct.GetSpacing(), ct.GetOrigin(), ct.GetDirection()) == (
-        pet.GetSize(), pet.GetSpacing(), pet.GetOrigin(), pet.GetDirection())
-    assert ct.GetPixelID() == sitk.sitkFloat32 and np.isfinite(sitk.GetArrayViewFromImage(ct)).all()
+    pet, ct = study.decoded.pet, study.decoded.ct
+    assert isinstance(pet, sitk.Image) and isinstance(study.label, sitk.Image)
+    # The resampled CT as the resampling's array (no image made of it again), on the PET's grid.
+    assert isinstance(ct, ResampledCT) and ct.grid == Geometry.of(pet)
+    assert ct.array.dtype == np.float32 and ct.array.shape == pet.GetSize()[::-1] and np.isfinite(ct.array).all()
     assert study.grids["ct"].size == tuple(2 * n for n in pet.GetSize()[:2]) + (pet.GetSize()[2],)
     assert study.notes == read_study(pet_path=uploads["pet"], ct_path=uploads["ct"]).notes
 
@@ -185,16 +283,17 @@ def test_the_upload_checks_refuse_a_ct_with_nan_before_resampling_it(tmp_path, u
 def test_the_worker_holds_the_images_inference_reads_and_the_label_for_the_scoring(tmp_path, uploads):
     """The PET and CT for inference, the label (as the checks read it) for the scoring after it."""
     study = check_study(_stored(uploads), limits=UploadLimits())
-    assert set(study.images) == {"pet", "ct", "label"}
+    pet, ct, label = study.decoded.pet, study.decoded.ct, study.label
     with ThreadPoolExecutor(1) as scoring:
         worker = InferenceWorker(store=JobStore(tmp_path / "jobs.sqlite3"), engine=BaselineEngine(),
                                  jobs_dir=tmp_path / "jobs", scoring=scoring)
-        assert worker.hand("job", study.images, notes=study.notes)
+        assert worker.hand("job", study.decoded, label=study.label)
         held = worker.take("job")
-    assert set(held.images) == {"pet", "ct"} and held.notes == study.notes and "ct_resampled" in held.notes
-    assert held.images["pet"] is study.images["pet"] and held.images["ct"] is study.images["ct"]
-    assert held.label is study.images["label"]
-    assert worker.take("job").images == {}
+    assert held.decoded.pet is pet and held.decoded.ct is ct and isinstance(ct, ResampledCT)
+    assert held.decoded.notes == study.notes == {"ct_resampled": ct.note}
+    assert held.label is label
+    nothing = worker.take("job")
+    assert (nothing.decoded.pet, nothing.decoded.ct, nothing.label) == (None, None, None)
 
 
 def test_only_a_job_with_a_place_kept_is_resampled_at_upload_and_handed_its_images(tmp_path, uploads):
@@ -206,12 +305,13 @@ def test_only_a_job_with_a_place_kept_is_resampled_at_upload_and_handed_its_imag
         assert worker.reserve("first") and worker.reserve("first")  # kept; asking again keeps it
         assert not worker.reserve("second")
         unkept = check_study(_stored(uploads), limits=UploadLimits(), resample=False)
-        assert unkept.notes == {} and Geometry.of(unkept.images["ct"]) == unkept.grids["ct"]  # as uploaded
-        assert not worker.hand("second", unkept.images)
+        assert unkept.notes == {} and Geometry.of(unkept.decoded.ct) == unkept.grids["ct"]  # as uploaded
+        assert not worker.hand("second", unkept.decoded, label=unkept.label)
         kept = check_study(_stored(uploads), limits=UploadLimits(), resample=True)
-        assert "ct_resampled" in kept.notes and Geometry.of(kept.images["ct"]) == kept.grids["pet"]
-        assert worker.hand("first", kept.images, notes=kept.notes)
-        assert worker.take("first").images["ct"] is kept.images["ct"]
+        resampled = kept.decoded.ct
+        assert "ct_resampled" in kept.notes and resampled.grid == kept.grids["pet"]
+        assert worker.hand("first", kept.decoded, label=kept.label)
+        assert worker.take("first").decoded.ct is resampled
         assert worker.reserve("second")
 
 

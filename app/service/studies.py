@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import SimpleITK as sitk
@@ -12,22 +12,28 @@ from app.service.settings import UploadLimits
 from app.service.upload_checks import checked_headers, read_uploads, refusing
 from app.service.uploads import ALLOWED_SUFFIXES, StoredFile
 from petct.clicks import NESTED_TOO_DEEPLY, parse_clicks
+from petct.decoded import DecodedStudy
 from petct.editions import CLICKS_JSON
 from petct.errors import InputError
-from petct.imageio import Geometry, grid_mismatches, image_from_array, read_image, require_finite
+from petct.imageio import Geometry, grid_mismatches, read_image, require_finite
 from petct.jsonio import write_json_atomic
-from petct.resample import NO_OVERLAP, ct_overlaps, resample_taken_ct
+from petct.resample import NO_OVERLAP, ResampledCT, ct_overlaps, resample_taken_ct
 from petct.scribbles import MAX_SCRIBBLE_POINTS, parse_scribbles
 
 
 @dataclass
 class UploadedStudy:
-    """A study's uploads as the checks read them: each image decoded once, by field (a CT on another grid already
-    resampled onto the PET's, float32 with air outside), each upload's grid, and what was done (the job's notes)."""
+    """A study's uploads as the checks read them, each image decoded once: the PET and CT for the inference (a CT
+    on another grid already resampled onto the PET's, float32 with air outside), the label, and each upload's grid."""
 
-    images: dict[str, sitk.Image]
+    decoded: DecodedStudy
+    label: sitk.Image | None
     grids: dict[str, Geometry]
-    notes: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def notes(self) -> dict[str, object]:
+        """What the checks did to the images, as the job's notes say it."""
+        return self.decoded.notes
 
 
 def check_study(files: dict[str, StoredFile], *, limits: UploadLimits, resample: bool = True) -> UploadedStudy:
@@ -36,8 +42,9 @@ def check_study(files: dict[str, StoredFile], *, limits: UploadLimits, resample:
 
     Each upload is decoded once. A CT on another grid (often the largest image, on a finer grid) is decoded
     first, resampled and freed before any other image is decoded, so that the resampling's peak holds the CT and
-    its resampled copy only; the PET and this CT are handed to the inference (algorithm.pipeline.read_study reads
-    nothing again), and the label to the scoring process, which reads nothing from the disk either.
+    its resampled copy only; the PET and this CT (as the resampling's array, which the engine gets as it is) are
+    handed to the inference (algorithm.pipeline.read_study reads nothing again), and the label to the scoring
+    process, which reads nothing from the disk either.
     `resample=False` (a job whose images will not be kept: the job reads and resamples its files itself) checks
     a CT on another grid by its header's overlap alone and decodes it as it is.
     """
@@ -48,33 +55,31 @@ def check_study(files: dict[str, StoredFile], *, limits: UploadLimits, resample:
         if mismatches:
             raise ApiError(422, f"not on the PET's grid: {'; '.join(mismatches)}", field="label",
                            file=files["label"].client_name)
-    images: dict[str, sitk.Image] = {}
-    notes: dict[str, object] = {}
+    resampled: ResampledCT | None = None
     mismatches = grid_mismatches(grids["pet"], grids["ct"])
     if mismatches:
         if not ct_overlaps(grids["ct"], grids["pet"]):
             raise ApiError(422, NO_OVERLAP, field="ct", file=files["ct"].client_name)
         if resample:
-            images["ct"], notes["ct_resampled"] = _ct_on_grid(files["ct"], grid=grids["pet"],
-                                                              mismatches=mismatches)
-    images.update(read_uploads({name: stored for name, stored in files.items() if name not in images},
-                               headers=headers))
-    for name in files:
-        if Geometry.of(images[name]) != grids[name] and not (name == "ct" and "ct_resampled" in notes):
+            resampled = _ct_on_grid(files["ct"], grid=grids["pet"], mismatches=mismatches)
+    to_read = {name: stored for name, stored in files.items() if not (name == "ct" and resampled is not None)}
+    images = read_uploads(to_read, headers=headers)
+    for name, image in images.items():
+        if Geometry.of(image) != grids[name]:
             raise ApiError(422, "the image's voxels came with another grid than its header's", field=name,
                            file=files[name].client_name)
-    return UploadedStudy(images={name: images[name] for name in files}, grids=grids, notes=notes)
+    decoded = DecodedStudy(pet=images["pet"], ct=images["ct"] if resampled is None else resampled)
+    return UploadedStudy(decoded=decoded, label=images.get("label"), grids=grids)
 
 
-def _ct_on_grid(stored: StoredFile, *, grid: Geometry, mismatches: list[str]) -> tuple[sitk.Image, dict]:
-    """The CT decoded, checked finite and resampled onto `grid` (float32, air outside), and its note; the decoded
+def _ct_on_grid(stored: StoredFile, *, grid: Geometry, mismatches: list[str]) -> ResampledCT:
+    """The CT decoded, checked finite and resampled onto `grid` (float32, air outside), with its note; the decoded
     CT is freed before the resampled image is copied."""
     with refusing(stored):
         held = {"ct": read_image(stored.path)}
         # NaN marks voxels outside the CT in the resampled image: the CT's own must be refused before.
         require_finite(sitk.GetArrayViewFromImage(held["ct"]), path=stored.path, what="CT image")
-        array, note = resample_taken_ct(held, grid, mismatches=mismatches, path=stored.path)
-        return image_from_array(array, grid), note
+        return resample_taken_ct(held, grid, mismatches=mismatches, path=stored.path)
 
 
 # The 2025 interactive track's lesion clicks (petct.clicks): at most 10 + 10 points, so a query parameter suffices.

@@ -22,6 +22,7 @@ from app.service.jobs import Job, JobState, JobStore
 from app.service.scoring import KillableScoring
 from app.service.uploads import disk_full
 from petct.atomic import IncompleteWriteError
+from petct.decoded import DecodedStudy
 from petct.errors import InputError
 from petct.imageio import write_image_atomic
 from petct.jsonio import strict
@@ -34,15 +35,13 @@ EXPIRY_EVERY_S = 600.0
 # The upload checks' images are kept for this many queued jobs (a full-size study is several hundred MB);
 # a job beyond them, or one queued before a restart, has its files read again when its turn comes.
 HELD_STUDIES = 1
-INFERENCE_INPUTS = ("pet", "ct")  # the uploads' images kept for a job's run
 
 
 @dataclass
 class HeldStudy:
-    """A queued job's images as the upload checks decoded them (field -> sitk.Image), and what they did to them."""
+    """A queued job's PET and CT as the upload checks left them (a CT on another grid resampled), and its label."""
 
-    images: dict[str, sitk.Image] = field(default_factory=dict)
-    notes: dict[str, object] = field(default_factory=dict)
+    decoded: DecodedStudy = field(default_factory=DecodedStudy)
     label: sitk.Image | None = None  # scored against the mask once it is inferred
 
 
@@ -91,18 +90,16 @@ class InferenceWorker:
         self._held.setdefault(job_id, HeldStudy())
         return True
 
-    def hand(self, job_id: str, images: dict, *, notes: dict | None = None) -> bool:
-        """Keep the PET and CT the upload checks read for the job's run, with `notes` on what the checks did to
-        them (a CT resampled onto the PET's grid), and its label for the scoring, unless HELD_STUDIES are kept
-        already. The label waits through inference (a mask: a quarter of the PET's size as uint8) so that the
-        scoring process is sent it as read instead of decoding its upload a second time.
+    def hand(self, job_id: str, decoded: DecodedStudy, *, label: sitk.Image | None = None) -> bool:
+        """Keep the PET and CT the upload checks read for the job's run (a CT on another grid as they resampled it),
+        and its label for the scoring, unless HELD_STUDIES are kept already. The label waits through inference (a
+        mask: a quarter of the PET's size as uint8) so that the scoring process is sent it as read instead of
+        decoding its upload a second time.
         """
         with self._held_lock:
             if not self._place_for(job_id):
                 return False
-            self._held[job_id] = HeldStudy(
-                images={name: image for name, image in images.items() if name in INFERENCE_INPUTS},
-                notes=dict(notes or {}), label=images.get("label"))
+            self._held[job_id] = HeldStudy(decoded=decoded, label=label)
             return True
 
     def take(self, job_id: str) -> HeldStudy:
@@ -168,7 +165,7 @@ class InferenceWorker:
             points = job.files.get("clicks") or job.files.get("scribbles")
             result = segment_study(pet_path=folder / job.files["pet"], ct_path=folder / job.files["ct"],
                                    engine=self.engine, clicks_path=folder / points if points else None,
-                                   scribbles="scribbles" in job.files, images=held.images, notes=held.notes)
+                                   scribbles="scribbles" in job.files, decoded=held.decoded)
             del held
             timings["inference_s"] = round(time.perf_counter() - started, 3)
             timings.update({f"engine_{k}": v for k, v in dict(result.timings).items()})

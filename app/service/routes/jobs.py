@@ -63,7 +63,7 @@ async def submit_study(request: Request, response: Response, service: Service = 
             names[SCRIBBLES_FIELD] = await service.in_pool(store_scribbles, uploaded_scribbles, folder=folder,
                                                            size_xyz=size_xyz)
         if held:  # before the job exists: the worker finds them
-            service.worker.hand(job_id, study.images, notes=study.notes)
+            service.worker.hand(job_id, study.decoded, label=study.label)
         del study
         job = service.store.add(job_id, names,
                                 owner=caller.owner, study=study_name(files["pet"].client_name, default=job_id))
