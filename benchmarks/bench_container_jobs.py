@@ -25,6 +25,7 @@ from pathlib import Path
 from images.container_engine import detect_engine, engine_env
 from petct.argtypes import whole_number
 from suite_helpers import test_helpers
+from timing import median_s
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,12 +44,7 @@ def dry_run(runner: list[str], *, model: Path, phantoms: int, output: Path) -> t
 
 
 def median_seconds(argv: list[str], *, repeats: int, env: dict[str, str] | None = None) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        subprocess.run(argv, env=env, check=True, capture_output=True)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return median_s(lambda: subprocess.run(argv, env=env, check=True, capture_output=True), repeats)
 
 
 def main() -> int:

@@ -31,18 +31,9 @@ from petct.argtypes import whole_number
 from petct.imageio import Geometry, image_from_array, read_array, write_image_atomic
 from petct.lesions import LESION_CONNECTIVITY
 from petct.phantom import make_study
+from timing import best_of
 
 GOAL_RATIO, GOAL_SPEEDUP, GOAL_PEAK_GB = 1.5, 20.0, 1.5
-
-
-def best_of(repeats: int, function):
-    """(smallest wall time in seconds, last result) over `repeats` calls."""
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = function()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def noisy_prediction(gt: np.ndarray, region: np.ndarray, *, components: int, seed: int) -> np.ndarray:

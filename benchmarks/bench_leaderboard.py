@@ -22,6 +22,7 @@ from app.service.leaderboard import Leaderboards
 from app.service.models import Leaderboard
 from app.service.phases import Phase, Rank, Submission, SubmissionState
 from petct.argtypes import whole_number
+from timing import median_s
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,15 +46,6 @@ def submissions(count: int, participants: int, cases: int) -> list[Submission]:
 
 def answer(rows: list[dict]) -> str:
     return Leaderboard(phase="p", rank="best", rows=rows).model_dump_json()
-
-
-def median_s(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def main() -> int:

@@ -30,6 +30,7 @@ from evaluation.mip import VIEWS, overlay_mip, read_study
 from petct.imageio import image_from_array, read_array, write_image_atomic
 from petct.phantom import make_study
 from suite_helpers import test_helpers
+from timing import best_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,15 +52,6 @@ def timed_command(argv: list[str]) -> tuple[float, float]:
     if code != "0":
         raise SystemExit(f"{argv} failed: {run.stderr}")
     return seconds, int(peak_kib) / 1024
-
-
-def best_of(repeats: int, function) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def bench_report(folder: Path, *, studies: int, resamples: int) -> list[str]:
@@ -86,9 +78,9 @@ def bench_mip(folder: Path) -> list[str]:
     pred.ravel()[rng.choice(body, size=300, replace=False)] = 1  # scattered false positives
     write_image_atomic(image_from_array(pred.astype(np.uint8), geometry), folder / "full" / "PRED.mha")
     files = {"suv": out / "SUV.mha", "ground_truth": out / "SEG.mha", "prediction": folder / "full" / "PRED.mha"}
-    read_s = best_of(3, lambda: read_study(**files))
+    read_s, _ = best_of(3, lambda: read_study(**files))
     arrays = read_study(**files)
-    mip_s = best_of(3, lambda: [overlay_mip(arrays, view=view) for view in VIEWS])
+    mip_s, _ = best_of(3, lambda: [overlay_mip(arrays, view=view) for view in VIEWS])
     ratio = mip_s / read_s
     shape = "x".join(map(str, arrays.suv.shape))
     return [f"| read SUV + ground truth + prediction ({shape}, compressed .mha) | {read_s * 1000:.0f} ms |",

@@ -20,7 +20,6 @@ import platform
 import shutil
 import sys
 import tempfile
-import time
 from datetime import date
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from app.service.viewer import StudyFiles, Volume, viewer_volume
 from evaluation.mip import VIEWS, mip_png, overlay_mip, read_study
 from petct.imageio import image_from_array, read_array, write_image_atomic
 from petct.phantom import make_study
+from timing import best_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,12 +38,7 @@ REPEATS = 3
 
 
 def best(fn) -> float:
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return best_of(REPEATS, fn)[0]
 
 
 def gzip_comparison() -> None:

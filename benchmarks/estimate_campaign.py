@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +39,7 @@ from evaluation.scribble_simulation import next_scribbles
 from petct.argtypes import positive_number, whole_number
 from petct.clicks import Clicks
 from petct.layout import SEG_NAME
+from timing import median_s
 
 MIRRORINGS = 8  # nnU-Net's test-time augmentation: every combination of flips along 3 axes
 STEPS = {"2022/2024": 1, "2025 clicks": 11, "2026 loop": 6}
@@ -61,15 +60,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="study and model, kept and reused (default: %(default)s)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     return parser.parse_args(argv)
-
-
-def median_s(run, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def job_start_s(repeats: int) -> float:
