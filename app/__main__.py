@@ -98,7 +98,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-
 def _add_run_options(parser: argparse.ArgumentParser, defaults) -> argparse._ArgumentGroup:
     """How studies are run and scored, shared by dry-run and campaign; returns the 2026 loop's group."""
     from petct.editions import (
@@ -125,11 +124,12 @@ def _add_run_options(parser: argparse.ArgumentParser, defaults) -> argparse._Arg
                         help="--image: run it with this (default: docker when its daemon answers, else podman)")
     parser.add_argument("--gpus", action=argparse.BooleanOptionalAction, default=defaults.gpus,
                         help="--image: give the container the GPUs (those CUDA_VISIBLE_DEVICES names, else all; "
-                             "default: when nvidia-smi lists a GPU)")
+                             "default: when nvidia-smi lists a GPU); a campaign's --workers are pinned one to a GPU "
+                             "unless --no-gpus")
     parser.add_argument("--report", action=argparse.BooleanOptionalAction, default=defaults.report,
-                        help="write report.html, with a MIP of every study (a campaign's compares the teams; default: "
-                             "yes; --no-report saves its figures' seconds when only the verdict and metrics.json "
-                             "are needed)")
+                        help="write report.html: per-study plots and MIPs, or the 2025/2026 step curves (a "
+                             "campaign's compares the teams; default: yes; --no-report saves its figures' seconds "
+                             "when only the verdict and metrics.json are needed)")
     parser.add_argument("--challenge", choices=CHALLENGE_CHOICES, default=default_challenge(),
                         help="the autoPET edition's contract: outputs checked, 11 click steps per study for "
                              "autopet-2025-interactive, the closed scribble loop for autopet-2026-interactive, "
@@ -156,6 +156,7 @@ def _run_options(args: argparse.Namespace) -> dict:
                 time_limit_s=args.time_limit, memory_bytes=args.memory, container_engine=args.container_engine,
                 gpus=args.gpus, report=args.report, challenge=args.challenge, strategy=args.strategy,
                 scribbles_dir=args.scribbles_dir, steps=args.steps, scribble_rule=args.scribble_rule)
+
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)

@@ -5,7 +5,7 @@ Measured on this machine, on a full-size phantom study (400x400x326) and the aut
 benchmarks/bench_inference.py (6 stages, 32-320 features, patch 112x160x128, 5 folds, random weights):
 
 - a job's start: a fresh interpreter importing the kit's algorithm and nnU-Net engine;
-- loading the 5-fold model (the checkpoints read and one network built; onto the CPU: a GPU adds its CUDA
+- loading the model's folds (5 by default; the checkpoints read and one network built; onto the CPU: a GPU adds its CUDA
   context and the copy of the weights, not measured);
 - the study's work around the network, as the container does it: reading and checking the inputs,
   preprocessing, the sliding window's tiles (counted), post-processing and writing the mask. The network is
@@ -15,7 +15,8 @@ benchmarks/bench_inference.py (6 stages, 32-320 features, patch 112x160x128, 5 f
   the next scribble.
 
 Stated, not measured here: the network's forward passes on the GPU, as tiles x mirrorings x folds x TFLOP per
-patch / effective TFLOP/s (`--tflops`, several values give a range; the TFLOP per patch is counted), and the
+patch / effective TFLOP/s (`--tflops`, several values give a range; 1.05 TFLOP per patch, as bench_inference.py
+counts it for this model with torch's FLOP counter, 1.049), and the
 container's own start and stop (`--container-s`, from benchmarks/bench_container_jobs.py). CPU work of the
 organiser (scoring, scribbles) runs beside the GPUs when the scoring machine has free cores, except the 2026
 scribble, which the next step waits for.
@@ -33,10 +34,19 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from bench_inference import CONFIGS, TFLOP_PER_AUTOPET_PATCH, build_workspace, kit_end_to_end, load_kit, progress
+from bench_inference import (
+    CONFIGS,
+    FOLDS,
+    TFLOP_PER_AUTOPET_PATCH,
+    Config,
+    build_workspace,
+    kit_end_to_end,
+    load_kit,
+    progress,
+)
 from evaluation.closed_loop import score_step
 from evaluation.scribble_simulation import next_scribbles
-from petct.argtypes import positive_number, whole_number
+from petct.argtypes import non_negative_number, positive_number, whole_number
 from petct.clicks import Clicks
 from petct.layout import SEG_NAME
 from timing import median_s
@@ -50,10 +60,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--teams", type=whole_number(1), default=30)
     parser.add_argument("--studies", type=whole_number(1), default=200)
     parser.add_argument("--gpus", type=whole_number(1), default=8)
-    parser.add_argument("--folds", type=whole_number(1), default=5, help="folds ensembled per job (default: 5)")
+    parser.add_argument("--folds", type=whole_number(1, maximum=FOLDS), default=FOLDS,
+                        help="folds ensembled per job, loaded and run (default: %(default)s)")
     parser.add_argument("--tflops", type=positive_number, nargs="+", default=[100.0, 150.0, 300.0],
                         help="effective network TFLOP/s of one GPU (default: 100 150 300)")
-    parser.add_argument("--container-s", type=float, default=0.18,
+    parser.add_argument("--container-s", type=non_negative_number, default=0.18,
                         help="a container's own start and stop, s (default: %(default)s, bench_container_jobs.py)")
     parser.add_argument("--repeats", type=whole_number(1), default=3)
     parser.add_argument("--workspace", type=Path, default=Path(tempfile.gettempdir()) / "petct-estimate-campaign",
@@ -123,15 +134,15 @@ def estimate(figures: dict, args: argparse.Namespace, tflops: float) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     progress("workspace: full-size study and the autoPET-shaped model (built once, then reused)")
     workspace, _ = build_workspace(args.workspace, model="autoPET", size="full", seed=0, long_slices=0,
                                    device=torch.device("cpu"))
     progress("a job's start: interpreter and imports")
     figures = {"job_start_s": job_start_s(args.repeats)}
-    progress("loading the 5-fold model")
-    figures["model_load_s"] = median_s(lambda: load_kit(workspace.model_dir, CONFIGS["5tta"], device="cpu",
-                                                         compile_=False, tile_batch=None), args.repeats)
+    progress(f"loading the {args.folds}-fold model")
+    folds = Config(f"{args.folds}tta", tuple(range(args.folds)), mirroring=True)
+    figures["model_load_s"] = median_s(lambda: load_kit(workspace.model_dir, folds, device="cpu", compile_=False,
+                                                         tile_batch=None), args.repeats)
     progress("the study's stages around the network")
     with tempfile.TemporaryDirectory() as out:
         work = study_work(workspace, Path(out), args.repeats)

@@ -204,7 +204,7 @@ def next_scribbles(args) -> int:
 
 def rank_submissions(args) -> int:
     """Several submissions' metrics.json in, the leaderboard out (printed, and as JSON with --output)."""
-    from evaluation.leaderboards import edition_leaderboard
+    from evaluation.leaderboards import edition_leaderboard, subsets_refusal
     from evaluation.ranking import read_studies_csv, read_subsets
     from petct.editions import edition as edition_named
     from petct.jsonio import write_json_atomic
@@ -217,9 +217,8 @@ def rank_submissions(args) -> int:
         print(f"error: {args.challenge} ranks per tracer x centre subset: give --subsets JSON or --studies "
               "CSV (with study, tracer and centre columns); refusing to rank over all studies", file=sys.stderr)
         return EXIT_USAGE
-    if (args.subsets is not None or args.studies is not None) and edition.scribbles:
-        print(f"error: {args.challenge} ranks over all studies (the pooled DMM pools them): give no --subsets "
-              "or --studies", file=sys.stderr)
+    if (args.subsets is not None or args.studies is not None) and subsets_refusal(args.challenge):
+        print(f"error: {subsets_refusal(args.challenge)}", file=sys.stderr)
         return EXIT_USAGE
     try:
         subsets = read_subsets(args.subsets) if args.subsets is not None else None

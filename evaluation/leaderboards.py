@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from evaluation.loop_ranking import format_loop_leaderboard, rank_loops
+from evaluation.loop_ranking import format_loop_leaderboard, read_loop_submissions, study_sets
+from evaluation.loop_ranking import leaderboard as loop_leaderboard
 from evaluation.ranking import (
     format_leaderboard,
     format_subset_means,
@@ -20,6 +21,13 @@ from petct.editions import edition as edition_named
 from petct.errors import InputError
 
 
+def subsets_refusal(challenge: str) -> str | None:
+    """Why `challenge` cannot rank per subset, or None when it can."""
+    if edition_named(challenge).scribbles:
+        return f"{challenge} ranks over all studies (the pooled DMM pools them): give no --subsets or --studies"
+    return None
+
+
 @dataclass(frozen=True)
 class Leaderboard:
     rows: list[dict]  # best first
@@ -30,12 +38,12 @@ class Leaderboard:
 def edition_leaderboard(metrics: list[str], *, challenge: str, subsets: dict[str, str] | None = None) -> Leaderboard:
     """The leaderboard of [NAME=]PATH metrics.json files under `challenge`'s rule; InputError naming a bad file."""
     edition = edition_named(challenge)
+    if subsets is not None and subsets_refusal(challenge):
+        raise InputError(subsets_refusal(challenge))
     if edition.scribbles:
-        if subsets is not None:
-            raise InputError(f"{challenge} ranks over all studies (the pooled DMM pools them): give no --subsets "
-                             "or --studies")
-        rows = rank_loops(metrics)
-        return Leaderboard(rows=rows, text=format_loop_leaderboard(rows), warnings=[])
+        loops = read_loop_submissions(metrics)
+        rows = loop_leaderboard(loops)
+        return Leaderboard(rows=rows, text=format_loop_leaderboard(rows), warnings=study_set_warnings(study_sets(loops)))
     suffix = "_auc" if edition.clicks else ""  # 2025: rank the areas under the curves
     submissions = [read_submission(path, name=name, subsets=subsets, suffix=suffix)
                    for name, path in map(submission_argument, metrics)]
@@ -43,4 +51,4 @@ def edition_leaderboard(metrics: list[str], *, challenge: str, subsets: dict[str
     text = format_leaderboard(rows)
     if subsets is not None:
         text = f"{format_subset_means(submissions)}\n\n{text}"
-    return Leaderboard(rows=rows, text=text, warnings=study_set_warnings(submissions))
+    return Leaderboard(rows=rows, text=text, warnings=study_set_warnings({s.name: s.studies for s in submissions}))

@@ -84,36 +84,44 @@ def _mean(values) -> float:
 
 
 def leaderboard(submissions: list[LoopSubmission]) -> list[dict]:
-    """Rank of each submission on mean AUC-Dice and pooled AUC-DMM (all its studies), their mean, the order."""
-    rows = [{"name": s.name, "dice_auc": s.categories["all"]["dice_auc"],
+    """Rank of each submission on mean AUC-Dice and pooled AUC-DMM (all its studies), their mean, the order.
+
+    Rows as evaluation.ranking's where the meaning is the same: `submission`, `file`, `position` (1 best).
+    """
+    rows = [{"submission": s.name, "file": str(s.path), "dice_auc": s.categories["all"]["dice_auc"],
              "pooled_dmm_auc": s.categories["all"]["pooled_dmm_auc"]} for s in submissions]
     for metric in ("dice_auc", "pooled_dmm_auc"):
         values = [r[metric] if math.isfinite(r[metric]) else -math.inf for r in rows]
         for r, v in zip(rows, values):
             r[f"{metric}_rank"] = 1 + sum(other > v for other in values)
     for r in rows:
-        r["score"] = (r["dice_auc_rank"] + r["pooled_dmm_auc_rank"]) / 2
-    rows.sort(key=lambda r: (r["score"], -(r["dice_auc"] if math.isfinite(r["dice_auc"]) else -math.inf)))
-    for place, r in enumerate(rows, start=1):
-        r["place"] = place
+        r["mean_rank"] = (r["dice_auc_rank"] + r["pooled_dmm_auc_rank"]) / 2
+    rows.sort(key=lambda r: (r["mean_rank"], -(r["dice_auc"] if math.isfinite(r["dice_auc"]) else -math.inf)))
+    for position, r in enumerate(rows, start=1):
+        r["position"] = position
     return rows
 
 
-def rank_loops(metrics: list[str]) -> list[dict]:
-    """The leaderboard over [NAME=]PATH metrics.json files of closed loops, best first."""
+def read_loop_submissions(metrics: list[str]) -> list[LoopSubmission]:
+    """[NAME=]PATH metrics.json files of closed loops, each summarised over all its studies (categories["all"])."""
     submissions = [read_loop_metrics(argument) for argument in metrics]
     if len({s.name for s in submissions}) != len(submissions):
         raise InputError("two submissions share a name; name them NAME=PATH")
     for s in submissions:
         s.categories["all"] = summarise(s.studies)
-    return leaderboard(submissions)
+    return submissions
+
+
+def study_sets(submissions: list[LoopSubmission]) -> dict[str, frozenset[str]]:
+    """Each submission's studies, for evaluation.ranking.study_set_warnings."""
+    return {s.name: frozenset(record["study"] for record in s.studies) for s in submissions}
 
 
 def format_loop_leaderboard(rows: list[dict]) -> str:
     """A plain-text table, best first."""
     lines = [f"{'#':>2}  {'submission':<24} {'score':>6}  {'AUC-Dice':>8} {'pooled AUC-DMM':>14}  ranks"]
     for r in rows:
-        lines.append(f"{r['place']:>2}  {r['name'][:24]:<24} {r['score']:>6.2f}  {_fmt(r['dice_auc']):>8} "
+        lines.append(f"{r['position']:>2}  {r['submission'][:24]:<24} {r['mean_rank']:>6.2f}  {_fmt(r['dice_auc']):>8} "
                      f"{_fmt(r['pooled_dmm_auc']):>14}  {r['dice_auc_rank']:>4}/{r['pooled_dmm_auc_rank']}")
     return "\n".join(lines)
 

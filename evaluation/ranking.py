@@ -34,16 +34,17 @@ class Submission:
     studies: frozenset[str] | None = None  # the studies its `case` records cover; None when it has none
 
 
-def study_set_warnings(submissions: list[Submission]) -> list[str]:
-    """One line per submission that lacks studies another one has: their means are over different studies."""
-    known = [s for s in submissions if s.studies is not None]
-    union = frozenset().union(*(s.studies for s in known)) if known else frozenset()
+def study_set_warnings(studies: dict[str, frozenset[str] | None]) -> list[str]:
+    """One line per submission (name -> the studies it was scored on; None: not known) that lacks studies another
+    one has: their means are over different studies."""
+    known = {name: names for name, names in studies.items() if names is not None}
+    union = frozenset().union(*known.values()) if known else frozenset()
     lines = []
-    for s in known:
-        missing = sorted(union - s.studies)
+    for name, names in known.items():
+        missing = sorted(union - names)
         if missing:
             shown = ", ".join(missing[:5]) + (f", ... ({len(missing)} in all)" if len(missing) > 5 else "")
-            lines.append(f"warning: submission {s.name} covers {len(s.studies)} of the {len(union)} studies the "
+            lines.append(f"warning: submission {name} covers {len(names)} of the {len(union)} studies the "
                          f"submissions cover together; missing: {shown}. Its means are over other studies.")
     return lines
 

@@ -64,7 +64,6 @@ def test_teams_from_options():
             teams_from(**{"commands": [], "images": [], "models": [], **bad})
 
 
-
 def test_a_campaign_takes_the_dry_runs_options_for_running_and_scoring_studies(monkeypatch, tmp_path):
     """Every option of how studies are run and scored (limits, GPUs, edition, the 2026 loop's strategy, steps
     and rule) is declared once for both commands: the campaign's teams run as `dry-run` with the same options."""
@@ -91,7 +90,6 @@ def test_a_campaign_takes_the_dry_runs_options_for_running_and_scoring_studies(m
         cases=tmp_path, phantoms=4, phantom_size="tiny", time_limit_s=60.0, memory_bytes=2 * 1024**3, gpus=False,
         report=False, challenge="autopet-2026-interactive", strategy="boundary", steps=3, scribble_rule="published",
         scribbles_dir=tmp_path / "s")
-
 
 
 EMPTY_MASK_WRITER = """\
@@ -135,9 +133,9 @@ def test_a_2026_campaign_runs_each_teams_closed_loop_as_its_dry_run_and_ranks_on
                 sum((a + b) / 2 for a, b in zip(pooled, pooled[1:])))
 
     rows = json.loads((campaign / "leaderboard.json").read_text())["leaderboard"]
-    assert [row["name"] for row in rows] == ["kit", "empty"]
+    assert [row["submission"] for row in rows] == ["kit", "empty"]
     for row in rows:
-        assert (row["dice_auc"], row["pooled_dmm_auc"]) == pytest.approx(reference(row["name"]))
+        assert (row["dice_auc"], row["pooled_dmm_auc"]) == pytest.approx(reference(row["submission"]))
     kit, empty = reference("kit"), reference("empty")  # an empty mask finds no lesion (a lesion-free study's Dice is 1)
     assert empty[1] == 0.0 and kit[0] > empty[0] and kit[1] > 0.0
     assert (campaign / "leaderboard.txt").read_text().splitlines()[1].split()[:2] == ["1", "kit"]

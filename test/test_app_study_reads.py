@@ -290,7 +290,7 @@ def test_the_worker_holds_the_images_inference_reads_and_the_label_for_the_scori
         assert worker.hand("job", study.decoded, label=study.label)
         held = worker.take("job")
     assert held.decoded.pet is pet and held.decoded.ct is ct and isinstance(ct, ResampledCT)
-    assert held.decoded.notes == study.notes == {"ct_resampled": ct.note}
+    assert held.decoded.notes == {"ct_resampled": ct.note} and ct.note["from"] and 0 < ct.note["coverage"] <= 1
     assert held.label is label
     nothing = worker.take("job")
     assert (nothing.decoded.pet, nothing.decoded.ct, nothing.label) == (None, None, None)

@@ -14,7 +14,7 @@ import SimpleITK as sitk
 
 from paths import REPO
 from petct import jsonio, layout, phantom
-from petct.argtypes import whole_number
+from petct.argtypes import non_negative_number, positive_number, whole_number
 from petct.atomic import atomic_path
 from petct.errors import InputError
 from petct.imageio import Geometry, grid_mismatches, read_array, read_image, require_finite, write_image_atomic
@@ -256,6 +256,18 @@ def test_whole_number_bounds():
         with pytest.raises(argparse.ArgumentTypeError, match=problem):
             port(text)
     assert whole_number(0)("10000000") == 10000000  # no maximum unless asked for
+
+
+@pytest.mark.parametrize("text, positive, non_negative", [
+    ("2.5", 2.5, 2.5), ("0", "positive", 0.0), ("-0.1", "positive", "zero or more"), ("nan", "finite", "finite"),
+    ("inf", "finite", "finite"), ("x", "not a number", "not a number")])
+def test_positive_and_non_negative_numbers(text, positive, non_negative):
+    for parse, expected in ((positive_number, positive), (non_negative_number, non_negative)):
+        if isinstance(expected, float):
+            assert parse(text) == expected
+        else:
+            with pytest.raises(argparse.ArgumentTypeError, match=expected):
+                parse(text)
 
 
 # --- layout --------------------------------------------------------------------------------------

@@ -61,8 +61,8 @@ def test_leaderboard_orders_by_the_mean_rank_of_the_two_areas():
         return s
     board = leaderboard([sub("a", 1.0, 1.5), sub("b", 1.5, 1.0), sub("c", 0.5, 0.5), sub("d", 1.2, 1.2)])
     # ranks: a 3+1, b 1+3, d 2+2 (mean 2 each: AUC-Dice decides), c 4+4
-    assert [r["name"] for r in board] == ["b", "d", "a", "c"]
-    assert [r["score"] for r in board] == [2, 2, 2, 4]
+    assert [r["submission"] for r in board] == ["b", "d", "a", "c"]
+    assert [r["mean_rank"] for r in board] == [2, 2, 2, 4]
 
 
 def test_rank_orders_closed_loops_as_the_report_does(tmp_path, capsys):

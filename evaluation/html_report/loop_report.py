@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.html_report import figures
-from evaluation.loop_ranking import category, leaderboard, read_loop_metrics, summarise
+from evaluation.loop_ranking import category, leaderboard, read_loop_submissions, summarise
 from petct.atomic import atomic_path
-from petct.errors import InputError
 from petct.nnunet_raw import tracer_of
 
 
@@ -33,11 +32,8 @@ def curves_figure(summary: dict) -> str:
 
 def build_loop_report(metrics: list[str], output: Path) -> Path:
     """Write the report; returns its path."""
-    submissions = [read_loop_metrics(argument) for argument in metrics]
-    if len({s.name for s in submissions}) != len(submissions):
-        raise InputError("two submissions share a name; name them NAME=PATH")
+    submissions = read_loop_submissions(metrics)
     for s in submissions:
-        s.categories["all"] = summarise(s.studies)
         groups = {}
         for record in s.studies:
             groups.setdefault(category(record), []).append(record)
