@@ -118,10 +118,10 @@ def _ct_on_grid(taken: sitk.Image | ResampledCT | None, geometry: Geometry, *,
         return taken
     held = {"ct": read_image(path) if taken is None else taken}
     del taken  # `held` keeps the only reference, for resample_taken_ct to free the CT before its copy is made
-    require_finite(sitk.GetArrayViewFromImage(held["ct"]), path=path, what="CT image")
     mismatches = grid_mismatches(geometry, Geometry.of(held["ct"]))
     if mismatches:
         return resample_taken_ct(held, geometry, mismatches=mismatches, path=path)
+    require_finite(sitk.GetArrayViewFromImage(held["ct"]), path=path, what="CT image")
     return _float32_copy(held.pop("ct"))
 
 

@@ -217,8 +217,8 @@ def rank_submissions(args) -> int:
         print(f"error: {args.challenge} ranks per tracer x centre subset: give --subsets JSON or --studies "
               "CSV (with study, tracer and centre columns); refusing to rank over all studies", file=sys.stderr)
         return EXIT_USAGE
-    if (args.subsets is not None or args.studies is not None) and subsets_refusal(args.challenge):
-        print(f"error: {subsets_refusal(args.challenge)}", file=sys.stderr)
+    if (args.subsets is not None or args.studies is not None) and (refusal := subsets_refusal(args.challenge)):
+        print(f"error: {refusal}", file=sys.stderr)
         return EXIT_USAGE
     try:
         subsets = read_subsets(args.subsets) if args.subsets is not None else None

@@ -38,8 +38,8 @@ class Leaderboard:
 def edition_leaderboard(metrics: list[str], *, challenge: str, subsets: dict[str, str] | None = None) -> Leaderboard:
     """The leaderboard of [NAME=]PATH metrics.json files under `challenge`'s rule; InputError naming a bad file."""
     edition = edition_named(challenge)
-    if subsets is not None and subsets_refusal(challenge):
-        raise InputError(subsets_refusal(challenge))
+    if subsets is not None and (refusal := subsets_refusal(challenge)):
+        raise InputError(refusal)
     if edition.scribbles:
         loops = read_loop_submissions(metrics)
         rows = loop_leaderboard(loops)

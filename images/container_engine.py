@@ -94,4 +94,3 @@ def gpu_flags(engine: str, devices: list[str] | None) -> list[str]:
     if Path(engine).name == "podman":
         return [flag for device in (devices or ["all"]) for flag in ("--device", f"nvidia.com/gpu={device}")]
     return ["--gpus", "all" if devices is None else '"device=' + ",".join(devices) + '"']
-

@@ -10,7 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from petct.errors import InputError
-from petct.imageio import Geometry, image_from_array
+from petct.imageio import Geometry, image_from_array, require_finite
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +73,14 @@ class ResampledCT:
 
 def resample_taken_ct(images: dict[str, sitk.Image], grid: Geometry, *, mismatches: list[str],
                       path: str | Path) -> ResampledCT:
-    """`images["ct"]`, a CT on another grid than the PET's (checked finite before), resampled onto `grid` as a
-    float32 (z, y, x) array with air outside, with the note a study's notes keep of it.
+    """`images["ct"]`, a CT on another grid than the PET's, checked finite (InputError naming `path`) and resampled
+    onto `grid` as a float32 (z, y, x) array with air outside, with the note a study's notes keep of it.
 
     The CT is taken out of `images`, so that (the caller holding no other reference) the largest image of a study
     is freed before its resampled copy is made into an array: the peak holds the CT and one resampled copy.
     """
+    # NaN marks voxels outside the CT in the resampled image: the CT's own must be refused before.
+    require_finite(sitk.GetArrayViewFromImage(images["ct"]), path=path, what="CT image")
     log.info("CT grid differs from the PET grid (%s): resampling CT onto the PET grid (linear, %g HU outside)",
              "; ".join(mismatches), CT_OUTSIDE_HU)
     resampled = resample_ct_image(images.pop("ct"), grid)

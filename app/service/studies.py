@@ -15,7 +15,7 @@ from petct.clicks import NESTED_TOO_DEEPLY, parse_clicks
 from petct.decoded import DecodedStudy
 from petct.editions import CLICKS_JSON
 from petct.errors import InputError
-from petct.imageio import Geometry, grid_mismatches, read_image, require_finite
+from petct.imageio import Geometry, grid_mismatches, read_image
 from petct.jsonio import write_json_atomic
 from petct.resample import NO_OVERLAP, ResampledCT, ct_overlaps, resample_taken_ct
 from petct.scribbles import MAX_SCRIBBLE_POINTS, parse_scribbles
@@ -76,10 +76,7 @@ def _ct_on_grid(stored: StoredFile, *, grid: Geometry, mismatches: list[str]) ->
     """The CT decoded, checked finite and resampled onto `grid` (float32, air outside), with its note; the decoded
     CT is freed before the resampled image is copied."""
     with refusing(stored):
-        held = {"ct": read_image(stored.path)}
-        # NaN marks voxels outside the CT in the resampled image: the CT's own must be refused before.
-        require_finite(sitk.GetArrayViewFromImage(held["ct"]), path=stored.path, what="CT image")
-        return resample_taken_ct(held, grid, mismatches=mismatches, path=stored.path)
+        return resample_taken_ct({"ct": read_image(stored.path)}, grid, mismatches=mismatches, path=stored.path)
 
 
 # The 2025 interactive track's lesion clicks (petct.clicks): at most 10 + 10 points, so a query parameter suffices.
