@@ -48,11 +48,14 @@ from evaluation.closed_loop import score_step
 from evaluation.scribble_simulation import next_scribbles
 from petct.argtypes import non_negative_number, positive_number, whole_number
 from petct.clicks import Clicks
+from petct.editions import SCRIBBLE_STEPS, edition
 from petct.layout import SEG_NAME
 from timing import median_s
 
 MIRRORINGS = 8  # nnU-Net's test-time augmentation: every combination of flips along 3 axes
-STEPS = {"2022/2024": 1, "2025 clicks": 11, "2026 loop": 6}
+# Jobs per study, as each edition's protocol runs them (petct.editions): 1, 11 clicked steps, 6 loop steps.
+STEPS = {"2022/2024": len(edition("autopet-2022").click_steps),
+         "2025 clicks": len(edition("autopet-2025-interactive").click_steps), "2026 loop": SCRIBBLE_STEPS}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
